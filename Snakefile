@@ -1,0 +1,29 @@
+# infbench: benchmark LLM inference engines on a matrix of models x engines.
+#   snakemake --cores all                                   CPU default (config/config.yaml)
+#   snakemake --cores all --resources gpu=2 --configfile config/seed.yaml
+# See README.md for the steps and config/README.md for every config key.
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+# A --configfile replaces the CPU default instead of being merged into it (seed.yaml is complete).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/prompts.smk"
+include: "workflow/rules/envs.smk"
+include: "workflow/rules/models.smk"
+include: "workflow/rules/specs.smk"
+include: "workflow/rules/bench.smk"
+include: "workflow/rules/merge.smk"
+
+
+rule all:
+    input:
+        "results/tables/inference_speed.md",
+        "results/tables/throughput.md",
+        "results/tables/details.md",

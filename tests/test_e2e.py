@@ -1,0 +1,128 @@
+"""End to end: the real DAG, real `transformers serve` servers, the real SmolLM2 model, real HTTP.
+
+Slow (builds the engine venv, converts the model): marked `slow`, and run in CI by .ci/run.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import psutil
+import pytest
+import yaml
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    {"messages": [{"role": "user", "content": "What is the capital of France?"}]},
+    {"messages": [{"role": "user", "content": "Name three primary colours."}]},
+    {"messages": [{"role": "system", "content": "You answer briefly."},
+                  {"role": "user", "content": "Why is the sky blue?"}]},
+]
+
+
+def _config(prompts_path, eager_args):
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["prompts"] = {"source": f"jsonl:{prompts_path}", "n": 3, "seed": 7}
+    config["sampling"]["max_tokens"] = 24
+    config["scenarios"]["throughput"].update(concurrency=2, requests=4)
+    config["bench"] = {"warmup_requests": 1}
+    # Two engines of one kind, so the test can show that editing one reruns only that one.
+    config["engines"] = {
+        "transformers": {"kind": "transformers", "env": "transformers"},
+        "transformers-eager": {"kind": "transformers", "env": "transformers", "label": "Transformers (eager)",
+                               "args": eager_args},
+    }
+    return config
+
+
+def _snakemake(workdir, *args):
+    return subprocess.run(["snakemake", "--cores", "2", *args], cwd=workdir, capture_output=True, text=True)
+
+
+def _job_counts(dry_run_output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run, as {rule: count}."""
+    block = dry_run_output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("e2e")
+    for name in ("Snakefile", "workflow", "config", "envs"):
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(source, workdir / name)
+    prompts = workdir / "probe_prompts.jsonl"
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    config_path = workdir / "e2e.yaml"
+    config_path.write_text(yaml.safe_dump(_config(prompts, ["--attn-implementation", "eager"])))
+    result = _snakemake(workdir, "--configfile", str(config_path))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir, config_path, prompts
+
+
+def test_tables_have_models_as_rows_and_engines_as_columns(finished_run):
+    workdir, _, _ = finished_run
+    speed = (workdir / "results/tables/inference_speed.md").read_text()
+    throughput = (workdir / "results/tables/throughput.md").read_text()
+    for table, unit in ((speed, "tokens/s"), (throughput, "requests/min")):
+        assert unit in table
+        lines = table.splitlines()
+        header = next(line for line in lines if line.startswith("Model |"))
+        assert header == "Model | Transformers | Transformers (eager)"
+        row = next(line for line in lines if line.startswith("smollm2-135m |"))
+        cells = [c.strip() for c in row.split("|")[1:]]
+        values = [float(c.strip("*")) for c in cells]
+        assert all(v > 0 for v in values)
+        bold = [c for c in cells if c.startswith("**")]
+        assert len(bold) == 1 and float(bold[0].strip("*")) == max(values)
+        assert "transformers serve" in table  # the exact server command under the table
+    details = (workdir / "results/tables/details.md").read_text()
+    assert "TTFT p99 ms" in details and details.count("smollm2-135m") == 4
+    csv = (workdir / "results/tables/summary.csv").read_text()
+    assert csv.splitlines()[0].startswith("engine,model,scenario")
+
+
+def test_greedy_answer_mentions_paris_on_every_engine(finished_run):
+    workdir, _, _ = finished_run
+    for engine in ("transformers", "transformers-eager"):
+        records = [json.loads(line) for line in (workdir / f"results/raw/{engine}/smollm2-135m/single.jsonl").open()]
+        assert len(records) == 3 and all(r["error"] is None for r in records)
+        france = next(r for r in records if r["prompt_id"] == "probe_prompts-0000")
+        assert "Paris" in france["output_text"], france["output_text"]
+        assert all(0 < r["completion_tokens"] <= 24 for r in records)
+
+
+def test_memory_was_sampled_and_no_server_is_left(finished_run):
+    workdir, _, _ = finished_run
+    memory = json.loads((workdir / "results/raw/transformers/smollm2-135m/memory.json").read_text())
+    assert memory["rss_idle_bytes"] > 100e6 and memory["rss_peak_bytes"] >= memory["rss_idle_bytes"]
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(workdir) in " ".join(p.info["cmdline"] or [])]
+    assert not leftovers, [p.info["cmdline"] for p in leftovers]
+
+
+def test_no_change_means_nothing_to_do(finished_run):
+    workdir, config_path, _ = finished_run
+    result = _snakemake(workdir, "-n", "--configfile", str(config_path))
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_editing_one_engine_reruns_only_that_engine_and_the_merge(finished_run):
+    workdir, _, prompts = finished_run
+    edited = workdir / "e2e-edited.yaml"
+    edited.write_text(yaml.safe_dump(_config(prompts, ["--attn-implementation", "sdpa"])))
+    result = _snakemake(workdir, "-n", "--configfile", str(edited))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert _job_counts(out) == {"engine_spec": 1, "bench": 1, "merge": 1, "all": 1}
+    assert "engine=transformers-eager" in out
+    assert "engine=transformers," not in out

@@ -1,0 +1,182 @@
+"""One bench job: lease GPUs, start the engine's server, warm up, run every scenario, always stop.
+
+Writes results/raw/{engine}/{model}/{scenario}.jsonl (one record per request), server.json (the
+exact command line, version and start-up time) and memory.json (what the server used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from infbench.client import ChatRequest, RequestSettings, RunContext, run_closed_loop, run_single
+from infbench.engines import ServerPlan, adapter_for
+from infbench.fileio import write_json_atomic
+from infbench.gpus import GpuLease, visible_gpu_ids
+from infbench.memwatch import MemoryReport, MemoryWatcher
+from infbench.metrics import tokens_per_second
+from infbench.prompts import read_sample
+from infbench.records import RequestRecord, write_records
+from infbench.server import ManagedServer, free_port
+from infbench.spec import EngineSpec, ModelSpec, Scenario, read_engine_spec, read_model_spec
+
+log = logging.getLogger("infbench.bench")
+
+
+@dataclass(frozen=True)
+class BenchPaths:
+    engine_spec: Path
+    model_spec: Path
+    prompts: Path
+    venv: Path
+    lock: Path  # the engine env's pip freeze, for its version
+    out_dir: Path  # results/raw/{engine}/{model}
+    server_log: Path
+
+
+def _terminate_on_sigterm() -> None:
+    """Snakemake stops jobs with SIGTERM: turn it into an exception so `finally` stops the server."""
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def version_from_lock(lock: Path, package: str) -> str | None:
+    if not lock.exists():
+        return None
+    for line in lock.read_text().splitlines():
+        name, sep, version = line.partition("==")
+        if sep and name.strip().lower().replace("_", "-") == package:
+            return version.strip()
+    return None
+
+
+def build_requests(prompts, scenario: Scenario) -> list[ChatRequest]:
+    """single: every prompt once; throughput: the sample cycled to the scenario's request count."""
+    count = len(prompts) if scenario.kind == "single" else scenario.requests
+    return [
+        ChatRequest(request_id=f"{scenario.name}-{i:04d}", prompt_id=prompts[i % len(prompts)].id,
+                    messages=list(prompts[i % len(prompts)].messages))
+        for i in range(count)
+    ]
+
+
+def run_bench(paths: BenchPaths) -> None:
+    _terminate_on_sigterm()
+    engine = read_engine_spec(paths.engine_spec)
+    model = read_model_spec(paths.model_spec)
+    prompts = read_sample(paths.prompts)
+    adapter = adapter_for(engine.kind)
+    paths.out_dir.mkdir(parents=True, exist_ok=True)
+
+    with GpuLease(count=model.gpus, candidates=visible_gpu_ids() if model.gpus else []) as lease:
+        host = engine.bench.host
+        port = free_port(host)
+        plan = adapter.plan(engine, model, paths.venv, host, port)
+        env = _server_env(engine, paths.venv, lease.env())
+        log.info("engine %s, model %s, GPUs %s", engine.name, model.name, lease.ids or "none (CPU)")
+        log.info("server command: %s", " ".join(plan.command))
+        server = ManagedServer(
+            command=plan.command, log_path=paths.server_log, health_url=f"http://{host}:{port}{plan.health_path}",
+            env=env, startup_timeout_s=engine.startup_timeout_s,
+        )
+        with server:
+            startup_s = server.wait_healthy()
+            log.info("server healthy after %.1f s", startup_s)
+            memory = MemoryReport(engine=engine.name, model=model.name, device=engine.device,
+                                  interval_s=engine.bench.memory_sample_interval_s)
+            watcher = MemoryWatcher(server.process.pid, memory, lease.ids)
+            watcher.mark_idle()
+            watcher.start()
+            try:
+                url = f"http://{host}:{port}/v1/chat/completions"
+                settings = _request_settings(engine, plan)
+                _warm_up(url, prompts, settings, engine, model)
+                for scenario in engine.scenarios:
+                    records = _run_scenario(url, prompts, scenario, settings, engine, model)
+                    write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
+            finally:
+                memory = watcher.stop()
+        write_json_atomic(paths.out_dir / "memory.json", memory.to_dict())
+        write_json_atomic(paths.out_dir / "server.json", {
+            "engine": engine.name, "kind": engine.kind, "label": engine.label, "model": model.name,
+            "device": engine.device, "gpu_ids": lease.ids, "command": plan.command,
+            "version": version_from_lock(paths.lock, adapter.package), "startup_s": round(startup_s, 3),
+            "sampling": vars(engine.sampling), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
+
+
+def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+        "VIRTUAL_ENV": str(venv),
+        # Models are prepared beforehand: a server must never reach out to a hub mid-benchmark.
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.pop("PYTHONPATH", None)  # the server runs in its own venv, not on the harness's path
+    env.update(gpu_env)
+    env.update(engine.server_env)
+    return env
+
+
+def _request_settings(engine: EngineSpec, plan: ServerPlan) -> RequestSettings:
+    s = engine.sampling
+    return RequestSettings(
+        model_name=plan.model_name, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
+        seed=s.seed, output_length=s.output_length, extra_body=plan.extra_body,
+        timeout_s=engine.bench.request_timeout_s,
+    )
+
+
+def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec) -> None:
+    count = engine.bench.warmup_requests
+    if count == 0:
+        return
+    scenario = Scenario(name="warmup", kind="single")
+    requests = build_requests(prompts, scenario)[:count]
+    ctx = RunContext(engine=engine.name, model=model.name, scenario="warmup", concurrency=1)
+    records = asyncio.run(run_single(url, requests, settings, ctx))
+    failed = [r for r in records if not r.ok]
+    if failed:
+        raise RuntimeError(f"warm-up request failed, so the server cannot be measured: {failed[0].error}")
+    log.info("warm-up: %d request(s) done", len(records))
+
+
+def _run_scenario(url, prompts, scenario: Scenario, settings, engine: EngineSpec, model: ModelSpec) -> list[RequestRecord]:
+    requests = build_requests(prompts, scenario)
+    ctx = RunContext(engine=engine.name, model=model.name, scenario=scenario.name, concurrency=scenario.concurrency)
+    tokens = 0
+    started = time.monotonic()
+    with Progress(
+        TextColumn(f"[bold]{engine.name}/{model.name}[/] {scenario.name} (c={scenario.concurrency})"),
+        BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+    ) as progress:
+        task = progress.add_task("requests", total=len(requests), rate="")
+
+        def on_done(record: RequestRecord) -> None:
+            nonlocal tokens
+            tokens += record.completion_tokens or 0 if record.ok else 0
+            speed = tokens_per_second(record)
+            aggregate = tokens / max(time.monotonic() - started, 1e-9)
+            rate = f"{aggregate:.1f} tok/s" + (f" (last {speed:.1f})" if speed else " (last failed)")
+            progress.update(task, advance=1, rate=rate)
+
+        runner = run_single if scenario.kind == "single" else run_closed_loop
+        records = asyncio.run(runner(url, requests, settings, ctx, on_done=on_done))
+    errors = sum(not r.ok for r in records)
+    log.info("%s: %d requests, %d failed, %.1f s", scenario.name, len(records), errors, time.monotonic() - started)
+    if errors:
+        log.warning("%s: first error: %s", scenario.name, next(r.error for r in records if not r.ok))
+    return records

@@ -1,0 +1,142 @@
+"""Load and validate the pipeline config against config/config.schema.yaml, filling defaults.
+
+Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to fix.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from infbench.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
+
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
+
+ENGINE_LABELS = {"transformers": "Transformers", "vllm": "vLLM", "tgi": "TGI"}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    return ".".join(str(p) for p in error.absolute_path) or "(top level)"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        return f"config error at {_key_path(error)}: {error.message} (check the spelling; see config/README.md)"
+    if error.validator == "oneOf":
+        return f"config error at {_key_path(error)}: {error.instance!r} is not valid: {error.schema.get('description', error.message)}"
+    return f"config error at {_key_path(error)}: {error.message}"
+
+
+def _fill_defaults(instance: object, schema: dict, root: dict) -> None:
+    """Set schema defaults for missing keys, recursively (jsonschema validates but never fills)."""
+    if "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].split("/")[-1]]
+    if not isinstance(instance, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        if key not in instance and "default" in sub:
+            instance[key] = copy.deepcopy(sub["default"])
+        if key in instance:
+            _fill_defaults(instance[key], sub, root)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key, value in instance.items():
+            if key not in schema.get("properties", {}):
+                _fill_defaults(value, extra, root)
+
+
+def validate_config(config: dict, schema: dict | None = None) -> dict:
+    """Return a validated copy of config with defaults filled; raise ConfigError naming the key."""
+    schema = schema or load_schema()
+    config = copy.deepcopy(config)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("\n".join(_describe(e) for e in errors))
+    _fill_defaults(config, schema, schema)
+    _check_cross_references(config)
+    return config
+
+
+def _check_cross_references(config: dict) -> None:
+    for name, engine in config["engines"].items():
+        resolve_env(engine, config["device"], name)
+    for name, model in config["models"].items():
+        if config["device"] == "cpu" and model["gpus"] > 0:
+            raise ConfigError(f"config error at models.{name}.gpus: {model['gpus']} GPUs asked for, but device is cpu")
+        if config["device"] == "cuda" and model["gpus"] < 1:
+            raise ConfigError(f"config error at models.{name}.gpus: device is cuda, so gpus must be at least 1")
+
+
+def resolve_env(engine: dict, device: str, engine_name: str = "?") -> str:
+    env = engine["env"]
+    if isinstance(env, str):
+        return env
+    if device not in env:
+        raise ConfigError(f"config error at engines.{engine_name}.env: no environment for device {device!r}")
+    return env[device]
+
+
+def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
+    config: dict = {}
+    for path in paths:
+        config.update(yaml.safe_load(Path(path).read_text()) or {})
+    config.update(overrides or {})
+    return validate_config(config)
+
+
+def engine_spec(config: dict, name: str) -> EngineSpec:
+    engine = config["engines"][name]
+    return EngineSpec(
+        name=name,
+        kind=engine["kind"],
+        label=engine.get("label") or ENGINE_LABELS.get(engine["kind"], name),
+        env=resolve_env(engine, config["device"], name),
+        device=config["device"],
+        args=list(engine["args"]),
+        server_env=dict(engine["server_env"]),
+        startup_timeout_s=engine["startup_timeout_s"],
+        sampling=Sampling(**config["sampling"]),
+        scenarios=[scenario_of(config, s) for s in config["scenarios"]],
+        bench=BenchSettings(**config["bench"]),
+    )
+
+
+def scenario_of(config: dict, name: str) -> Scenario:
+    scenario = config["scenarios"][name]
+    if scenario["kind"] == "single":
+        return Scenario(name=name, kind="single", concurrency=1, requests=None)
+    concurrency = scenario["concurrency"]
+    requests = scenario.get("requests") or max(2 * concurrency, config["prompts"]["n"])
+    return Scenario(name=name, kind="throughput", concurrency=concurrency, requests=requests)
+
+
+def model_spec(config: dict, name: str) -> ModelSpec:
+    model = config["models"][name]
+    return ModelSpec(
+        name=name,
+        path=f"resources/models/{name}",
+        dtype=model.get("serve_dtype") or model["dtype"],
+        gpus=model["gpus"],
+        max_model_len=model["max_model_len"],
+    )
+
+
+def model_label(config: dict, name: str) -> str:
+    return config["models"][name].get("label") or name
+
+
+def engine_label(config: dict, name: str) -> str:
+    engine = config["engines"][name]
+    return engine.get("label") or ENGINE_LABELS.get(engine["kind"], name)

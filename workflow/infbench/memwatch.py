@@ -1,0 +1,124 @@
+"""Sample a server's memory while it runs: process-tree RSS on the host, NVML per leased GPU."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict, dataclass, field
+
+import psutil
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """RSS of a process and all its descendants (engines fork workers)."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for proc in procs:
+        try:
+            total += proc.memory_info().rss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total
+
+
+@dataclass
+class GpuMemory:
+    index: int
+    name: str
+    total_bytes: int
+    used_idle_bytes: int = 0
+    used_peak_bytes: int = 0
+
+
+@dataclass
+class MemoryReport:
+    engine: str
+    model: str
+    device: str
+    samples: int = 0
+    interval_s: float = 0.25
+    rss_idle_bytes: int = 0
+    rss_peak_bytes: int = 0
+    gpus: list[GpuMemory] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class _Nvml:
+    """NVML through nvidia-ml-py when it and a driver are present; otherwise no GPU figures."""
+
+    def __init__(self, gpu_ids: list[str]):
+        self.handles = []
+        if not gpu_ids:
+            return
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            self.nvml = pynvml
+            self.handles = [(int(i), pynvml.nvmlDeviceGetHandleByIndex(int(i))) for i in gpu_ids]
+        except Exception:  # no library, no driver, or ids that are UUIDs: measure host memory only
+            self.handles = []
+
+    def read(self) -> list[tuple[int, str, int, int]]:
+        out = []
+        for index, handle in self.handles:
+            info = self.nvml.nvmlDeviceGetMemoryInfo(handle)
+            name = self.nvml.nvmlDeviceGetName(handle)
+            out.append((index, name if isinstance(name, str) else name.decode(), info.total, info.used))
+        return out
+
+
+class MemoryWatcher:
+    """Background thread; call mark_idle() once the server is healthy, stop() at the end."""
+
+    def __init__(self, pid: int, report: MemoryReport, gpu_ids: list[str]):
+        self.pid = pid
+        self.report = report
+        self.nvml = _Nvml(gpu_ids)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()  # mark_idle (main thread) and the sampler touch the same report
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def mark_idle(self) -> None:
+        with self._lock:
+            self._mark_idle()
+
+    def _mark_idle(self) -> None:
+        self.report.rss_idle_bytes = tree_rss_bytes(self.pid)
+        gpus = {g.index: g for g in self.report.gpus}
+        for index, name, total, used in self.nvml.read():
+            gpu = gpus.setdefault(index, GpuMemory(index=index, name=name, total_bytes=total))
+            gpu.used_idle_bytes = used
+        self.report.gpus = sorted(gpus.values(), key=lambda g: g.index)
+        self._sample_unlocked()
+
+    def _sample(self) -> None:
+        with self._lock:
+            self._sample_unlocked()
+
+    def _sample_unlocked(self) -> None:
+        self.report.samples += 1
+        self.report.rss_peak_bytes = max(self.report.rss_peak_bytes, tree_rss_bytes(self.pid))
+        gpus = {g.index: g for g in self.report.gpus}
+        for index, name, total, used in self.nvml.read():
+            gpu = gpus.setdefault(index, GpuMemory(index=index, name=name, total_bytes=total))
+            gpu.used_peak_bytes = max(gpu.used_peak_bytes, used)
+        self.report.gpus = sorted(gpus.values(), key=lambda g: g.index)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.report.interval_s):
+            self._sample()
+
+    def stop(self) -> MemoryReport:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._sample()
+        return self.report

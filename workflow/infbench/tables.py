@@ -1,0 +1,172 @@
+"""Merge raw records into the study's tables with polars.
+
+results/tables/inference_speed.md  models x engines, mean tokens/s at concurrency 1
+results/tables/throughput.md       models x engines, requests/min under a closed loop
+results/tables/details.md          every (engine, model, scenario): n, errors, percentiles
+results/tables/summary.csv         the same figures, machine-readable
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import polars as pl
+
+from infbench.fileio import write_text_atomic
+from infbench.metrics import summarize
+from infbench.records import read_records
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """What to merge, from the config: names, labels, and each scenario's kind."""
+
+    engines: dict[str, str]  # name -> column label
+    models: dict[str, str]  # name -> row label
+    scenarios: dict[str, str]  # name -> kind (single | throughput)
+
+    @classmethod
+    def from_json(cls, text: str) -> "MergePlan":
+        return cls(**json.loads(text))
+
+
+def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, list]:
+    rows, servers, records_all = [], {}, []
+    for engine in plan.engines:
+        for model in plan.models:
+            run_dir = raw_dir / engine / model
+            server_file = run_dir / "server.json"
+            servers[(engine, model)] = json.loads(server_file.read_text()) if server_file.exists() else {}
+            for scenario in plan.scenarios:
+                records = read_records(run_dir / f"{scenario}.jsonl")
+                records_all.extend(records)
+                rows.append(asdict(summarize(records, engine, model, scenario)))
+    return pl.DataFrame(rows, infer_schema_length=None), servers, records_all
+
+
+def _fmt(value: float | None, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def pivot_markdown(df: pl.DataFrame, plan: MergePlan, scenario: str, column: str, title: str) -> str:
+    """Models as rows, engines as columns, the best (largest) value of each row in bold."""
+    labels = list(plan.engines.values())
+    lines = [f"## {title}", "", " | ".join(["Model", *labels]), " | ".join(["---"] * (len(labels) + 1))]
+    part = df.filter(pl.col("scenario") == scenario)
+    for model, model_label in plan.models.items():
+        values = {
+            engine: part.filter((pl.col("model") == model) & (pl.col("engine") == engine))[column].item()
+            for engine in plan.engines
+        }
+        present = [v for v in values.values() if v is not None]
+        best = max(present) if len(present) > 1 else None
+        cells = []
+        for engine in plan.engines:
+            value = values[engine]
+            text = _fmt(value)
+            cells.append(f"**{text}**" if value is not None and value == best else text)
+        lines.append(" | ".join([model_label, *cells]))
+    return "\n".join(lines) + "\n"
+
+
+def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[str]) -> str:
+    lines = ["", "Engines:"]
+    for engine, label in plan.engines.items():
+        for model in plan.models:
+            server = servers.get((engine, model), {})
+            version = server.get("version") or "unknown"
+            command = " ".join(server.get("command", [])) or "n/a"
+            lines.append(f"- {label} {version} ({model}): `{command}`")
+    failed = df.filter(pl.col("scenario").is_in(scenarios) & (pl.col("errors") > 0))
+    for row in failed.iter_rows(named=True):
+        lines.append(f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: {row['errors']} of {row['n']} requests failed")
+    return "\n".join(lines) + "\n"
+
+
+def speed_table(df, plan: MergePlan, servers) -> str:
+    singles = [s for s, kind in plan.scenarios.items() if kind == "single"]
+    parts = ["# Generative inference speed", "",
+             "Mean tokens/s of a single request (completion tokens / full round trip). Bigger is better.", ""]
+    for scenario in singles:
+        n = int(df.filter(pl.col("scenario") == scenario)["n"].max() or 0)
+        parts.append(pivot_markdown(df, plan, scenario, "tokens_per_s_mean",
+                                    f"Inference speed (tokens/s), scenario {scenario}, {n} prompts"))
+    return "\n".join(parts) + _footer(df, plan, servers, singles)
+
+
+def throughput_table(df, plan: MergePlan, servers) -> str:
+    loads = [s for s, kind in plan.scenarios.items() if kind == "throughput"]
+    parts = ["# Generative inference throughput", "",
+             "Completed requests per minute under a closed loop. Bigger is better.", ""]
+    for scenario in loads:
+        part = df.filter(pl.col("scenario") == scenario)
+        concurrency = int(part["concurrency"].max() or 0)
+        parts.append(pivot_markdown(df, plan, scenario, "requests_per_min",
+                                    f"Throughput (requests/min), scenario {scenario}, concurrency {concurrency}"))
+    return "\n".join(parts) + _footer(df, plan, servers, loads)
+
+
+DETAIL_COLUMNS = [
+    ("engine", "engine", None), ("model", "model", None), ("scenario", "scenario", None), ("concurrency", "C", None),
+    ("n", "n", None), ("errors", "errors", None),
+    ("tokens_per_s_mean", "tok/s mean", 2), ("tokens_per_s_sd", "tok/s sd", 2),
+    ("requests_per_min", "req/min", 2), ("output_tokens_per_s", "out tok/s", 2),
+    ("ttft_p50_s", "TTFT p50 ms", -3), ("ttft_p90_s", "TTFT p90 ms", -3), ("ttft_p99_s", "TTFT p99 ms", -3),
+    ("tpot_p50_s", "TPOT p50 ms", -3), ("tpot_p90_s", "TPOT p90 ms", -3), ("tpot_p99_s", "TPOT p99 ms", -3),
+    ("latency_p50_s", "latency p50 s", 3), ("latency_p90_s", "latency p90 s", 3), ("latency_p99_s", "latency p99 s", 3),
+    ("prompt_tokens_mean", "prompt tok", 1), ("completion_tokens_mean", "completion tok", 1),
+]
+
+
+def _detail_cell(value, digits) -> str:
+    if digits is None:
+        return str(value)
+    if digits < 0:  # seconds shown as milliseconds
+        return _fmt(None if value is None else value * 1000.0, 1)
+    return _fmt(value, digits)
+
+
+def prompt_token_mismatches(records) -> list[str]:
+    """Engines must see the same prompt: differing prompt_tokens means differing chat templates."""
+    seen: dict[tuple[str, str], dict[str, int]] = {}
+    for r in records:
+        if r.ok and r.prompt_tokens is not None:
+            seen.setdefault((r.model, r.prompt_id), {})[r.engine] = r.prompt_tokens
+    out = []
+    for (model, prompt_id), per_engine in sorted(seen.items()):
+        if len(set(per_engine.values())) > 1:
+            counts = ", ".join(f"{e}={n}" for e, n in sorted(per_engine.items()))
+            out.append(f"- {model} / {prompt_id}: prompt_tokens differ ({counts})")
+    return out
+
+
+def details_table(df, records) -> str:
+    lines = ["# Details", "", "Per (engine, model, scenario). TTFT: first content token; TPOT: (latency - TTFT) / "
+             "(completion tokens - 1); percentiles over successful requests.", "",
+             " | ".join(label for _, label, _ in DETAIL_COLUMNS), " | ".join("---" for _ in DETAIL_COLUMNS)]
+    for row in df.iter_rows(named=True):
+        lines.append(" | ".join(_detail_cell(row[key], digits) for key, _, digits in DETAIL_COLUMNS))
+    counted = sorted({(r.engine, r.tokens_counted_by) for r in records if r.tokens_counted_by != "usage"})
+    if counted:
+        lines += ["", "Token counts not from the engine's usage: " + ", ".join(f"{e} ({how})" for e, how in counted)]
+    mismatches = prompt_token_mismatches(records)
+    lines += ["", "## Prompt tokens across engines", ""]
+    lines += mismatches or ["All engines counted the same prompt tokens for every prompt."]
+    return "\n".join(lines) + "\n"
+
+
+def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
+    df, servers, records = load_summaries(raw_dir, plan)
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    # Build every table first, then write: a failure never leaves a mix of old and new tables.
+    outputs = {
+        "inference_speed.md": speed_table(df, plan, servers),
+        "throughput.md": throughput_table(df, plan, servers),
+        "details.md": details_table(df, records),
+    }
+    outputs["summary.csv"] = df.write_csv()
+    for name, text in outputs.items():
+        write_text_atomic(tables_dir / name, text)
+    return df

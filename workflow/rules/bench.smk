@@ -1,0 +1,26 @@
+# Benchmark one engine on one model: start its server, warm up, run every scenario, stop it.
+rule bench:
+    input:
+        engine_spec="results/specs/engines/{engine}.json",
+        model_spec="results/specs/models/{model}.json",
+        model="results/models/{model}.json",
+        prompts=f"results/prompts/{PROMPTS_NAME}.jsonl",
+        env=lambda wc: env_marker(engine_env(wc.engine)),
+        lock=lambda wc: f"results/envs/{engine_env(wc.engine)}.lock",
+    output:
+        records=[f"results/raw/{{engine}}/{{model}}/{scenario}.jsonl" for scenario in SCENARIOS],
+        server="results/raw/{engine}/{model}/server.json",
+        memory="results/raw/{engine}/{model}/memory.json",
+    params:
+        venv=lambda wc: f".venvs/{engine_env(wc.engine)}",
+    threads: bench_threads
+    resources:
+        gpu=model_gpus,
+    log:
+        bench="logs/bench/{engine}/{model}.log",
+        server="logs/bench/{engine}/{model}.server.log",
+    shell:
+        "infbench bench --engine-spec {input.engine_spec} --model-spec {input.model_spec} "
+        "--prompts {input.prompts} --venv {params.venv} --lock {input.lock} "
+        "--out-dir results/raw/{wildcards.engine}/{wildcards.model} "
+        "--server-log {log.server} --log {log.bench}"

@@ -1,0 +1,65 @@
+# Config validation and the small input functions the rules share.
+
+import json
+from dataclasses import asdict
+
+from infbench.config import (
+    ConfigError,
+    engine_label,
+    engine_spec,
+    model_label,
+    model_spec,
+    resolve_env,
+    validate_config,
+)
+
+try:
+    _validated = validate_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid configuration:\n{err}") from None
+config.clear()
+config.update(_validated)
+
+ENGINES = list(config["engines"])
+MODELS = list(config["models"])
+SCENARIOS = list(config["scenarios"])
+PROMPTS_NAME = config["prompts"]["name"]
+
+
+wildcard_constraints:
+    engine="|".join(ENGINES),
+    model="|".join(MODELS),
+    scenario="|".join(SCENARIOS),
+
+
+def engine_env(engine):
+    """The venv an engine's server runs in (picked by device for engines with one per device)."""
+    return resolve_env(config["engines"][engine], config["device"], engine)
+
+
+def env_marker(env):
+    return f".venvs/{env}/.infbench-built"
+
+
+def model_gpus(wildcards):
+    return config["models"][wildcards.model]["gpus"]
+
+
+def bench_threads(wildcards):
+    """On the CPU a bench job takes every core, so nothing runs beside it and skews its numbers."""
+    return workflow.cores if config["device"] == "cpu" else max(1, min(4, workflow.cores))
+
+
+def raw_outputs(engine, model):
+    return [f"results/raw/{engine}/{model}/{scenario}.jsonl" for scenario in SCENARIOS]
+
+
+def merge_plan():
+    return json.dumps(
+        {
+            "engines": {e: engine_label(config, e) for e in ENGINES},
+            "models": {m: model_label(config, m) for m in MODELS},
+            "scenarios": {s: config["scenarios"][s]["kind"] for s in SCENARIOS},
+        },
+        sort_keys=True,
+    )

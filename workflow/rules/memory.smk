@@ -1,0 +1,64 @@
+# Memory estimates per model and the estimate-vs-measured table. The estimator needs torch and
+# transformers, so both rules run with the tools venv's python (PYTHONPATH=workflow).
+
+
+def memory_python():
+    return f".venvs/{config['tools_env']}/bin/python"
+
+
+def memory_estimate_input(wildcards):
+    """The model's architecture file when the config names one, else the prepared model."""
+    inputs = {"env": f".venvs/{config['tools_env']}/.infbench-built"}
+    architecture = config["models"][wildcards.model].get("architecture")
+    if architecture:
+        inputs["source"] = architecture
+    else:
+        inputs["source"] = f"results/models/{wildcards.model}.json"
+    return inputs
+
+
+def memory_source_flag(wildcards):
+    # An architecture file is a config.json; results/models/*.json points at the model dir.
+    if config["models"][wildcards.model].get("architecture"):
+        return "--config"
+    return "--model-meta"
+
+
+def memory_measured():
+    return [f"results/raw/{e}/{m}/memory.json" for e in config["engines"] for m in config["models"]]
+
+
+# Estimate one model's memory (parameters, weights per dtype, KV cache, vLLM GPU fit) without weights.
+rule memory_estimate:
+    input:
+        unpack(memory_estimate_input),
+    output:
+        "results/memory/{model}.json",
+    params:
+        python=memory_python(),
+        flag=memory_source_flag,
+        dtype=lambda wc: config["models"][wc.model]["dtype"],
+        context=lambda wc: config["models"][wc.model]["max_model_len"],
+    log:
+        "logs/memory/{model}.log",
+    shell:
+        "PYTHONPATH=workflow {params.python} -m infbench.memory.cli memory-estimate "
+        "{params.flag} {input.source:q} --name {wildcards.model} --dtype {params.dtype} "
+        "--context {params.context} --out {output} > {log} 2>&1"
+
+
+# Tabulate every model's estimate beside the memory each engine was measured to use.
+rule memory_table:
+    input:
+        env=f".venvs/{config['tools_env']}/.infbench-built",
+        estimates=[f"results/memory/{m}.json" for m in config["models"]],
+        measured=memory_measured(),
+    output:
+        "results/tables/memory.md",
+    params:
+        python=memory_python(),
+    log:
+        "logs/memory/table.log",
+    shell:
+        "PYTHONPATH=workflow {params.python} -m infbench.memory.cli memory-table "
+        "--estimates {input.estimates} --measured {input.measured} --out {output} > {log} 2>&1"

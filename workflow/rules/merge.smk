@@ -1,0 +1,16 @@
+# Merge every raw record into the study's tables (models x engines) and a details table, with polars.
+rule merge:
+    input:
+        [raw_outputs(e, m) for e in ENGINES for m in MODELS],
+        [f"results/raw/{e}/{m}/server.json" for e in ENGINES for m in MODELS],
+    output:
+        speed="results/tables/inference_speed.md",
+        throughput="results/tables/throughput.md",
+        details="results/tables/details.md",
+        csv="results/tables/summary.csv",
+    params:
+        plan=merge_plan(),
+    log:
+        "logs/merge.log",
+    shell:
+        "infbench merge --raw-dir results/raw --out-dir results/tables --plan {params.plan:q} > {log} 2>&1"

@@ -1,0 +1,17 @@
+# Prepare each model as an HF-format directory (download, link or convert), with file hashes.
+rule model:
+    input:
+        env_marker(config["tools_env"]),
+    output:
+        directory("resources/models/{model}"),
+        meta="results/models/{model}.json",
+    params:
+        source=lambda wc: config["models"][wc.model]["source"],
+        dtype=lambda wc: config["models"][wc.model]["dtype"],
+        python=f".venvs/{config['tools_env']}/bin/python",
+    log:
+        "logs/models/{model}.log",
+    shell:
+        "PYTHONPATH=workflow {params.python} -m infbench.models --name {wildcards.model} "
+        "--source {params.source:q} --dtype {params.dtype} --out resources/models/{wildcards.model} "
+        "--meta {output.meta} > {log} 2>&1"

@@ -1,0 +1,26 @@
+# Write one engine's settings (plus the shared sampling and scenarios) to its spec file.
+rule engine_spec:
+    output:
+        "results/specs/engines/{engine}.json",
+    params:
+        spec=lambda wc: asdict(engine_spec(config, wc.engine)),
+    log:
+        "logs/specs/engines/{engine}.log",
+    run:
+        from infbench.fileio import write_json_atomic
+
+        write_json_atomic(output[0], params.spec)
+
+
+# Write how one model is served (path, dtype, GPUs, context length) to its spec file.
+rule model_spec:
+    output:
+        "results/specs/models/{model}.json",
+    params:
+        spec=lambda wc: asdict(model_spec(config, wc.model)),
+    log:
+        "logs/specs/models/{model}.log",
+    run:
+        from infbench.fileio import write_json_atomic
+
+        write_json_atomic(output[0], params.spec)
