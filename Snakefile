@@ -20,6 +20,7 @@ include: "workflow/rules/models.smk"
 include: "workflow/rules/specs.smk"
 include: "workflow/rules/bench.smk"
 include: "workflow/rules/merge.smk"
+include: "workflow/rules/memory.smk"
 
 
 rule all:
@@ -27,3 +28,4 @@ rule all:
         "results/tables/inference_speed.md",
         "results/tables/throughput.md",
         "results/tables/details.md",
+        "results/tables/memory.md",

@@ -8,6 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from infbench.memory.cli import add_parser as add_memory_commands
+
 
 def _cmd_prompts(args) -> int:
     from infbench.prompts import PromptSourceError, build_sample
@@ -100,12 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan", required=True, help="JSON: {engines: {name: label}, models: {...}, scenarios: {name: kind}}")
     p.set_defaults(func=_cmd_merge)
 
-    try:
-        from infbench.memory.cli import add_parser as add_memory_commands
-    except ImportError:
-        add_memory_commands = None  # the estimator's module is optional until installed
-    if add_memory_commands:
-        add_memory_commands(sub)
+    add_memory_commands(sub)  # estimate, memory-estimate, memory-table
     return parser
 
 

@@ -37,7 +37,7 @@ rule memory_estimate:
     params:
         python=memory_python(),
         flag=memory_source_flag,
-        dtype=lambda wc: config["models"][wc.model]["dtype"],
+        dtype=lambda wc: model_spec(config, wc.model).dtype,  # the dtype engines compute in
         context=lambda wc: config["models"][wc.model]["max_model_len"],
     log:
         "logs/memory/{model}.log",

@@ -1,0 +1,147 @@
+"""Subcommands `estimate`, `memory-estimate` and `memory-table`.
+
+The main infbench CLI registers them with add_parser(subparsers); until then,
+`python -m infbench.memory.cli estimate MODEL ...` works on its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from infbench.memory.errors import EstimateError
+from infbench.memory.estimate import DEFAULT_GPU_UTIL
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the memory subcommands on an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "estimate", help="estimate model memory and GPU fit (no weights downloaded)",
+        description="Estimate weights, KV cache and overheads of MODEL, and which GPUs "
+                    "fit it under vLLM. MODEL is a hub id, a local model directory or a "
+                    "config.json file.")
+    p.add_argument("model", metavar="MODEL")
+    _add_shape_args(p)
+    gpu = p.add_mutually_exclusive_group()
+    gpu.add_argument("--gpu", metavar="NAME", help="fit on this GPU only (e.g. H100, A100-40, L4)")
+    gpu.add_argument("--gpu-mem", metavar="GiB", type=float,
+                     help="fit on a GPU with this much memory")
+    p.add_argument("--tp", type=int, metavar="N",
+                   help="tensor-parallel size (default: the smallest that fits)")
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.set_defaults(func=run_estimate)
+
+    p = subparsers.add_parser(
+        "memory-estimate", help="write one model's memory estimate as JSON (pipeline rule)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model-dir", metavar="DIR", help="HF model directory (config.json, *.safetensors)")
+    src.add_argument("--config", metavar="FILE", help="architecture file (config.json facts)")
+    src.add_argument("--model-meta", metavar="FILE",
+                     help="results/models/NAME.json of the models rule: its 'path' is the "
+                          "model directory and its 'dtype' the default --dtype")
+    p.add_argument("--name", required=True, help="model name used in tables")
+    _add_shape_args(p)
+    p.add_argument("--out", required=True, metavar="FILE", help="results/memory/NAME.json")
+    p.set_defaults(func=run_memory_estimate)
+
+    p = subparsers.add_parser(
+        "memory-table", help="write results/tables/memory.md from estimates and measurements")
+    p.add_argument("--estimates", nargs="+", required=True, metavar="FILE")
+    p.add_argument("--measured", nargs="*", default=[], metavar="FILE")
+    p.add_argument("--gpu-util", type=float, default=DEFAULT_GPU_UTIL,
+                   help="gpu_memory_utilization the engines ran with (default %(default)s)")
+    p.add_argument("--out", required=True, metavar="FILE")
+    p.set_defaults(func=run_memory_table)
+
+
+def _add_shape_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", metavar="D",
+                   help="weight dtype: torch name (float16, bfloat16, ...) or short form "
+                        "(fp32, bf16, fp16, fp8, int8, int4/gptq, awq, nf4, q8_0, q4_k); "
+                        "default: the config's")
+    p.add_argument("--kv-dtype", metavar="D", help="KV-cache dtype (default: the activation dtype)")
+    p.add_argument("--context", type=int, metavar="N",
+                   help="sequence length L (default: the config's maximum)")
+    p.add_argument("--batch", type=int, default=1, metavar="B",
+                   help="concurrent sequences of length L that must fit (default 1)")
+    p.add_argument("--gpu-util", type=float, default=DEFAULT_GPU_UTIL, metavar="U",
+                   help="vLLM gpu_memory_utilization (default %(default)s)")
+
+
+def _guarded(name: str, func, args: argparse.Namespace) -> int:
+    # Bad input is reported in one line naming the culprit, not a traceback.
+    try:
+        return func(args)
+    except EstimateError as exc:
+        print(f"infbench {name}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    return _guarded("estimate", _estimate, args)
+
+
+def _estimate(args: argparse.Namespace) -> int:
+    from infbench.memory.estimate import estimate, render_text
+    from infbench.memory.gpus import custom_gpu, find_gpu
+
+    gpus = None
+    if args.gpu:
+        gpus = [find_gpu(args.gpu)]
+    elif args.gpu_mem is not None:
+        gpus = [custom_gpu(args.gpu_mem)]
+    est = estimate(args.model, dtype=args.dtype, kv_dtype=args.kv_dtype, context=args.context,
+                   batch=args.batch, gpus=gpus, tp=args.tp, gpu_util=args.gpu_util)
+    print(est.to_json_text() if args.json else render_text(est))
+    return 0
+
+
+def run_memory_estimate(args: argparse.Namespace) -> int:
+    return _guarded("memory-estimate", _memory_estimate, args)
+
+
+def _memory_estimate(args: argparse.Namespace) -> int:
+    from infbench.memory.estimate import estimate
+    from infbench.memory.table import load_json
+
+    model, dtype = args.model_dir or args.config, args.dtype
+    if args.model_meta:
+        meta = load_json(Path(args.model_meta), "model metadata")
+        if "path" not in meta:
+            raise EstimateError(f"model metadata {args.model_meta} has no 'path'")
+        model, dtype = str(meta["path"]), dtype or meta.get("dtype")
+    est = estimate(model, name=args.name, dtype=dtype, kv_dtype=args.kv_dtype,
+                   context=args.context, batch=args.batch, gpu_util=args.gpu_util)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(est.to_json_text() + "\n")
+    print(f"wrote {out}: {est.facts.params.total:,} parameters, "
+          f"smallest vLLM setup {est.smallest.setup if est.smallest else 'none'}")
+    return 0
+
+
+def run_memory_table(args: argparse.Namespace) -> int:
+    return _guarded("memory-table", _memory_table, args)
+
+
+def _memory_table(args: argparse.Namespace) -> int:
+    from infbench.memory.table import write_table
+
+    out = Path(args.out)
+    write_table([Path(p) for p in args.estimates], [Path(p) for p in args.measured], out,
+                args.gpu_util)
+    print(f"wrote {out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="infbench", description="infbench memory tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

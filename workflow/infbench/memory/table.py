@@ -1,0 +1,209 @@
+"""results/tables/memory.md: estimates per model, and estimate beside measurement.
+
+Plain Python (no polars) so it runs in the tools venv.
+
+Measured files are written by the bench job, results/raw/{engine}/{model}/memory.json:
+  {"engine", "model", "device": "cpu"|"cuda", "samples", "interval_s",
+   "rss_idle_bytes", "rss_peak_bytes",
+   "gpus": [{"index", "name", "used_idle_bytes", "used_peak_bytes", "total_bytes"}]}
+An optional "kv_cache_bytes" (the engine's KV pool) allows a direct GPU check.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from infbench.memory.errors import EstimateError
+from infbench.memory.estimate import DEFAULT_GPU_UTIL, fmt_bytes
+
+GIB = 2**30
+
+# Columns of the estimate table: (weights key, header).
+WEIGHT_COLUMNS = (
+    ("fp32", "fp32"), ("bf16", "bf16/fp16"), ("fp8", "fp8"), ("int8", "int8"),
+    ("gptq-int4", "GPTQ-4"), ("awq-int4", "AWQ-4"), ("nf4", "NF4"),
+    ("gguf-q8_0", "Q8_0"), ("gguf-q4_k", "Q4_K"),
+)
+
+# Engines that preallocate a KV pool filling gpu_memory_utilization of each GPU.
+PREALLOCATING_ENGINES = ("vllm",)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One measurement beside the estimate: idle against idle, peak against loaded."""
+
+    model: str
+    engine: str
+    device: str
+    compared: str  # which estimate terms are set against which measurement
+    estimate_idle: int | None
+    measured_idle: int
+    estimate_loaded: int | None
+    measured_peak: int
+
+    @property
+    def error_pct(self) -> float | None:
+        return _error(self.estimate_idle, self.measured_idle)
+
+    @property
+    def peak_error_pct(self) -> float | None:
+        return _error(self.estimate_loaded, self.measured_peak)
+
+
+def _error(estimate: int | None, measured: int) -> float | None:
+    if estimate is None or measured <= 0:
+        return None
+    return (estimate - measured) / measured * 100
+
+
+def load_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EstimateError(f"cannot read {what} {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise EstimateError(f"{what} {path} is not a JSON object")
+    return data
+
+
+def compare(est: dict[str, Any] | None, meas: dict[str, Any],
+            gpu_util: float = DEFAULT_GPU_UTIL) -> Comparison:
+    """Set the matching estimate terms against one measurement."""
+    engine = str(meas.get("engine", "?"))
+    model = str(meas.get("model", "?"))
+    device = str(meas.get("device", "cpu"))
+    if device == "cpu":
+        idle, peak = int(meas["rss_idle_bytes"]), int(meas.get("rss_peak_bytes", 0))
+        if est is None:
+            return Comparison(model, engine, device, "no estimate", None, idle, None, peak)
+        cpu = est["cpu_footprint"]
+        # Engine names may carry a suffix (vllm-cpu, transformers_bf16): match the kind.
+        key = next((k for k in cpu if engine.lower().startswith(k)), "python")
+        term = cpu[key]
+        at_idle = (f"{key} runtime + {est['dtype']} weights" if term["weights_at_idle"]
+                   else f"{key} runtime (weights mmapped, resident after the 1st request)")
+        return Comparison(model, engine, device,
+                          f"RSS idle vs {at_idle}; peak vs runtime + weights",
+                          int(term["idle_bytes"]), idle, int(term["loaded_bytes"]), peak)
+
+    gpus = meas.get("gpus") or []
+    if not gpus:
+        raise EstimateError(f"measurement for {engine}/{model} is on {device} but lists no GPUs")
+    idle = sum(int(g["used_idle_bytes"]) for g in gpus)
+    peak = sum(int(g.get("used_peak_bytes", 0)) for g in gpus)
+    if est is None:
+        return Comparison(model, engine, device, "no estimate", None, idle, None, peak)
+    n = len(gpus)
+    over = {o["name"]: int(o["bytes"]) for o in est["overheads"]}
+    non_kv = (int(est["weights_bytes"][est["dtype"]])
+              + n * (over["cuda_context"] + over["runtime"]))
+    if "kv_cache_bytes" in meas:
+        # The bench may report the engine's KV pool: then weights + overheads
+        # can be checked directly against used memory minus that pool.
+        kv = int(meas["kv_cache_bytes"])
+        return Comparison(model, engine, device, "used - KV pool vs weights + overheads",
+                          non_kv, idle - kv, non_kv + n * over["activation_peak"], peak - kv)
+    if engine.lower().startswith(PREALLOCATING_ENGINES):
+        # vLLM fills u * total with weights + KV pool, so what it uses is
+        # CUDA context + u * total, whatever the weights are.
+        predicted = sum(over["cuda_context"] + int(gpu_util * int(g["total_bytes"]))
+                        for g in gpus)
+        return Comparison(model, engine, device,
+                          f"used vs CUDA context + {gpu_util} x total (KV pool preallocated)",
+                          predicted, idle, predicted, peak)
+    return Comparison(model, engine, device, "used vs weights + overheads (peak: + activations)",
+                      non_kv, idle, non_kv + n * over["activation_peak"], peak)
+
+
+def render(estimates: list[dict[str, Any]], measured: list[dict[str, Any]],
+           gpu_util: float = DEFAULT_GPU_UTIL) -> str:
+    lines = ["# Memory: estimate and measurement", ""]
+    lines += _estimate_table(estimates)
+    lines += ["", "## Estimate vs measured", ""]
+    by_model = {e["model"]: e for e in estimates}
+    rows = [compare(by_model.get(str(m.get("model"))), m, gpu_util) for m in measured]
+    if not rows:
+        lines.append("No measurements yet.")
+    else:
+        lines.append("| Model | Engine | Device | Est. idle | Measured idle | Error | "
+                     "Est. loaded | Measured peak | Error | Compared |")
+        lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
+        for r in sorted(rows, key=lambda r: (r.model, r.engine)):
+            lines.append(
+                f"| {r.model} | {r.engine} | {r.device} | {_gib_or_dash(r.estimate_idle)} | "
+                f"{_gib(r.measured_idle)} | {_pct(r.error_pct)} | "
+                f"{_gib_or_dash(r.estimate_loaded)} | {_gib(r.measured_peak)} | "
+                f"{_pct(r.peak_error_pct)} | {r.compared} |")
+    lines += ["", *_notes(estimates)]
+    return "\n".join(lines) + "\n"
+
+
+def _estimate_table(estimates: list[dict[str, Any]]) -> list[str]:
+    head = (["Model", "Params", "Dtype"] + [h for _, h in WEIGHT_COLUMNS]
+            + ["KV/token", "KV/context", "Smallest vLLM setup"])
+    lines = ["## Estimate (weights in GiB)", "",
+             "| " + " | ".join(head) + " |",
+             "|---|---:|---|" + "---:|" * len(WEIGHT_COLUMNS) + "---:|---:|---|"]
+    for e in estimates:
+        kv = e["kv_cache"]
+        smallest = e["vllm"]["smallest"]
+        cells = [e["model"], f"{e['parameters']['total'] / 1e9:.2f}B", e["dtype"]]
+        cells += [f"{e['weights_bytes'][k] / GIB:.1f}" for k, _ in WEIGHT_COLUMNS]
+        cells += [
+            f"{fmt_bytes(kv['bytes_per_token'][e['kv_dtype']])} ({kv['attention']}, {e['kv_dtype']})",
+            f"{fmt_bytes(kv['bytes_per_sequence'])} @ {e['context']}",
+            smallest["setup"] if smallest else "none (TP<=8)",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _notes(estimates: list[dict[str, Any]]) -> list[str]:
+    notes = [
+        "Notes:",
+        "- GiB = 2^30 bytes. Parameters are exact counts (meta-device model or safetensors headers).",
+        "- KV/context is one sequence at the served context; the smallest setup fits weights, "
+        "overheads and that sequence under vLLM (least total GPU memory, then fewest GPUs).",
+        "- CPU rows: idle RSS (server healthy, no request yet) against the engine's runtime "
+        "baseline, plus the weights if that engine makes them resident at load; peak RSS against "
+        "runtime + weights (the peak also holds the workload's activations and KV cache). "
+        "transformers memory-maps safetensors, so its weights page in at the first request. "
+        "A preallocated CPU KV pool (vLLM) counts only as far as its pages are touched.",
+        "- GPU rows: vLLM preallocates the KV pool, so its memory use is predicted as "
+        "CUDA context + u x total per GPU; weights + overheads are checked directly only when "
+        "the bench reports the KV pool size (kv_cache_bytes).",
+    ]
+    for name, why in sorted({(k, v) for e in estimates
+                             for k, v in e.get("weights_assumptions", {}).items()}):
+        notes.append(f"- {name}: {why}")
+    return notes
+
+
+def _gib(n: int) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def _gib_or_dash(n: int | None) -> str:
+    return "-" if n is None else _gib(n)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.1f}%"
+
+
+def write_table(estimate_paths: list[Path], measured_paths: list[Path], out: Path,
+                gpu_util: float = DEFAULT_GPU_UTIL) -> None:
+    estimates = [load_json(p, "estimate") for p in estimate_paths]
+    measured = []
+    for p in measured_paths:
+        meas = load_json(p, "measurement")
+        # results/raw/{engine}/{model}/memory.json names both, should the file not.
+        meas.setdefault("model", Path(p).parent.name)
+        meas.setdefault("engine", Path(p).parent.parent.name)
+        measured.append(meas)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(render(estimates, measured, gpu_util))
