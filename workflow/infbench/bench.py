@@ -7,15 +7,19 @@ exact command line, version and start-up time) and memory.json (what the server 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+import infbench
 from infbench.client import ChatRequest, RequestSettings, RunContext, run_closed_loop, run_single
 from infbench.engines import ServerPlan, adapter_for
 from infbench.fileio import write_json_atomic
@@ -77,11 +81,15 @@ def run_bench(paths: BenchPaths) -> None:
     prompts = read_sample(paths.prompts)
     adapter = adapter_for(engine.kind)
     paths.out_dir.mkdir(parents=True, exist_ok=True)
+    reason = adapter.unavailable_reason(engine)
+    if reason:
+        _write_skipped(paths, engine, model, reason)
+        return
 
     with GpuLease(count=model.gpus, candidates=visible_gpu_ids() if model.gpus else []) as lease:
         host = engine.bench.host
         port = free_port(host)
-        plan = adapter.plan(engine, model, paths.venv, host, port)
+        plan = adapter.plan(engine, model, paths.venv, host, port, lease.ids)
         env = _server_env(engine, paths.venv, lease.env())
         log.info("engine %s, model %s, GPUs %s", engine.name, model.name, lease.ids or "none (CPU)")
         log.info("server command: %s", " ".join(plan.command))
@@ -104,15 +112,66 @@ def run_bench(paths: BenchPaths) -> None:
                 for scenario in engine.scenarios:
                     records = _run_scenario(url, prompts, scenario, settings, engine, model)
                     write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
+                if engine.kind == "tgi":
+                    _tgi_native(f"http://{host}:{port}", paths, engine, model)
+                version = _server_version(f"http://{host}:{port}", plan) or version_from_lock(paths.lock, adapter.package)
             finally:
                 memory = watcher.stop()
         write_json_atomic(paths.out_dir / "memory.json", memory.to_dict())
         write_json_atomic(paths.out_dir / "server.json", {
             "engine": engine.name, "kind": engine.kind, "label": engine.label, "model": model.name,
             "device": engine.device, "gpu_ids": lease.ids, "command": plan.command,
-            "version": version_from_lock(paths.lock, adapter.package), "startup_s": round(startup_s, 3),
-            "sampling": vars(engine.sampling), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "version": version, "startup_s": round(startup_s, 3), "status": "ok", "reason": None,
+            "sampling": vars(engine.sampling), "fixed_length_control": plan.fixed_length_control,
+            "notes": plan.notes, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         })
+
+
+def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reason: str) -> None:
+    """An engine that cannot run here: empty records and a server.json that says why (the table cell
+    shows it); the run goes on and the other engines' results stand."""
+    log.warning("%s skipped on %s: %s", engine.name, model.name, reason)
+    for scenario in engine.scenarios:
+        write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
+    if engine.kind == "tgi":
+        write_records(paths.out_dir / "native-single.jsonl", [])
+    write_json_atomic(paths.out_dir / "memory.json", MemoryReport(engine=engine.name, model=model.name,
+                                                                  device=engine.device).to_dict())
+    write_json_atomic(paths.out_dir / "server.json", {
+        "engine": engine.name, "kind": engine.kind, "label": engine.label, "model": model.name,
+        "device": engine.device, "gpu_ids": [], "command": [], "version": None, "startup_s": None,
+        "status": "skipped", "reason": reason, "sampling": vars(engine.sampling),
+        "fixed_length_control": None, "notes": [], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+
+
+def _server_version(base_url: str, plan: ServerPlan) -> str | None:
+    """The running server's own word (vLLM /version, TGI /info), else None (the lock is used)."""
+    if not plan.version_path:
+        return None
+    try:
+        reply = httpx.get(base_url + plan.version_path, timeout=10, trust_env=False)
+        return str(reply.json().get("version")) if reply.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _tgi_native(base_url: str, paths: BenchPaths, engine: EngineSpec, model: ModelSpec) -> None:
+    """Second TGI measurement over /generate_stream, in the TGI env (its client can't share ours)."""
+    sample = paths.out_dir / "native-prompts.jsonl"
+    prompts = read_sample(paths.prompts)
+    sample.write_text("".join(json.dumps({"id": p.id, "messages": list(p.messages)}) + "\n" for p in prompts))
+    env = dict(os.environ, PYTHONPATH=str(Path(infbench.__file__).resolve().parent.parent))
+    command = [
+        str(paths.venv / "bin" / "python"), "-m", "infbench.tgi_native", "--base-url", base_url,
+        "--model-dir", model.path, "--prompts", str(sample), "--max-tokens", str(engine.sampling.max_tokens),
+        "--engine", engine.name, "--model", model.name, "--out", str(paths.out_dir / "native-single.jsonl"),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    sample.unlink(missing_ok=True)
+    log.info("native /generate_stream: %s", result.stderr.strip()[-500:])
+    if result.returncode not in (0, 1):  # 1: some requests failed, counted in the records
+        raise RuntimeError(f"TGI native measurement failed: {result.stderr[-2000:]}")
 
 
 def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str]) -> dict[str, str]:

@@ -107,6 +107,8 @@ def engine_spec(config: dict, name: str) -> EngineSpec:
         args=list(engine["args"]),
         server_env=dict(engine["server_env"]),
         startup_timeout_s=engine["startup_timeout_s"],
+        launcher=engine.get("launcher"),
+        image=engine.get("image"),
         sampling=Sampling(**config["sampling"]),
         scenarios=[scenario_of(config, s) for s in config["scenarios"]],
         bench=BenchSettings(**config["bench"]),

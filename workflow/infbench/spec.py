@@ -49,6 +49,8 @@ class EngineSpec:
     args: list[str] = field(default_factory=list)
     server_env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 600.0
+    launcher: str | None = None  # TGI: native | docker | apptainer
+    image: str | None = None  # TGI: container image for docker/apptainer
     sampling: Sampling = Sampling()
     scenarios: list[Scenario] = field(default_factory=list)
     bench: BenchSettings = BenchSettings()

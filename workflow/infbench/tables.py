@@ -9,7 +9,7 @@ results/tables/summary.csv         the same figures, machine-readable
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import polars as pl
@@ -26,6 +26,7 @@ class MergePlan:
     engines: dict[str, str]  # name -> column label
     models: dict[str, str]  # name -> row label
     scenarios: dict[str, str]  # name -> kind (single | throughput)
+    native_engines: list[str] = field(default_factory=list)  # TGI: + native-single.jsonl
 
     @classmethod
     def from_json(cls, text: str) -> "MergePlan":
@@ -39,7 +40,8 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
             run_dir = raw_dir / engine / model
             server_file = run_dir / "server.json"
             servers[(engine, model)] = json.loads(server_file.read_text()) if server_file.exists() else {}
-            for scenario in plan.scenarios:
+            scenarios = [*plan.scenarios, *(["native-single"] if engine in plan.native_engines else [])]
+            for scenario in scenarios:
                 records = read_records(run_dir / f"{scenario}.jsonl")
                 records_all.extend(records)
                 rows.append(asdict(summarize(records, engine, model, scenario)))
@@ -50,7 +52,7 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def pivot_markdown(df: pl.DataFrame, plan: MergePlan, scenario: str, column: str, title: str) -> str:
+def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: str, column: str, title: str) -> str:
     """Models as rows, engines as columns, the best (largest) value of each row in bold."""
     labels = list(plan.engines.values())
     lines = [f"## {title}", "", " | ".join(["Model", *labels]), " | ".join(["---"] * (len(labels) + 1))]
@@ -65,7 +67,8 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, scenario: str, column: str
         cells = []
         for engine in plan.engines:
             value = values[engine]
-            text = _fmt(value)
+            skipped = servers.get((engine, model), {}).get("status") == "skipped"
+            text = servers[(engine, model)]["reason"] if skipped else _fmt(value)
             cells.append(f"**{text}**" if value is not None and value == best else text)
         lines.append(" | ".join([model_label, *cells]))
     return "\n".join(lines) + "\n"
@@ -76,6 +79,9 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
     for engine, label in plan.engines.items():
         for model in plan.models:
             server = servers.get((engine, model), {})
+            if server.get("status") == "skipped":
+                lines.append(f"- {label} ({model}): not run, {server['reason']}")
+                continue
             version = server.get("version") or "unknown"
             command = " ".join(server.get("command", [])) or "n/a"
             lines.append(f"- {label} {version} ({model}): `{command}`")
@@ -91,7 +97,7 @@ def speed_table(df, plan: MergePlan, servers) -> str:
              "Mean tokens/s of a single request (completion tokens / full round trip). Bigger is better.", ""]
     for scenario in singles:
         n = int(df.filter(pl.col("scenario") == scenario)["n"].max() or 0)
-        parts.append(pivot_markdown(df, plan, scenario, "tokens_per_s_mean",
+        parts.append(pivot_markdown(df, plan, servers, scenario, "tokens_per_s_mean",
                                     f"Inference speed (tokens/s), scenario {scenario}, {n} prompts"))
     return "\n".join(parts) + _footer(df, plan, servers, singles)
 
@@ -103,7 +109,7 @@ def throughput_table(df, plan: MergePlan, servers) -> str:
     for scenario in loads:
         part = df.filter(pl.col("scenario") == scenario)
         concurrency = int(part["concurrency"].max() or 0)
-        parts.append(pivot_markdown(df, plan, scenario, "requests_per_min",
+        parts.append(pivot_markdown(df, plan, servers, scenario, "requests_per_min",
                                     f"Throughput (requests/min), scenario {scenario}, concurrency {concurrency}"))
     return "\n".join(parts) + _footer(df, plan, servers, loads)
 
@@ -130,16 +136,33 @@ def _detail_cell(value, digits) -> str:
 
 def prompt_token_mismatches(records) -> list[str]:
     """Engines must see the same prompt: differing prompt_tokens means differing chat templates."""
-    seen: dict[tuple[str, str], dict[str, int]] = {}
+    seen: dict[tuple[str, str], dict[str, set[int]]] = {}
     for r in records:
         if r.ok and r.prompt_tokens is not None:
-            seen.setdefault((r.model, r.prompt_id), {})[r.engine] = r.prompt_tokens
+            seen.setdefault((r.model, r.prompt_id), {}).setdefault(r.engine, set()).add(r.prompt_tokens)
     out = []
     for (model, prompt_id), per_engine in sorted(seen.items()):
-        if len(set(per_engine.values())) > 1:
-            counts = ", ".join(f"{e}={n}" for e, n in sorted(per_engine.items()))
+        if len(set().union(*per_engine.values())) > 1:
+            counts = ", ".join(f"{e}={'/'.join(map(str, sorted(n)))}" for e, n in sorted(per_engine.items()))
             out.append(f"- {model} / {prompt_id}: prompt_tokens differ ({counts})")
     return out
+
+
+def output_length_check(records) -> list[str]:
+    """In fixed mode every completion must be exactly max_tokens long; say where it was not."""
+    fixed = [r for r in records if r.ok and r.output_length == "fixed"]
+    if not fixed:
+        modes = sorted({r.output_length for r in records}) or ["natural"]
+        return [f"Output length: {', '.join(modes)} (natural: each engine stops at EOS or max_tokens)."]
+    off: dict[tuple[str, str], int] = {}
+    for r in fixed:
+        if r.completion_tokens != r.max_tokens:
+            off[(r.engine, r.model)] = off.get((r.engine, r.model), 0) + 1
+    if not off:
+        return [f"Output length: fixed; all {len(fixed)} completions had exactly max_tokens tokens."]
+    return ["Output length: fixed, but these completions were not max_tokens long:"] + [
+        f"- WARNING: {engine}/{model}: {count} request(s)" for (engine, model), count in sorted(off.items())
+    ]
 
 
 def details_table(df, records) -> str:
@@ -151,6 +174,7 @@ def details_table(df, records) -> str:
     counted = sorted({(r.engine, r.tokens_counted_by) for r in records if r.tokens_counted_by != "usage"})
     if counted:
         lines += ["", "Token counts not from the engine's usage: " + ", ".join(f"{e} ({how})" for e, how in counted)]
+    lines += ["", "## Output length", ""] + output_length_check(records)
     mismatches = prompt_token_mismatches(records)
     lines += ["", "## Prompt tokens across engines", ""]
     lines += mismatches or ["All engines counted the same prompt tokens for every prompt."]

@@ -19,8 +19,21 @@ rule bench:
     log:
         bench="logs/bench/{engine}/{model}.log",
         server="logs/bench/{engine}/{model}.server.log",
+    wildcard_constraints:
+        engine=one_of(OPENAI_ONLY_ENGINES),
     shell:
         "infbench bench --engine-spec {input.engine_spec} --model-spec {input.model_spec} "
         "--prompts {input.prompts} --venv {params.venv} --lock {input.lock} "
         "--out-dir results/raw/{wildcards.engine}/{wildcards.model} "
         "--server-log {log.server} --log {log.bench}"
+
+
+# TGI: the same bench job, plus a second measurement over its native /generate_stream route.
+use rule bench as bench_tgi with:
+    output:
+        records=[f"results/raw/{{engine}}/{{model}}/{scenario}.jsonl" for scenario in SCENARIOS],
+        native="results/raw/{engine}/{model}/native-single.jsonl",
+        server="results/raw/{engine}/{model}/server.json",
+        memory="results/raw/{engine}/{model}/memory.json",
+    wildcard_constraints:
+        engine=one_of(TGI_ENGINES),

@@ -1,6 +1,7 @@
 # Config validation and the small input functions the rules share.
 
 import json
+import re
 from dataclasses import asdict
 
 from infbench.config import (
@@ -24,6 +25,14 @@ ENGINES = list(config["engines"])
 MODELS = list(config["models"])
 SCENARIOS = list(config["scenarios"])
 PROMPTS_NAME = config["prompts"]["name"]
+# TGI engines also measure over their native route: their bench job has one more output.
+TGI_ENGINES = [e for e in ENGINES if config["engines"][e]["kind"] == "tgi"]
+OPENAI_ONLY_ENGINES = [e for e in ENGINES if e not in TGI_ENGINES]
+
+
+def one_of(names):
+    """A wildcard constraint matching exactly these names (none: a pattern that never matches)."""
+    return "|".join(re.escape(n) for n in names) if names else "(?!)"
 
 
 wildcard_constraints:
@@ -51,7 +60,8 @@ def bench_threads(wildcards):
 
 
 def raw_outputs(engine, model):
-    return [f"results/raw/{engine}/{model}/{scenario}.jsonl" for scenario in SCENARIOS]
+    native = ["native-single"] if engine in TGI_ENGINES else []
+    return [f"results/raw/{engine}/{model}/{scenario}.jsonl" for scenario in [*SCENARIOS, *native]]
 
 
 def merge_plan():
@@ -60,6 +70,7 @@ def merge_plan():
             "engines": {e: engine_label(config, e) for e in ENGINES},
             "models": {m: model_label(config, m) for m in MODELS},
             "scenarios": {s: config["scenarios"][s]["kind"] for s in SCENARIOS},
+            "native_engines": TGI_ENGINES,
         },
         sort_keys=True,
     )
