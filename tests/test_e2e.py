@@ -26,18 +26,14 @@ PROMPTS = [
 ]
 
 
-def _config(prompts_path, eager_args):
+def _config(prompts_path, vllm_extra_args=()):
+    """The default config (transformers, vLLM, TGI) on a few prompts with short outputs."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["prompts"] = {"source": f"jsonl:{prompts_path}", "n": 3, "seed": 7}
     config["sampling"]["max_tokens"] = 24
     config["scenarios"]["throughput"].update(concurrency=2, requests=4)
     config["bench"] = {"warmup_requests": 1}
-    # Two engines of one kind, so the test can show that editing one reruns only that one.
-    config["engines"] = {
-        "transformers": {"kind": "transformers", "env": "transformers"},
-        "transformers-eager": {"kind": "transformers", "env": "transformers", "label": "Transformers (eager)",
-                               "args": eager_args},
-    }
+    config["engines"]["vllm"]["args"] += list(vllm_extra_args)
     return config
 
 
@@ -63,7 +59,7 @@ def finished_run(tmp_path_factory):
     prompts = workdir / "probe_prompts.jsonl"
     prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
     config_path = workdir / "e2e.yaml"
-    config_path.write_text(yaml.safe_dump(_config(prompts, ["--attn-implementation", "eager"])))
+    config_path.write_text(yaml.safe_dump(_config(prompts)))
     result = _snakemake(workdir, "--configfile", str(config_path))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return workdir, config_path, prompts
@@ -77,23 +73,27 @@ def test_tables_have_models_as_rows_and_engines_as_columns(finished_run):
         assert unit in table
         lines = table.splitlines()
         header = next(line for line in lines if line.startswith("Model |"))
-        assert header == "Model | Transformers | Transformers (eager)"
+        assert header == "Model | Transformers | vLLM | TGI"
         row = next(line for line in lines if line.startswith("smollm2-135m |"))
         cells = [c.strip() for c in row.split("|")[1:]]
+        # TGI cannot run here: its cell says why; the other engines' results stand.
+        assert cells[2] == "n/a: text-generation-launcher not on PATH"
+        cells = cells[:2]
         values = [float(c.strip("*")) for c in cells]
         assert all(v > 0 for v in values)
         bold = [c for c in cells if c.startswith("**")]
         assert len(bold) == 1 and float(bold[0].strip("*")) == max(values)
-        assert "transformers serve" in table  # the exact server command under the table
+        assert "transformers serve" in table  # the exact server commands and versions under the table
+        assert "vllm.entrypoints.openai.api_server" in table and "vLLM 0.32.0" in table
     details = (workdir / "results/tables/details.md").read_text()
-    assert "TTFT p99 ms" in details and details.count("smollm2-135m") == 4
+    assert "TTFT p99 ms" in details and details.count("smollm2-135m") >= 6
     csv = (workdir / "results/tables/summary.csv").read_text()
     assert csv.splitlines()[0].startswith("engine,model,scenario")
 
 
 def test_greedy_answer_mentions_paris_on_every_engine(finished_run):
     workdir, _, _ = finished_run
-    for engine in ("transformers", "transformers-eager"):
+    for engine in ("transformers", "vllm"):
         records = [json.loads(line) for line in (workdir / f"results/raw/{engine}/smollm2-135m/single.jsonl").open()]
         assert len(records) == 3 and all(r["error"] is None for r in records)
         france = next(r for r in records if r["prompt_id"] == "probe_prompts-0000")
@@ -119,10 +119,48 @@ def test_no_change_means_nothing_to_do(finished_run):
 def test_editing_one_engine_reruns_only_that_engine_and_the_merge(finished_run):
     workdir, _, prompts = finished_run
     edited = workdir / "e2e-edited.yaml"
-    edited.write_text(yaml.safe_dump(_config(prompts, ["--attn-implementation", "sdpa"])))
+    edited.write_text(yaml.safe_dump(_config(prompts, ["--max-num-seqs", "4"])))
     result = _snakemake(workdir, "-n", "--configfile", str(edited))
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
-    assert _job_counts(out) == {"engine_spec": 1, "bench": 1, "merge": 1, "all": 1}
-    assert "engine=transformers-eager" in out
-    assert "engine=transformers," not in out
+    # That engine's spec and bench job, then what reads every engine's results; nothing of the other
+    # engines, no env, model or prompts job.
+    assert _job_counts(out) == {
+        "engine_spec": 1, "bench": 1, "merge": 1, "memory_table": 1, "plots": 1, "provenance": 1,
+        "report_pages": 1, "all": 1,
+    }
+    assert "engine=vllm" in out
+    assert "engine=transformers" not in out and "engine=tgi" not in out
+
+
+def test_plots_provenance_and_report(finished_run):
+    workdir, _, _ = finished_run
+    for name in ("tokens_per_s.png", "ttft_cdf.png", "latency_cdf.png", "throughput.png"):
+        assert (workdir / "results/plots" / name).read_bytes().startswith(b"\x89PNG")
+    prov = json.loads((workdir / "results/provenance.json").read_text())
+    engines = {e["name"]: e for e in prov["engines"]}
+    assert engines["vllm"]["server_commands"]["smollm2-135m"][-1] == "--enforce-eager"
+    assert engines["transformers"]["version"] and engines["transformers"]["lock"]
+    assert prov["prompts"][0]["count"] == 3 and prov["models"][0]["files"]["model.safetensors"]
+    assert prov["times"]["measurement_started_at"] <= prov["times"]["measurement_finished_at"]
+    report = workdir / "results/report.html"
+    result = subprocess.run(["snakemake", "--report", str(report), "--configfile", str(finished_run[1])],
+                            cwd=workdir, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text()
+    for item in ("inference_speed.html", "provenance.html", "provenance.json", "ttft_cdf.png", "throughput.png"):
+        assert item in html, item
+
+
+def test_bundle_of_the_run_verifies(finished_run):
+    workdir, config_path, _ = finished_run
+    result = _snakemake(workdir, "bundle", "--configfile", str(config_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_id = json.loads((workdir / "results/provenance.json").read_text())["run_id"]
+    bundle = workdir / f"results/bundles/{run_id}.tar.gz"
+    assert bundle.exists() and str(bundle.relative_to(workdir)) in result.stdout + result.stderr
+    verify = subprocess.run(["infbench", "verify", str(bundle)], cwd=workdir, capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stderr.startswith("OK "), verify.stderr
+    # Bundling did not make the workflow out of date.
+    again = _snakemake(workdir, "-n", "--configfile", str(config_path))
+    assert "Nothing to be done" in again.stdout + again.stderr

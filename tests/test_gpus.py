@@ -58,3 +58,24 @@ def test_scheduler_ids_are_the_only_candidates():
 def test_cpu_jobs_lease_nothing(tmp_path):
     with GpuLease(0, [], lock_dir=tmp_path) as lease:
         assert lease.ids == [] and lease.env() == {"CUDA_VISIBLE_DEVICES": ""}
+
+
+def test_cpu_bench_jobs_never_overlap_across_processes(tmp_path):
+    """A second CPU job (another process, e.g. another Snakemake run) waits for the first."""
+    code = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from infbench.gpus import GpuLease
+        with GpuLease(0, [], lock_dir=Path({str(tmp_path)!r})):
+            print(time.time(), flush=True)
+            time.sleep(0.5)
+            print(time.time(), flush=True)
+    """)
+    first = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    first_start = float(first.stdout.readline())
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    first_end = float(first.stdout.readline())
+    first.wait()
+    second_start = float(second.stdout.split()[0])
+    assert first_start < first_end <= second_start
+    assert "waiting for another CPU bench job" in second.stderr

@@ -39,12 +39,16 @@ def _cmd_bench(args) -> int:
         engine_spec=args.engine_spec, model_spec=args.model_spec, prompts=args.prompts, venv=args.venv,
         lock=args.lock, out_dir=args.out_dir, server_log=args.server_log,
     )
+    log = logging.getLogger("infbench.bench")
     try:
         run_bench(paths)
     except ServerError as err:
-        logging.getLogger("infbench.bench").error("%s", err)
+        log.error("%s", err)
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except (KeyboardInterrupt, SystemExit):
+        log.warning("interrupted: the server was stopped and no partial result was written")
+        raise
     return 0
 
 
@@ -54,6 +58,102 @@ def _cmd_merge(args) -> int:
     merge(args.raw_dir, args.out_dir, MergePlan.from_json(args.plan))
     print(f"tables written to {args.out_dir}", file=sys.stderr)
     return 0
+
+
+def _cmd_provenance(args) -> int:
+    from infbench.provenance import collect, write_provenance
+
+    prov = collect(
+        json.loads(args.config), tables=args.tables, locks=args.locks, model_metas=args.models,
+        prompt_metas=args.prompts_meta, servers=args.servers, records=args.records,
+    )
+    write_provenance(args.out, prov)
+    print(f"provenance of run {prov.run_id} written to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _cmd_plots(args) -> int:
+    from infbench.plots import write_plots
+    from infbench.tables import MergePlan
+
+    paths = write_plots(args.raw_dir, MergePlan.from_json(args.plan.read_text()), args.out_dir)
+    print("plots: " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0
+
+
+def _cmd_report_pages(args) -> int:
+    from infbench.reportpages import write_pages
+
+    paths = write_pages(args.tables, args.provenance, args.out_dir)
+    print("report pages: " + ", ".join(str(p) for p in paths), file=sys.stderr)
+    return 0
+
+
+def _cmd_bundle(args) -> int:
+    import yaml
+
+    from infbench.bundle import BundleError, make_bundle
+    from infbench.redact import Redactor
+
+    config: dict = {}
+    for path in args.configfile:  # only to learn which values the config marks as secret
+        config.update(yaml.safe_load(path.read_text()) or {})
+    try:
+        result = make_bundle(args.root, args.out_dir, Redactor.from_sources(config))
+    except BundleError as err:
+        print(f"error: bundle: {err}", file=sys.stderr)
+        return 2
+    _report_bundle(result)
+    return 0
+
+
+def _report_bundle(result) -> None:
+    print(f"bundle {result.path}: run {result.run_id}, {result.files} files, {result.size_bytes / 1e6:.2f} MB",
+          file=sys.stderr)
+    for name, count in sorted(result.redacted.items()):
+        print(f"  redacted {count} secret(s) in {name}", file=sys.stderr)
+    if result.short_secrets:
+        print(f"  warning: {result.short_secrets} secret value(s) shorter than 8 characters were redacted only "
+              "under secret keys, not searched for as bare text", file=sys.stderr)
+    print(result.path)  # stdout: the path alone, for scripts
+
+
+def _cmd_verify(args) -> int:
+    from infbench.bundle import BundleError, UnsafeArchiveError, verify_bundle
+
+    try:
+        result = verify_bundle(args.bundle)
+    except UnsafeArchiveError as err:
+        print(f"REFUSED {args.bundle}: {err} (nothing was extracted)", file=sys.stderr)
+        return 2
+    except BundleError as err:
+        print(f"error: verify: {err}", file=sys.stderr)
+        return 2
+    for problem in result.problems:
+        print(f"FAIL {problem}", file=sys.stderr)
+    if result.ok:
+        print(f"OK {args.bundle}: run {result.run_id}, {result.checked_files} checksums match, "
+              f"{len(result.recomputed_tables)} tables recomputed from the raw records match", file=sys.stderr)
+        return 0
+    print(f"FAILED {args.bundle}: {len(result.problems)} problem(s)", file=sys.stderr)
+    return 1
+
+
+def _cmd_calibrate(args) -> int:
+    from infbench.calibrate import calibrate, format_report
+    from infbench.refserver import RefSettings
+
+    settings = RefSettings(ttft_s=args.ttft, itl_s=args.itl, tokens=args.tokens, tokens_per_chunk=args.tokens_per_chunk,
+                           role_chunk=args.role_chunk, usage=not args.no_usage, continuous_usage=args.continuous_usage)
+    workers = args.workers if args.workers == "auto" else int(args.workers)
+    rows = calibrate(args.concurrency, settings, args.requests_per_stream, workers=workers,
+                     lag_limit_s=args.lag_limit_ms / 1e3, progress=lambda line: print(line, file=sys.stderr))
+    report = format_report(rows, settings)
+    print(report)
+    if args.out:
+        args.out.write_text(report)
+    bad = [row for row in rows if row.measured.errors]
+    return 1 if bad else 0
 
 
 def _log_to(path: Path | None) -> None:
@@ -101,6 +201,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, default=Path("results/tables"))
     p.add_argument("--plan", required=True, help="JSON: {engines: {name: label}, models: {...}, scenarios: {name: kind}}")
     p.set_defaults(func=_cmd_merge)
+
+    p = sub.add_parser("provenance", help="write results/provenance.json (what ran, on what, when)")
+    p.add_argument("--config", required=True, help="the resolved config as JSON (secrets are redacted again)")
+    p.add_argument("--tables", type=Path, nargs="+", required=True)
+    p.add_argument("--locks", type=Path, nargs="*", default=[])
+    p.add_argument("--models", type=Path, nargs="*", default=[], help="results/models/*.json")
+    p.add_argument("--prompts-meta", type=Path, nargs="*", default=[], help="results/prompts/*.meta.json")
+    p.add_argument("--servers", type=Path, nargs="*", default=[], help="results/raw/*/*/server.json")
+    p.add_argument("--records", type=Path, nargs="*", default=[], help="results/raw/*/*/*.jsonl")
+    p.add_argument("--out", type=Path, default=Path("results/provenance.json"))
+    p.set_defaults(func=_cmd_provenance)
+
+    p = sub.add_parser("plots", help="plot tokens/s, TTFT and latency CDFs and throughput as PNG")
+    p.add_argument("--raw-dir", type=Path, default=Path("results/raw"))
+    p.add_argument("--plan", type=Path, default=Path("results/tables/merge_plan.json"))
+    p.add_argument("--out-dir", type=Path, default=Path("results/plots"))
+    p.set_defaults(func=_cmd_plots)
+
+    p = sub.add_parser("report-pages", help="render the tables and the provenance as HTML for the report")
+    p.add_argument("--tables", type=Path, nargs="+", required=True)
+    p.add_argument("--provenance", type=Path, default=Path("results/provenance.json"))
+    p.add_argument("--out-dir", type=Path, default=Path("results/report"))
+    p.set_defaults(func=_cmd_report_pages)
+
+    p = sub.add_parser("bundle", help="write results/bundles/RUN_ID.tar.gz (secrets redacted, with a manifest)")
+    p.add_argument("--root", type=Path, default=Path("."), help="the workflow directory (holds results/, logs/)")
+    p.add_argument("--out-dir", type=Path, default=Path("results/bundles"))
+    p.add_argument("--configfile", type=Path, action="append", default=[],
+                   help="config file(s) whose secret values (see `secrets:`) must not reach the bundle")
+    p.set_defaults(func=_cmd_bundle)
+
+    p = sub.add_parser("verify", help="check a bundle: checksums, recomputed tables, safe paths")
+    p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser("calibrate", help="run the client against a reference server with known timing; "
+                       "print measured against true TTFT, TPOT, ITL and tokens/s per concurrency")
+    p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    p.add_argument("--requests-per-stream", type=int, default=8, help="requests = this x concurrency (at least 16)")
+    p.add_argument("--ttft", type=float, default=0.02, help="reference server: seconds to the first token")
+    p.add_argument("--itl", type=float, default=0.01, help="reference server: seconds between tokens")
+    p.add_argument("--tokens", type=int, default=100, help="tokens per response")
+    p.add_argument("--tokens-per-chunk", type=int, default=1)
+    p.add_argument("--role-chunk", action="store_true", help="a role-only chunk first (not a token)")
+    p.add_argument("--no-usage", action="store_true", help="no usage chunk: the client counts tokens itself")
+    p.add_argument("--continuous-usage", action="store_true", help="cumulative usage in every chunk")
+    p.add_argument("--workers", default="1", help="client processes: a number or auto")
+    p.add_argument("--lag-limit-ms", type=float, default=1.0, help="client lag p99 that flags a run")
+    p.add_argument("--out", type=Path, help="also write the report (markdown) here")
+    p.set_defaults(func=_cmd_calibrate)
 
     add_memory_commands(sub)  # estimate, memory-estimate, memory-table
     return parser

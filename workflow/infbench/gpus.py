@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,8 +85,23 @@ class GpuLease:
         """CUDA_VISIBLE_DEVICES for the server; empty on CPU, so a CPU run never grabs a GPU."""
         return {"CUDA_VISIBLE_DEVICES": ",".join(self.ids)}
 
+    def hold_cpu(self) -> None:
+        """CPU bench jobs share one device, the host: take it whole, even against bench jobs of
+        another Snakemake run on this node (threads: all cores only orders jobs within one run)."""
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(self.lock_dir / "cpu.lock", "w")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another CPU bench job on this node ({self.lock_dir / 'cpu.lock'})", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        self._handles.append(handle)
+
     def __enter__(self) -> "GpuLease":
-        self.acquire()
+        if self.count == 0:
+            self.hold_cpu()
+        else:
+            self.acquire()
         return self
 
     def __exit__(self, *exc) -> None:
