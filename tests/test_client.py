@@ -37,7 +37,8 @@ def test_role_only_and_empty_chunks_are_not_tokens_and_usage_is_read():
         record = _one(server)
     assert record.ok, record.error
     assert record.output_text == "Paris is big."
-    assert 0.14 <= record.ttft_s < 0.5  # after the role-only and empty chunks, not at the first byte
+    assert record.ttft_s >= 0.14  # after the role-only (0 s) and empty (0.05 s) chunks, not at the first byte
+    assert record.chunk_times_s[0] == record.ttft_s
     assert len(record.chunk_times_s) == 2
     assert record.prompt_tokens == 11 and record.completion_tokens == 4
     assert record.tokens_counted_by == "usage"

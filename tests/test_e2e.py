@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 
 import psutil
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, copy_workflow
 
 pytestmark = pytest.mark.slow
 
@@ -49,13 +48,7 @@ def _job_counts(dry_run_output: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("e2e")
-    for name in ("Snakefile", "workflow", "config", "envs"):
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, workdir / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, workdir / name)
+    workdir = copy_workflow(tmp_path_factory.mktemp("e2e"))
     prompts = workdir / "probe_prompts.jsonl"
     prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
     config_path = workdir / "e2e.yaml"
