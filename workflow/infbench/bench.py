@@ -20,12 +20,13 @@ import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import infbench
-from infbench.client import ChatRequest, RequestSettings, RunContext, run_closed_loop, run_single
+from infbench.client import ChatRequest, RequestSettings, RunContext, run_single
 from infbench.engines import ServerPlan, adapter_for
 from infbench.fileio import write_json_atomic
 from infbench.gpus import GpuLease, visible_gpu_ids
+from infbench.loadgen import LoadShape, SweepPlan, arrival_offsets, auto_workers, run_load, run_sweep
 from infbench.memwatch import MemoryReport, MemoryWatcher
-from infbench.metrics import tokens_per_second
+from infbench.metrics import summarize, tokens_per_second
 from infbench.prompts import read_sample
 from infbench.records import RequestRecord, write_records
 from infbench.server import ManagedServer, free_port
@@ -64,14 +65,27 @@ def version_from_lock(lock: Path, package: str) -> str | None:
     return None
 
 
-def build_requests(prompts, scenario: Scenario) -> list[ChatRequest]:
-    """single: every prompt once; throughput: the sample cycled to the scenario's request count."""
+def build_requests(prompts, scenario: Scenario, step: int | None = None) -> list[ChatRequest]:
+    """single: every prompt once; the others: the sample cycled to the scenario's request count
+    (a sweep: per step, with the step in the id)."""
     count = len(prompts) if scenario.kind == "single" else scenario.requests
+    prefix = scenario.name if step is None else f"{scenario.name}-s{step:02d}"
     return [
-        ChatRequest(request_id=f"{scenario.name}-{i:04d}", prompt_id=prompts[i % len(prompts)].id,
+        ChatRequest(request_id=f"{prefix}-{i:04d}", prompt_id=prompts[i % len(prompts)].id,
                     messages=list(prompts[i % len(prompts)].messages))
         for i in range(count)
     ]
+
+
+def load_shape(scenario: Scenario, count: int) -> LoadShape:
+    """How a scenario's requests are sent: closed loop (single, throughput) or open loop."""
+    if scenario.kind == "open_loop":
+        workers = auto_workers(int(scenario.rate)) if scenario.workers == "auto" else int(scenario.workers)
+        offsets = arrival_offsets(count, scenario.rate, scenario.arrival, scenario.burstiness, scenario.seed)
+        return LoadShape(kind="open", offsets_s=tuple(offsets), workers=workers)
+    concurrency = 1 if scenario.kind == "single" else scenario.concurrency
+    workers = auto_workers(concurrency) if scenario.workers == "auto" else int(scenario.workers)
+    return LoadShape(kind="closed", concurrency=concurrency, workers=workers)
 
 
 def run_bench(paths: BenchPaths) -> None:
@@ -195,7 +209,8 @@ def _request_settings(engine: EngineSpec, plan: ServerPlan) -> RequestSettings:
     return RequestSettings(
         model_name=plan.model_name, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
         seed=s.seed, output_length=s.output_length, extra_body=plan.extra_body,
-        timeout_s=engine.bench.request_timeout_s,
+        timeout_s=engine.bench.request_timeout_s, client_lag_limit_s=engine.bench.client_lag_limit_s,
+        continuous_usage=plan.continuous_usage,
     )
 
 
@@ -215,14 +230,19 @@ def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec) -> No
 
 def _run_scenario(url, prompts, scenario: Scenario, settings, engine: EngineSpec, model: ModelSpec) -> list[RequestRecord]:
     requests = build_requests(prompts, scenario)
-    ctx = RunContext(engine=engine.name, model=model.name, scenario=scenario.name, concurrency=scenario.concurrency)
+    concurrency = 1 if scenario.kind == "single" else scenario.concurrency
+    ctx = RunContext(engine=engine.name, model=model.name, scenario=scenario.name, concurrency=concurrency,
+                     rate=scenario.rate if scenario.kind == "open_loop" else None)
+    load = f"rate={scenario.rate:g}/s" if scenario.kind == "open_loop" else f"c={concurrency}"
+    if scenario.kind == "sweep":
+        load = "sweep"
     tokens = 0
     started = time.monotonic()
     with Progress(
-        TextColumn(f"[bold]{engine.name}/{model.name}[/] {scenario.name} (c={scenario.concurrency})"),
+        TextColumn(f"[bold]{engine.name}/{model.name}[/] {scenario.name} ({load})"),
         BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
     ) as progress:
-        task = progress.add_task("requests", total=len(requests), rate="")
+        task = progress.add_task("requests", total=None if scenario.kind == "sweep" else len(requests), rate="")
 
         def on_done(record: RequestRecord) -> None:
             nonlocal tokens
@@ -232,10 +252,41 @@ def _run_scenario(url, prompts, scenario: Scenario, settings, engine: EngineSpec
             rate = f"{aggregate:.1f} tok/s" + (f" (last {speed:.1f})" if speed else " (last failed)")
             progress.update(task, advance=1, rate=rate)
 
-        runner = run_single if scenario.kind == "single" else run_closed_loop
-        records = asyncio.run(runner(url, requests, settings, ctx, on_done=on_done))
+        if scenario.kind == "sweep":
+            records = _run_sweep(url, prompts, scenario, settings, ctx, on_done)
+        else:
+            records = run_load(url, requests, settings, ctx, load_shape(scenario, len(requests)), on_done=on_done)
     errors = sum(not r.ok for r in records)
     log.info("%s: %d requests, %d failed, %.1f s", scenario.name, len(records), errors, time.monotonic() - started)
+    lag = summarize(records, engine.name, model.name, scenario.name)
+    if lag.client_lag_flag:
+        log.warning("%s: client lag over %.1f ms at p99 (dispatch %s ms, read %s ms): the figures include the "
+                    "client's own delay; see details.md", scenario.name, (lag.client_lag_limit_s or 0) * 1e3,
+                    _ms(lag.dispatch_lag_p99_s), _ms(lag.read_lag_p99_s))
     if errors:
         log.warning("%s: first error: %s", scenario.name, next(r.error for r in records if not r.ok))
     return records
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1e3:.2f}"
+
+
+def _run_sweep(url, prompts, scenario: Scenario, settings, ctx: RunContext, on_done) -> list[RequestRecord]:
+    """Open loops at rising rates; every step's records go to the scenario's file, each with its rate."""
+    workers = auto_workers(int(scenario.max_rate)) if scenario.workers == "auto" else int(scenario.workers)
+    plan = SweepPlan(
+        slo_ttft_s=scenario.slo_ttft_s, slo_tpot_s=scenario.slo_tpot_s, requests=scenario.requests,
+        rates=tuple(scenario.rates), start_rate=scenario.start_rate, max_rate=scenario.max_rate,
+        refine_steps=scenario.refine_steps, arrival=scenario.arrival, burstiness=scenario.burstiness,
+        seed=scenario.seed, workers=workers,
+    )
+
+    def on_step(step) -> None:
+        log.info("%s: %.3g requests/s: TTFT p99 %s ms, TPOT p99 %s ms, %d errors, goodput %s requests/s: %s",
+                 scenario.name, step.rate, _ms(step.ttft_p99_s), _ms(step.tpot_p99_s), step.errors,
+                 "n/a" if step.goodput_rps is None else f"{step.goodput_rps:.3g}", "pass" if step.passed else "FAIL")
+
+    steps = run_sweep(url, lambda step, n: build_requests(prompts, scenario, step), settings, ctx, plan,
+                      on_done=on_done, on_step=on_step)
+    return [record for step in steps for record in step.records]

@@ -121,7 +121,16 @@ def scenario_of(config: dict, name: str) -> Scenario:
         return Scenario(name=name, kind="single", concurrency=1, requests=None)
     concurrency = scenario["concurrency"]
     requests = scenario.get("requests") or max(2 * concurrency, config["prompts"]["n"])
-    return Scenario(name=name, kind="throughput", concurrency=concurrency, requests=requests)
+    if scenario["kind"] == "throughput":
+        return Scenario(name=name, kind="throughput", concurrency=concurrency, requests=requests,
+                        workers=scenario["workers"])
+    load = {key: scenario[key] for key in ("workers", "arrival", "burstiness", "seed") if key in scenario}
+    if scenario["kind"] == "open_loop":
+        return Scenario(name=name, kind="open_loop", concurrency=concurrency, requests=requests,
+                        rate=scenario["rate"], **load)
+    sweep = {key: scenario[key] for key in ("rates", "start_rate", "max_rate", "refine_steps") if key in scenario}
+    return Scenario(name=name, kind="sweep", concurrency=concurrency, requests=requests,
+                    slo_ttft_s=scenario["slo_ttft_s"], slo_tpot_s=scenario["slo_tpot_s"], **load, **sweep)
 
 
 def model_spec(config: dict, name: str) -> ModelSpec:

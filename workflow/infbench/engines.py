@@ -26,6 +26,9 @@ class ServerPlan:
     version_path: str | None = None  # a route that reports the server's version, if any
     # How the engine meets output_length "fixed"; None when it has no control (results are flagged).
     fixed_length_control: str | None = None
+    # Cumulative usage in every chunk (vLLM's continuous_usage_stats): exact tokens per chunk, so
+    # inter-token latency is per token even when a chunk carries several.
+    continuous_usage: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -121,7 +124,7 @@ class VllmAdapter(EngineAdapter):
             extra = {"ignore_eos": True, "min_tokens": engine.sampling.max_tokens}
         return ServerPlan(
             command=command, health_path="/health", model_name=model.name, extra_body=extra,
-            version_path="/version", fixed_length_control="ignore_eos + min_tokens",
+            version_path="/version", fixed_length_control="ignore_eos + min_tokens", continuous_usage=True,
         )
 
 

@@ -16,14 +16,33 @@ class RequestRecord:
     model: str
     scenario: str
     concurrency: int
-    # Wall-clock send time (unix seconds); all durations below are monotonic-clock seconds.
+    # Wall-clock planned send time (unix seconds); all durations below are monotonic-clock seconds,
+    # counted from the planned send time (a late client cannot hide its lateness).
     send_time: float
     ttft_s: float | None = None  # first chunk carrying content; role-only and empty chunks are not tokens
     latency_s: float | None = None  # full round trip: send to end of stream
+    response_end_s: float | None = None  # send to the end of the HTTP response (a server may end it after [DONE])
     chunk_times_s: list[float] = field(default_factory=list)  # content chunks, relative to send
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-    tokens_counted_by: str = "usage"  # usage | chunks (engine gave no usage: one token per chunk)
+    # usage | chunks (engine gave no usage: the chunks' token counts summed) | tokenizer
+    tokens_counted_by: str = "usage"
+    # Tokens in each content chunk, and how they were known: usage (deltas of cumulative usage) |
+    # token_ids | tokenizer | one_per_chunk (nothing said: assumed one, ITL is then per chunk).
+    chunk_tokens: list[int] = field(default_factory=list)
+    chunk_tokens_counted_by: str | None = None
+    # The client's own measurement error (see client.py). send_mono: planned send on CLOCK_MONOTONIC,
+    # system-wide, shared by worker processes and the reference server's log.
+    send_mono: float | None = None
+    dispatch_lag_s: float | None = None  # actual start - planned send
+    connect_s: float | None = None  # TCP connect; 0.0 when a kept-alive connection was reused
+    read_lag_p99_s: float | None = None  # bound on how long content chunks waited unread (p99, max)
+    read_lag_max_s: float | None = None
+    client_lag_limit_s: float | None = None  # the run is flagged when client lag p99 passes this
+    worker: int = 0  # client process that sent it
+    rate: float | None = None  # offered load (requests/s) of an open loop or sweep step
+    slo_ttft_s: float | None = None  # a sweep's SLOs, for goodput
+    slo_tpot_s: float | None = None
     max_tokens: int = 0
     output_length: str = "natural"  # natural (stop at EOS) | fixed (exactly max_tokens)
     finish_reason: str | None = None

@@ -26,9 +26,22 @@ class Sampling:
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str  # single | throughput
+    kind: str  # single | throughput (closed loop) | open_loop | sweep
     concurrency: int = 1
-    requests: int | None = None
+    requests: int | None = None  # a sweep: per step
+    workers: int | str = 1  # client processes, or "auto"
+    # open_loop and sweep: arrivals drawn in advance (loadgen.arrival_offsets)
+    rate: float | None = None  # requests/s
+    arrival: str = "poisson"  # poisson | gamma | constant
+    burstiness: float = 1.0  # gamma shape
+    seed: int = 0
+    # sweep: explicit rates, else doubling from start_rate then bisection; SLOs on p99
+    rates: list[float] = field(default_factory=list)
+    start_rate: float = 1.0
+    max_rate: float = 256.0
+    refine_steps: int = 3
+    slo_ttft_s: float | None = None
+    slo_tpot_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -37,6 +50,7 @@ class BenchSettings:
     request_timeout_s: float = 300.0
     memory_sample_interval_s: float = 0.25
     host: str = "127.0.0.1"
+    client_lag_limit_s: float = 0.001  # flag a run whose client lag p99 passes this
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ class MergePlan:
 
     engines: dict[str, str]  # name -> column label
     models: dict[str, str]  # name -> row label
-    scenarios: dict[str, str]  # name -> kind (single | throughput)
+    scenarios: dict[str, str]  # name -> kind (single | throughput | open_loop | sweep)
     native_engines: list[str] = field(default_factory=list)  # TGI: + native-single.jsonl
 
     @classmethod
@@ -45,6 +45,10 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
                 records = read_records(run_dir / f"{scenario}.jsonl")
                 records_all.extend(records)
                 rows.append(asdict(summarize(records, engine, model, scenario)))
+                if plan.scenarios.get(scenario) == "sweep":  # and one row per step, named scenario@rate
+                    for rate in sorted({r.rate for r in records if r.rate is not None}):
+                        step = [r for r in records if r.rate == rate]
+                        rows.append(asdict(summarize(step, engine, model, f"{scenario}@{rate:g}")))
     return pl.DataFrame(rows, infer_schema_length=None), servers, records_all
 
 
@@ -69,7 +73,10 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: s
             value = values[engine]
             skipped = servers.get((engine, model), {}).get("status") == "skipped"
             text = servers[(engine, model)]["reason"] if skipped else _fmt(value)
-            cells.append(f"**{text}**" if value is not None and value == best else text)
+            text = f"**{text}**" if value is not None and value == best else text
+            if _lag_flagged(part, engine, model):
+                text += LAG_MARK  # the client's own lag passed its limit: see the footer
+            cells.append(text)
         lines.append(" | ".join([model_label, *cells]))
     return "\n".join(lines) + "\n"
 
@@ -88,7 +95,28 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
     failed = df.filter(pl.col("scenario").is_in(scenarios) & (pl.col("errors") > 0))
     for row in failed.iter_rows(named=True):
         lines.append(f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: {row['errors']} of {row['n']} requests failed")
+    lines += client_lag_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
     return "\n".join(lines) + "\n"
+
+
+LAG_MARK = "*"  # a footnote mark: the cell stays a number for anyone parsing the table
+
+
+def _lag_flagged(part: pl.DataFrame, engine: str, model: str) -> bool:
+    row = part.filter((pl.col("model") == model) & (pl.col("engine") == engine))
+    return "client_lag_flag" in row.columns and row.height == 1 and bool(row["client_lag_flag"].item())
+
+
+def client_lag_warnings(df: pl.DataFrame) -> list[str]:
+    """One line per flagged run: its figures include the client's own delay, not only the engine's."""
+    if "client_lag_flag" not in df.columns:
+        return []
+    return [
+        f"- WARNING ({LAG_MARK}): {row['engine']}/{row['model']}/{row['scenario']}: client lag over "
+        f"{_detail_cell(row['client_lag_limit_s'], -3)} ms at p99 (dispatch {_detail_cell(row['dispatch_lag_p99_s'], -3)} "
+        f"ms, read {_detail_cell(row['read_lag_p99_s'], -3)} ms): these figures include the client's own delay"
+        for row in df.filter(pl.col("client_lag_flag")).iter_rows(named=True)
+    ]
 
 
 def speed_table(df, plan: MergePlan, servers) -> str:
@@ -123,10 +151,16 @@ DETAIL_COLUMNS = [
     ("tpot_p50_s", "TPOT p50 ms", -3), ("tpot_p90_s", "TPOT p90 ms", -3), ("tpot_p99_s", "TPOT p99 ms", -3),
     ("latency_p50_s", "latency p50 s", 3), ("latency_p90_s", "latency p90 s", 3), ("latency_p99_s", "latency p99 s", 3),
     ("prompt_tokens_mean", "prompt tok", 1), ("completion_tokens_mean", "completion tok", 1),
+    ("itl_p50_s", "ITL p50 ms", -3), ("itl_p99_s", "ITL p99 ms", -3),
+    ("rate", "rate req/s", 2), ("goodput_rps", "goodput req/s", 2),
+    ("dispatch_lag_p99_s", "dispatch lag p99 ms", -3), ("read_lag_p99_s", "read lag p99 ms", -3),
+    ("connect_mean_s", "connect ms", -3), ("workers", "client procs", None), ("client_lag_flag", "client lag", "flag"),
 ]
 
 
 def _detail_cell(value, digits) -> str:
+    if digits == "flag":
+        return "OVER LIMIT" if value else "ok"
     if digits is None:
         return str(value)
     if digits < 0:  # seconds shown as milliseconds
@@ -174,11 +208,50 @@ def details_table(df, records) -> str:
     counted = sorted({(r.engine, r.tokens_counted_by) for r in records if r.tokens_counted_by != "usage"})
     if counted:
         lines += ["", "Token counts not from the engine's usage: " + ", ".join(f"{e} ({how})" for e, how in counted)]
+    lines += client_lag_section(df, records)
+    lines += sweep_lines(df)
     lines += ["", "## Output length", ""] + output_length_check(records)
     mismatches = prompt_token_mismatches(records)
     lines += ["", "## Prompt tokens across engines", ""]
     lines += mismatches or ["All engines counted the same prompt tokens for every prompt."]
     return "\n".join(lines) + "\n"
+
+
+def client_lag_section(df: pl.DataFrame, records) -> list[str]:
+    """What the client columns mean, flagged runs, and where ITL could only be counted per chunk."""
+    lines = ["", "## Client lag", "",
+             "dispatch lag: how late requests were sent against their plan (latencies count from the plan); "
+             "read lag: a bound on how long chunks waited unread in the client; p99 over requests. "
+             f"Runs over the limit are marked {LAG_MARK} in the main tables."]
+    lines += client_lag_warnings(df) or ["No run passed its client lag limit."]
+    per_chunk = sorted({r.engine for r in records if r.ok and r.chunk_tokens_counted_by == "one_per_chunk"
+                        and r.completion_tokens not in (None, sum(r.chunk_tokens))})
+    if per_chunk:
+        lines += ["", "ITL per chunk, not per token (chunks carried several tokens but the engine did not say "
+                  "how many each): " + ", ".join(per_chunk)]
+    return lines
+
+
+def sweep_lines(df: pl.DataFrame) -> list[str]:
+    """Per sweep: every rate tried, and the highest that met the SLOs with its goodput."""
+    steps = df.filter(pl.col("scenario").str.contains("@", literal=True))
+    if steps.is_empty():
+        return []
+    lines = ["", "## Sweeps: the highest rate meeting the SLOs (TTFT and TPOT p99)", "",
+             "engine | model | sweep | SLO TTFT ms | SLO TPOT ms | rates tried (req/s) | best rate req/s | goodput req/s",
+             "--- | --- | --- | --- | --- | --- | --- | ---"]
+    steps = steps.with_columns(pl.col("scenario").str.split("@").list.first().alias("sweep"))
+    for (engine, model, sweep), part in steps.group_by(["engine", "model", "sweep"], maintain_order=True):
+        part = part.sort("rate")
+        tried = ", ".join(f"{r:g}{'' if ok else ' (fail)'}" for r, ok in zip(part["rate"], part["slo_passed"]))
+        passing = part.filter(pl.col("slo_passed"))
+        best = passing.row(-1, named=True) if passing.height else None
+        first = part.row(0, named=True)
+        lines.append(" | ".join([engine, model, sweep, _detail_cell(first["slo_ttft_s"], -3),
+                                 _detail_cell(first["slo_tpot_s"], -3), tried,
+                                 _fmt(best["rate"]) if best else "none passed",
+                                 _fmt(best["goodput_rps"]) if best else "n/a"]))
+    return lines
 
 
 def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
@@ -191,6 +264,8 @@ def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
         "details.md": details_table(df, records),
     }
     outputs["summary.csv"] = df.write_csv()
+    # The plan itself, so that `infbench verify` can recompute these tables from a bundle's raw records.
+    outputs["merge_plan.json"] = json.dumps(asdict(plan), indent=2) + "\n"
     for name, text in outputs.items():
         write_text_atomic(tables_dir / name, text)
     return df

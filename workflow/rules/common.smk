@@ -71,6 +71,5 @@ def merge_plan():
             "models": {m: model_label(config, m) for m in MODELS},
             "scenarios": {s: config["scenarios"][s]["kind"] for s in SCENARIOS},
             "native_engines": TGI_ENGINES,
-        },
-        sort_keys=True,
+        },  # no sort_keys: the config's engine order is the tables' column order
     )

@@ -1,0 +1,318 @@
+"""Load shapes: closed loop at concurrency C, open loop at rate λ, and a sweep for the highest rate
+that meets SLOs. Any of them can be spread over worker processes.
+
+Open loop: every send time is drawn before the run (Poisson, gamma or constant gaps, seeded) and each
+request's latency counts from its planned time, so a client or server that falls behind cannot hide
+it by sending later (no coordinated omission). The lateness itself is recorded as dispatch lag.
+
+Worker processes: one asyncio process reads maybe 10^4 chunks/s before its own lag shows. With
+`workers` > 1 the requests are dealt round-robin to processes (an open loop keeps each request's
+planned time, so the arrival process is unchanged; a closed loop splits C). All processes start at one
+agreed time.monotonic() instant and stamp on CLOCK_MONOTONIC, which Linux shares system-wide, and wall
+times come from one offset taken in the parent: the merged records share one clock.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+from multiprocessing.connection import Connection, wait
+from typing import Callable
+
+from infbench.client import (
+    ChatRequest, ProgressCallback, RequestSettings, RunContext, TokenCounter, run_closed_loop, run_measured,
+    run_open_loop, wall_offset,
+)
+from infbench.metrics import summarize
+from infbench.records import RequestRecord
+
+ARRIVALS = ("poisson", "gamma", "constant")
+START_MARGIN_S = 0.2  # between the workers' ready signal and the common start: time to get going
+STREAMS_PER_WORKER = 256  # "auto" workers: one more process per this many concurrent streams
+
+
+def arrival_offsets(n: int, rate: float, arrival: str = "poisson", burstiness: float = 1.0, seed: int = 0) -> list[float]:
+    """n send times (seconds after the start, the first at 0) of a process with mean rate `rate`/s.
+
+    poisson: exponential gaps; gamma: gamma gaps with shape `burstiness` (1 is Poisson, < 1 burstier,
+    > 1 more regular), mean 1/rate either way; constant: every 1/rate.
+    """
+    if rate <= 0 or not math.isfinite(rate):
+        raise ValueError(f"open loop: rate must be a positive number of requests/s, got {rate!r}")
+    if arrival not in ARRIVALS:
+        raise ValueError(f"open loop: arrival must be one of {', '.join(ARRIVALS)}, got {arrival!r}")
+    if burstiness <= 0:
+        raise ValueError(f"open loop: burstiness (gamma shape) must be > 0, got {burstiness!r}")
+    rng = random.Random(seed)
+    offsets, t = [], 0.0
+    for _ in range(n):
+        offsets.append(t)
+        if arrival == "poisson":
+            t += rng.expovariate(rate)
+        elif arrival == "gamma":
+            t += rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
+        else:
+            t += 1.0 / rate
+    return offsets
+
+
+@dataclass(frozen=True)
+class LoadShape:
+    """closed: `concurrency` streams back to back; open: send i at offsets_s[i] after the start."""
+
+    kind: str  # closed | open
+    concurrency: int = 1
+    offsets_s: tuple[float, ...] = ()
+    workers: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("closed", "open"):
+            raise ValueError(f"load shape: kind must be closed or open, got {self.kind!r}")
+        if self.workers < 1 or self.concurrency < 1:
+            raise ValueError("load shape: workers and concurrency must be at least 1")
+
+
+def auto_workers(concurrency: int) -> int:
+    """Processes for `workers: auto`: one per STREAMS_PER_WORKER streams, at most one per CPU."""
+    return max(1, min(os.cpu_count() or 1, math.ceil(concurrency / STREAMS_PER_WORKER)))
+
+
+@dataclass
+class _Job:
+    """One worker's share, sent to its process."""
+
+    url: str
+    requests: list[ChatRequest]
+    settings: RequestSettings
+    ctx: RunContext
+    kind: str
+    concurrency: int
+    offsets_s: list[float]
+    wall_offset_s: float
+    token_counter: TokenCounter | None = None
+
+
+def _split(shape: LoadShape, url: str, requests: list[ChatRequest], settings: RequestSettings, ctx: RunContext,
+           token_counter: TokenCounter | None) -> list[_Job]:
+    workers = min(shape.workers, len(requests)) or 1
+    if shape.kind == "closed":
+        workers = min(workers, shape.concurrency)
+    offset = wall_offset()
+    jobs = []
+    for w in range(workers):
+        share = requests[w::workers]
+        concurrency = shape.concurrency // workers + (1 if w < shape.concurrency % workers else 0)
+        jobs.append(_Job(url=url, requests=share, settings=settings, ctx=replace(ctx, worker=w), kind=shape.kind,
+                         concurrency=concurrency, offsets_s=list(shape.offsets_s[w::workers]),
+                         wall_offset_s=offset, token_counter=token_counter))
+    return jobs
+
+
+async def _run_job(job: _Job, start_at: float, on_done: ProgressCallback | None) -> list[RequestRecord]:
+    if job.kind == "closed":
+        return await run_closed_loop(job.url, job.requests, job.settings, job.ctx, on_done, job.token_counter,
+                                     concurrency=job.concurrency, start_at=start_at, wall_offset_s=job.wall_offset_s)
+    planned = [start_at + o for o in job.offsets_s]
+    return await run_open_loop(job.url, job.requests, planned, job.settings, job.ctx, on_done, job.token_counter,
+                               wall_offset_s=job.wall_offset_s)
+
+
+def run_load(url: str, requests: list[ChatRequest], settings: RequestSettings, ctx: RunContext, shape: LoadShape,
+             on_done: ProgressCallback | None = None, token_counter: TokenCounter | None = None) -> list[RequestRecord]:
+    """Run one load shape to the end and return every record, sorted by request id."""
+    if shape.kind == "open" and len(shape.offsets_s) != len(requests):
+        raise ValueError(f"open loop: {len(shape.offsets_s)} send times for {len(requests)} requests")
+    jobs = _split(shape, url, requests, settings, ctx, token_counter)
+    if len(jobs) == 1:
+        start_at = time.monotonic() + 0.05  # an open loop's first send: time to get the loop going
+        records = run_measured(_run_job(jobs[0], start_at, on_done))
+    else:
+        records = _run_in_processes(jobs, on_done)
+    return sorted(records, key=lambda r: r.request_id)
+
+
+def worker_main(read_fd: int, write_fd: int) -> None:
+    """A worker process: take its job, say ready, wait for the common start, stream records back."""
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    try:
+        job = inbox.recv()
+        outbox.send(("ready", os.getpid()))
+        start_at = inbox.recv()
+        run_measured(_run_job(job, start_at, lambda record: outbox.send(("record", record))))
+        outbox.send(("end", None))
+    except BaseException:
+        outbox.send(("error", traceback.format_exc()))
+    finally:
+        inbox.close()
+        outbox.close()
+
+
+def _die_with_parent() -> None:
+    """Runs in a worker before exec: SIGTERM when the parent dies, so no load outlives its run."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+@dataclass
+class _Worker:
+    index: int
+    process: subprocess.Popen
+    inbox: Connection  # from the worker
+    outbox: Connection  # to the worker
+
+    def receive(self) -> tuple[str, object]:
+        try:
+            return self.inbox.recv()
+        except EOFError:
+            code = self.process.wait(timeout=5)
+            raise RuntimeError(f"load worker {self.index} (pid {self.process.pid}) died without a word, exit code {code}") from None
+
+
+def _start_worker(index: int, job: _Job) -> _Worker:
+    """A fresh interpreter (not fork: the parent may hold threads; not multiprocessing's spawn: it
+    re-imports the caller's __main__), fed its job through a pipe."""
+    to_child_r, to_child_w = os.pipe()
+    from_child_r, from_child_w = os.pipe()
+    code = f"from infbench.loadgen import worker_main; worker_main({to_child_r}, {from_child_w})"
+    process = subprocess.Popen([sys.executable, "-c", code], pass_fds=(to_child_r, from_child_w),
+                               preexec_fn=_die_with_parent)
+    os.close(to_child_r)
+    os.close(from_child_w)
+    worker = _Worker(index, process, Connection(from_child_r, writable=False), Connection(to_child_w, readable=False))
+    worker.outbox.send(job)
+    return worker
+
+
+def _run_in_processes(jobs: list[_Job], on_done: ProgressCallback | None) -> list[RequestRecord]:
+    workers: list[_Worker] = []
+    try:
+        for index, job in enumerate(jobs):
+            workers.append(_start_worker(index, job))
+        for worker in workers:
+            kind, detail = worker.receive()
+            if kind != "ready":
+                raise RuntimeError(f"load worker {worker.index} failed to start:\n{detail}")
+        start_at = time.monotonic() + START_MARGIN_S
+        for worker in workers:
+            worker.outbox.send(start_at)
+        records: list[RequestRecord] = []
+        running = {worker.inbox: worker for worker in workers}
+        while running:
+            for inbox in wait(list(running)):
+                worker = running[inbox]
+                kind, detail = worker.receive()
+                if kind == "record":
+                    records.append(detail)
+                    if on_done:
+                        on_done(detail)
+                elif kind == "end":
+                    del running[inbox]
+                else:
+                    raise RuntimeError(f"load worker {worker.index} failed:\n{detail}")
+        return records
+    finally:
+        for worker in workers:
+            worker.inbox.close()
+            worker.outbox.close()
+            try:
+                worker.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                worker.process.terminate()
+                worker.process.wait()
+
+
+# --- sweep: the highest rate that meets the SLOs --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    slo_ttft_s: float
+    slo_tpot_s: float
+    requests: int  # per step
+    rates: tuple[float, ...] = ()  # tried in order, all of them; empty: search from start_rate
+    start_rate: float = 1.0
+    max_rate: float = 256.0
+    refine_steps: int = 3  # bisections between the last passing and first failing doubled rate
+    arrival: str = "poisson"
+    burstiness: float = 1.0
+    seed: int = 0
+    workers: int = 1
+
+
+@dataclass
+class SweepStep:
+    rate: float
+    ttft_p99_s: float | None
+    tpot_p99_s: float | None
+    errors: int
+    goodput_rps: float | None  # requests/s that met both SLOs
+    passed: bool
+    records: list[RequestRecord] = field(default_factory=list, repr=False)
+
+
+def judge_step(rate: float, records: list[RequestRecord]) -> SweepStep:
+    """A step passes when no request failed and TTFT and TPOT p99 are within the records' SLOs."""
+    s = summarize(records, "", "", "")
+    return SweepStep(rate=rate, ttft_p99_s=s.ttft_p99_s, tpot_p99_s=s.tpot_p99_s, errors=s.errors,
+                     goodput_rps=s.goodput_rps, passed=bool(s.slo_passed), records=records)
+
+
+def run_sweep(url: str, make_requests: Callable[[int, int], list[ChatRequest]], settings: RequestSettings,
+              ctx: RunContext, plan: SweepPlan, on_done: ProgressCallback | None = None,
+              on_step: Callable[[SweepStep], None] | None = None,
+              token_counter: TokenCounter | None = None) -> list[SweepStep]:
+    """Open loops at rising rates. make_requests(step, n) gives a step's requests (ids unique per step).
+
+    Explicit `rates` are all run. Otherwise: double from start_rate until a step fails the SLOs (or
+    max_rate), then bisect between the last pass and the first fail `refine_steps` times.
+    """
+    steps: list[SweepStep] = []
+
+    def step(rate: float) -> SweepStep:
+        requests = make_requests(len(steps), plan.requests)
+        offsets = arrival_offsets(len(requests), rate, plan.arrival, plan.burstiness, plan.seed + len(steps))
+        shape = LoadShape(kind="open", offsets_s=tuple(offsets), workers=plan.workers)
+        step_ctx = replace(ctx, rate=rate, slo_ttft_s=plan.slo_ttft_s, slo_tpot_s=plan.slo_tpot_s)
+        result = judge_step(rate, run_load(url, requests, settings, step_ctx, shape, on_done, token_counter))
+        steps.append(result)
+        if on_step:
+            on_step(result)
+        return result
+
+    if plan.rates:
+        for rate in plan.rates:
+            step(rate)
+        return steps
+    rate, passed_rate, failed_rate = plan.start_rate, None, None
+    while rate <= plan.max_rate:
+        if step(rate).passed:
+            passed_rate, rate = rate, rate * 2
+        else:
+            failed_rate = rate
+            break
+    if passed_rate is None or failed_rate is None:
+        return steps  # the first rate already fails, or max_rate passes: nothing to refine
+    low, high = passed_rate, failed_rate
+    for _ in range(plan.refine_steps):
+        mid = round((low + high) / 2, 3)
+        if step(mid).passed:
+            low = mid
+        else:
+            high = mid
+    return steps
+
+
+def best_step(steps: list[SweepStep]) -> SweepStep | None:
+    """The highest passing rate."""
+    passing = [s for s in steps if s.passed]
+    return max(passing, key=lambda s: s.rate) if passing else None
