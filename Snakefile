@@ -21,6 +21,12 @@ include: "workflow/rules/specs.smk"
 include: "workflow/rules/bench.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/memory.smk"
+include: "workflow/rules/report.smk"
+include: "workflow/rules/bundle.smk"
+
+
+# Shown on the first page of `snakemake --report results/report.html`.
+report: "workflow/report/workflow.rst"
 
 
 rule all:
@@ -29,3 +35,6 @@ rule all:
         "results/tables/throughput.md",
         "results/tables/details.md",
         "results/tables/memory.md",
+        "results/provenance.json",
+        rules.plots.output,
+        rules.report_pages.output,

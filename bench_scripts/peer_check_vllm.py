@@ -65,7 +65,7 @@ def theirs(venv: Path, port: int, model_name: str, model_dir: Path, dataset: Pat
         "--model", model_name, "--tokenizer", str(model_dir), "--dataset-name", "custom",
         "--dataset-path", str(dataset), "--custom-output-len", str(max_tokens), "--skip-chat-template",
         "--disable-shuffle", "--ignore-eos", "--temperature", "0", "--max-concurrency", "1",
-        "--num-prompts", str(n), "--num-warmups", "0", "--disable-tqdm",
+        "--num-prompts", str(n), "--num-warmups", "0", "--disable-tqdm", "--percentile-metrics", "ttft,tpot,itl,e2el",
         "--save-result", "--result-dir", str(workdir), "--result-filename", result_file.name,
     ]
     run = subprocess.run(command, capture_output=True, text=True)

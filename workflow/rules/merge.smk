@@ -8,6 +8,7 @@ rule merge:
         throughput="results/tables/throughput.md",
         details="results/tables/details.md",
         csv="results/tables/summary.csv",
+        plan="results/tables/merge_plan.json",
     params:
         plan=merge_plan(),
     log:

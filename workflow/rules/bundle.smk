@@ -1,0 +1,30 @@
+# The run's bundle: `snakemake --cores all bundle` writes results/bundles/{run_id}.tar.gz.
+#
+# The run id comes from results/provenance.json, which exists only once the run is done, so the
+# bundle's name cannot be an output Snakemake knows when it plans the DAG. `bundle` is therefore a
+# target rule without outputs: asking for it brings every result up to date first (its inputs), then
+# it always packs them, and prints the bundle's path. The bytes are deterministic, so packing the
+# same results again gives the same file.
+
+
+# Pack the tables, raw records, memory results, plots, provenance and logs, secrets redacted.
+rule bundle:
+    input:
+        rules.provenance.output,
+        rules.plots.output,
+        rules.report_pages.output,
+    log:
+        "logs/bundle.log",
+    run:
+        from pathlib import Path
+
+        from infbench.bundle import make_bundle
+        from infbench.redact import Redactor
+
+        made = make_bundle(Path("."), Path("results/bundles"), Redactor.from_sources(config))
+        message = f"bundle {made.path}: run {made.run_id}, {made.files} files, {made.size_bytes / 1e6:.2f} MB"
+        if made.redacted:
+            message += "\nredacted: " + ", ".join(f"{name} ({n})" for name, n in sorted(made.redacted.items()))
+        Path(log[0]).write_text(message + "\n")
+        print(message)
+        print(f"check it with: infbench verify {made.path}")

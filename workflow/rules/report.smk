@@ -1,0 +1,82 @@
+# Plots, provenance and the HTML pages of the Snakemake report (snakemake --report results/report.html).
+
+from infbench.plots import PLOT_FILES
+from infbench.redact import redact_config
+
+REPORT_TABLES = ["inference_speed", "throughput", "details", "memory"]
+
+
+def all_raw_records():
+    return [path for e in ENGINES for m in MODELS for path in raw_outputs(e, m)]
+
+
+def all_server_files():
+    return [f"results/raw/{e}/{m}/server.json" for e in ENGINES for m in MODELS]
+
+
+# Plot tokens/s per model and engine, TTFT and latency CDFs and throughput per engine.
+rule plots:
+    input:
+        records=all_raw_records(),
+        servers=all_server_files(),
+        plan="results/tables/merge_plan.json",
+    output:
+        [
+            report(
+                f"results/plots/{name}",
+                category="Plots",
+                caption=f"../report/{name.removesuffix('.png')}.rst",
+                labels={"plot": name.removesuffix(".png").replace("_", " ")},
+            )
+            for name in PLOT_FILES
+        ],
+    log:
+        "logs/report/plots.log",
+    shell:
+        "infbench plots --raw-dir results/raw --plan {input.plan} --out-dir results/plots > {log} 2>&1"
+
+
+# Record what ran, on what and when: git, redacted config, locks, hashes, hardware, versions, times.
+rule provenance:
+    input:
+        tables=[f"results/tables/{name}" for name in
+                ("inference_speed.md", "throughput.md", "details.md", "summary.csv", "merge_plan.json", "memory.md")],
+        locks=sorted({f"results/envs/{engine_env(e)}.lock" for e in ENGINES}),
+        models=[f"results/models/{m}.json" for m in MODELS],
+        prompts=f"results/prompts/{PROMPTS_NAME}.meta.json",
+        servers=all_server_files(),
+        records=all_raw_records(),
+    output:
+        report(
+            "results/provenance.json",
+            category="Provenance",
+            caption="../report/provenance.rst",
+            labels={"file": "provenance.json (machine-readable)"},
+        ),
+    params:
+        # Redacted here already: the config never reaches a command line or a log with its secrets.
+        config=json.dumps(redact_config(config), sort_keys=True),
+    log:
+        "logs/report/provenance.log",
+    shell:
+        "infbench provenance --config {params.config:q} --tables {input.tables} --locks {input.locks} "
+        "--models {input.models} --prompts-meta {input.prompts} --servers {input.servers} "
+        "--records {input.records} --out {output} > {log} 2>&1"
+
+
+# Render each table and the provenance as HTML, so the report shows them inline.
+rule report_pages:
+    input:
+        tables=[f"results/tables/{name}.md" for name in REPORT_TABLES],
+        provenance="results/provenance.json",
+    output:
+        [
+            report(f"results/report/{name}.html", category="Tables", labels={"table": name.replace("_", " ")})
+            for name in REPORT_TABLES
+        ],
+        report("results/report/provenance.html", category="Provenance", labels={"file": "provenance (read me)"}),
+    log:
+        "logs/report/pages.log",
+    shell:
+        "infbench report-pages --tables {input.tables} --provenance {input.provenance} "
+        "--out-dir results/report > {log} 2>&1"
