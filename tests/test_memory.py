@@ -438,3 +438,20 @@ def test_smollm2_estimate_against_measured_cpu_footprint(tmp_path):
     # allocator state and library versions: 20% of the ~600 MiB total covers that.
     assert predicted == pytest.approx(measured, rel=0.20), (
         f"estimate {predicted / 2**20:.0f} MiB vs measured {measured / 2**20:.0f} MiB")
+
+
+def test_memory_table_pairs_by_kind_subtracts_the_cpu_kv_pool_and_explains_skips():
+    from infbench.memory.estimate import cpu_footprint
+    from infbench.memory.table import compare
+
+    est = {"dtype": "fp32", "cpu_footprint": cpu_footprint(500 * 2**20, cast_at_load=True)}
+    # Weights cast at load (bf16 on disk, served fp32) are resident at idle, even for transformers.
+    assert est["cpu_footprint"]["transformers"]["idle_bytes"] == est["cpu_footprint"]["transformers"]["loaded_bytes"]
+    assert cpu_footprint(10, cast_at_load=False)["transformers"]["weights_at_idle"] is False
+    gib = 2**30
+    vllm = compare(est, {"engine": "fast", "kind": "vllm", "model": "m", "device": "cpu",
+                         "rss_idle_bytes": 4 * gib, "rss_peak_bytes": 4 * gib, "kv_cache_bytes": gib})
+    assert vllm.measured_idle == 3 * gib and "KV pool" in vllm.compared and vllm.compared.startswith("RSS idle vs vllm")
+    skipped = compare(est, {"engine": "tgi", "kind": "tgi", "model": "m", "device": "cpu", "status": "skipped",
+                            "reason": "n/a: no docker engine", "rss_idle_bytes": 0})
+    assert skipped.measured_idle is None and skipped.error_pct is None and "no docker engine" in skipped.compared

@@ -117,8 +117,9 @@ def run_bench(paths: BenchPaths) -> None:
         with server:
             startup_s = server.wait_healthy()
             log.info("server healthy after %.1f s", startup_s)
-            memory = MemoryReport(engine=engine.name, model=model.name, device=engine.device,
-                                  interval_s=engine.bench.memory_sample_interval_s)
+            memory = MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind,
+                                  interval_s=engine.bench.memory_sample_interval_s,
+                                  kv_cache_bytes=_cpu_kv_pool_bytes(engine, env))
             watcher = MemoryWatcher(server.process.pid, memory, lease.ids)
             watcher.mark_idle()
             watcher.start()
@@ -152,14 +153,26 @@ def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reas
         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
     if engine.kind == "tgi":
         write_records(paths.out_dir / "native-single.jsonl", [])
-    write_json_atomic(paths.out_dir / "memory.json", MemoryReport(engine=engine.name, model=model.name,
-                                                                  device=engine.device).to_dict())
+    write_json_atomic(paths.out_dir / "memory.json", MemoryReport(
+        engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status="skipped",
+        reason=reason).to_dict())
     write_json_atomic(paths.out_dir / "server.json", {
         "engine": engine.name, "kind": engine.kind, "label": engine.label, "model": model.name,
         "device": engine.device, "gpu_ids": [], "command": [], "version": None, "startup_s": None,
         "status": "skipped", "reason": reason, "sampling": vars(engine.sampling),
         "fixed_length_control": None, "notes": [], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
+
+
+def _cpu_kv_pool_bytes(engine: EngineSpec, env: dict[str, str]) -> int | None:
+    """vLLM-CPU preallocates VLLM_CPU_KVCACHE_SPACE GiB of KV cache: the memory table subtracts it."""
+    space = env.get("VLLM_CPU_KVCACHE_SPACE")
+    if engine.kind != "vllm" or engine.device != "cpu" or not space:
+        return None
+    try:
+        return int(float(space) * 2**30)
+    except ValueError:
+        return None
 
 
 def _server_version(base_url: str, plan: ServerPlan) -> str | None:

@@ -38,6 +38,10 @@ class MemoryReport:
     engine: str
     model: str
     device: str
+    kind: str = ""  # engine kind: picks the estimate's runtime term
+    status: str = "ok"  # ok | skipped (reason says why)
+    reason: str | None = None
+    kv_cache_bytes: int | None = None  # a KV pool the engine preallocates, when known
     samples: int = 0
     interval_s: float = 0.25
     rss_idle_bytes: int = 0

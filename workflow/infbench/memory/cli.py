@@ -105,14 +105,16 @@ def _memory_estimate(args: argparse.Namespace) -> int:
     from infbench.memory.estimate import estimate
     from infbench.memory.table import load_json
 
-    model, dtype = args.model_dir or args.config, args.dtype
+    model, dtype, stored_dtype = args.model_dir or args.config, args.dtype, None
     if args.model_meta:
         meta = load_json(Path(args.model_meta), "model metadata")
         if "path" not in meta:
             raise EstimateError(f"model metadata {args.model_meta} has no 'path'")
         model, dtype = str(meta["path"]), dtype or meta.get("dtype")
+        stored_dtype = meta.get("dtype")  # as prepared on disk; engines may cast it at load
     est = estimate(model, name=args.name, dtype=dtype, kv_dtype=args.kv_dtype,
-                   context=args.context, batch=args.batch, gpu_util=args.gpu_util)
+                   context=args.context, batch=args.batch, gpu_util=args.gpu_util,
+                   stored_dtype=stored_dtype)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(est.to_json_text() + "\n")

