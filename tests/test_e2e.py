@@ -52,7 +52,7 @@ def finished_run(tmp_path_factory):
     prompts = workdir / "probe_prompts.jsonl"
     prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
     config_path = workdir / "e2e.yaml"
-    config_path.write_text(yaml.safe_dump(_config(prompts)))
+    config_path.write_text(yaml.safe_dump(_config(prompts), sort_keys=False))
     result = _snakemake(workdir, "--configfile", str(config_path))
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return workdir, config_path, prompts
@@ -112,7 +112,7 @@ def test_no_change_means_nothing_to_do(finished_run):
 def test_editing_one_engine_reruns_only_that_engine_and_the_merge(finished_run):
     workdir, _, prompts = finished_run
     edited = workdir / "e2e-edited.yaml"
-    edited.write_text(yaml.safe_dump(_config(prompts, ["--max-num-seqs", "4"])))
+    edited.write_text(yaml.safe_dump(_config(prompts, ["--max-num-seqs", "4"]), sort_keys=False))
     result = _snakemake(workdir, "-n", "--configfile", str(edited))
     assert result.returncode == 0, result.stderr
     out = result.stdout + result.stderr
