@@ -352,3 +352,18 @@ def verify_bundle(bundle: Path) -> VerifyResult:
             result.problems.append(f"{name}: in the bundle but not in {MANIFEST}")
         _recompute_tables(folder, result)
     return result
+
+
+def bundle_for_snakemake(config: dict, log_path: Path) -> None:
+    """The `bundle` rule: pack with the resolved config's secrets redacted, and say where it went.
+
+    It takes the config itself (with --config overrides), not config files, and never puts it on a
+    command line, where secret values would show in process lists and Snakemake's log.
+    """
+    made = make_bundle(Path("."), Path("results/bundles"), Redactor.from_sources(config))
+    message = f"bundle {made.path}: run {made.run_id}, {made.files} files, {made.size_bytes / 1e6:.2f} MB"
+    if made.redacted:
+        message += "\nredacted: " + ", ".join(f"{name} ({n})" for name, n in sorted(made.redacted.items()))
+    log_path.write_text(message + "\n")
+    print(message)
+    print(f"check it with: infbench verify {made.path}")

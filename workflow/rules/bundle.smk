@@ -16,15 +16,6 @@ rule bundle:
     log:
         "logs/bundle.log",
     run:
-        from pathlib import Path
+        from infbench.bundle import bundle_for_snakemake
 
-        from infbench.bundle import make_bundle
-        from infbench.redact import Redactor
-
-        made = make_bundle(Path("."), Path("results/bundles"), Redactor.from_sources(config))
-        message = f"bundle {made.path}: run {made.run_id}, {made.files} files, {made.size_bytes / 1e6:.2f} MB"
-        if made.redacted:
-            message += "\nredacted: " + ", ".join(f"{name} ({n})" for name, n in sorted(made.redacted.items()))
-        Path(log[0]).write_text(message + "\n")
-        print(message)
-        print(f"check it with: infbench verify {made.path}")
+        bundle_for_snakemake(config, Path(log[0]))

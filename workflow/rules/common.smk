@@ -73,3 +73,37 @@ def merge_plan():
             "native_engines": TGI_ENGINES,
         },  # no sort_keys: the config's engine order is the tables' column order
     )
+
+
+def all_raw_records():
+    return [path for e in ENGINES for m in MODELS for path in raw_outputs(e, m)]
+
+
+def all_server_files():
+    return [f"results/raw/{e}/{m}/server.json" for e in ENGINES for m in MODELS]
+
+
+def memory_python():
+    return f".venvs/{config['tools_env']}/bin/python"
+
+
+def memory_estimate_input(wildcards):
+    """The model's architecture file when the config names one, else the prepared model."""
+    inputs = {"env": f".venvs/{config['tools_env']}/.infbench-built"}
+    architecture = config["models"][wildcards.model].get("architecture")
+    if architecture:
+        inputs["source"] = architecture
+    else:
+        inputs["source"] = f"results/models/{wildcards.model}.json"
+    return inputs
+
+
+def memory_source_flag(wildcards):
+    # An architecture file is a config.json; results/models/*.json points at the model dir.
+    if config["models"][wildcards.model].get("architecture"):
+        return "--config"
+    return "--model-meta"
+
+
+def memory_measured():
+    return [f"results/raw/{e}/{m}/memory.json" for e in config["engines"] for m in config["models"]]

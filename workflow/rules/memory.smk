@@ -2,32 +2,6 @@
 # transformers, so both rules run with the tools venv's python (PYTHONPATH=workflow).
 
 
-def memory_python():
-    return f".venvs/{config['tools_env']}/bin/python"
-
-
-def memory_estimate_input(wildcards):
-    """The model's architecture file when the config names one, else the prepared model."""
-    inputs = {"env": f".venvs/{config['tools_env']}/.infbench-built"}
-    architecture = config["models"][wildcards.model].get("architecture")
-    if architecture:
-        inputs["source"] = architecture
-    else:
-        inputs["source"] = f"results/models/{wildcards.model}.json"
-    return inputs
-
-
-def memory_source_flag(wildcards):
-    # An architecture file is a config.json; results/models/*.json points at the model dir.
-    if config["models"][wildcards.model].get("architecture"):
-        return "--config"
-    return "--model-meta"
-
-
-def memory_measured():
-    return [f"results/raw/{e}/{m}/memory.json" for e in config["engines"] for m in config["models"]]
-
-
 # Estimate one model's memory (parameters, weights per dtype, KV cache, vLLM GPU fit) without weights.
 rule memory_estimate:
     input:

@@ -6,14 +6,6 @@ from infbench.redact import redact_config
 REPORT_TABLES = ["inference_speed", "throughput", "details", "memory"]
 
 
-def all_raw_records():
-    return [path for e in ENGINES for m in MODELS for path in raw_outputs(e, m)]
-
-
-def all_server_files():
-    return [f"results/raw/{e}/{m}/server.json" for e in ENGINES for m in MODELS]
-
-
 # Plot tokens/s per model and engine, TTFT and latency CDFs and throughput per engine.
 rule plots:
     input:

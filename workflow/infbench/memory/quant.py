@@ -88,23 +88,20 @@ _KV_ALIASES = {
 }
 
 
+def _lookup(text: str, aliases: dict[str, str], what: str) -> str:
+    key = text.strip().lower().removeprefix("torch.")
+    if key in aliases:
+        return aliases[key]
+    raise EstimateError(f"unknown {what} {text!r}; use one of: " + ", ".join(sorted(aliases)))
+
+
 def parse_weight_dtype(text: str) -> str:
     """Canonical scheme name for a torch dtype name or short form."""
-    key = text.strip().lower().removeprefix("torch.")
-    if key in _ALIASES:
-        return _ALIASES[key]
-    raise EstimateError(
-        f"unknown dtype {text!r}; use one of: " + ", ".join(sorted(_ALIASES))
-    )
+    return _lookup(text, _ALIASES, "dtype")
 
 
 def parse_kv_dtype(text: str) -> str:
-    key = text.strip().lower().removeprefix("torch.")
-    if key in _KV_ALIASES:
-        return _KV_ALIASES[key]
-    raise EstimateError(
-        f"unknown KV-cache dtype {text!r}; use one of: " + ", ".join(sorted(_KV_ALIASES))
-    )
+    return _lookup(text, _KV_ALIASES, "KV-cache dtype")
 
 
 def default_kv_dtype(scheme: str, model_dtype: str | None) -> str:
