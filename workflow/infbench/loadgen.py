@@ -14,11 +14,9 @@ times come from one offset taken in the parent: the merged records share one clo
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -33,6 +31,7 @@ from infbench.client import (
 )
 from infbench.metrics import summarize
 from infbench.records import RequestRecord
+from infbench.server import die_with_parent
 
 ARRIVALS = ("poisson", "gamma", "constant")
 START_MARGIN_S = 0.2  # between the workers' ready signal and the common start: time to get going
@@ -155,14 +154,6 @@ def worker_main(read_fd: int, write_fd: int) -> None:
         outbox.close()
 
 
-def _die_with_parent() -> None:
-    """Runs in a worker before exec: SIGTERM when the parent dies, so no load outlives its run."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 @dataclass
 class _Worker:
     index: int
@@ -185,7 +176,7 @@ def _start_worker(index: int, job: _Job) -> _Worker:
     from_child_r, from_child_w = os.pipe()
     code = f"from infbench.loadgen import worker_main; worker_main({to_child_r}, {from_child_w})"
     process = subprocess.Popen([sys.executable, "-c", code], pass_fds=(to_child_r, from_child_w),
-                               preexec_fn=_die_with_parent)
+                               preexec_fn=die_with_parent)
     os.close(to_child_r)
     os.close(from_child_w)
     worker = _Worker(index, process, Connection(from_child_r, writable=False), Connection(to_child_w, readable=False))

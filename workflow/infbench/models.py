@@ -21,6 +21,8 @@ import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from infbench.fileio import write_json_atomic  # stdlib only: safe in the tools venv
+
 # Files an engine needs from a hub repo; never optimizer states, never other weight formats.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken", "*.py"]
 
@@ -160,10 +162,7 @@ def prepare(name: str, source_text: str, dtype: str, out_dir: Path, meta_path: P
         name=name, source=source_text, path=str(out_dir), dtype=dtype, files=files,
         size_bytes=sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()),
     )
-    meta_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = meta_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(asdict(meta), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, meta_path)
+    write_json_atomic(meta_path, asdict(meta))
     return meta
 
 

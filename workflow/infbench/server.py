@@ -24,14 +24,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: new session (own process group), SIGTERM if the bench dies."""
-    os.setsid()
+def die_with_parent() -> None:
+    """Runs in a child before exec: SIGTERM when its parent dies, even by SIGKILL (no orphans)."""
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG: no orphan server if we are SIGKILLed
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
+
+
+def _own_group_dying_with_parent() -> None:
+    """A server's preexec: a new session (its own process group, stopped as one) + die_with_parent."""
+    os.setsid()
+    die_with_parent()
 
 
 def log_tail(path: Path, lines: int = 40) -> str:
@@ -60,7 +64,7 @@ class ManagedServer:
         try:
             self.process = subprocess.Popen(
                 self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env or None, preexec_fn=_die_with_parent,
+                env=self.env or None, preexec_fn=_own_group_dying_with_parent,
             )
         finally:
             log.close()  # the child holds its own copy

@@ -79,13 +79,8 @@ _ALIASES = {
 
 # KV-cache element types: name -> bytes per element.
 KV_DTYPE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1}
-_KV_ALIASES = {
-    "float32": "fp32", "fp32": "fp32", "f32": "fp32", "float": "fp32",
-    "bfloat16": "bf16", "bf16": "bf16",
-    "float16": "fp16", "fp16": "fp16", "half": "fp16", "f16": "fp16",
-    "fp8": "fp8", "float8": "fp8", "fp8_e4m3": "fp8", "fp8_e5m2": "fp8",
-    "float8_e4m3fn": "fp8", "float8_e5m2": "fp8",
-}
+# The same names as for weights, limited to the element types a KV cache uses.
+_KV_ALIASES = {name: dtype for name, dtype in _ALIASES.items() if dtype in KV_DTYPE_BYTES}
 
 
 def _lookup(text: str, aliases: dict[str, str], what: str) -> str:
