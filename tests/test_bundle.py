@@ -11,9 +11,9 @@ import tarfile
 import pytest
 from fake_run import FAKE_TOKEN, build_run, fake_config
 
-from infbench.bundle import UnsafeArchiveError, make_bundle, verify_bundle
+from infbench.results.bundle import UnsafeArchiveError, make_bundle, verify_bundle
 from infbench.cli import main
-from infbench.redact import REDACTED, Redactor, is_secret_env_name, is_secret_key, redact_config
+from infbench.results.redact import REDACTED, Redactor, is_secret_env_name, is_secret_key, redact_config
 
 
 @pytest.fixture

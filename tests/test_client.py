@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from infbench.client import ChatRequest, RequestSettings, RunContext, run_closed_loop, run_single, stream_chat
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_closed_loop, run_single, stream_chat
 from sse_server import ScriptedServer, chunk
 
 CTX = RunContext(engine="e", model="m", scenario="single", concurrency=1)
@@ -80,7 +80,7 @@ def test_http_error_status_is_recorded():
 
 
 def test_connection_refused_is_recorded_not_raised():
-    from infbench.server import free_port
+    from infbench.engines.server import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
 

@@ -11,13 +11,13 @@ import time
 
 import pytest
 
-from infbench.client import (
+from infbench.measure.client import (
     ChatRequest, LagSelector, RequestSettings, RunContext, StreamClient, run_closed_loop, run_measured, run_open_loop,
 )
-from infbench.metrics import inter_token_latencies, summarize
-from infbench.records import RequestRecord, write_records
-from infbench.refserver import RefServerProcess, RefSettings
-from infbench.tables import MergePlan, merge
+from infbench.measure.metrics import inter_token_latencies, summarize
+from infbench.measure.records import RequestRecord, write_records
+from infbench.measure.refserver import RefServerProcess, RefSettings
+from infbench.results.tables import MergePlan, merge
 from sse_server import ScriptedServer, chunk
 
 SETTINGS = RequestSettings(model_name="m", max_tokens=1000, timeout_s=60)

@@ -7,7 +7,7 @@ import copy
 import pytest
 import yaml
 
-from infbench.config import ConfigError, engine_spec, model_spec, validate_config
+from infbench.pipeline.config import ConfigError, engine_spec, model_spec, validate_config
 from conftest import REPO
 
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())

@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from infbench.engines import TGI_IMAGE, TgiAdapter, TransformersAdapter, VllmAdapter, adapter_for
-from infbench.spec import EngineSpec, ModelSpec, Sampling, Scenario
+from infbench.engines.adapters import TGI_IMAGE, TgiAdapter, TransformersAdapter, VllmAdapter, adapter_for
+from infbench.pipeline.spec import EngineSpec, ModelSpec, Sampling, Scenario
 
 
 def engine(kind="transformers", output_length="natural", **kw) -> EngineSpec:
@@ -98,8 +98,8 @@ def test_unknown_kind_is_named():
 
 def test_a_skipped_engine_leaves_a_reason_and_empty_records(tmp_path):
     """The real `infbench bench` on a TGI engine with no launcher: no crash, a reason in server.json."""
-    from infbench.prompts import build_sample
-    from infbench.spec import write_spec
+    from infbench.pipeline.prompts import build_sample
+    from infbench.pipeline.spec import write_spec
 
     build_sample("builtin", 2, 1, tmp_path / "prompts.jsonl")
     write_spec(tmp_path / "engine.json", engine("tgi", launcher="native"))

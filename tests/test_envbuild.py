@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from infbench.envbuild import build_env, directives
+from infbench.pipeline.envbuild import build_env, directives
 from conftest import REPO
 
 

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from infbench.gpus import GpuLease, GpuLeaseError, visible_gpu_ids
+from infbench.engines.gpus import GpuLease, GpuLeaseError, visible_gpu_ids
 
 
 def test_two_jobs_get_different_gpus(tmp_path):
@@ -40,7 +40,7 @@ def test_lock_dies_with_the_process(tmp_path):
     code = textwrap.dedent(f"""
         import os
         from pathlib import Path
-        from infbench.gpus import GpuLease
+        from infbench.engines.gpus import GpuLease
         GpuLease(1, ["0"], lock_dir=Path({str(tmp_path)!r})).acquire()
         os._exit(0)  # no release, no cleanup
     """)
@@ -65,7 +65,7 @@ def test_cpu_bench_jobs_never_overlap_across_processes(tmp_path):
     code = textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from infbench.gpus import GpuLease
+        from infbench.engines.gpus import GpuLease
         with GpuLease(0, [], lock_dir=Path({str(tmp_path)!r})):
             print(time.time(), flush=True)
             time.sleep(0.5)

@@ -7,12 +7,12 @@ import statistics
 
 import pytest
 
-from infbench.bench import load_shape
-from infbench.client import ChatRequest, RequestSettings, RunContext
-from infbench.config import ConfigError, scenario_of, validate_config
-from infbench.loadgen import LoadShape, SweepPlan, arrival_offsets, auto_workers, best_step, run_load, run_sweep
-from infbench.refserver import RefServerProcess, RefSettings
-from infbench.spec import Scenario
+from infbench.measure.bench import load_shape
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext
+from infbench.pipeline.config import ConfigError, scenario_of, validate_config
+from infbench.measure.loadgen import LoadShape, SweepPlan, arrival_offsets, auto_workers, best_step, run_load, run_sweep
+from infbench.measure.refserver import RefServerProcess, RefSettings
+from infbench.pipeline.spec import Scenario
 
 SETTINGS = RequestSettings(model_name="m", max_tokens=1000, timeout_s=60)
 
@@ -103,7 +103,7 @@ def test_workers_split_the_load_and_share_one_clock():
 
 
 def test_a_worker_that_cannot_reach_the_server_reports_errors_not_a_hang():
-    from infbench.server import free_port
+    from infbench.engines.server import free_port
 
     url = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
     ctx = RunContext(engine="e", model="m", scenario="closed", concurrency=2)
@@ -132,7 +132,7 @@ def test_sweep_doubles_until_the_slo_fails_then_bisects():
 
 def test_sweep_search_logic_without_a_server(monkeypatch):
     """Pass below 30 req/s: doubling from 4 fails at 32, then three bisections between 16 and 32."""
-    import infbench.loadgen as loadgen
+    import infbench.measure.loadgen as loadgen
 
     def fake_run_load(url, requests, settings, ctx, shape, on_done=None, token_counter=None):
         return [ctx.rate]
@@ -192,11 +192,11 @@ def test_bad_load_scenarios_name_the_key(scenario, key):
 
 
 def test_open_loop_and_sweep_scenarios_run_through_bench_and_reach_the_tables(tmp_path):
-    from infbench.bench import _run_scenario
-    from infbench.prompts import Prompt
-    from infbench.records import write_records
-    from infbench.spec import EngineSpec, ModelSpec
-    from infbench.tables import MergePlan, merge
+    from infbench.measure.bench import _run_scenario
+    from infbench.pipeline.prompts import Prompt
+    from infbench.measure.records import write_records
+    from infbench.pipeline.spec import EngineSpec, ModelSpec
+    from infbench.results.tables import MergePlan, merge
 
     prompts = [Prompt(id=f"p{i}", messages=({"role": "user", "content": f"q{i}"},), source="t", source_index=i)
                for i in range(3)]

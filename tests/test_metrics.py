@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infbench.metrics import percentile, summarize, time_per_output_token, tokens_per_second
-from infbench.records import RequestRecord, read_records, write_records
+from infbench.measure.metrics import percentile, summarize, time_per_output_token, tokens_per_second
+from infbench.measure.records import RequestRecord, read_records, write_records
 
 
 def rec(i, send, ttft, latency, completion, prompt=10, error=None, status=200, concurrency=1):

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from infbench.models import ModelSource, ModelSourceError, prepare
+from infbench.pipeline.models import ModelSource, ModelSourceError, prepare
 
 
 def test_sources_parse():
@@ -46,7 +46,7 @@ def test_local_dir_without_config_is_refused(tmp_path):
 def test_hub_failure_is_one_clear_line_not_a_traceback(tmp_path):
     pytest.importorskip("huggingface_hub", reason="hf: sources need huggingface_hub (installed with the estimate extra)")
     result = subprocess.run(
-        [sys.executable, "-m", "infbench.models", "--name", "m", "--source", "hf:no-such-org/no-such-model",
+        [sys.executable, "-m", "infbench.pipeline.models", "--name", "m", "--source", "hf:no-such-org/no-such-model",
          "--out", str(tmp_path / "out"), "--meta", str(tmp_path / "m.json")],
         capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )

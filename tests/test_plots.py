@@ -6,9 +6,9 @@ import json
 
 from fake_run import build_run
 
-from infbench.plots import PLOT_FILES, PlotData, write_plots
-from infbench.reportpages import markdown_page, write_pages
-from infbench.tables import MergePlan
+from infbench.results.plots import PLOT_FILES, PlotData, write_plots
+from infbench.results.reportpages import markdown_page, write_pages
+from infbench.results.tables import MergePlan
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -46,7 +46,7 @@ def test_plot_data_matches_the_summary_and_knows_skipped_engines(tmp_path):
 
 def test_plots_without_any_successful_request(tmp_path):
     from infbench.fileio import write_json_atomic
-    from infbench.records import write_records
+    from infbench.measure.records import write_records
 
     raw = tmp_path / "raw"
     write_records(raw / "e" / "m" / "single.jsonl", [])

@@ -1,4 +1,4 @@
-"""Tests for infbench.prompts: sources, formats, sampling and sample files."""
+"""Tests for infbench.pipeline.prompts: sources, formats, sampling and sample files."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from infbench.prompts import (
+from infbench.pipeline.prompts import (
     Prompt,
     PromptSourceError,
     build_sample,

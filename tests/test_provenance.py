@@ -7,7 +7,7 @@ import subprocess
 
 from fake_run import FAKE_TOKEN, build_run, fake_config
 
-from infbench.provenance import (
+from infbench.results.provenance import (
     SCHEMA,
     git_info,
     hardware_info,
@@ -15,7 +15,7 @@ from infbench.provenance import (
     read_provenance,
     results_sha256,
 )
-from infbench.redact import REDACTED
+from infbench.results.redact import REDACTED
 
 
 def test_provenance_of_a_finished_run(tmp_path):

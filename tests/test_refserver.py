@@ -11,10 +11,10 @@ import urllib.request
 
 import pytest
 
-from infbench.calibrate import true_records, ttft_split
-from infbench.client import ChatRequest, RequestSettings, RunContext, run_closed_loop, run_measured
-from infbench.metrics import inter_token_latencies, summarize
-from infbench.refserver import RefServerProcess, RefSettings
+from infbench.measure.calibrate import true_records, ttft_split
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_closed_loop, run_measured
+from infbench.measure.metrics import inter_token_latencies, summarize
+from infbench.measure.refserver import RefServerProcess, RefSettings
 
 CTX = RunContext(engine="e", model="m", scenario="ref", concurrency=1)
 

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from infbench.server import ManagedServer, ServerError, free_port
+from infbench.engines.server import ManagedServer, ServerError, free_port
 
 # A real HTTP server with a /health route that also forks a worker, like engines do.
 HEALTHY_SERVER = textwrap.dedent("""
@@ -106,7 +106,7 @@ def test_server_dies_with_a_killed_bench_process(tmp_path):
     driver = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
-        from infbench.server import ManagedServer
+        from infbench.engines.server import ManagedServer
         s = ManagedServer(command=[sys.executable, {str(tmp_path / 'server.py')!r}, "{port}", "0"],
                           log_path=Path({str(tmp_path / 'server.log')!r}), health_url="http://127.0.0.1:{port}/health")
         s.start(); s.wait_healthy(); print(s.process.pid, flush=True); time.sleep(600)

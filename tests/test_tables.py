@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from infbench.fileio import write_json_atomic
-from infbench.records import RequestRecord, write_records
-from infbench.tables import MergePlan, merge
+from infbench.measure.records import RequestRecord, write_records
+from infbench.results.tables import MergePlan, merge
 
 
 def _records(engine, scenario, speed_tokens, prompt_tokens=20, concurrency=1, output_length="natural", max_tokens=64):

@@ -12,7 +12,7 @@ from infbench.memory.cli import add_parser as add_memory_commands
 
 
 def _cmd_prompts(args) -> int:
-    from infbench.prompts import PromptSourceError, build_sample
+    from infbench.pipeline.prompts import PromptSourceError, build_sample
 
     try:
         meta = build_sample(args.source, args.n, args.seed, args.out)
@@ -24,22 +24,22 @@ def _cmd_prompts(args) -> int:
 
 
 def _cmd_build_env(args) -> int:
-    from infbench.envbuild import build_env
+    from infbench.pipeline.envbuild import build_env
 
     build_env(args.name, args.requirements, args.venv, args.lock, args.marker, args.log)
     return 0
 
 
 def _cmd_bench(args) -> int:
-    from infbench.bench import BenchPaths, run_bench
-    from infbench.server import ServerError
+    from infbench.measure.bench import BenchPaths, run_bench
+    from infbench.engines.server import ServerError
 
     _log_to(args.log)
     paths = BenchPaths(
         engine_spec=args.engine_spec, model_spec=args.model_spec, prompts=args.prompts, venv=args.venv,
         lock=args.lock, out_dir=args.out_dir, server_log=args.server_log,
     )
-    log = logging.getLogger("infbench.bench")
+    log = logging.getLogger("infbench.measure.bench")
     try:
         run_bench(paths)
     except ServerError as err:
@@ -53,7 +53,7 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_merge(args) -> int:
-    from infbench.tables import MergePlan, merge
+    from infbench.results.tables import MergePlan, merge
 
     merge(args.raw_dir, args.out_dir, MergePlan.from_json(args.plan))
     print(f"tables written to {args.out_dir}", file=sys.stderr)
@@ -61,7 +61,7 @@ def _cmd_merge(args) -> int:
 
 
 def _cmd_provenance(args) -> int:
-    from infbench.provenance import collect, write_provenance
+    from infbench.results.provenance import collect, write_provenance
 
     prov = collect(
         json.loads(args.config), tables=args.tables, locks=args.locks, model_metas=args.models,
@@ -73,8 +73,8 @@ def _cmd_provenance(args) -> int:
 
 
 def _cmd_plots(args) -> int:
-    from infbench.plots import write_plots
-    from infbench.tables import MergePlan
+    from infbench.results.plots import write_plots
+    from infbench.results.tables import MergePlan
 
     paths = write_plots(args.raw_dir, MergePlan.from_json(args.plan.read_text()), args.out_dir)
     print("plots: " + ", ".join(str(p) for p in paths), file=sys.stderr)
@@ -82,7 +82,7 @@ def _cmd_plots(args) -> int:
 
 
 def _cmd_report_pages(args) -> int:
-    from infbench.reportpages import write_pages
+    from infbench.results.reportpages import write_pages
 
     paths = write_pages(args.tables, args.provenance, args.out_dir)
     print("report pages: " + ", ".join(str(p) for p in paths), file=sys.stderr)
@@ -92,8 +92,8 @@ def _cmd_report_pages(args) -> int:
 def _cmd_bundle(args) -> int:
     import yaml
 
-    from infbench.bundle import BundleError, make_bundle
-    from infbench.redact import Redactor
+    from infbench.results.bundle import BundleError, make_bundle
+    from infbench.results.redact import Redactor
 
     config: dict = {}
     for path in args.configfile:  # only to learn which values the config marks as secret
@@ -119,7 +119,7 @@ def _report_bundle(result) -> None:
 
 
 def _cmd_verify(args) -> int:
-    from infbench.bundle import BundleError, UnsafeArchiveError, verify_bundle
+    from infbench.results.bundle import BundleError, UnsafeArchiveError, verify_bundle
 
     try:
         result = verify_bundle(args.bundle)
@@ -140,8 +140,8 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_calibrate(args) -> int:
-    from infbench.calibrate import calibrate, format_report
-    from infbench.refserver import RefSettings
+    from infbench.measure.calibrate import calibrate, format_report
+    from infbench.measure.refserver import RefSettings
 
     settings = RefSettings(ttft_s=args.ttft, itl_s=args.itl, tokens=args.tokens, tokens_per_chunk=args.tokens_per_chunk,
                            role_chunk=args.role_chunk, usage=not args.no_usage, continuous_usage=args.continuous_usage)

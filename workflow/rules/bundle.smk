@@ -16,6 +16,6 @@ rule bundle:
     log:
         "logs/bundle.log",
     run:
-        from infbench.bundle import bundle_for_snakemake
+        from infbench.results.bundle import bundle_for_snakemake
 
         bundle_for_snakemake(config, Path(log[0]))

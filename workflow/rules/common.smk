@@ -4,7 +4,7 @@ import json
 import re
 from dataclasses import asdict
 
-from infbench.config import (
+from infbench.pipeline.config import (
     ConfigError,
     engine_label,
     engine_spec,

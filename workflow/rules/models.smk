@@ -12,6 +12,6 @@ rule model:
     log:
         "logs/models/{model}.log",
     shell:
-        "PYTHONPATH=workflow {params.python} -m infbench.models --name {wildcards.model} "
+        "PYTHONPATH=workflow {params.python} -m infbench.pipeline.models --name {wildcards.model} "
         "--source {params.source:q} --dtype {params.dtype} --out resources/models/{wildcards.model} "
         "--meta {output.meta} > {log} 2>&1"

@@ -1,7 +1,7 @@
 # Plots, provenance and the HTML pages of the Snakemake report (snakemake --report results/report.html).
 
-from infbench.plots import PLOT_FILES
-from infbench.redact import redact_config
+from infbench.results.plots import PLOT_FILES
+from infbench.results.redact import redact_config
 
 REPORT_TABLES = ["inference_speed", "throughput", "details", "memory"]
 

@@ -11,7 +11,7 @@ Why raw asyncio: a chunk is one timer callback and one transport.write of pre-re
 single process keeps tens of thousands of chunks per second on schedule. The loop is the client's
 MeasuredLoop, whose timers fire to the microsecond rather than epoll's millisecond.
 
-    python -m infbench.refserver --port 0 --ttft 0.02 --itl 0.01 --tokens 100
+    python -m infbench.measure.refserver --port 0 --ttft 0.02 --itl 0.01 --tokens 100
 
 prints `refserver listening on http://127.0.0.1:PORT` when ready. Endpoints: POST /v1/chat/completions
 (any model name), GET /health, GET /v1/models, GET /refserver/log[?clear=1] (JSON: settings, requests,
@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from infbench.client import MeasuredLoop
+from infbench.measure.client import MeasuredLoop
 
 
 @dataclass(frozen=True)
@@ -282,7 +282,7 @@ async def serve(settings: RefSettings, host: str, port: int, ready=None) -> None
 
 def main(argv: list[str] | None = None) -> int:
     defaults = RefSettings()
-    p = argparse.ArgumentParser(prog="python -m infbench.refserver", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m infbench.measure.refserver", description=__doc__.split("\n\n")[0])
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0, help="0: any free port (printed when ready)")
     p.add_argument("--ttft", type=float, default=defaults.ttft_s, help="seconds from parse to first token")
@@ -325,7 +325,7 @@ class RefServerProcess:
 
     def __enter__(self) -> "RefServerProcess":
         s = self.settings
-        command = [sys.executable, "-m", "infbench.refserver", "--host", self.host, "--port", "0",
+        command = [sys.executable, "-m", "infbench.measure.refserver", "--host", self.host, "--port", "0",
                    "--ttft", repr(s.ttft_s), "--itl", repr(s.itl_s), "--tokens", str(s.tokens),
                    "--tokens-per-chunk", str(s.tokens_per_chunk), "--model", s.model]
         command += ["--role-chunk"] * s.role_chunk + ["--no-usage"] * (not s.usage) + ["--continuous-usage"] * s.continuous_usage

@@ -11,9 +11,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from infbench.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
+from infbench.pipeline.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "config" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "config" / "config.schema.yaml"
 
 ENGINE_LABELS = {"transformers": "Transformers", "vllm": "vLLM", "tgi": "TGI"}
 

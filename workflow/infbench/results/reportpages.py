@@ -16,7 +16,7 @@ import yaml
 from markdown_it import MarkdownIt
 
 from infbench.fileio import write_text_atomic
-from infbench.provenance import TIME_MEANINGS
+from infbench.results.provenance import TIME_MEANINGS
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }

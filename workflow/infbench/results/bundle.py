@@ -3,7 +3,7 @@
 A bundle holds one run's tables, raw records, memory results, specs, locks, model and prompt
 metadata, plots, report pages, provenance and logs, under a single folder named after the run id,
 with manifest.json listing the sha256 and size of every other member. It never holds model weights,
-venvs or earlier bundles. Secrets (see infbench.redact) are redacted from every member before its
+venvs or earlier bundles. Secrets (see infbench.results.redact) are redacted from every member before its
 checksum is taken. The archive is deterministic: sorted members, fixed owner, mode and time, gzip
 without a timestamp, so bundling the same results twice gives the same bytes.
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from infbench.fileio import write_bytes_atomic
-from infbench.redact import Redactor
+from infbench.results.redact import Redactor
 
 FORMAT = "infbench-bundle/1"
 MANIFEST = "manifest.json"
@@ -245,7 +245,7 @@ def _first_difference(expected: bytes, actual: bytes) -> str:
 
 
 def _recompute_tables(folder: Path, result: VerifyResult) -> None:
-    from infbench.tables import MergePlan, merge
+    from infbench.results.tables import MergePlan, merge
 
     tables = folder / "results" / "tables"
     plan_file = tables / "merge_plan.json"

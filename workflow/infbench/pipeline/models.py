@@ -167,7 +167,7 @@ def prepare(name: str, source_text: str, dtype: str, out_dir: Path, meta_path: P
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infbench.models", description="Prepare a model directory.")
+    parser = argparse.ArgumentParser(prog="python -m infbench.pipeline.models", description="Prepare a model directory.")
     parser.add_argument("--name", required=True)
     parser.add_argument("--source", required=True)
     parser.add_argument("--dtype", default="bfloat16")

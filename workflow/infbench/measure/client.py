@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from typing import Callable
 from urllib.parse import urlsplit
 
-from infbench.metrics import percentile
-from infbench.records import RequestRecord
+from infbench.measure.metrics import percentile
+from infbench.measure.records import RequestRecord
 
 CLIENT_LAG_LIMIT_S = 0.001  # the default flag threshold: client lag p99 above 1 ms
 READ_BUFFER_LIMIT = 1 << 20  # an unframed response head larger than this is a protocol error

@@ -4,7 +4,7 @@ TGI sends exactly one token per event there, so inter-token times are exact. Run
 venv (text-generation pins huggingface-hub<1.0, which the harness cannot share), so it imports only
 the standard library, jinja2, text_generation and infbench's stdlib-only modules.
 
-    python -m infbench.tgi_native --base-url URL --model-dir DIR --prompts FILE --max-tokens N --out FILE
+    python -m infbench.engines.tgi_native --base-url URL --model-dir DIR --prompts FILE --max-tokens N --out FILE
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from infbench.records import RequestRecord, write_records
+from infbench.measure.records import RequestRecord, write_records
 
 
 def chat_template(model_dir: Path) -> tuple[str, dict]:
@@ -76,7 +76,7 @@ async def measure(base_url: str, prompts: list[dict], template: str, specials: d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infbench.tgi_native", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m infbench.engines.tgi_native", description=__doc__)
     parser.add_argument("--base-url", required=True)
     parser.add_argument("--model-dir", type=Path, required=True)
     parser.add_argument("--prompts", type=Path, required=True)

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 
 import psutil
 
-from infbench.client import CLIENT_LAG_LIMIT_S, ChatRequest, RequestSettings, RunContext
-from infbench.loadgen import LoadShape, auto_workers, run_load
-from infbench.metrics import ScenarioSummary, percentile, summarize
-from infbench.records import RequestRecord
-from infbench.refserver import RefServerProcess, RefSettings
+from infbench.measure.client import CLIENT_LAG_LIMIT_S, ChatRequest, RequestSettings, RunContext
+from infbench.measure.loadgen import LoadShape, auto_workers, run_load
+from infbench.measure.metrics import ScenarioSummary, percentile, summarize
+from infbench.measure.records import RequestRecord
+from infbench.measure.refserver import RefServerProcess, RefSettings
 
 CPU_SATURATED = 0.90  # machine busy fraction from which the rig counts as saturated
 

@@ -16,7 +16,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from infbench.records import RequestRecord
+from infbench.measure.records import RequestRecord
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -20,19 +20,19 @@ import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import infbench
-from infbench.client import ChatRequest, RequestSettings, RunContext, run_single
-from infbench.engines import ServerPlan, adapter_for
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
+from infbench.engines.adapters import ServerPlan, adapter_for
 from infbench.fileio import write_json_atomic
-from infbench.gpus import GpuLease, visible_gpu_ids
-from infbench.loadgen import LoadShape, SweepPlan, arrival_offsets, auto_workers, run_load, run_sweep
-from infbench.memwatch import MemoryReport, MemoryWatcher
-from infbench.metrics import summarize, tokens_per_second
-from infbench.prompts import read_sample
-from infbench.records import RequestRecord, write_records
-from infbench.server import ManagedServer, free_port
-from infbench.spec import EngineSpec, ModelSpec, Scenario, read_engine_spec, read_model_spec
+from infbench.engines.gpus import GpuLease, visible_gpu_ids
+from infbench.measure.loadgen import LoadShape, SweepPlan, arrival_offsets, auto_workers, run_load, run_sweep
+from infbench.measure.memwatch import MemoryReport, MemoryWatcher
+from infbench.measure.metrics import summarize, tokens_per_second
+from infbench.pipeline.prompts import read_sample
+from infbench.measure.records import RequestRecord, write_records
+from infbench.engines.server import ManagedServer, free_port
+from infbench.pipeline.spec import EngineSpec, ModelSpec, Scenario, read_engine_spec, read_model_spec
 
-log = logging.getLogger("infbench.bench")
+log = logging.getLogger("infbench.measure.bench")
 
 THREAD_COUNT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
                           "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
@@ -193,7 +193,7 @@ def _tgi_native(base_url: str, paths: BenchPaths, engine: EngineSpec, model: Mod
     sample.write_text("".join(json.dumps({"id": p.id, "messages": list(p.messages)}) + "\n" for p in prompts))
     env = dict(os.environ, PYTHONPATH=str(Path(infbench.__file__).resolve().parent.parent))
     command = [
-        str(paths.venv / "bin" / "python"), "-m", "infbench.tgi_native", "--base-url", base_url,
+        str(paths.venv / "bin" / "python"), "-m", "infbench.engines.tgi_native", "--base-url", base_url,
         "--model-dir", model.path, "--prompts", str(sample), "--max-tokens", str(engine.sampling.max_tokens),
         "--engine", engine.name, "--model", model.name, "--out", str(paths.out_dir / "native-single.jsonl"),
     ]

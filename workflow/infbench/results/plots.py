@@ -22,8 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import polars as pl  # noqa: E402
 
 from infbench.fileio import write_bytes_atomic  # noqa: E402
-from infbench.records import RequestRecord  # noqa: E402
-from infbench.tables import MergePlan, load_summaries  # noqa: E402
+from infbench.measure.records import RequestRecord  # noqa: E402
+from infbench.results.tables import MergePlan, load_summaries  # noqa: E402
 
 PLOT_FILES = ("tokens_per_s.png", "ttft_cdf.png", "latency_cdf.png", "throughput.png")
 DPI = 110

@@ -25,13 +25,13 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Callable
 
-from infbench.client import (
+from infbench.measure.client import (
     ChatRequest, ProgressCallback, RequestSettings, RunContext, TokenCounter, run_closed_loop, run_measured,
     run_open_loop, wall_offset,
 )
-from infbench.metrics import summarize
-from infbench.records import RequestRecord
-from infbench.server import die_with_parent
+from infbench.measure.metrics import summarize
+from infbench.measure.records import RequestRecord
+from infbench.engines.server import die_with_parent
 
 ARRIVALS = ("poisson", "gamma", "constant")
 START_MARGIN_S = 0.2  # between the workers' ready signal and the common start: time to get going
@@ -174,7 +174,7 @@ def _start_worker(index: int, job: _Job) -> _Worker:
     re-imports the caller's __main__), fed its job through a pipe."""
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
-    code = f"from infbench.loadgen import worker_main; worker_main({to_child_r}, {from_child_w})"
+    code = f"from infbench.measure.loadgen import worker_main; worker_main({to_child_r}, {from_child_w})"
     process = subprocess.Popen([sys.executable, "-c", code], pass_fds=(to_child_r, from_child_w),
                                preexec_fn=die_with_parent)
     os.close(to_child_r)

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infbench.spec import EngineSpec, ModelSpec
+from infbench.pipeline.spec import EngineSpec, ModelSpec
 
 
 @dataclass(frozen=True)

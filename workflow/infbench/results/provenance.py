@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from infbench import __version__
-from infbench.config import engine_label, resolve_env
+from infbench.pipeline.config import engine_label, resolve_env
 from infbench.fileio import read_jsonl, write_json_atomic
-from infbench.redact import redact_config
+from infbench.results.redact import redact_config
 
 SCHEMA = "infbench-provenance/1"
 

@@ -31,7 +31,7 @@ __all__ = [
     "sample_prompts",
 ]
 
-BUILTIN_FILE = Path(__file__).parent / "data" / "builtin_prompts.jsonl"
+BUILTIN_FILE = Path(__file__).parent.parent / "data" / "builtin_prompts.jsonl"
 
 # Record formats, in the order they are tried when detecting a file's format.
 FORMATS = ("messages", "conversations", "turns")

@@ -15,8 +15,8 @@ from pathlib import Path
 import polars as pl
 
 from infbench.fileio import write_text_atomic
-from infbench.metrics import summarize
-from infbench.records import read_records
+from infbench.measure.metrics import summarize
+from infbench.measure.records import read_records
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Preparing a run: the config and its schema, spec files, prompt samples, engine venvs and models."""

@@ -1,0 +1,1 @@
+"""What a run leaves behind: tables, plots, provenance, report pages, bundles and secret redaction."""
