@@ -56,11 +56,60 @@ def _fill_defaults(instance: object, schema: dict, root: dict) -> None:
                 _fill_defaults(value, extra, root)
 
 
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        schema = root["$defs"][schema["$ref"].split("/")[-1]]
+    return schema
+
+
+def _branch_for(instance: object, schema: dict, root: dict) -> dict:
+    """The schema that describes a container: itself, or its oneOf/anyOf branch of the same type."""
+    schema = _resolve(schema, root)
+    wanted = "object" if isinstance(instance, dict) else "array"
+    for branch in schema.get("oneOf", []) + schema.get("anyOf", []):
+        branch = _resolve(branch, root)
+        if branch.get("type") == wanted:
+            return branch
+    return schema
+
+
+def coerce_strings(instance: object, schema: dict, root: dict, validator: jsonschema.Validator) -> object:
+    """Read as YAML the strings the schema does not accept as strings.
+
+    `snakemake --config sampling='{max_tokens: 5}'` parses nested values with YAML's BaseLoader, so
+    every nested scalar arrives as a string ('5'). A string that fails its schema but whose YAML
+    reading (5) passes it is replaced by that reading; anything else is left for validation to name.
+    """
+    if isinstance(instance, dict):
+        schema = _branch_for(instance, schema, root)
+        extra = schema.get("additionalProperties")
+        for key, value in instance.items():
+            sub = schema.get("properties", {}).get(key, extra if isinstance(extra, dict) else None)
+            if sub is not None:
+                instance[key] = coerce_strings(value, sub, root, validator)
+        return instance
+    if isinstance(instance, list):
+        items = _branch_for(instance, schema, root).get("items")
+        return [coerce_strings(v, items, root, validator) for v in instance] if isinstance(items, dict) else instance
+    if isinstance(instance, str):
+        check = validator.evolve(schema=schema)
+        if check.is_valid(instance):
+            return instance
+        try:
+            reading = yaml.safe_load(instance)
+        except yaml.YAMLError:
+            return instance
+        if not isinstance(reading, str) and check.is_valid(reading):
+            return reading
+    return instance
+
+
 def validate_config(config: dict, schema: dict | None = None) -> dict:
     """Return a validated copy of config with defaults filled; raise ConfigError naming the key."""
     schema = schema or load_schema()
     config = copy.deepcopy(config)
     validator = jsonschema.Draft202012Validator(schema)
+    config = coerce_strings(config, schema, schema, validator)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("\n".join(_describe(e) for e in errors))
