@@ -23,12 +23,12 @@ HARDWARE = HardwareInfo(cpu_model="Test CPU", cpu_cores_logical=4, cpu_cores_phy
 
 
 def fake_config(token: str = FAKE_TOKEN, secrets: list[str] | None = None) -> dict:
-    return validate_config({
+    config = validate_config({
         "device": "cpu",
         "prompts": {"source": "builtin", "n": 3, "seed": 7},
         "models": {"tiny": {"source": "local:/nowhere/tiny", "label": "Tiny"}},
         "engines": {
-            "alpha": {"kind": "transformers", "env": "transformers", "server_env": {"HF_TOKEN": token}},
+            "alpha": {"kind": "transformers", "env": "transformers"},
             "beta": {"kind": "transformers", "env": "transformers", "label": "Beta", "args": ["--x"]},
             "gamma": {"kind": "tgi", "env": "tgi", "launcher": "native"},
         },
@@ -37,6 +37,10 @@ def fake_config(token: str = FAKE_TOKEN, secrets: list[str] | None = None) -> di
                                                                     "requests": 4}},
         "secrets": secrets or [],
     })
+    # Planted after validation, which refuses secret values in the config (they go by env var name):
+    # the bundle's redaction must still catch one that got into a file some other way.
+    config["engines"]["alpha"]["server_env"]["HF_TOKEN"] = token
+    return config
 
 
 def fake_plan(config: dict) -> MergePlan:

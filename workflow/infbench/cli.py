@@ -31,9 +31,12 @@ def _cmd_build_env(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from infbench.measure.bench import BenchPaths, run_bench
     from infbench.engines.server import ServerError
+    from infbench.fileio import check_writable
+    from infbench.measure.bench import BenchFailure, BenchPaths, run_bench
 
+    if args.log:
+        check_writable([args.log.parent])
     _log_to(args.log)
     paths = BenchPaths(
         engine_spec=args.engine_spec, model_spec=args.model_spec, prompts=args.prompts, venv=args.venv,
@@ -42,10 +45,13 @@ def _cmd_bench(args) -> int:
     log = logging.getLogger("infbench.measure.bench")
     try:
         run_bench(paths)
-    except ServerError as err:
+    except (ServerError, BenchFailure) as err:
+        # Recorded: server.json says "failed" and why, the tables show it, and the next run repeats
+        # this job. The job itself succeeds, so that the merge still runs under -k.
         log.error("%s", err)
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        print(f"error: bench {args.out_dir}: {str(err).splitlines()[0]} (recorded in {args.out_dir}/server.json; "
+              f"the tables show it; the next run repeats this job)", file=sys.stderr)
+        return 0
     except (KeyboardInterrupt, SystemExit):
         log.warning("interrupted: the server was stopped and no partial result was written")
         raise
@@ -258,7 +264,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as err:  # one clear line on the console; the traceback goes to the log file
+        _log_traceback(f"{args.command} failed: {err}")
+        print(f"error: {args.command}: {err}", file=sys.stderr)
+        return 1
+
+
+def _log_traceback(message: str) -> None:
+    record = logging.getLogger("infbench").makeRecord("infbench", logging.ERROR, __file__, 0, message, (), sys.exc_info())
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 if __name__ == "__main__":

@@ -56,3 +56,20 @@ def read_jsonl(path: str | Path) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}, line {line_number}: invalid JSON ({err.msg})") from None
     return rows
+
+
+class NotWritableError(OSError):
+    """An output folder the step cannot write to: found before anything starts."""
+
+
+def check_writable(folders: Iterable[str | Path]) -> None:
+    """Create each folder and a probe file in it; raise NotWritableError naming the folder."""
+    for folder in folders:
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".infbench-write-probe.", dir=folder)
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise NotWritableError(f"cannot write to {folder}: {err.strerror or err}") from None

@@ -7,15 +7,26 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 
 class ServerError(RuntimeError):
     """The server exited early or never became healthy; the message carries its log's tail."""
+
+
+class PortClashError(ServerError):
+    """Another process holds the port we picked (free_port releases it before the engine binds it):
+    the caller retries on a fresh port."""
+
+
+# What engines print when their port is taken (uvicorn, Rust servers, docker).
+PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "port is already allocated")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -38,6 +49,62 @@ def _own_group_dying_with_parent() -> None:
     die_with_parent()
 
 
+def exit_when_parent_dies(poll_s: float = 1.0) -> int | None:
+    """Watch the nearest `snakemake` ancestor (else the parent); SIGTERM ourselves when it is gone.
+
+    A bench job runs under `bash -c` under snakemake: PR_SET_PDEATHSIG would fire only when the
+    shell dies, and a `kill -9` of snakemake leaves the shell alive. SIGTERM goes through the bench
+    job's handler, so its `finally` stops the server as on Ctrl-C. Returns the watched pid.
+    """
+    try:
+        me = psutil.Process()
+        ancestors = me.parents()
+    except psutil.Error:
+        return None
+    watched = next((p for p in ancestors if "snakemake" in " ".join(_cmdline(p))), ancestors[0] if ancestors else None)
+    if watched is None or watched.pid == 1:
+        return None
+
+    def watch() -> None:
+        while watched.is_running():  # is_running also compares the start time: a reused pid is not it
+            time.sleep(poll_s)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+    return watched.pid
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
+
+
+def listener_pids(port: int, root_pid: int) -> tuple[bool, list[int]]:
+    """Whether a process of root_pid's tree listens on port, and which other pids do (when visible)."""
+    try:
+        root = psutil.Process(root_pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for proc in tree:
+        try:
+            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                   for c in proc.net_connections(kind="inet")):
+                return True, []
+        except psutil.Error:
+            continue
+    others = []
+    try:
+        for conn in psutil.net_connections(kind="inet"):
+            if conn.status == psutil.CONN_LISTEN and conn.laddr and conn.laddr.port == port and conn.pid:
+                others.append(conn.pid)
+    except psutil.Error:  # other users' sockets need privileges: the pid stays unknown
+        pass
+    return False, sorted(set(others))
+
+
 def log_tail(path: Path, lines: int = 40) -> str:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
@@ -56,6 +123,9 @@ class ManagedServer:
     env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 600.0
     stop_timeout_s: float = 20.0
+    # The port the server was told to bind: a health 200 counts only when a process of the server's
+    # own tree listens there (None: not checked, e.g. docker, whose proxy is not our child).
+    port: int | None = None
     process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -75,19 +145,32 @@ class ManagedServer:
         started = time.monotonic()
         deadline = started + self.startup_timeout_s
         with httpx.Client(timeout=5.0, trust_env=False) as client:
+            stranger: list[int] | None = None  # set when something not ours answered
             while True:
                 code = self.process.poll()
                 if code is not None:
+                    tail = log_tail(self.log_path)
+                    if stranger is not None or any(m in tail.lower() for m in PORT_IN_USE_MARKERS):
+                        raise PortClashError(f"port {self.port} was taken by another process "
+                                             f"(pid {_pids(stranger)}) before the server bound it")
                     raise ServerError(
                         f"server exited with code {code} before it was healthy; "
-                        f"last lines of {self.log_path}:\n{log_tail(self.log_path)}"
+                        f"last lines of {self.log_path}:\n{tail}"
                     )
                 try:
                     if client.get(self.health_url).status_code == 200:
-                        return time.monotonic() - started
+                        if self.port is None:
+                            return time.monotonic() - started
+                        ours, others = listener_pids(self.port, self.process.pid)
+                        if ours:
+                            return time.monotonic() - started
+                        stranger = others  # keep waiting: ours may still be loading, or fail to bind
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
+                    if stranger is not None:
+                        raise PortClashError(f"port {self.port} answers, but not from the server we started "
+                                             f"(it is held by pid {_pids(stranger)})")
                     raise ServerError(
                         f"server not healthy at {self.health_url} after {self.startup_timeout_s:.0f} s "
                         f"(raise the engine's startup_timeout_s if it is just slow); "
@@ -111,11 +194,16 @@ class ManagedServer:
         self.process = None
 
     def __enter__(self) -> "ManagedServer":
-        self.start()
+        if self.process is None:  # a server started (and checked) before the block is kept
+            self.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _pids(pids: list[int] | None) -> str:
+    return ", ".join(map(str, pids)) if pids else "unknown"
 
 
 def _wait_group_gone(process: subprocess.Popen, pgid: int, timeout_s: float) -> bool:

@@ -29,7 +29,10 @@ from infbench.measure.memwatch import MemoryReport, MemoryWatcher
 from infbench.measure.metrics import summarize, tokens_per_second
 from infbench.pipeline.prompts import read_sample
 from infbench.measure.records import RequestRecord, write_records
-from infbench.engines.server import ManagedServer, free_port
+from infbench.engines.server import (ManagedServer, PortClashError, ServerError, exit_when_parent_dies, free_port,
+                                     log_tail)
+from infbench.fileio import check_writable
+from infbench.measure.busy import LoadWatch
 from infbench.pipeline.spec import EngineSpec, ModelSpec, Scenario, read_engine_spec, read_model_spec
 
 log = logging.getLogger("infbench.measure.bench")
@@ -91,31 +94,75 @@ def load_shape(scenario: Scenario, count: int) -> LoadShape:
     return LoadShape(kind="closed", concurrency=concurrency, workers=workers)
 
 
+class BenchFailure(RuntimeError):
+    """The engine could not be measured (server did not start, died, failed its warm-up, a secret
+    was missing): recorded in server.json as status "failed", shown in the tables, repeated next run."""
+
+
+class ServerDied(BenchFailure):
+    pass
+
+
+PORT_TRIES = 3  # free_port() can lose the port to another process before the engine binds it
+
+
+def failure_marker(out_dir: Path) -> Path:
+    """results/failures/{engine}/{model}.json for results/raw/{engine}/{model}: written when a bench
+    job fails; the bench rule takes it as an input when present, so its newer time makes the next
+    run repeat exactly that job."""
+    engine_dir = out_dir.parent
+    return engine_dir.parent.parent / "failures" / engine_dir.name / f"{out_dir.name}.json"
+
+
 def run_bench(paths: BenchPaths) -> None:
     _terminate_on_sigterm()
+    # Every folder this job writes, checked before anything starts: not after a scenario ran.
+    check_writable([paths.out_dir, paths.server_log.parent, failure_marker(paths.out_dir).parent])
+    watched = exit_when_parent_dies()
+    if watched:
+        log.info("stops when its parent (pid %d) ends", watched)
     engine = read_engine_spec(paths.engine_spec)
     model = read_model_spec(paths.model_spec)
     prompts = read_sample(paths.prompts)
     adapter = adapter_for(engine.kind)
-    paths.out_dir.mkdir(parents=True, exist_ok=True)
     reason = adapter.unavailable_reason(engine)
     if reason:
         _write_skipped(paths, engine, model, reason)
         return
+    try:
+        _measure(paths, engine, model, prompts, adapter)
+    except (ServerError, BenchFailure) as err:
+        _write_failed(paths, engine, model, err)
+        raise
 
+
+def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, adapter) -> None:
     with GpuLease(count=model.gpus, candidates=visible_gpu_ids() if model.gpus else []) as lease:
         host = engine.bench.host
-        port = free_port(host)
-        plan = adapter.plan(engine, model, paths.venv, host, port, lease.ids)
         env = _server_env(engine, paths.venv, lease.env())
         log.info("engine %s, model %s, GPUs %s", engine.name, model.name, lease.ids or "none (CPU)")
-        log.info("server command: %s", " ".join(plan.command))
-        server = ManagedServer(
-            command=plan.command, log_path=paths.server_log, health_url=f"http://{host}:{port}{plan.health_path}",
-            env=env, startup_timeout_s=engine.startup_timeout_s,
-        )
-        with server:
-            startup_s = server.wait_healthy()
+        for attempt in range(1, PORT_TRIES + 1):
+            port = free_port(host)
+            plan = adapter.plan(engine, model, paths.venv, host, port, lease.ids)
+            log.info("server command: %s", " ".join(plan.command))
+            server = ManagedServer(
+                command=plan.command, log_path=paths.server_log, health_url=f"http://{host}:{port}{plan.health_path}",
+                env=env, startup_timeout_s=engine.startup_timeout_s,
+                port=None if plan.command[0] == "docker" else port,  # docker's proxy is not our child
+            )
+            server.start()
+            try:
+                startup_s = server.wait_healthy()
+                break
+            except PortClashError as err:
+                server.stop()
+                if attempt == PORT_TRIES:
+                    raise
+                log.warning("%s; retrying on another port (%d of %d)", err, attempt + 1, PORT_TRIES)
+            except BaseException:
+                server.stop()
+                raise
+        with server:  # started above; leaving this block always stops it
             log.info("server healthy after %.1f s", startup_s)
             memory = MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind,
                                   interval_s=engine.bench.memory_sample_interval_s,
@@ -123,26 +170,69 @@ def run_bench(paths: BenchPaths) -> None:
             watcher = MemoryWatcher(server.process.pid, memory, lease.ids)
             watcher.mark_idle()
             watcher.start()
+            loads: dict[str, dict] = {}
+            died: str | None = None
             try:
                 url = f"http://{host}:{port}/v1/chat/completions"
                 settings = _request_settings(engine, plan)
-                _warm_up(url, prompts, settings, engine, model)
+                _warm_up(url, prompts, settings, engine, model, server)
                 for scenario in engine.scenarios:
+                    if died:  # nothing to measure: an empty file, so no stale record survives
+                        write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
+                        continue
+                    watch = LoadWatch(engine.bench.busy_cpu_limit, gpu_ids=lease.ids)
+                    watch.start()
                     records = _run_scenario(url, prompts, scenario, settings, engine, model)
+                    load = watch.stop(scenario.name)
+                    loads[scenario.name] = load.to_dict()
+                    if load.busy:
+                        log.warning("%s: the machine was busy: %s; see details.md", scenario.name, load.summary())
                     write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
-                if engine.kind == "tgi":
+                    code = server.process.poll()
+                    if code is not None:
+                        died = f"server exited with code {code} during scenario {scenario.name}"
+                        log.error("%s (last lines of %s:\n%s)", died, paths.server_log, log_tail(paths.server_log, 10))
+                if engine.kind == "tgi" and not died:
                     _tgi_native(f"http://{host}:{port}", paths, engine, model)
-                version = _server_version(f"http://{host}:{port}", plan) or version_from_lock(paths.lock, adapter.package)
+                version = None if died else _server_version(f"http://{host}:{port}", plan)
+                version = version or version_from_lock(paths.lock, adapter.package)
             finally:
                 memory = watcher.stop()
         write_json_atomic(paths.out_dir / "memory.json", memory.to_dict())
         write_json_atomic(paths.out_dir / "server.json", {
             "engine": engine.name, "kind": engine.kind, "label": engine.label, "model": model.name,
             "device": engine.device, "gpu_ids": lease.ids, "command": plan.command,
-            "version": version, "startup_s": round(startup_s, 3), "status": "ok", "reason": None,
-            "sampling": vars(engine.sampling), "fixed_length_control": plan.fixed_length_control,
-            "notes": plan.notes, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "version": version, "startup_s": round(startup_s, 3), "status": "failed" if died else "ok",
+            "reason": died, "sampling": vars(engine.sampling), "fixed_length_control": plan.fixed_length_control,
+            "notes": plan.notes, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine_load": loads,
         })
+        if died:
+            write_json_atomic(failure_marker(paths.out_dir), {"reason": died, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            raise ServerDied(died)
+
+
+def _write_failed(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, err: Exception) -> None:
+    """A bench job that could not measure: every output says so (no stale record from an earlier
+    run survives), the tables show it, and the failure marker makes the next run repeat this job."""
+    if isinstance(err, ServerDied):
+        return  # _measure wrote what was measured before the server died
+    reason = str(err).splitlines()[0]
+    log.error("%s on %s failed: %s", engine.name, model.name, reason)
+    for scenario in engine.scenarios:
+        write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
+    if engine.kind == "tgi":
+        write_records(paths.out_dir / "native-single.jsonl", [])
+    write_json_atomic(paths.out_dir / "memory.json", MemoryReport(
+        engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status="failed",
+        reason=reason).to_dict())
+    write_json_atomic(paths.out_dir / "server.json", {
+        "engine": engine.name, "kind": engine.kind, "label": engine.label, "model": model.name,
+        "device": engine.device, "gpu_ids": [], "command": [], "version": None, "startup_s": None,
+        "status": "failed", "reason": reason, "sampling": vars(engine.sampling),
+        "fixed_length_control": None, "notes": [], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine_load": {},
+    })
+    write_json_atomic(failure_marker(paths.out_dir), {"reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reason: str) -> None:
@@ -222,6 +312,11 @@ def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str]) -> dict
         env.pop(name, None)
     env.update(gpu_env)
     env.update(engine.server_env)
+    for name, source in engine.server_env_from.items():  # secrets: resolved here, at server start, only
+        if source not in os.environ:
+            raise BenchFailure(f"engines.{engine.name}.server_env.{name}: environment variable {source} is not set; "
+                               f"export it before running snakemake")
+        env[name] = os.environ[source]
     return env
 
 
@@ -235,7 +330,7 @@ def _request_settings(engine: EngineSpec, plan: ServerPlan) -> RequestSettings:
     )
 
 
-def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec) -> None:
+def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, server: ManagedServer) -> None:
     count = engine.bench.warmup_requests
     if count == 0:
         return
@@ -245,7 +340,9 @@ def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec) -> No
     records = asyncio.run(run_single(url, requests, settings, ctx))
     failed = [r for r in records if not r.ok]
     if failed:
-        raise RuntimeError(f"warm-up request failed, so the server cannot be measured: {failed[0].error}")
+        code = server.process.poll() if server.process else None
+        died = f" (the server exited with code {code})" if code is not None else ""
+        raise BenchFailure(f"warm-up request failed, so the server cannot be measured{died}: {failed[0].error}")
     log.info("warm-up: %d request(s) done", len(records))
 
 

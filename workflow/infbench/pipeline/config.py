@@ -6,6 +6,7 @@ Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to 
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import jsonschema
@@ -121,11 +122,28 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
 def _check_cross_references(config: dict) -> None:
     for name, engine in config["engines"].items():
         resolve_env(engine, config["device"], name)
+        _check_no_secret_values(name, engine)
     for name, model in config["models"].items():
         if config["device"] == "cpu" and model["gpus"] > 0:
             raise ConfigError(f"config error at models.{name}.gpus: {model['gpus']} GPUs asked for, but device is cpu")
         if config["device"] == "cuda" and model["gpus"] < 1:
             raise ConfigError(f"config error at models.{name}.gpus: device is cuda, so gpus must be at least 1")
+
+
+HF_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{30,}")
+
+
+def _check_no_secret_values(name: str, engine: dict) -> None:
+    """A secret written into server_env would reach the spec file, Snakemake's params and its logs:
+    it must be referenced by the name of an environment variable instead."""
+    from infbench.results.redact import is_secret_env_name
+
+    for var, value in engine["server_env"].items():
+        if isinstance(value, str) and (is_secret_env_name(var) or HF_TOKEN_SHAPE.search(value)):
+            raise ConfigError(
+                f"config error at engines.{name}.server_env.{var}: looks like a secret, and its value would be "
+                f"written to spec files and Snakemake's logs; write `{var}: {{from_env: {var}}}` and export "
+                f"{var} before running (the bench job reads it when it starts the server)")
 
 
 def resolve_env(engine: dict, device: str, engine_name: str = "?") -> str:
@@ -154,7 +172,8 @@ def engine_spec(config: dict, name: str) -> EngineSpec:
         env=resolve_env(engine, config["device"], name),
         device=config["device"],
         args=list(engine["args"]),
-        server_env=dict(engine["server_env"]),
+        server_env={k: v for k, v in engine["server_env"].items() if isinstance(v, str)},
+        server_env_from={k: v["from_env"] for k, v in engine["server_env"].items() if isinstance(v, dict)},
         startup_timeout_s=engine["startup_timeout_s"],
         launcher=engine.get("launcher"),
         image=engine.get("image"),

@@ -51,6 +51,7 @@ class BenchSettings:
     memory_sample_interval_s: float = 0.25
     host: str = "127.0.0.1"
     client_lag_limit_s: float = 0.001  # flag a run whose client lag p99 passes this
+    busy_cpu_limit: float = 0.1  # flag a scenario when others used more than this share of the CPUs
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,9 @@ class EngineSpec:
     device: str
     args: list[str] = field(default_factory=list)
     server_env: dict[str, str] = field(default_factory=dict)
+    # Server variable -> the bench job's environment variable it is taken from at server start:
+    # secrets travel by name, so no spec file, Snakemake param or log holds their value.
+    server_env_from: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = 600.0
     launcher: str | None = None  # TGI: native | docker | apptainer
     image: str | None = None  # TGI: container image for docker/apptainer
