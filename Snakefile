@@ -38,3 +38,20 @@ rule all:
         "results/provenance.json",
         rules.plots.output,
         rules.report_pages.output,
+        # Targets too: a deleted or cleaned-up raw record is measured again (and the tables remade),
+        # not left behind up-to-date tables.
+        all_raw_records(),
+        all_server_files(),
+
+
+# A failed bench job still writes its outputs (so the merge runs and the tables show the failure);
+# the run as a whole then ends with exit code 1 and says what to do.
+onsuccess:
+    failed = failed_bench_jobs()
+    if failed:
+        print(f"infbench: {len(failed)} bench job(s) failed; the tables show them as 'failed':", file=sys.stderr)
+        for engine, model, reason in failed:
+            print(f"  {engine} on {model}: {reason} (logs/bench/{engine}/{model}.log)", file=sys.stderr)
+        print("fix the cause, then run the same command again: only these jobs (and the tables) are redone",
+              file=sys.stderr)
+        sys.exit(1)

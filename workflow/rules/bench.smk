@@ -7,6 +7,7 @@ rule bench:
         prompts=f"results/prompts/{PROMPTS_NAME}.jsonl",
         env=lambda wc: env_marker(engine_env(wc.engine)),
         lock=lambda wc: f"results/envs/{engine_env(wc.engine)}.lock",
+        failed_before=failure_marker,
     output:
         records=[f"results/raw/{{engine}}/{{model}}/{scenario}.jsonl" for scenario in SCENARIOS],
         server="results/raw/{engine}/{model}/server.json",

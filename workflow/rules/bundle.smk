@@ -13,6 +13,9 @@ rule bundle:
         rules.provenance.output,
         rules.plots.output,
         rules.report_pages.output,
+        # The raw records themselves: deleted ones are measured again before anything is packed.
+        all_raw_records(),
+        all_server_files(),
     log:
         "logs/bundle.log",
     run:

@@ -1,6 +1,7 @@
 # Config validation and the small input functions the rules share.
 
 import json
+import os
 import re
 from dataclasses import asdict
 
@@ -48,6 +49,26 @@ def engine_env(engine):
 
 def env_marker(env):
     return f".venvs/{env}/.infbench-built"
+
+
+def failure_marker(wildcards):
+    """A bench job that failed left results/failures/{engine}/{model}.json: as an input (newer than
+    the outputs it wrote) it makes the next run repeat exactly that job; absent, nothing changes."""
+    marker = f"results/failures/{wildcards.engine}/{wildcards.model}.json"
+    return [marker] if os.path.exists(marker) else []
+
+
+def failed_bench_jobs():
+    """(engine, model, reason) of this config's bench jobs whose server.json says they failed."""
+    failed = []
+    for path in all_server_files():
+        try:
+            server = json.loads(open(path).read())
+        except (OSError, ValueError):
+            continue
+        if server.get("status") == "failed":
+            failed.append((server.get("engine"), server.get("model"), server.get("reason")))
+    return failed
 
 
 def model_gpus(wildcards):

@@ -78,6 +78,8 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any],
     device = str(meas.get("device", "cpu"))
     if meas.get("status") == "skipped":
         return Comparison(model, engine, device, f"not run: {meas.get('reason')}", None, None, None, None)
+    if meas.get("status") == "failed":  # the bench job failed before anything was sampled
+        return Comparison(model, engine, device, f"failed: {meas.get('reason')}", None, None, None, None)
     if device == "cpu":
         idle, peak = int(meas["rss_idle_bytes"]), int(meas.get("rss_peak_bytes", 0))
         if est is None:

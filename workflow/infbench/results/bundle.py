@@ -173,6 +173,7 @@ def make_bundle(root: Path, out_dir: Path, redactor: Redactor) -> BundleResult:
     run_id = str(provenance.get("run_id", ""))
     if not RUN_ID_RE.fullmatch(run_id):  # it names a file and the archive's folder
         raise BundleError(f"{provenance_path}: run_id {run_id!r} is not a plain name (letters, digits, . _ -)")
+    check_tables_match_raw(root)
     files = bundle_files(root, RunScope.from_provenance(provenance))
     raw = {name: (root / name).read_bytes() for name in files}
     for name, data in raw.items():  # first pass: learn secrets that sit under secret keys in JSON files
@@ -205,6 +206,16 @@ def make_bundle(root: Path, out_dir: Path, redactor: Redactor) -> BundleResult:
     write_bytes_atomic(target, buffer.getvalue())
     return BundleResult(path=target, run_id=run_id, files=len(contents), size_bytes=len(buffer.getvalue()),
                         redacted=redacted, short_secrets=redactor.short_values)
+
+
+def check_tables_match_raw(root: Path) -> None:
+    """Refuse to pack tables that the raw records beside them no longer give (deleted or changed
+    records): the same recomputation `infbench verify` does, before the bundle exists."""
+    probe = VerifyResult(bundle=root)
+    _recompute_tables(root, probe)
+    if probe.problems:
+        raise BundleError("the tables do not match the raw records, so they would not verify; run "
+                          "`snakemake --cores all` to measure again what is missing: " + "; ".join(probe.problems))
 
 
 # --- verify --------------------------------------------------------------------------------------
