@@ -186,6 +186,8 @@ class ManagedServer:
         for sig, wait_s in ((signal.SIGTERM, self.stop_timeout_s), (signal.SIGKILL, 5.0)):
             try:
                 os.killpg(pgid, sig)
+                if sig == signal.SIGTERM:
+                    os.killpg(pgid, signal.SIGCONT)  # a stopped (hung) server acts on SIGTERM only once resumed
             except ProcessLookupError:
                 break
             if _wait_group_gone(self.process, pgid, wait_s):
