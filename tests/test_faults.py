@@ -36,13 +36,15 @@ import yaml
 from conftest import REPO, copy_workflow
 
 WORKFLOW = REPO / "workflow"
+LOCK_DIR = Path(f"/tmp/infbench-test-locks-{os.getpid()}")
 # Looks like a Hugging Face token; never a real one. Built at run time so no file holds it whole.
 SECRET = "hf_" + "faultMatrix7" * 3
 
 
 def _env(**extra: str) -> dict[str, str]:
-    """The environment of a pipeline run: this checkout's package first."""
-    env = dict(os.environ, PYTHONPATH=str(WORKFLOW))
+    """The environment of a pipeline run: this checkout's package first, and node locks of its own
+    (a CPU bench job waits for any other on the node: here, other test sessions' ones)."""
+    env = dict(os.environ, PYTHONPATH=str(WORKFLOW), INFBENCH_GPU_LOCK_DIR=str(LOCK_DIR))
     env.pop("HF_TOKEN", None)
     env.update(extra)
     return env
@@ -256,3 +258,228 @@ class _StandIn:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# --- the reference server as an engine: process faults ------------------------------------------
+
+REF_SHIM = """#!/bin/sh
+# Stands in for `transformers serve MODEL --host H --port P ...`: the reference server (a real HTTP
+# server with known timing) on that host and port. The bench job clears PYTHONPATH for servers.
+shift 2
+while [ $# -gt 0 ]; do
+  case "$1" in --host) host=$2; shift ;; --port) port=$2; shift ;; esac
+  shift
+done
+PYTHONPATH={workflow} exec {python} -m infbench.measure.refserver --host "$host" --port "$port" \\
+  --ttft {ttft} --itl {itl} --tokens 16
+"""
+
+
+def _ref_config(**bench) -> dict:
+    return {
+        "device": "cpu", "tools_env": "refserver",
+        "prompts": {"source": "builtin", "n": 3, "seed": 1},
+        "models": {"tiny": {"source": "local:/nowhere/tiny"}},
+        "engines": {"ref": {"kind": "transformers", "env": "refserver", "startup_timeout_s": 30}},
+        "sampling": {"max_tokens": 16},
+        "scenarios": {"single": {"kind": "single"},
+                      "throughput": {"kind": "throughput", "concurrency": 2, "requests": 6}},
+        "bench": {"warmup_requests": 0, "request_timeout_s": 30, **bench},
+    }
+
+
+def ref_workdir(root: Path, config: dict, ttft: float = 0.05, itl: float = 0.05) -> Path:
+    """A copy of the pipeline whose engine `ref` runs the reference server; env and model are
+    already "built" (files in the order Snakemake expects, oldest first), so only the bench runs."""
+    workdir = copy_workflow(root)
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    files = {
+        "envs/refserver.txt": "# the reference server: no packages, see tests/test_faults.py\n",
+        ".venvs/refserver/bin/transformers": REF_SHIM.format(workflow=WORKFLOW, python=sys.executable, ttft=ttft, itl=itl),
+        ".venvs/refserver/.infbench-built": "stand-in\n",
+        "results/envs/refserver.lock": "transformers==0.0+refserver\n",
+        "resources/models/tiny/generation_config.json": json.dumps({"eos_token_id": 2}),
+        "results/models/tiny.json": json.dumps({"name": "tiny", "source": "local:/nowhere/tiny", "files": {}}),
+    }
+    t0 = time.time() - 600
+    for i, (name, text) in enumerate(files.items()):
+        path = workdir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        os.utime(path, (t0 + i, t0 + i))
+    os.chmod(workdir / ".venvs/refserver/bin/transformers", 0o755)
+    return workdir
+
+
+REF_TARGET = "results/raw/ref/tiny/server.json"
+
+
+_STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_run_outlives_its_test():
+    """A failing test must not leave its snakemake (and bench job, server) running."""
+    yield
+    while _STARTED:
+        snake = _STARTED.pop()
+        if snake.poll() is None:
+            os.killpg(snake.pid, signal.SIGKILL)  # its bench job stops itself when snakemake is gone
+            snake.wait()
+
+
+def _start_snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    snake = subprocess.Popen(["snakemake", "--cores", "2", *args, "--configfile", "config.yaml"],
+                             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=env or _env(), start_new_session=True)
+    _STARTED.append(snake)
+    return snake
+
+
+def _wait_for_server(snake: subprocess.Popen, workdir: Path, timeout_s: float = 120) -> tuple[psutil.Process, psutil.Process]:
+    """(bench job, server) once the bench log says the server is healthy."""
+    log = workdir / "logs/bench/ref/tiny.log"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if snake.poll() is not None:
+            raise AssertionError(f"snakemake ended early: {snake.stdout.read()[-3000:]}")
+        if log.exists() and "server healthy" in log.read_text():
+            tree = psutil.Process(snake.pid).children(recursive=True)
+            bench = next(p for p in tree if "bench" in p.cmdline() and "--engine-spec" in p.cmdline())
+            server = next(p for p in tree if "infbench.measure.refserver" in " ".join(p.cmdline()))
+            return bench, server
+        time.sleep(0.2)
+    raise AssertionError("the server never became healthy")
+
+
+@pytest.mark.slow
+def test_clean_run_resolves_secrets_by_name_and_flags_a_busy_machine(tmp_path):
+    """Faults 8 and 9 on the reference server, and listen addresses: the server gets the secret from
+    the bench job's environment and no file holds it; a CPU hog outside the bench job is named."""
+    config = _ref_config()
+    config["engines"]["ref"]["server_env"] = {"HF_TOKEN": {"from_env": "INFBENCH_FAULT_TOKEN"}}
+    workdir = ref_workdir(tmp_path / "wd", config, ttft=0.2, itl=0.05)
+    hog = subprocess.Popen(["sh", "-c", "while :; do :; done"], start_new_session=True)
+    try:
+        snake = _start_snakemake(workdir, REF_TARGET, env=_env(INFBENCH_FAULT_TOKEN=SECRET))
+        bench, server = _wait_for_server(snake, workdir)
+        assert f"HF_TOKEN={SECRET}" in open(f"/proc/{server.pid}/environ", "rb").read().decode(errors="replace").split("\0")
+        listening = {c.laddr.ip for c in server.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
+        assert listening == {"127.0.0.1"}  # loopback only, as bench.host says
+        output, _ = snake.communicate(timeout=300)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert snake.returncode == 0, output[-3000:]
+    server_json = json.loads((workdir / REF_TARGET).read_text())
+    assert server_json["status"] == "ok"
+    loads = server_json["machine_load"]
+    assert set(loads) == {"single", "throughput"}
+    for load in loads.values():
+        assert load["busy"] and load["other_cpu_s"] > 0.3 * load["wall_s"]
+        assert hog.pid in [c["pid"] for c in load["culprits"]]
+    assert "the machine was busy" in (workdir / "logs/bench/ref/tiny.log").read_text()
+    assert SECRET not in output
+    assert not _files_holding(workdir, SECRET)
+    spec = json.loads((workdir / "results/specs/engines/ref.json").read_text())
+    assert spec["server_env_from"] == {"HF_TOKEN": "INFBENCH_FAULT_TOKEN"} and spec["server_env"] == {}
+    assert not _wait_no_leftovers(workdir)
+
+
+@pytest.mark.slow
+def test_server_killed_mid_run_is_recorded_as_failed_and_repeated(tmp_path):
+    """Fault 3: server.json said "ok" after the server died."""
+    workdir = ref_workdir(tmp_path / "wd", _ref_config(), ttft=0.3, itl=0.05)
+    snake = _start_snakemake(workdir, REF_TARGET)
+    _, server = _wait_for_server(snake, workdir)
+    time.sleep(1.0)  # inside the single scenario (3 requests of about a second)
+    server.kill()
+    output, _ = snake.communicate(timeout=300)
+    assert snake.returncode == 1, output[-3000:]
+    assert "1 bench job(s) failed" in output and "ref on tiny: server exited with code -9 during scenario single" in output
+    server_json = json.loads((workdir / REF_TARGET).read_text())
+    assert server_json["status"] == "failed" and "code -9 during scenario single" in server_json["reason"]
+    single = [json.loads(line) for line in (workdir / "results/raw/ref/tiny/single.jsonl").read_text().splitlines()]
+    assert any(r["error"] for r in single)
+    assert (workdir / "results/raw/ref/tiny/throughput.jsonl").read_text() == ""  # nothing stale, nothing made up
+    assert not _wait_no_leftovers(workdir)
+    again = _snakemake(workdir, "-n", REF_TARGET, "--configfile", "config.yaml")
+    assert _job_counts(again.stdout) == {"bench": 1, "total": 1} or _job_counts(again.stdout).get("bench") == 1, again.stdout
+
+
+@pytest.mark.slow
+def test_hung_server_times_out_and_is_stopped(tmp_path):
+    """A server that stops answering (SIGSTOP): requests end at request_timeout_s, the job ends,
+    and the stopped server is still stopped (SIGTERM + SIGCONT)."""
+    workdir = ref_workdir(tmp_path / "wd", _ref_config(request_timeout_s=1.5), ttft=0.2, itl=0.02)
+    snake = _start_snakemake(workdir, REF_TARGET)
+    _, server = _wait_for_server(snake, workdir)
+    server.suspend()
+    started = time.monotonic()
+    output, _ = snake.communicate(timeout=300)
+    assert time.monotonic() - started < 60
+    assert snake.returncode == 0, output[-3000:]
+    records = [json.loads(line) for line in (workdir / "results/raw/ref/tiny/throughput.jsonl").read_text().splitlines()]
+    assert records and all(r["error"] and "timeout" in r["error"].lower() for r in records)
+    assert not psutil.pid_exists(server.pid) or server.status() == psutil.STATUS_ZOMBIE
+    assert not _wait_no_leftovers(workdir)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["ctrl-c to the process group", "bench job killed", "kill -9 of snakemake"])
+def test_interrupted_runs_leave_no_process_and_no_partial_result(tmp_path, how):
+    """Fault 5 (kill -9 of snakemake) and the ones that already passed: nothing runs on unsupervised,
+    no output of the interrupted job is kept, and the next run repeats it."""
+    config = _ref_config()
+    config["scenarios"]["throughput"]["requests"] = 60  # long enough to interrupt
+    workdir = ref_workdir(tmp_path / "wd", config)
+    snake = _start_snakemake(workdir, REF_TARGET)
+    bench, server = _wait_for_server(snake, workdir)
+    if how == "ctrl-c to the process group":
+        os.killpg(snake.pid, signal.SIGINT)
+    elif how == "bench job killed":
+        bench.kill()
+    else:
+        snake.kill()
+    snake.communicate(timeout=120)
+    assert snake.returncode != 0
+    assert not _wait_no_leftovers(workdir, 30), f"left running after {how}"
+    assert not server.is_running() and not bench.is_running()
+    assert not (workdir / REF_TARGET).exists()  # no result of the interrupted job looks done
+    again = _snakemake(workdir, "-n", REF_TARGET, "--configfile", "config.yaml")
+    said = again.stdout + again.stderr
+    assert _job_counts(said).get("bench") == 1 or "--rerun-incomplete" in said, said[-2000:]
+
+
+@pytest.mark.slow
+def test_port_taken_before_the_engine_binds_is_retried_on_another_port(tmp_path):
+    """Fault 6: a stand-in on the port free_port() gave was benchmarked and filed as transformers."""
+    workdir = ref_workdir(tmp_path / "wd", _ref_config(), ttft=0.01, itl=0.01)
+    assert _snakemake(workdir, "results/specs/engines/ref.json", "results/specs/models/tiny.json",
+                      "results/prompts/prompts.jsonl", "--configfile", "config.yaml").returncode == 0
+    with _StandIn() as stand_in:
+        # The race made certain: the first port free_port() hands out is the stand-in's.
+        script = (
+            "import sys, infbench.measure.bench as bench\n"
+            f"ports = iter([{stand_in.port}])\n"
+            "real = bench.free_port\n"
+            "bench.free_port = lambda host: next(ports, None) or real(host)\n"
+            "from infbench.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", script, "bench", "--engine-spec", "results/specs/engines/ref.json",
+             "--model-spec", "results/specs/models/tiny.json", "--prompts", "results/prompts/prompts.jsonl",
+             "--venv", ".venvs/refserver", "--lock", "results/envs/refserver.lock", "--out-dir", "out",
+             "--server-log", "logs/server.log", "--log", "logs/bench.log"],
+            cwd=workdir, capture_output=True, text=True, env=_env(), timeout=300)
+        stand_in_hits = stand_in.health_hits
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (workdir / "logs/bench.log").read_text()
+    assert f"port {stand_in.port}" in log and "retrying on another port" in log
+    server = json.loads((workdir / "out/server.json").read_text())
+    assert server["status"] == "ok" and f"--port {stand_in.port}" not in " ".join(server["command"])
+    records = [json.loads(line) for line in (workdir / "out/single.jsonl").read_text().splitlines()]
+    assert records and all(r["error"] is None and r["output_text"].startswith(" tok") for r in records)
+    assert stand_in_hits >= 0
+    assert not _wait_no_leftovers(workdir)
