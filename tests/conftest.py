@@ -26,3 +26,33 @@ def copy_workflow(dest: Path) -> Path:
         else:
             shutil.copy(source, dest / name)
     return dest
+
+
+PREPARED_MODEL = "smollm2-135m"
+
+
+@pytest.fixture(scope="session")
+def prepared_transformers(tmp_path_factory) -> Path:
+    """One transformers env and one converted SmolLM2 for every test of the session that needs a
+    real engine (built once by the pipeline's own env and model rules)."""
+    import os
+    import subprocess
+
+    base = copy_workflow(tmp_path_factory.mktemp("prepared"))
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
+    result = subprocess.run(
+        ["snakemake", "--cores", "2", ".venvs/transformers/.infbench-built", f"results/models/{PREPARED_MODEL}.json"],
+        cwd=base, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return base
+
+
+def workdir_from_prepared(base: Path, dest: Path) -> Path:
+    """A fresh copy of the pipeline that reuses the prepared env and model (linked, not rebuilt)."""
+    workdir = copy_workflow(dest)
+    for name in (".venvs", "resources"):
+        (workdir / name).symlink_to(base / name, target_is_directory=True)
+    for name in ("results/envs/transformers.lock", f"results/models/{PREPARED_MODEL}.json"):
+        (workdir / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(base / name, workdir / name)  # keeps the times: newer than their inputs, so done
+    return workdir

@@ -81,6 +81,13 @@ def _leftovers(workdir: Path) -> list[str]:
     return found
 
 
+def _alive(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _wait_no_leftovers(workdir: Path, timeout_s: float = 30.0) -> list[str]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -421,7 +428,7 @@ def test_hung_server_times_out_and_is_stopped(tmp_path):
     assert snake.returncode == 0, output[-3000:]
     records = [json.loads(line) for line in (workdir / "results/raw/ref/tiny/throughput.jsonl").read_text().splitlines()]
     assert records and all(r["error"] and "timeout" in r["error"].lower() for r in records)
-    assert not psutil.pid_exists(server.pid) or server.status() == psutil.STATUS_ZOMBIE
+    assert not _alive(server)
     assert not _wait_no_leftovers(workdir)
 
 
@@ -444,7 +451,7 @@ def test_interrupted_runs_leave_no_process_and_no_partial_result(tmp_path, how):
     snake.communicate(timeout=120)
     assert snake.returncode != 0
     assert not _wait_no_leftovers(workdir, 30), f"left running after {how}"
-    assert not server.is_running() and not bench.is_running()
+    assert not _alive(server) and not _alive(bench)
     assert not (workdir / REF_TARGET).exists()  # no result of the interrupted job looks done
     again = _snakemake(workdir, "-n", REF_TARGET, "--configfile", "config.yaml")
     said = again.stdout + again.stderr
@@ -483,3 +490,106 @@ def test_port_taken_before_the_engine_binds_is_retried_on_another_port(tmp_path)
     assert records and all(r["error"] is None and r["output_text"].startswith(" tok") for r in records)
     assert stand_in_hits >= 0
     assert not _wait_no_leftovers(workdir)
+
+
+# --- the real transformers engine: engines side by side -----------------------------------------
+
+MODEL = "smollm2-135m"
+
+
+def _real_config(b_args: list[str] = ()) -> dict:
+    """Two transformers engines (A and B) on SmolLM2, a short single scenario; A's server gets a
+    secret by environment variable name."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["prompts"]["n"] = 2
+    config["sampling"]["max_tokens"] = 8
+    config["scenarios"] = {"single": {"kind": "single"}}
+    config["bench"] = {"warmup_requests": 0, "request_timeout_s": 120}
+    config["engines"] = {
+        "tfa": {"kind": "transformers", "env": "transformers", "label": "A", "startup_timeout_s": 300,
+                "server_env": {"HF_TOKEN": {"from_env": "INFBENCH_FAULT_TOKEN"}}},
+        "tfb": {"kind": "transformers", "env": "transformers", "label": "B", "startup_timeout_s": 300,
+                "args": list(b_args)},
+    }
+    return config
+
+
+def _cell(table: str, label: str) -> str:
+    lines = table.splitlines()
+    header = [c.strip() for c in next(line for line in lines if line.startswith("Model |")).split("|")]
+    row = [c.strip() for c in next(line for line in lines if line.startswith(f"{MODEL} |")).split("|")]
+    return row[header.index(label)]
+
+
+@pytest.fixture(scope="module")
+def real_run(prepared_transformers, tmp_path_factory):
+    from conftest import workdir_from_prepared
+
+    workdir = workdir_from_prepared(prepared_transformers, tmp_path_factory.mktemp("faults-real") / "wd")
+    (workdir / "good.yaml").write_text(yaml.safe_dump(_real_config(), sort_keys=False))
+    env = _env(INFBENCH_FAULT_TOKEN=SECRET)
+    run = _snakemake(workdir, "--configfile", "good.yaml", env=env)
+    assert run.returncode == 0, run.stdout[-4000:] + run.stderr[-4000:]
+    bundle = _snakemake(workdir, "bundle", "--configfile", "good.yaml", env=env)
+    assert bundle.returncode == 0, bundle.stdout[-3000:] + bundle.stderr[-3000:]
+    return workdir, env, run.stdout + run.stderr + bundle.stdout + bundle.stderr
+
+
+@pytest.mark.slow
+def test_real_run_secret_is_in_no_file_and_no_console_line(real_run):
+    """Fault 8: the token reached params, the run log, .snakemake/metadata and the spec file."""
+    workdir, _, console = real_run
+    assert SECRET not in console
+    assert not _files_holding(workdir, SECRET)  # results, logs, .snakemake, the bundle and its members
+    assert list((workdir / "results/bundles").glob("*.tar.gz"))
+    spec = json.loads((workdir / "results/specs/engines/tfa.json").read_text())
+    assert spec["server_env_from"] == {"HF_TOKEN": "INFBENCH_FAULT_TOKEN"}
+
+
+@pytest.mark.slow
+def test_real_run_deleted_records_are_measured_again_and_never_bundled(real_run):
+    """Fault 4: "Nothing to be done" after raw records were deleted, and a bundle that cannot verify."""
+    workdir, env, _ = real_run
+    record = workdir / f"results/raw/tfa/{MODEL}/single.jsonl"
+    kept = workdir / "kept-single.jsonl"
+    shutil.copy2(record, kept)
+    record.unlink()
+    try:
+        planned = _snakemake(workdir, "-n", "--configfile", "good.yaml", env=env)
+        said = planned.stdout + planned.stderr
+        assert "Nothing to be done" not in said
+        assert _job_counts(said).get("bench") == 1 and "engine=tfa" in said and "engine=tfb" not in said
+        bundled = subprocess.run(["infbench", "bundle"], cwd=workdir, capture_output=True, text=True, env=env)
+        assert bundled.returncode == 2
+        assert "tables do not match the raw records" in bundled.stderr and "Traceback" not in bundled.stderr
+    finally:
+        shutil.copy2(kept, record)  # as it was, times included
+    assert "Nothing to be done" in _snakemake(workdir, "-n", "--configfile", "good.yaml", env=env).stdout
+
+
+@pytest.mark.slow
+def test_real_run_bad_flag_under_k_shows_the_failure_and_keeps_the_other_engine(real_run):
+    """Fault 2: under -k the merge never ran, and the tables kept B's numbers from the previous run."""
+    workdir, env, _ = real_run
+    before = (workdir / "results/tables/inference_speed.md").read_text()
+    a_before = _cell(before, "A").strip("*")
+    float(_cell(before, "B").strip("*"))  # B measured fine the first time
+    (workdir / "bad.yaml").write_text(yaml.safe_dump(_real_config(["--no-such-flag"]), sort_keys=False))
+    run = _snakemake(workdir, "-k", "--configfile", "bad.yaml", env=env)
+    said = run.stdout + run.stderr
+    assert run.returncode == 1, said[-3000:]
+    assert "1 bench job(s) failed" in said and f"tfb on {MODEL}: server exited with code" in said
+    assert "engine=tfa" not in said  # A was not measured again
+    server = json.loads((workdir / f"results/raw/tfb/{MODEL}/server.json").read_text())
+    assert server["status"] == "failed" and "exited with code" in server["reason"]
+    after = (workdir / "results/tables/inference_speed.md").read_text()
+    assert _cell(after, "A").strip("*") == a_before  # the other engine's result stands
+    assert _cell(after, "B").startswith("failed")  # the failure is in the table, no stale number
+    details = (workdir / "results/tables/details.md").read_text()
+    assert "tfb" in details and "failed" in details
+    assert not _wait_no_leftovers(workdir)
+    # The same config again repeats only the failed job; the good config too (its spec changed back).
+    for configfile in ("bad.yaml", "good.yaml"):
+        planned = _snakemake(workdir, "-n", "--configfile", configfile, env=env)
+        said = planned.stdout + planned.stderr
+        assert _job_counts(said).get("bench") == 1 and "engine=tfb" in said and "engine=tfa" not in said, said[-3000:]

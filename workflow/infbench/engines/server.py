@@ -65,8 +65,14 @@ def exit_when_parent_dies(poll_s: float = 1.0) -> int | None:
     if watched is None or watched.pid == 1:
         return None
 
+    def alive() -> bool:
+        try:  # is_running also compares the start time (a reused pid is not it); a zombie is dead
+            return watched.is_running() and watched.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
     def watch() -> None:
-        while watched.is_running():  # is_running also compares the start time: a reused pid is not it
+        while alive():
             time.sleep(poll_s)
         os.kill(os.getpid(), signal.SIGTERM)
 
