@@ -267,6 +267,66 @@ class _StandIn:
         self.httpd.server_close()
 
 
+def test_missing_model_is_one_line_naming_it_and_writes_nothing(tmp_path):
+    out, meta = tmp_path / "models" / "ghost", tmp_path / "ghost.json"
+    result = subprocess.run([sys.executable, "-m", "infbench.pipeline.models", "--name", "ghost", "--source",
+                             "local:/nowhere/ghost", "--dtype", "bfloat16", "--out", str(out), "--meta", str(meta)],
+                            capture_output=True, text=True, env=_env(), timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == ("error: model ghost: local model /nowhere/ghost has no config.json: "
+                                     "point local: at an HF-format directory")
+    assert not meta.exists() and not out.exists()
+
+
+def test_busy_machine_cpu_outside_the_tree_is_counted_and_named():
+    """Fault 9, the measurement: CPU used outside the bench job's tree, with its processes named;
+    CPU used inside the tree (here: a child of the root) is the bench job's own."""
+    from infbench.measure.busy import LoadWatch
+
+    # The tree: a root that runs a CPU-bound child of its own (as a bench job runs its server).
+    root = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\n"
+                             "subprocess.Popen([sys.executable, '-c', 'import time\\nt=time.time()\\n"
+                             "while time.time()-t<3: pass'])\ntime.sleep(30)"])
+    try:
+        time.sleep(0.5)
+        inside = [p.pid for p in psutil.Process(root.pid).children()]
+        watch = LoadWatch(limit=0.1, root_pid=root.pid)  # this test process is "someone else"
+        watch.start()
+        started = time.process_time()
+        while time.process_time() - started < 1.0:
+            pass
+        load = watch.stop("single", top=1000)
+    finally:
+        for child in psutil.Process(root.pid).children():
+            child.kill()
+        root.kill()
+        root.wait()
+    assert inside and load.other_cpu_s >= 0.9 and load.busy
+    culprits = {c["pid"]: c for c in load.culprits}
+    assert culprits[os.getpid()]["cpu_s"] >= 0.9 and culprits[os.getpid()]["name"] and culprits[os.getpid()]["user"]
+    assert not set(inside) & set(culprits)  # the tree's own CPU is not someone else's
+    assert "other processes used" in load.summary() and f"pid {os.getpid()}" in load.summary()
+    assert load.to_dict()["busy"] is True
+
+
+def test_busy_machine_other_processes_on_a_leased_gpu_are_named():
+    """NVML's lists of a leased GPU, with a stand-in NVML (no GPU here): processes outside the tree
+    are named, the bench job's own are not, GPUs not leased are not looked at."""
+    from types import SimpleNamespace
+
+    from infbench.measure.busy import gpu_other_processes
+
+    procs = {0: [SimpleNamespace(pid=os.getpid(), usedGpuMemory=2**30), SimpleNamespace(pid=11, usedGpuMemory=5)],
+             1: [SimpleNamespace(pid=12, usedGpuMemory=7)]}
+    nvml = SimpleNamespace(
+        nvmlDeviceGetHandleByIndex=lambda index: index,
+        nvmlDeviceGetComputeRunningProcesses=lambda handle: procs[handle],
+        nvmlDeviceGetGraphicsRunningProcesses=lambda handle: [],
+    )
+    found = gpu_other_processes(nvml, ["0"], tree={11})
+    assert found == [{"gpu": "0", "pid": os.getpid(), "name": psutil.Process().name(), "used_bytes": 2**30}]
+
+
 # --- the reference server as an engine: process faults ------------------------------------------
 
 REF_SHIM = """#!/bin/sh

@@ -111,7 +111,7 @@ class LoadWatch:
     def start(self) -> None:
         self._start = self._snapshot()
 
-    def stop(self, scenario: str) -> MachineLoad:
+    def stop(self, scenario: str, top: int = TOP_CULPRITS) -> MachineLoad:
         assert self._start is not None, "start() first"
         start, end = self._start, self._snapshot()
         tree = start.tree | end.tree
@@ -134,7 +134,7 @@ class LoadWatch:
         gpu_others = end.gpu + [g for g in start.gpu if (g["gpu"], g["pid"]) not in seen]
         return MachineLoad(scenario=scenario, wall_s=round(wall, 3), cpus=cpus, other_cpu_s=round(other, 2),
                            other_cpu_share=round(other / (wall * cpus), 4), limit=self.limit,
-                           culprits=culprits[:TOP_CULPRITS], gpu_others=gpu_others)
+                           culprits=culprits[:top], gpu_others=gpu_others)
 
 
 def _load_nvml():
