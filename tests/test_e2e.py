@@ -13,7 +13,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import REPO, copy_workflow
+from conftest import REPO, workdir_from_prepared
 
 pytestmark = pytest.mark.slow
 
@@ -47,8 +47,9 @@ def _job_counts(dry_run_output: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("e2e"))
+def finished_run(tmp_path_factory, prepared_transformers):
+    # The session's prepared transformers env and model (shared with tests/test_faults.py).
+    workdir = workdir_from_prepared(prepared_transformers, tmp_path_factory.mktemp("e2e") / "wd")
     prompts = workdir / "probe_prompts.jsonl"
     prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
     config_path = workdir / "e2e.yaml"

@@ -216,7 +216,7 @@ def _write_failed(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, err: 
     run survives), the tables show it, and the failure marker makes the next run repeat this job."""
     if isinstance(err, ServerDied):
         return  # _measure wrote what was measured before the server died
-    reason = str(err).splitlines()[0]
+    reason = str(err).splitlines()[0].split("; last lines of")[0]  # the log's tail stays in the log
     log.error("%s on %s failed: %s", engine.name, model.name, reason)
     for scenario in engine.scenarios:
         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
