@@ -132,6 +132,27 @@ def test_nested_config_overrides_of_numbers_are_read_as_numbers(tmp_path):
     assert "sampling.max_tokens" in said and "'many' is not of type 'integer'" in said
 
 
+def test_override_strings_are_read_only_where_the_schema_wants_another_type():
+    """As Snakemake hands nested --config values over: every scalar a string."""
+    from infbench.pipeline.config import ConfigError, validate_config
+
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["sampling"].update(max_tokens="5", temperature="0.5")
+    config["scenarios"]["throughput"].update(concurrency="3", workers="2")
+    config["engines"]["vllm"]["server_env"]["VLLM_CPU_KVCACHE_SPACE"] = "2"  # a string stays a string
+    config["engines"]["transformers"]["args"] = ["--port-offset", "7"]
+    valid = validate_config(config)
+    assert valid["sampling"]["max_tokens"] == 5 and valid["sampling"]["temperature"] == 0.5
+    assert valid["scenarios"]["throughput"]["concurrency"] == 3 and valid["scenarios"]["throughput"]["workers"] == 2
+    assert valid["engines"]["vllm"]["server_env"]["VLLM_CPU_KVCACHE_SPACE"] == "2"
+    assert valid["engines"]["transformers"]["args"] == ["--port-offset", "7"]
+    config["scenarios"]["throughput"]["workers"] = "auto"
+    assert validate_config(config)["scenarios"]["throughput"]["workers"] == "auto"
+    config["bench"] = {"request_timeout_s": "soon"}
+    with pytest.raises(ConfigError, match="bench.request_timeout_s: 'soon' is not of type 'number'"):
+        validate_config(config)
+
+
 def test_hostile_config_names_are_refused_by_name(tmp_path):
     """Engine, model and scenario names become paths and wildcards: `../x` or `a;rm` must not pass."""
     workdir = copy_workflow(tmp_path / "wd")
