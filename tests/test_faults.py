@@ -348,6 +348,49 @@ def test_busy_machine_other_processes_on_a_leased_gpu_are_named():
     assert found == [{"gpu": "0", "pid": os.getpid(), "name": psutil.Process().name(), "used_bytes": 2**30}]
 
 
+def test_tables_show_a_failed_job_and_mark_a_busy_scenario(tmp_path):
+    """Faults 2, 3 and 9 as the merge sees them: a failed job's cells say so (even when it left some
+    records before dying), a busy scenario is marked and its culprits are named in details.md."""
+    from fake_run import build_run
+
+    from infbench.results.tables import merge
+
+    run = build_run(tmp_path)
+    raw = tmp_path / "results" / "raw"
+    beta = json.loads((raw / "beta/tiny/server.json").read_text())
+    beta.update(status="failed", reason="server exited with code -9 during scenario single")
+    (raw / "beta/tiny/server.json").write_text(json.dumps(beta))
+    alpha = json.loads((raw / "alpha/tiny/server.json").read_text())
+    alpha["machine_load"] = {
+        "single": {"scenario": "single", "wall_s": 10.0, "cpus": 2, "other_cpu_s": 9.0, "other_cpu_share": 0.45,
+                   "limit": 0.1, "busy": True, "gpu_others": [],
+                   "culprits": [{"pid": 4242, "name": "make", "user": "ci", "cpu_s": 8.5}]},
+        "throughput": {"scenario": "throughput", "wall_s": 10.0, "cpus": 2, "other_cpu_s": 0.2,
+                       "other_cpu_share": 0.01, "limit": 0.1, "busy": False, "gpu_others": [], "culprits": []},
+    }
+    (raw / "alpha/tiny/server.json").write_text(json.dumps(alpha))
+    tables = tmp_path / "tables"
+    merge(raw, tables, run["plan"])
+    speed = (tables / "inference_speed.md").read_text()
+    assert _cell_of(speed, "Tiny", "Beta") == "failed: server exited with code -9 during scenario single"
+    alpha_cell = _cell_of(speed, "Tiny", "Transformers")
+    assert alpha_cell.endswith("!") and float(alpha_cell.strip("*!")) > 0
+    assert not alpha_cell.startswith("**")  # no "best" against a failed job's partial records
+    assert "- FAILED: Beta (tiny): server exited with code -9" in speed
+    assert "- WARNING (!): alpha/tiny/single: the machine was busy: other processes used 9.0 CPU s" in speed
+    throughput = (tables / "throughput.md").read_text()
+    assert not _cell_of(throughput, "Tiny", "Transformers").endswith("!")  # a quiet scenario is not marked
+    details = (tables / "details.md").read_text()
+    assert "## Machine load" in details and "make (pid 4242, ci) 8.5" in details
+
+
+def _cell_of(table: str, row_label: str, column: str) -> str:
+    lines = table.splitlines()
+    header = [c.strip() for c in next(line for line in lines if line.startswith("Model |")).split("|")]
+    row = [c.strip() for c in next(line for line in lines if line.startswith(f"{row_label} |")).split("|")]
+    return row[header.index(column)]
+
+
 # --- the reference server as an engine: process faults ------------------------------------------
 
 REF_SHIM = """#!/bin/sh

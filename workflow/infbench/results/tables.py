@@ -17,6 +17,7 @@ import polars as pl
 from infbench.fileio import write_text_atomic
 from infbench.measure.metrics import summarize
 from infbench.measure.records import read_records
+from infbench.results import runstatus
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: s
             engine: part.filter((pl.col("model") == model) & (pl.col("engine") == engine))[column].item()
             for engine in plan.engines
         }
+        values = {e: None if runstatus.failed_cell(servers.get((e, model), {})) else v for e, v in values.items()}
         present = [v for v in values.values() if v is not None]
         best = max(present) if len(present) > 1 else None
         cells = []
@@ -76,6 +78,9 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: s
             text = f"**{text}**" if value is not None and value == best else text
             if _lag_flagged(part, engine, model):
                 text += LAG_MARK  # the client's own lag passed its limit: see the footer
+            text = runstatus.failed_cell(servers.get((engine, model), {})) or text  # never a failed job's number
+            if runstatus.busy(servers.get((engine, model), {}), scenario):
+                text += runstatus.BUSY_MARK  # others used the machine meanwhile: see the footer
             cells.append(text)
         lines.append(" | ".join([model_label, *cells]))
     return "\n".join(lines) + "\n"
@@ -96,6 +101,8 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
     for row in failed.iter_rows(named=True):
         lines.append(f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: {row['errors']} of {row['n']} requests failed")
     lines += client_lag_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
+    lines += runstatus.failure_lines(servers, plan.engines, list(plan.models))
+    lines += runstatus.busy_warnings(servers, plan.engines, list(plan.models), scenarios)
     return "\n".join(lines) + "\n"
 
 
@@ -261,7 +268,8 @@ def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
     outputs = {
         "inference_speed.md": speed_table(df, plan, servers),
         "throughput.md": throughput_table(df, plan, servers),
-        "details.md": details_table(df, records),
+        "details.md": details_table(df, records)
+        + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models))),
     }
     outputs["summary.csv"] = df.write_csv()
     # The plan itself, so that `infbench verify` can recompute these tables from a bundle's raw records.
