@@ -19,7 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext
+from infbench.measure.runners import run_single
 from infbench.engines.adapters import VllmAdapter
 from infbench.pipeline.prompts import load_source, sample_prompts
 from infbench.engines.server import ManagedServer, free_port

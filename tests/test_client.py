@@ -7,7 +7,8 @@ import asyncio
 import httpx
 import pytest
 
-from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_closed_loop, run_single, stream_chat
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext, stream_chat
+from infbench.measure.runners import run_closed_loop, run_single
 from sse_server import ScriptedServer, chunk
 
 CTX = RunContext(engine="e", model="m", scenario="single", concurrency=1)

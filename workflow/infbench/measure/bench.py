@@ -20,7 +20,8 @@ import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import infbench
-from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext
+from infbench.measure.runners import run_single
 from infbench.engines.adapters import ServerPlan, adapter_for
 from infbench.fileio import write_json_atomic
 from infbench.engines.gpus import GpuLease, visible_gpu_ids

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Callable
 
-from infbench.measure.client import (
-    ChatRequest, ProgressCallback, RequestSettings, RunContext, TokenCounter, run_closed_loop, run_measured,
-    run_open_loop, wall_offset,
-)
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext
+from infbench.measure.eventloop import run_measured, wall_offset
+from infbench.measure.runners import ProgressCallback, run_closed_loop, run_open_loop
+from infbench.measure.sse import TokenCounter
 from infbench.measure.metrics import summarize
 from infbench.measure.records import RequestRecord
 from infbench.engines.server import die_with_parent
