@@ -1,5 +1,6 @@
 # Config validation and the small input functions the rules share.
 
+import json
 import re
 from dataclasses import asdict
 
