@@ -104,7 +104,7 @@ def main() -> int:
     plan = VllmAdapter().plan(engine, model, args.venv, "127.0.0.1", port)
     env = {**__import__("os").environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     server = ManagedServer(command=plan.command, log_path=workdir / "server.log",
-                           health_url=f"http://127.0.0.1:{port}/health", env=env, startup_timeout_s=600)
+                           health_url=f"http://127.0.0.1:{port}/health", env=env)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     rows = []
     with server:

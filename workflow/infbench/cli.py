@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from infbench.memory.cli import add_parser as add_memory_commands
+from infbench.pipeline.defaults import schema_default
 
 
 def _cmd_prompts(args) -> int:
@@ -172,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prompts", help="sample N chat prompts with a seed from a source")
     p.add_argument("--source", required=True, help="builtin | jsonl:PATH | hf:DATASET[:SPLIT]")
     p.add_argument("--n", type=int, required=True)
-    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--seed", type=int, default=schema_default("prompts.seed"))
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_prompts)
 
@@ -248,7 +249,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-usage", action="store_true", help="no usage chunk: the client counts tokens itself")
     p.add_argument("--continuous-usage", action="store_true", help="cumulative usage in every chunk")
     p.add_argument("--workers", default="1", help="client processes: a number or auto")
-    p.add_argument("--lag-limit-ms", type=float, default=1.0, help="client lag p99 that flags a run")
+    p.add_argument("--lag-limit-ms", type=float, default=schema_default("bench.client_lag_limit_s") * 1e3,
+                   help="client lag p99 that flags a run")
     p.add_argument("--out", type=Path, help="also write the report (markdown) here")
     p.set_defaults(func=_cmd_calibrate)
 

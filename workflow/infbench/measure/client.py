@@ -27,8 +27,9 @@ from infbench.measure.http1 import HttpConnection, ResponseParser
 from infbench.measure.pool import ConnectionPool
 from infbench.measure.records import RequestRecord
 from infbench.measure.sse import StreamRecorder, TokenCounter
+from infbench.pipeline.defaults import schema_default
 
-CLIENT_LAG_LIMIT_S = 0.001  # the default flag threshold: client lag p99 above 1 ms
+CLIENT_LAG_LIMIT_S = schema_default("bench.client_lag_limit_s")  # flag a run whose client lag p99 passes this
 DONE_GRACE_S = 1.0  # after [DONE], how long the body may take to end before the connection is dropped
 
 
@@ -48,12 +49,12 @@ class RequestSettings:
 
     model_name: str
     max_tokens: int
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = 0
-    output_length: str = "natural"
+    temperature: float = schema_default("sampling.temperature")
+    top_p: float = schema_default("sampling.top_p")
+    seed: int | None = schema_default("sampling.seed")
+    output_length: str = schema_default("sampling.output_length")
     extra_body: dict = field(default_factory=dict)  # the engine's own control for fixed lengths
-    timeout_s: float = 300.0
+    timeout_s: float = schema_default("bench.request_timeout_s")
     # Ask for cumulative usage in every chunk (vLLM's continuous_usage_stats): tokens per chunk from
     # usage deltas. Off by default: servers that validate stream_options strictly may refuse it.
     continuous_usage: bool = False
@@ -219,13 +220,4 @@ class StreamClient:
             record.response_end_s = max(conn.completed_at - stream.planned, record.latency_s)
         if not stream.saw_done and record.finish_reason is None:
             record.error = "stream closed before [DONE] or a finish_reason"
-
-
-async def stream_chat(client, url: str, request: ChatRequest, settings: RequestSettings, ctx: RunContext) -> RequestRecord:
-    """One request. `client` is a StreamClient for `url`; anything else (an httpx client, say: kept
-    for callers of the old signature) gets a one-off StreamClient, i.e. a fresh connection."""
-    if isinstance(client, StreamClient):
-        return await client.chat(request, settings, ctx)
-    async with StreamClient(url) as one_off:
-        return await one_off.chat(request, settings, ctx)
 

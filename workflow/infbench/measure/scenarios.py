@@ -15,7 +15,9 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, ClassVar
 
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
-from infbench.measure.loadgen import LoadShape, SweepPlan, arrival_offsets, auto_workers, run_load, run_sweep
+from infbench.measure.loadgen import (
+    LoadShape, SweepPlan, arrival_offsets, auto_workers, best_step, run_load, run_sweep,
+)
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import ProgressCallback
 from infbench.pipeline.defaults import schema_default
@@ -218,6 +220,8 @@ class Sweep(Scenario):
 
         make_requests: Callable[[int, int], list[ChatRequest]] = lambda step, n: self.build_requests(prompts, step)
         steps = run_sweep(url, make_requests, settings, ctx, self.plan(), on_done=on_done, on_step=on_step)
+        best = best_step(steps)
+        log.info("%s: highest rate that met the SLOs: %s", self.name, "none" if best is None else f"{best.rate:g} requests/s")
         return [record for step in steps for record in step.records]
 
     @classmethod

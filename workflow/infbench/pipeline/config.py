@@ -6,24 +6,18 @@ Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import jsonschema
-import yaml
+import yaml  # noqa: F401
 
+from infbench.pipeline.defaults import load_schema
 from infbench.pipeline.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
-
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "config" / "config.schema.yaml"
 
 ENGINE_LABELS = {"transformers": "Transformers", "vllm": "vLLM", "tgi": "TGI"}
 
 
 class ConfigError(ValueError):
     pass
-
-
-def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    return yaml.safe_load(path.read_text())
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -86,14 +80,6 @@ def resolve_env(engine: dict, device: str, engine_name: str = "?") -> str:
     if device not in env:
         raise ConfigError(f"config error at engines.{engine_name}.env: no environment for device {device!r}")
     return env[device]
-
-
-def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
-    config: dict = {}
-    for path in paths:
-        config.update(yaml.safe_load(Path(path).read_text()) or {})
-    config.update(overrides or {})
-    return validate_config(config)
 
 
 def engine_spec(config: dict, name: str) -> EngineSpec:
