@@ -166,17 +166,22 @@ def _tgi_native(base_url: str, paths: BenchPaths, engine: EngineSpec, model: Mod
     prompts = read_sample(paths.prompts)
     sample.write_text("".join(json.dumps({"id": p.id, "messages": list(p.messages)}) + "\n" for p in prompts))
     env = dict(os.environ, PYTHONPATH=str(Path(infbench.__file__).resolve().parent.parent))
-    command = [
+    result = subprocess.run(tgi_native_command(base_url, paths, engine, model, sample), env=env,
+                            capture_output=True, text=True)
+    sample.unlink(missing_ok=True)
+    log.info("native /generate_stream: %s", result.stderr.strip()[-500:])
+    if result.returncode not in (0, 1):  # 1: some requests failed, counted in the records
+        raise RuntimeError(f"TGI native measurement failed: {result.stderr[-2000:]}")
+
+
+def tgi_native_command(base_url: str, paths: BenchPaths, engine: EngineSpec, model: ModelSpec, sample: Path) -> list[str]:
+    """The native client's command line: the same max_tokens and request timeout as the chat scenarios."""
+    return [
         str(paths.venv / "bin" / "python"), "-m", "infbench.engines.tgi_native", "--base-url", base_url,
         "--model-dir", model.path, "--prompts", str(sample), "--max-tokens", str(engine.sampling.max_tokens),
         "--engine", engine.name, "--model", model.name, "--timeout-s", str(engine.bench.request_timeout_s),
         "--out", str(paths.out_dir / "native-single.jsonl"),
     ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    sample.unlink(missing_ok=True)
-    log.info("native /generate_stream: %s", result.stderr.strip()[-500:])
-    if result.returncode not in (0, 1):  # 1: some requests failed, counted in the records
-        raise RuntimeError(f"TGI native measurement failed: {result.stderr[-2000:]}")
 
 
 def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str]) -> dict[str, str]:
