@@ -138,6 +138,8 @@ def test_a_bad_record_names_the_file_and_the_field(tmp_path):
         ServerInfo.read(path)
     with pytest.raises(HandoffError, match="missing field 'scenarios'"):
         MergePlan.from_json(json.dumps({"engines": {}, "models": {}}))
+    with pytest.raises(HandoffError, match="merge plan: scenario x: unknown scenario kind 'soak'"):
+        MergePlan.from_json(json.dumps({"engines": {}, "models": {}, "scenarios": {"x": "soak"}}))
 
 
 def test_memory_report_reads_back_with_its_gpus(tmp_path):

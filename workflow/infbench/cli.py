@@ -54,7 +54,8 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_merge(args) -> int:
-    from infbench.results.tables import MergePlan, merge
+    from infbench.handoff import MergePlan
+    from infbench.results.tables import merge
 
     merge(args.raw_dir, args.out_dir, MergePlan.from_json(args.plan))
     print(f"tables written to {args.out_dir}", file=sys.stderr)
@@ -75,7 +76,7 @@ def _cmd_provenance(args) -> int:
 
 def _cmd_plots(args) -> int:
     from infbench.results.plots import write_plots
-    from infbench.results.tables import MergePlan
+    from infbench.handoff import MergePlan
 
     paths = write_plots(args.raw_dir, MergePlan.from_json(args.plan.read_text()), args.out_dir)
     print("plots: " + ", ".join(str(p) for p in paths), file=sys.stderr)

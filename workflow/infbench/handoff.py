@@ -154,6 +154,10 @@ class MergePlan(HandoffRecord):
     scenarios: dict[str, str]  # name -> kind (single | throughput | open_loop | sweep)
     native_engines: list[str] = field(default_factory=list)  # TGI: + native-single.jsonl
 
+    def __post_init__(self) -> None:
+        for name in self.scenarios:
+            self.scenario_class(name)  # an unknown kind is named here, not deep inside the merge
+
     @classmethod
     def from_json(cls, text: str) -> "MergePlan":
         return cls.from_dict(json.loads(text), "merge plan")
@@ -165,7 +169,10 @@ class MergePlan(HandoffRecord):
         """The scenario kind's class (measure.scenarios), which says where its summary goes."""
         from infbench.measure.scenarios import scenario_class
 
-        return scenario_class(self.scenarios[name])
+        try:
+            return scenario_class(self.scenarios[name])
+        except ValueError as err:
+            raise HandoffError(f"merge plan: scenario {name}: {err}") from None
 
     def scenarios_where(self, flag: str) -> list[str]:
         """The scenarios whose class sets `flag`, e.g. "in_speed_table", "in_load_plot", "has_steps"."""
