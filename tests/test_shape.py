@@ -56,6 +56,11 @@ def test_scenarios_come_from_the_validated_config_and_survive_the_spec_file(tmp_
     assert by_name["capacity"].max_rate == schema_default("scenarios.*.max_rate")
     write_spec(tmp_path / "t.json", spec)
     assert read_engine_spec(tmp_path / "t.json") == spec
+    # a spec file from before the classes (every kind's keys on every scenario) still reads
+    old = {"name": "single", "kind": "single", "concurrency": 1, "requests": None, "workers": 1, "rate": None,
+           "arrival": "poisson", "burstiness": 1.0, "seed": 0, "rates": [], "start_rate": 1.0, "max_rate": 256.0,
+           "refine_steps": 3, "slo_ttft_s": None, "slo_tpot_s": None}
+    assert Scenario.from_dict(old) == Single(name="single")
 
 
 def test_each_kind_owns_its_load_shape_context_and_steps():

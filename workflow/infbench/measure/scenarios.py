@@ -73,6 +73,13 @@ class Scenario:
         settings = config["scenarios"][name]
         return scenario_class(settings["kind"]).from_settings(name, settings, config["prompts"]["n"])
 
+    @staticmethod
+    def from_dict(data: dict) -> "Scenario":
+        """A spec file's scenario: its kind's class, from the keys that class has (a spec written by
+        an older version may hold keys of other kinds, all at their defaults)."""
+        cls = scenario_class(data["kind"])
+        return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
+
     @classmethod
     def from_settings(cls, name: str, settings: dict, sample_size: int) -> "Scenario":
         concurrency = settings["concurrency"]

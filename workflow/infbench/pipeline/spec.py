@@ -56,7 +56,7 @@ class EngineSpec:
     def from_dict(cls, data: dict) -> "EngineSpec":
         data = dict(data)
         data["sampling"] = Sampling(**data.get("sampling", {}))
-        data["scenarios"] = [Scenario(**s) for s in data.get("scenarios", [])]
+        data["scenarios"] = [Scenario.from_dict(s) for s in data.get("scenarios", [])]
         data["bench"] = BenchSettings(**data.get("bench", {}))
         return cls(**data)
 
