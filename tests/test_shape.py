@@ -83,6 +83,7 @@ def test_the_merge_plan_asks_the_class_where_a_scenario_goes():
     assert plan.scenarios_where("in_throughput_table") == ["t"]
     assert plan.scenarios_where("in_load_plot") == ["t", "o"]
     assert plan.scenarios_where("has_steps") == ["c"]
+    assert [plan.scenario_class(name).loop for name in plan.scenarios] == ["closed", "closed", "open", "open"]
 
 
 # --- defaults live in the schema -----------------------------------------------------------------

@@ -52,6 +52,7 @@ class Scenario:
     requests: int | None = None  # a sweep: per step
     workers: int | str = _default("workers")  # client processes, or "auto"
 
+    loop: ClassVar[str] = "closed"  # closed: C streams back to back | open: sends at planned times
     # Where the summary goes (asked by the tables and the plots).
     in_speed_table: ClassVar[bool] = False  # inference_speed.md: tokens/s at concurrency 1
     in_throughput_table: ClassVar[bool] = False  # throughput.md: requests/min under a closed loop
@@ -171,6 +172,7 @@ class OpenLoop(Scenario):
     arrival: str = _default("arrival")  # poisson | gamma | constant
     burstiness: float = _default("burstiness")  # gamma shape
     seed: int = _default("seed")
+    loop: ClassVar[str] = "open"
     in_load_plot: ClassVar[bool] = True
 
     def load_shape(self, count: int) -> LoadShape:
@@ -200,6 +202,7 @@ class Sweep(Scenario):
     refine_steps: int = _default("refine_steps")
     slo_ttft_s: float | None = None  # on p99
     slo_tpot_s: float | None = None
+    loop: ClassVar[str] = "open"
     has_steps: ClassVar[bool] = True
 
     @property

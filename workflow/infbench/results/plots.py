@@ -166,7 +166,7 @@ def plot_throughput(data: PlotData, path: Path) -> None:
             _no_data(axes[row][1])
             continue
         ran = [r for r in data.records if r.scenario == scenario]
-        if data.plan.scenarios[scenario] == "throughput":
+        if data.plan.scenario_class(scenario).loop == "closed":
             load = f"closed loop, concurrency {max((r.concurrency for r in ran), default=0)}"
         else:
             rates = sorted({r.rate for r in ran if getattr(r, "rate", None) is not None})
