@@ -174,7 +174,8 @@ def _tgi_native(base_url: str, paths: BenchPaths, engine: EngineSpec, model: Mod
         raise RuntimeError(f"TGI native measurement failed: {result.stderr[-2000:]}")
 
 
-def tgi_native_command(base_url: str, paths: BenchPaths, engine: EngineSpec, model: ModelSpec, sample: Path) -> list[str]:
+def tgi_native_command(base_url: str, paths: BenchPaths, engine: EngineSpec, model: ModelSpec,
+                       sample: Path) -> list[str]:
     """The native client's command line: the same max_tokens and request timeout as the chat scenarios."""
     return [
         str(paths.venv / "bin" / "python"), "-m", "infbench.engines.tgi_native", "--base-url", base_url,

@@ -85,7 +85,8 @@ class Scenario:
     def from_settings(cls, name: str, settings: dict, sample_size: int) -> "Scenario":
         concurrency = settings["concurrency"]
         requests = settings.get("requests") or max(2 * concurrency, sample_size)
-        own = {key: settings[key] for key in cls.__dataclass_fields__ if key in settings and key not in ("kind", "requests", "concurrency")}
+        own = {key: settings[key] for key in cls.__dataclass_fields__
+               if key in settings and key not in ("kind", "requests", "concurrency")}  # this kind's keys only
         return cls(name=name, concurrency=concurrency, requests=requests, **own)
 
     # --- what it sends ----------------------------------------------------------------------------
@@ -231,7 +232,8 @@ class Sweep(Scenario):
         make_requests: Callable[[int, int], list[ChatRequest]] = lambda step, n: self.build_requests(prompts, step)
         steps = run_sweep(url, make_requests, settings, ctx, self.plan(), on_done=on_done, on_step=on_step)
         best = best_step(steps)
-        log.info("%s: highest rate that met the SLOs: %s", self.name, "none" if best is None else f"{best.rate:g} requests/s")
+        log.info("%s: highest rate that met the SLOs: %s", self.name,
+                 "none" if best is None else f"{best.rate:g} requests/s")
         return [record for step in steps for record in step.records]
 
     @classmethod

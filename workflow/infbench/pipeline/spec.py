@@ -32,7 +32,7 @@ class BenchSettings:
     request_timeout_s: float = schema_default("bench.request_timeout_s")
     memory_sample_interval_s: float = schema_default("bench.memory_sample_interval_s")
     host: str = schema_default("bench.host")
-    client_lag_limit_s: float = schema_default("bench.client_lag_limit_s")  # flag a run whose client lag p99 passes this
+    client_lag_limit_s: float = schema_default("bench.client_lag_limit_s")  # flag a run whose client lag p99 passes it
 
 
 @dataclass(frozen=True)
