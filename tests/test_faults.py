@@ -191,7 +191,8 @@ def test_bad_dataset_rows_and_non_utf8_prompts_name_the_file_and_line(tmp_path):
 
 
 def test_a_huge_prompt_is_sampled_whole_and_sent_over_real_http(tmp_path):
-    from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
+    from infbench.measure.client import ChatRequest, RequestSettings, RunContext
+    from infbench.measure.runners import run_single
     from infbench.measure.refserver import RefServerProcess, RefSettings
     import asyncio
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from infbench.pipeline.defaults import schema_default
+
 
 class ServerError(RuntimeError):
     """The server exited early or never became healthy; the message carries its log's tail."""
@@ -127,7 +129,7 @@ class ManagedServer:
     log_path: Path
     health_url: str
     env: dict[str, str] = field(default_factory=dict)
-    startup_timeout_s: float = 600.0
+    startup_timeout_s: float = schema_default("engines.*.startup_timeout_s")
     stop_timeout_s: float = 20.0
     # The port the server was told to bind: a health 200 counts only when a process of the server's
     # own tree listens there (None: not checked, e.g. docker, whose proxy is not our child).
