@@ -134,7 +134,7 @@ def write_raw_set(out: Path, total: int, seed: int = 7, output_length: str = "na
     raw = out / "raw"
     files = _files()
     ran = [f for f in files if f[0] != "llamacpp"]
-    per_file = max(total // len(ran), 1)
+    per_file, extra = divmod(total, len(ran))
     for index, (engine, model, scenario) in enumerate(files):
         run = raw / engine / model
         if engine == "llamacpp":
@@ -142,7 +142,8 @@ def write_raw_set(out: Path, total: int, seed: int = 7, output_length: str = "na
             write_json_atomic(run / "server.json", {"status": "skipped", "reason": "n/a: no llama-server on PATH",
                                                     "command": [], "version": None})
             continue
-        rows = _records(rng, engine, model, scenario, per_file, output_length, max_tokens,
+        count = per_file + (1 if ran.index((engine, model, scenario)) < extra else 0)
+        rows = _records(rng, engine, model, scenario, count, output_length, max_tokens,
                         t0=1_790_000_000.0 + 3600.0 * index, lagged=(engine, scenario) == ("transformers", "poisson"))
         write_jsonl_atomic(run / f"{scenario}.jsonl", rows)
         write_json_atomic(run / "server.json", {
@@ -151,9 +152,9 @@ def write_raw_set(out: Path, total: int, seed: int = 7, output_length: str = "na
     return raw
 
 
-def _run_measured(code: str) -> tuple[float, float, str]:
-    """Run `code` in a fresh Python; its wall time, its peak RSS in MB and its stdout."""
-    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
+def _run_measured(code: str, workflow: Path) -> tuple[float, float, str]:
+    """Run `code` in a fresh Python with infbench from `workflow`; its wall time, peak RSS in MB, stdout."""
+    env = dict(os.environ, PYTHONPATH=str(workflow))
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -184,7 +185,7 @@ print(len(result.recomputed_tables))
 """
 
 
-def measure(work: Path, sizes: list[int]) -> list[dict]:
+def measure(work: Path, sizes: list[int], workflow: Path) -> list[dict]:
     rows = []
     for size in sizes:
         root = work / f"n{size}"
@@ -200,9 +201,9 @@ def measure(work: Path, sizes: list[int]) -> list[dict]:
         if not (bundle_like / "raw").exists():
             (bundle_like / "raw").symlink_to(root / "raw")
         merge_s, merge_mb, _ = _run_measured(MERGE.format(plan=str(root / "plan.json"), raw=str(root / "raw"),
-                                                          tables=str(bundle_like / "tables")))
+                                                          tables=str(bundle_like / "tables")), workflow)
         load_merge = os.getloadavg()[0]
-        verify_s, verify_mb, _ = _run_measured(VERIFY.format(folder=str(root / "bundle")))
+        verify_s, verify_mb, _ = _run_measured(VERIFY.format(folder=str(root / "bundle")), workflow)
         load_verify = os.getloadavg()[0]
         row = {"records": records, "jsonl_mb": jsonl_mb, "merge_s": merge_s, "merge_rss_mb": merge_mb,
                "load_merge": load_merge, "verify_s": verify_s, "verify_rss_mb": verify_mb, "load_verify": load_verify}
@@ -224,6 +225,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--work", type=Path, default=Path("/tmp/infbench-merge-scale"))
+    parser.add_argument("--workflow", type=Path, default=REPO / "workflow",
+                        help="import infbench from here (e.g. an older checkout's workflow/, for a baseline)")
     parser.add_argument("--golden", type=Path, help="write the small fixed raw set of the table tests here and stop")
     args = parser.parse_args()
     if args.golden:
@@ -232,7 +235,7 @@ def main() -> int:
         return 0
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
           f"this process's RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", file=sys.stderr)
-    print(table(measure(args.work, args.sizes)))
+    print(table(measure(args.work, args.sizes, args.workflow.resolve())))
     return 0
 
 
