@@ -152,8 +152,8 @@ def write_raw_set(out: Path, total: int, seed: int = 7, output_length: str = "na
     return raw
 
 
-def _run_measured(code: str, workflow: Path) -> tuple[float, float, str]:
-    """Run `code` in a fresh Python with infbench from `workflow`; its wall time, peak RSS in MB, stdout."""
+def _run_measured(code: str, workflow: Path) -> tuple[float, float, float, str]:
+    """Run `code` in a fresh Python with infbench from `workflow`: wall s, CPU s (user + system), peak RSS MB, stdout."""
     env = dict(os.environ, PYTHONPATH=str(workflow))
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -163,7 +163,7 @@ def _run_measured(code: str, workflow: Path) -> tuple[float, float, str]:
     out, err = proc.stdout.read(), proc.stderr.read()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"measurement failed: {err[-2000:]}")
-    return wall, usage.ru_maxrss / 1024, out
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out
 
 
 MERGE = """
@@ -176,22 +176,40 @@ merge(Path({raw!r}), Path({tables!r}), plan)
 
 VERIFY = """
 from pathlib import Path
-from infbench.results.bundle import VerifyResult, _recompute_tables
+try:
+    from infbench.results.bundle import VerifyResult, check_results
+except ImportError:  # an older checkout (--workflow): only the recomputation
+    from infbench.results.bundle import VerifyResult, _recompute_tables
+    check_results = lambda folder, result: _recompute_tables(folder, result) or result
 folder = Path({folder!r})
-result = VerifyResult(bundle=folder)
-_recompute_tables(folder, result)
+result = check_results(folder, VerifyResult(bundle=folder))
 assert not result.problems, result.problems
 print(len(result.recomputed_tables))
 """
 
 
-def measure(work: Path, sizes: list[int], workflow: Path) -> list[dict]:
+def set_copies(raw: Path, wanted: bool) -> None:
+    """Give every raw JSONL its Parquet copy, as the bench job does (made from the JSONL's bytes,
+    as a bundle makes them), or remove them all (to time the merge from JSONL alone)."""
+    from infbench.fileio import write_bytes_atomic
+    from infbench.measure.recordframe import parquet_copy_of, parquet_path
+
+    for jsonl in sorted(raw.rglob("*.jsonl")):
+        copy = parquet_path(jsonl)
+        if not wanted:
+            copy.unlink(missing_ok=True)
+        elif not copy.exists():
+            write_bytes_atomic(copy, parquet_copy_of(jsonl.read_bytes(), str(jsonl)))
+
+
+def measure(work: Path, sizes: list[int], workflow: Path, copies: bool) -> list[dict]:
     rows = []
     for size in sizes:
         root = work / f"n{size}"
         if not (root / "plan.json").exists():
             print(f"generating {size} records under {root} ...", file=sys.stderr)
             write_raw_set(root, size)
+        set_copies(root / "raw", copies)
         records = sum(1 for p in (root / "raw").rglob("*.jsonl") for _ in p.open())
         jsonl_mb = sum(p.stat().st_size for p in (root / "raw").rglob("*.jsonl")) / 1e6
         # verify recomputes into a scratch folder and compares bytes with the archived tables: lay the
@@ -200,24 +218,26 @@ def measure(work: Path, sizes: list[int], workflow: Path) -> list[dict]:
         bundle_like.mkdir(parents=True, exist_ok=True)
         if not (bundle_like / "raw").exists():
             (bundle_like / "raw").symlink_to(root / "raw")
-        merge_s, merge_mb, _ = _run_measured(MERGE.format(plan=str(root / "plan.json"), raw=str(root / "raw"),
+        merge_s, merge_cpu, merge_mb, _ = _run_measured(MERGE.format(plan=str(root / "plan.json"), raw=str(root / "raw"),
                                                           tables=str(bundle_like / "tables")), workflow)
         load_merge = os.getloadavg()[0]
-        verify_s, verify_mb, _ = _run_measured(VERIFY.format(folder=str(root / "bundle")), workflow)
+        verify_s, verify_cpu, verify_mb, _ = _run_measured(VERIFY.format(folder=str(root / "bundle")), workflow)
         load_verify = os.getloadavg()[0]
-        row = {"records": records, "jsonl_mb": jsonl_mb, "merge_s": merge_s, "merge_rss_mb": merge_mb,
-               "load_merge": load_merge, "verify_s": verify_s, "verify_rss_mb": verify_mb, "load_verify": load_verify}
+        row = {"records": records, "jsonl_mb": jsonl_mb, "read_from": "Parquet copies" if copies else "JSONL", "merge_s": merge_s, "merge_cpu_s": merge_cpu, "merge_rss_mb": merge_mb,
+               "load_merge": load_merge, "verify_s": verify_s, "verify_cpu_s": verify_cpu, "verify_rss_mb": verify_mb, "load_verify": load_verify}
         print(json.dumps(row), file=sys.stderr)
         rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| records | raw JSONL MB | merge s | merge peak RSS MB | verify (recompute) s | verify peak RSS MB | load (1 min) |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| records | raw JSONL MB | merge reads | merge s (CPU s) | merge peak RSS MB | verify checks s (CPU s) | "
+             "verify peak RSS MB | load (1 min) |",
+             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append(f"| {r['records']:,} | {r['jsonl_mb']:.0f} | {r['merge_s']:.2f} | {r['merge_rss_mb']:.0f} | "
-                     f"{r['verify_s']:.2f} | {r['verify_rss_mb']:.0f} | {r['load_merge']:.1f} / {r['load_verify']:.1f} |")
+        lines.append(f"| {r['records']:,} | {r['jsonl_mb']:.0f} | {r['read_from']} | {r['merge_s']:.2f} ({r['merge_cpu_s']:.2f}) | "
+                     f"{r['merge_rss_mb']:.0f} | {r['verify_s']:.2f} ({r['verify_cpu_s']:.2f}) | {r['verify_rss_mb']:.0f} | "
+                     f"{r['load_merge']:.1f} / {r['load_verify']:.1f} |")
     return "\n".join(lines)
 
 
@@ -227,6 +247,8 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/infbench-merge-scale"))
     parser.add_argument("--workflow", type=Path, default=REPO / "workflow",
                         help="import infbench from here (e.g. an older checkout's workflow/, for a baseline)")
+    parser.add_argument("--no-copies", action="store_true",
+                        help="remove the raw records' Parquet copies first: time the merge from JSONL alone")
     parser.add_argument("--golden", type=Path, help="write the small fixed raw set of the table tests here and stop")
     args = parser.parse_args()
     if args.golden:
@@ -235,7 +257,7 @@ def main() -> int:
         return 0
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
           f"this process's RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", file=sys.stderr)
-    print(table(measure(args.work, args.sizes, args.workflow.resolve())))
+    print(table(measure(args.work, args.sizes, args.workflow.resolve(), not args.no_copies)))
     return 0
 
 
