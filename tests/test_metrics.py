@@ -97,7 +97,7 @@ def test_records_round_trip_through_jsonl(tmp_path):
 
 def test_live_percentile_agrees_with_the_frame_percentiles_to_the_bit():
     rng = random.Random(5)
-    for size in (1, 2, 3, 7, 100, 1001):
+    for size in (1, 2, 3, 7, 100, 101, 201, 1001, 2001):
         values = [rng.lognormvariate(-3, 1) for _ in range(size)]
         weights = [rng.choice([1, 1, 2, 5]) for _ in range(size)]
         expanded = sorted(v for v, w in zip(values, weights) for _ in range(w))

@@ -85,11 +85,16 @@ def tokens_per_second(record: RequestRecord) -> float | None:
     return record.completion_tokens / record.latency_s
 
 
+def _rank(count: int, q: float) -> tuple[float, int, int]:
+    """Where percentile q (in [0, 100]) falls among `count` sorted values: rank, floor, ceiling."""
+    rank = (count - 1) * q / 100.0
+    return rank, math.floor(rank), math.ceil(rank)
+
+
 def _interpolated(ordered, q: float) -> float:
     """Linear-interpolation percentile (numpy's default) of a non-empty sorted sequence: a list, or a
     polars Series (the frames' percentiles), so that both give the same float."""
-    rank = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(rank), math.ceil(rank)
+    rank, low, high = _rank(len(ordered), q)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
@@ -99,32 +104,41 @@ def percentile(values: list[float], q: float) -> float | None:
     return _interpolated(sorted(values), q) if values else None
 
 
-class _OrderStatistics:
-    """The unsorted values as the sorted sequence `_interpolated` reads: item i is the i-th smallest,
-    found by selection (polars' quantile 'nearest' at i/(n-1) is exactly index i), not by sorting."""
-
-    def __init__(self, values: pl.Series):
-        self.values, self.n = values, len(values)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, index: int) -> float:
-        return self.values.quantile(index / max(self.n - 1, 1), "nearest")
-
-
 def grouped_percentiles(samples: pl.LazyFrame, keys: list[str], qs=QUANTILES) -> pl.DataFrame:
     """Percentiles p{q} of `value` per group of `keys`, each row counting `weight` times (ITL: a
-    chunk's k tokens): `_interpolated` over each group's order statistics. (The rank is computed in
-    Python: polars divides a column by 100 as a product with 0.01, which can be an ulp off.)"""
+    chunk's k tokens), as `_interpolated` gives them from the sorted values.
+
+    polars selects the two order statistics per group without sorting: at (n-1)*q/100 its 'lower'
+    and 'higher' quantiles are the values at the floor and ceiling of the rank, and 'nearest' is the
+    value at the rank when the rank is a whole number (where polars' (n-1)*0.99 may be an ulp below
+    it). The rank itself and the interpolation are computed in Python, as in `percentile`."""
     single = samples.filter(pl.col("weight") == 1).select(*keys, "value")
     repeated = samples.filter(pl.col("weight") > 1).select(*keys, pl.col("value").repeat_by("weight")).explode("value")
-    table = pl.concat([single, repeated]).group_by(keys).agg("value").collect()
+    value = pl.col("value")
+    table = pl.concat([single, repeated]).group_by(keys).agg(
+        n=pl.len(),
+        **{f"{how}{q}": value.quantile(q / 100, how) for q in qs for how in ("lower", "higher", "nearest")},
+    ).collect()
     rows = []
-    for index, key in enumerate(table.select(keys).iter_rows()):
-        ordered = _OrderStatistics(table["value"][index])
-        rows.append({**dict(zip(keys, key)), **{f"p{q}": _interpolated(ordered, q) for q in qs}})
+    for row in table.iter_rows(named=True):
+        out = {key: row[key] for key in keys}
+        for q in qs:
+            rank, low, high = _rank(row["n"], q)
+            known = {low: row[f"nearest{q}"]} if low == high else {low: row[f"lower{q}"], high: row[f"higher{q}"]}
+            out[f"p{q}"] = _interpolated(_Known(known, row["n"]), q)
+        rows.append(out)
     return pl.DataFrame(rows, schema={**table.select(keys).schema, **{f"p{q}": pl.Float64 for q in qs}})
+
+
+class _Known(dict):
+    """The sorted values `_interpolated` reads, where only the two it reads are known."""
+
+    def __init__(self, values: dict[int, float], count: int):
+        super().__init__(values)
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
 
 
 def weighted_percentiles(values: pl.Series, weights: pl.Series, qs=QUANTILES) -> dict[float, float | None]:
