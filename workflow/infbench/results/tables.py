@@ -9,28 +9,15 @@ results/tables/summary.csv         the same figures, machine-readable
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
 
 from infbench.fileio import write_text_atomic
+from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_records_frame
-
-
-@dataclass(frozen=True)
-class MergePlan:
-    """What to merge, from the config: names, labels, and each scenario's kind."""
-
-    engines: dict[str, str]  # name -> column label
-    models: dict[str, str]  # name -> row label
-    scenarios: dict[str, str]  # name -> kind (single | throughput | open_loop | sweep)
-    native_engines: list[str] = field(default_factory=list)  # TGI: + native-single.jsonl
-
-    @classmethod
-    def from_json(cls, text: str) -> "MergePlan":
-        return cls(**json.loads(text))
 
 
 # Per request, what the tables and plots need beyond the summaries (the cross-engine checks, CDFs).
@@ -52,7 +39,7 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
         for model in plan.models:
             run_dir = raw_dir / engine / model
             server_file = run_dir / "server.json"
-            servers[(engine, model)] = json.loads(server_file.read_text()) if server_file.exists() else {}
+            servers[(engine, model)] = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
             for scenario in [*plan.scenarios, *(["native-single"] if engine in plan.native_engines else [])]:
                 runs.append((engine, model, scenario, run_dir / f"{scenario}.jsonl"))
     figures: dict = {}
@@ -71,7 +58,7 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
         records = read_records_frame(path)
         batch.append(records.with_columns(pl.lit(run, pl.Int32).alias(RUN), pl.lit(engine).alias("run_engine"),
                                           pl.lit(model).alias("run_model"), pl.lit(scenario).alias("run_scenario")))
-        if plan.scenarios.get(scenario) == "sweep":  # and one row per step, named scenario@rate
+        if scenario in plan.scenarios and plan.scenario_class(scenario).has_steps:  # and a row per step: scenario@rate
             sweeps.append(run)
         if sum(b.height for b in batch) >= BATCH_RECORDS:
             flush()
@@ -160,7 +147,7 @@ def client_lag_warnings(df: pl.DataFrame) -> list[str]:
 
 
 def speed_table(df, plan: MergePlan, servers) -> str:
-    singles = [s for s, kind in plan.scenarios.items() if kind == "single"]
+    singles = plan.scenarios_where("in_speed_table")
     parts = ["# Generative inference speed", "",
              "Mean tokens/s of a single request (completion tokens / full round trip). Bigger is better.", ""]
     for scenario in singles:
@@ -171,7 +158,7 @@ def speed_table(df, plan: MergePlan, servers) -> str:
 
 
 def throughput_table(df, plan: MergePlan, servers) -> str:
-    loads = [s for s, kind in plan.scenarios.items() if kind == "throughput"]
+    loads = plan.scenarios_where("in_throughput_table")
     parts = ["# Generative inference throughput", "",
              "Completed requests per minute under a closed loop. Bigger is better.", ""]
     for scenario in loads:
