@@ -73,10 +73,10 @@ def test_tables_have_models_as_rows_and_engines_as_columns(finished_run):
         # TGI cannot run here: its cell says why; the other engines' results stand.
         assert cells[2] == "n/a: text-generation-launcher not on PATH"
         cells = cells[:2]
-        values = [float(c.strip("*")) for c in cells]
+        values = [float(c.strip("*!")) for c in cells]  # * client lag, ! busy machine: marks, not numbers
         assert all(v > 0 for v in values)
         bold = [c for c in cells if c.startswith("**")]
-        assert len(bold) == 1 and float(bold[0].strip("*")) == max(values)
+        assert len(bold) == 1 and float(bold[0].strip("*!")) == max(values)
         assert "transformers serve" in table  # the exact server commands and versions under the table
         assert "vllm.entrypoints.openai.api_server" in table and "vLLM 0.32.0" in table
     details = (workdir / "results/tables/details.md").read_text()
