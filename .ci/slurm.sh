@@ -4,17 +4,21 @@
 #   .ci/slurm.sh install   apt-get install slurm-wlm munge (root only; no-op when present)
 #   .ci/slurm.sh up        write a private config, start munged, slurmctld and slurmd; wait until idle
 #   .ci/slurm.sh down      cancel every job, stop the daemons and whatever they started (always exits 0)
-#   .ci/slurm.sh env       print `export SLURM_CONF=...` for this cluster
 #
-# Everything lives under $INFBENCH_SLURM_DIR (default /tmp/infbench-slurm): config, munge key and
-# socket, state, spool, logs and pid files, and the daemons listen on their own ports, so this
-# cluster collides with neither a system Slurm nor another one on the machine. Clients find it
-# through SLURM_CONF. The node is `hostname -s` with this machine's CPUs and memory, and declares
-# two GPUs backed by placeholder devices, so GPU requests are really scheduled on a GPU-less node.
+# The config goes where every Slurm client looks, /etc/slurm/slurm.conf (and gres.conf): the Slurm
+# executor's job step drops SLURM_CONF before it calls srun, so a config elsewhere is not found
+# inside a job. A slurm.conf that this script did not write is never touched (`up` refuses).
+# Everything else lives under $INFBENCH_SLURM_DIR (default /tmp/infbench-slurm): munge key and
+# socket, state, spool, logs and pid files; the daemons listen on their own ports. The node is
+# `hostname -s` with this machine's CPUs and memory, and declares two GPUs backed by placeholder
+# devices, so GPU requests are really scheduled on a GPU-less node. One such cluster per machine.
 set -euo pipefail
 
 DIR="${INFBENCH_SLURM_DIR:-/tmp/infbench-slurm}"
-CONF="$DIR/etc/slurm.conf"
+CONF_DIR=/etc/slurm
+CONF="$CONF_DIR/slurm.conf"
+MARK="# infbench CI cluster (written by .ci/slurm.sh)"
+CLUSTER="infbench-ci"
 CTLD_PORT="${INFBENCH_SLURMCTLD_PORT:-16817}"
 SLURMD_PORT="${INFBENCH_SLURMD_PORT:-16818}"
 NODE="$(hostname -s)"
@@ -32,13 +36,16 @@ install() {
 }
 
 write_config() {
-    mkdir -p "$DIR"/{etc,munge,state,spool,log,run,dev}
+    if [ -e "$CONF" ] && ! head -n 1 "$CONF" | grep -qxF "$MARK"; then
+        die "$CONF exists and was not written by this script: refusing to replace this machine's Slurm config"
+    fi
+    mkdir -p "$CONF_DIR" "$DIR"/{munge,state,spool,log,run,dev}
     local cpus mem_mb
     cpus="$(nproc)"
     mem_mb="$(awk '/MemTotal/ {print int($2 / 1024 * 0.9)}' /proc/meminfo)"
     cat >"$CONF" <<EOF
-# infbench CI cluster (written by .ci/slurm.sh)
-ClusterName=infbench-ci
+$MARK
+ClusterName=$CLUSTER
 SlurmctldHost=$NODE(127.0.0.1)
 SlurmctldPort=$CTLD_PORT
 SlurmdPort=$SLURMD_PORT
@@ -79,7 +86,7 @@ EOF
     for i in 0 1; do
         [ -c "$DIR/dev/gpu$i" ] || { rm -f "$DIR/dev/gpu$i"; mknod "$DIR/dev/gpu$i" c 1 3; }
     done
-    echo "NodeName=$NODE Name=gpu File=$DIR/dev/gpu[0-1]" >"$DIR/etc/gres.conf"
+    { echo "$MARK"; echo "NodeName=$NODE Name=gpu File=$DIR/dev/gpu[0-1]"; } >"$CONF_DIR/gres.conf"
     # munged insists on a key only its user can read, in a directory only it can write.
     if [ ! -s "$DIR/munge/munge.key" ]; then
         head -c 1024 /dev/urandom >"$DIR/munge/munge.key"
@@ -95,7 +102,7 @@ up() {
     install
     [ "$(id -u)" = 0 ] || die "starting slurmctld, slurmd and munged needs root"
     write_config
-    export SLURM_CONF="$CONF"
+    export SLURM_CONF="$CONF" INFBENCH_SLURM_DAEMON="$DIR"
     if ! running "$DIR/munge/munged.pid"; then
         runuser -u munge -- /usr/sbin/munged --force \
             --key-file="$DIR/munge/munge.key" --socket="$DIR/munge/munge.socket" \
@@ -106,7 +113,7 @@ up() {
     running "$DIR/run/slurmd.pid" || /usr/sbin/slurmd -f "$CONF"
     for _ in $(seq 60); do
         if sinfo -h -N -o "%t" 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
-            echo "slurm.sh: cluster infbench-ci up, SLURM_CONF=$CONF"
+            echo "slurm.sh: cluster infbench-ci up ($CONF, state in $DIR)"
             return 0
         fi
         sleep 1
@@ -116,14 +123,14 @@ up() {
     die "the node did not become idle in 60 s (logs in $DIR/log)"
 }
 
-# Processes that carry this cluster's SLURM_CONF in their environment: job steps (slurmstepd),
-# the jobs and whatever they started (a bench server included). Nothing else on the machine has it.
+# Processes of this cluster: the job steps (slurmstepd inherits INFBENCH_SLURM_DAEMON from slurmd),
+# the jobs and whatever they started, a bench server included (SLURM_CLUSTER_NAME=infbench-ci).
 cluster_pids() {
     local pid
     for pid in /proc/[0-9]*; do
         pid="${pid#/proc/}"
         [ "$pid" = "$$" ] && continue
-        if { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -qxF "SLURM_CONF=$CONF"; then
+        if { tr '\0' '\n' <"/proc/$pid/environ"; } 2>/dev/null | grep -qxE "INFBENCH_SLURM_DAEMON=$DIR|SLURM_CLUSTER_NAME=$CLUSTER"; then
             echo "$pid"
         fi
     done
@@ -156,6 +163,9 @@ down() {
     if [ -n "$pids" ]; then
         kill $pids 2>/dev/null; sleep 1; kill -9 $(cluster_pids) 2>/dev/null
     fi
+    for file in "$CONF" "$CONF_DIR/gres.conf"; do
+        if [ -f "$file" ] && head -n 1 "$file" | grep -qxF "$MARK"; then rm -f "$file"; fi
+    done
     echo "slurm.sh: cluster infbench-ci down"
     return 0
 }
@@ -164,6 +174,5 @@ case "${1:-}" in
     install) install ;;
     up) up ;;
     down) down ;;
-    env) echo "export SLURM_CONF=$CONF" ;;
-    *) die "usage: $0 install|up|down|env" ;;
+    *) die "usage: $0 install|up|down" ;;
 esac

@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import httpx
@@ -23,7 +23,7 @@ import infbench
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
 from infbench.engines.adapters import ServerPlan, adapter_for
 from infbench.fileio import write_json_atomic
-from infbench.engines.gpus import GpuLease, visible_gpu_ids
+from infbench.engines.gpus import GpuLease, this_node, visible_gpu_ids
 from infbench.measure.loadgen import LoadShape, SweepPlan, arrival_offsets, auto_workers, run_load, run_sweep
 from infbench.measure.memwatch import MemoryReport, MemoryWatcher
 from infbench.measure.metrics import summarize, tokens_per_second
@@ -98,6 +98,8 @@ def run_bench(paths: BenchPaths) -> None:
     prompts = read_sample(paths.prompts)
     adapter = adapter_for(engine.kind)
     paths.out_dir.mkdir(parents=True, exist_ok=True)
+    node = this_node()
+    log.info("node %s, Slurm job %s", node.hostname, node.slurm_job_id or "none (not under Slurm)")
     reason = adapter.unavailable_reason(engine)
     if reason:
         _write_skipped(paths, engine, model, reason)
@@ -142,6 +144,7 @@ def run_bench(paths: BenchPaths) -> None:
             "version": version, "startup_s": round(startup_s, 3), "status": "ok", "reason": None,
             "sampling": vars(engine.sampling), "fixed_length_control": plan.fixed_length_control,
             "notes": plan.notes, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "node": asdict(node),
         })
 
 
@@ -161,6 +164,7 @@ def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reas
         "device": engine.device, "gpu_ids": [], "command": [], "version": None, "startup_s": None,
         "status": "skipped", "reason": reason, "sampling": vars(engine.sampling),
         "fixed_length_control": None, "notes": [], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "node": asdict(this_node()),
     })
 
 

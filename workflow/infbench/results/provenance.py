@@ -54,6 +54,8 @@ class EngineInfo:
     lock: list[str]  # the env's pip freeze, one requirement a line
     version: str | None  # the engine package's version, from the lock (as the bench job recorded it)
     server_commands: dict[str, list[str]]  # model -> the exact command line of its server
+    # model -> where its bench job ran: hostname, slurm_job_id, slurm_node, slurm_partition (server.json)
+    bench_nodes: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,8 @@ class HardwareInfo:
     gpu_driver: str | None = None
     cuda_version: str | None = None  # the highest CUDA version the driver supports
     gpu_source: str = "none"  # nvml | nvidia-smi | none
-    note: str = "the host that ran the provenance rule; in a local run, bench jobs ran on it too"
+    note: str = ("the host that ran the provenance rule; in a local run, bench jobs ran on it too; "
+                 "on a cluster, engines[].bench_nodes says which node and Slurm job ran each bench job")
 
 
 @dataclass(frozen=True)
@@ -303,6 +306,7 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
             lock=lock.read_text().splitlines() if lock and lock.exists() else [],
             version=", ".join(versions) or None,
             server_commands={model: list(s.get("command", [])) for model, s in sorted(runs.items())},
+            bench_nodes={model: s["node"] for model, s in sorted(runs.items()) if s.get("node")},
         ))
 
     models = []
