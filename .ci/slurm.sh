@@ -109,7 +109,8 @@ up() {
             --pid-file="$DIR/munge/munged.pid" --log-file="$DIR/munge/munged.log" \
             --seed-file="$DIR/munge/munged.seed"
     fi
-    running "$DIR/run/slurmctld.pid" || /usr/sbin/slurmctld -f "$CONF"
+    # -c: a fresh cluster, no jobs recovered from an earlier run's state.
+    running "$DIR/run/slurmctld.pid" || /usr/sbin/slurmctld -c -f "$CONF"
     running "$DIR/run/slurmd.pid" || /usr/sbin/slurmd -f "$CONF"
     for _ in $(seq 60); do
         if sinfo -h -N -o "%t" 2>/dev/null | grep -qE '^(idle|mix|alloc)'; then
