@@ -218,7 +218,8 @@ def test_scancel_of_a_bench_job_leaves_no_server_and_it_is_rerun(slurm_run):
     # Wait until the new bench job's server answers, then cancel the job.
     while time.monotonic() < deadline and run.poll():
         running = [j for j in run.jobs_of("bench") if j != first_job and "RUNNING" in run.seen[j]]
-        if running and bench_log.exists() and "server healthy" in bench_log.read_text():
+        text = bench_log.read_text() if bench_log.exists() else ""
+        if running and "server healthy" in text.partition(f"Slurm job {running[0]}")[2]:
             job_id = running[0]
             break
         time.sleep(1)
