@@ -65,7 +65,7 @@ def _env() -> dict[str, str]:
 
 
 def ci_profile(workdir: Path) -> Path:
-    """The shipped profile (profiles/slurm) with this cluster's values: its partition, no account,
+    """The shipped profile (profiles/slurm) with this cluster's values: its partition,
     a node-sized bench job, squeue for job states (no slurmdbd here) and short polling."""
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     cpus = os.cpu_count() or 1
@@ -73,7 +73,7 @@ def ci_profile(workdir: Path) -> Path:
     profile["set-threads"] = {"bench": cpus, "bench_tgi": cpus}
     for rule in ("bench", "bench_tgi", "env", "model"):
         profile["set-resources"][rule].update(runtime=30, mem_mb=4000)
-    profile.update({"jobs": 4, "latency-wait": 10, "slurm-status-command": "squeue", "slurm-no-account": True,
+    profile.update({"jobs": 4, "latency-wait": 10, "slurm-status-command": "squeue",
                     "slurm-init-seconds-before-status-checks": 3})
     dest = workdir / "profiles" / "slurm-ci"
     dest.mkdir(parents=True, exist_ok=True)
