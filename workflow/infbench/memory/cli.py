@@ -12,6 +12,7 @@ from pathlib import Path
 
 from infbench.memory.errors import EstimateError
 from infbench.memory.estimate import DEFAULT_GPU_UTIL
+from infbench.memory.vllm import PINNED_VERSION, SAMPLERS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -23,12 +24,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "config.json file.")
     p.add_argument("model", metavar="MODEL")
     _add_shape_args(p)
-    gpu = p.add_mutually_exclusive_group()
-    gpu.add_argument("--gpu", metavar="NAME", help="fit on this GPU only (e.g. H100, A100-40, L4)")
-    gpu.add_argument("--gpu-mem", metavar="GiB", type=float,
-                     help="fit on a GPU with this much memory")
+    p.add_argument("--gpu", metavar="NAME", help="fit on this GPU only (e.g. H100, A100-40, L4)")
+    p.add_argument("--gpu-mem", metavar="GiB", type=float,
+                   help="GPU memory as CUDA reports it (vLLM's total_gpu_memory); with --gpu it "
+                        "overrides that GPU's capacity and keeps its identity (vLLM's defaults "
+                        "depend on the device name)")
+    p.add_argument("--bandwidth", metavar="GB/s", type=float,
+                   help="GPU memory bandwidth for the decode bound (default: the catalogue's)")
     p.add_argument("--tp", type=int, metavar="N",
                    help="tensor-parallel size (default: the smallest that fits)")
+    p.add_argument("--cpu-bandwidth", metavar="GB/s", type=float,
+                   help="local CPU memory bandwidth for its decode bound (default: measured now "
+                        "with a short copy benchmark)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run_estimate)
 
@@ -67,6 +74,15 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
                    help="concurrent sequences of length L that must fit (default 1)")
     p.add_argument("--gpu-util", type=float, default=DEFAULT_GPU_UTIL, metavar="U",
                    help="vLLM gpu_memory_utilization (default %(default)s)")
+    p.add_argument("--vllm-version", default=PINNED_VERSION, metavar="V",
+                   help="vLLM version whose start-up accounting to follow (default: the pinned "
+                        "%(default)s; 0.6.5-0.7.x use the v0 engine's)")
+    p.add_argument("--sampler", choices=SAMPLERS, default="native",
+                   help="sampler vLLM profiles: PyTorch top-k/top-p (native, the larger peak) or "
+                        "FlashInfer's (logged as 'Using FlashInfer for top-p & top-k sampling')")
+    p.add_argument("--group-size", type=int, metavar="G",
+                   help="GPTQ/AWQ group size (default: the config's quantization_config, else 128; "
+                        "-1 = one group per column)")
 
 
 def _guarded(name: str, func, args: argparse.Namespace) -> int:
@@ -87,14 +103,33 @@ def _estimate(args: argparse.Namespace) -> int:
     from infbench.memory.gpus import custom_gpu, find_gpu
 
     gpus = None
-    if args.gpu:
-        gpus = [find_gpu(args.gpu)]
-    elif args.gpu_mem is not None:
-        gpus = [custom_gpu(args.gpu_mem)]
+    like = find_gpu(args.gpu) if args.gpu else None
+    if args.gpu_mem is not None or args.bandwidth is not None:
+        gib = args.gpu_mem if args.gpu_mem is not None else (like.memory_bytes / 2**30 if like else None)
+        if gib is None:
+            raise EstimateError("--bandwidth needs --gpu or --gpu-mem")
+        gpus = [custom_gpu(gib, like, args.bandwidth)]
+    elif like is not None:
+        gpus = [like]
     est = estimate(args.model, dtype=args.dtype, kv_dtype=args.kv_dtype, context=args.context,
-                   batch=args.batch, gpus=gpus, tp=args.tp, gpu_util=args.gpu_util)
+                   batch=args.batch, gpus=gpus, tp=args.tp, gpu_util=args.gpu_util,
+                   vllm_version=args.vllm_version, sampler=args.sampler, group_size=args.group_size,
+                   cpu_bandwidth=_cpu_bandwidth(args.cpu_bandwidth))
     print(est.to_json_text() if args.json else render_text(est))
     return 0
+
+
+def _cpu_bandwidth(gb_s: float | None) -> tuple[float, str]:
+    """The local CPU's bandwidth: given, or measured now (a second or two of copying)."""
+    if gb_s is not None:
+        if gb_s <= 0:
+            raise EstimateError(f"--cpu-bandwidth must be positive, got {gb_s}")
+        return gb_s * 1e9, "--cpu-bandwidth"
+    from infbench.measure.membw import measure_copy_bandwidth
+
+    m = measure_copy_bandwidth(buffer_mib=64, repeats=3)
+    load = f", load {m.load_1min:.2f}" if m.load_1min is not None else ""
+    return m.bandwidth_bytes_s, f"copy benchmark now, {m.threads} threads{load}"
 
 
 def run_memory_estimate(args: argparse.Namespace) -> int:
@@ -114,7 +149,8 @@ def _memory_estimate(args: argparse.Namespace) -> int:
         stored_dtype = meta.get("dtype")  # as prepared on disk; engines may cast it at load
     est = estimate(model, name=args.name, dtype=dtype, kv_dtype=args.kv_dtype,
                    context=args.context, batch=args.batch, gpu_util=args.gpu_util,
-                   stored_dtype=stored_dtype)
+                   stored_dtype=stored_dtype, vllm_version=args.vllm_version,
+                   sampler=args.sampler, group_size=args.group_size)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(est.to_json_text() + "\n")

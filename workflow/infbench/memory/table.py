@@ -105,8 +105,10 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any],
         return Comparison(model, engine, device, "no estimate", None, idle, None, peak)
     n = len(gpus)
     over = {o["name"]: int(o["bytes"]) for o in est["overheads"]}
+    # Outside the KV pool: weights, and per GPU the context, CUDA graphs and non-torch memory
+    # (the activation peak is freed after profiling).
     non_kv = (int(est["weights_bytes"][est["dtype"]])
-              + n * (over["cuda_context"] + over["runtime"]))
+              + n * (over["cuda_context"] + over.get("cuda_graphs", 0) + over["runtime"]))
     if "kv_cache_bytes" in meas:
         # The bench may report the engine's KV pool: then weights + overheads
         # can be checked directly against used memory minus that pool.
