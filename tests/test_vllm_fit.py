@@ -87,8 +87,14 @@ def test_server_defaults_follow_the_gpu_and_the_version():
     assert vllm_rules.max_num_batched_tokens(a100, "0.33.0", 4096) == 2048
     assert vllm_rules.max_num_seqs(a100, "0.33.0") == 256
     assert vllm_rules.max_num_batched_tokens(a100, "0.8.5", 4096) == 8192
-    # No 16384 for big GPUs: that is the offline LLM class's default, not the server's.
+    # 16384 only from 160 GiB (B200-class) and only where checked (0.32's arg_utils); not the H200.
     assert vllm_rules.max_num_batched_tokens(find_gpu("H200"), "0.33.0", 4096) == 8192
+    assert vllm_rules.max_num_batched_tokens(custom_gpu(178), "0.33.0", 4096) == 16384
+    assert vllm_rules.max_num_batched_tokens(custom_gpu(178), "0.31.0", 4096) == 8192
+    # The pinned version's other defaults: u = 0.92 and the CUDA-graph estimate inside the budget.
+    assert vllm_rules.default_gpu_memory_utilization("0.33.0") == 0.92
+    assert vllm_rules.default_gpu_memory_utilization("0.10.1") == 0.9
+    assert not vllm_rules.profile_for("0.33.0").graphs_outside_budget
     # --gpu-mem keeps the GPU's identity when given with --gpu.
     assert vllm_rules.max_num_batched_tokens(custom_gpu(79, like=a100), "0.33.0", 4096) == 2048
     assert vllm_rules.max_num_batched_tokens(custom_gpu(79), "0.33.0", 4096) == 8192

@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from infbench.memory.errors import EstimateError
-from infbench.memory.estimate import DEFAULT_GPU_UTIL
 from infbench.memory.vllm import PINNED_VERSION, SAMPLERS
 
 
@@ -56,8 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "memory-table", help="write results/tables/memory.md from estimates and measurements")
     p.add_argument("--estimates", nargs="+", required=True, metavar="FILE")
     p.add_argument("--measured", nargs="*", default=[], metavar="FILE")
-    p.add_argument("--gpu-util", type=float, default=DEFAULT_GPU_UTIL,
-                   help="gpu_memory_utilization the engines ran with (default %(default)s)")
+    p.add_argument("--gpu-util", type=float,
+                   help="gpu_memory_utilization the engines ran with (default: each estimate's, "
+                        "i.e. its vLLM version's default)")
     p.add_argument("--out", required=True, metavar="FILE")
     p.set_defaults(func=run_memory_table)
 
@@ -72,8 +72,8 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
                    help="sequence length L (default: the config's maximum)")
     p.add_argument("--batch", type=int, default=1, metavar="B",
                    help="concurrent sequences of length L that must fit (default 1)")
-    p.add_argument("--gpu-util", type=float, default=DEFAULT_GPU_UTIL, metavar="U",
-                   help="vLLM gpu_memory_utilization (default %(default)s)")
+    p.add_argument("--gpu-util", type=float, metavar="U",
+                   help="vLLM gpu_memory_utilization (default: the vLLM version's, 0.92 since 0.32)")
     p.add_argument("--vllm-version", default=PINNED_VERSION, metavar="V",
                    help="vLLM version whose start-up accounting to follow (default: the pinned "
                         "%(default)s; 0.6.5-0.7.x use the v0 engine's)")

@@ -32,7 +32,7 @@ from infbench.memory.params import ParamCount, count_params, load_config
 
 TP_SIZES = (1, 2, 4, 8)
 BLOCK_TOKENS = vllm_rules.BLOCK_TOKENS
-DEFAULT_GPU_UTIL = 0.9  # vLLM's default gpu_memory_utilization (EngineArgs)
+DEFAULT_GPU_UTIL = 0.9  # vLLM's gpu_memory_utilization before 0.32 (0.92 since: vllm.py)
 
 CUDA_CONTEXT = 512 * MIB
 CUDA_CONTEXT_WHY = ("CUDA driver context + cuBLAS handles, ~0.3-0.6 GiB per GPU with "
@@ -121,6 +121,7 @@ class GpuFit:
     bandwidth_bytes_s: float | None = None  # per GPU, published
     decode_bytes_per_token: int = 0  # per GPU: weights + KV of `context` tokens
     decode_bound_tokens_s: float | None = None  # single request at `context` tokens
+    graphs_in_budget_bytes: int = 0  # CUDA-graph estimate charged inside the budget (vLLM >= 0.32)
 
     @property
     def setup(self) -> str:
@@ -204,6 +205,7 @@ class Estimate:
             "vllm": {
                 "version": self.vllm_version,
                 "accounting": vllm_rules.profile_for(self.vllm_version).name,
+                "graphs_in_budget": not vllm_rules.profile_for(self.vllm_version).graphs_outside_budget,
                 "sampler": self.sampler,
                 "gpu_memory_utilization": self.gpu_util,
                 "context": self.context,
@@ -323,7 +325,7 @@ def build_estimate(
     batch: int = 1,
     gpus: list[GPU] | None = None,
     tp: int | None = None,
-    gpu_util: float = DEFAULT_GPU_UTIL,
+    gpu_util: float | None = None,
     stored_dtype: str | None = None,
     vllm_version: str = vllm_rules.PINNED_VERSION,
     sampler: str = "native",
@@ -342,6 +344,8 @@ def build_estimate(
             notes.append("config gives no maximum context; assumed 2048 tokens")
     if context <= 0 or batch <= 0:
         raise EstimateError(f"context and batch must be positive (got {context}, {batch})")
+    if gpu_util is None:  # the engine version's own default
+        gpu_util = vllm_rules.default_gpu_memory_utilization(vllm_version)
     if not 0.0 < gpu_util <= 1.0:
         raise EstimateError(f"gpu_memory_utilization must be in (0, 1], got {gpu_util}")
     if tp is not None and tp not in TP_SIZES:
@@ -452,7 +456,9 @@ def overheads_for(facts: ModelFacts, shape: _Shape, gpu: GPU, tp: int) -> tuple[
     non_torch = profile.non_torch_tp1 + (profile.non_torch_tp_extra if tp > 1 else 0)
     return (
         Overhead("cuda_context", CUDA_CONTEXT, CUDA_CONTEXT_WHY),
-        Overhead("cuda_graphs", CUDA_GRAPHS if profile.graphs_outside_budget else 0, CUDA_GRAPHS_WHY),
+        Overhead("cuda_graphs", CUDA_GRAPHS, CUDA_GRAPHS_WHY + (
+            "" if profile.graphs_outside_budget else
+            "; this version charges its estimate inside the budget (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1)")),
         Overhead("activation_peak", activation, (
             f"{peak_from} (max_num_batched_tokens={batched}, max_num_seqs={seqs}: vLLM "
             f"{shape.vllm_version} server defaults on this GPU); not split by TP except the MLP "
@@ -504,7 +510,8 @@ def fit_one(facts: ModelFacts, gpu: GPU, tp: int, shape: _Shape) -> GpuFit:
     act_from = next(o.assumption for o in overheads_for(facts, shape, gpu, tp)
                     if o.name == "activation_peak").split(" (max_num")[0]
     budget = int(gpu.memory_bytes * shape.gpu_util)
-    pool = budget - weights - over["activation_peak"] - over["runtime"]
+    graphs_inside = 0 if vllm_rules.profile_for(shape.vllm_version).graphs_outside_budget else CUDA_GRAPHS
+    pool = budget - weights - over["activation_peak"] - over["runtime"] - graphs_inside
     per_token = facts.kv.bytes_per_token(shape.kv_elem, tp)
     seq_bytes = sequence_bytes(facts, shape.context, shape.kv_elem, tp)
     free_pool = max(pool, 0)
@@ -519,7 +526,7 @@ def fit_one(facts: ModelFacts, gpu: GPU, tp: int, shape: _Shape) -> GpuFit:
     seqs_cap = vllm_rules.max_num_seqs(gpu, shape.vllm_version)
     max_seqs = min(int(concurrency), seqs_cap)
     headroom = gpu.memory_bytes - budget
-    outside = over["cuda_context"] + over["cuda_graphs"]
+    outside = over["cuda_context"] + (over["cuda_graphs"] if not graphs_inside else 0)
     if headroom < over["cuda_context"]:
         # vLLM refuses to start when free memory is below u x total once its context exists.
         fits, reason = False, (f"gpu_memory_utilization {shape.gpu_util} leaves {_gib(headroom)}, "
@@ -544,7 +551,7 @@ def fit_one(facts: ModelFacts, gpu: GPU, tp: int, shape: _Shape) -> GpuFit:
                   over["activation_peak"], over["runtime"], over["cuda_context"],
                   pool, kv_tokens, max_seqs, round(concurrency, 2), seqs_cap,
                   vllm_rules.max_num_batched_tokens(gpu, shape.vllm_version, shape.context),
-                  act_from, gpu.bandwidth_bytes_s, decode_bytes, bound)
+                  act_from, gpu.bandwidth_bytes_s, decode_bytes, bound, graphs_inside)
 
 
 def smallest_setup(fits: tuple[GpuFit, ...]) -> GpuFit | None:

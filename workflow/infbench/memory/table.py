@@ -71,7 +71,7 @@ def load_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def compare(est: dict[str, Any] | None, meas: dict[str, Any],
-            gpu_util: float = DEFAULT_GPU_UTIL) -> Comparison:
+            gpu_util: float | None = None) -> Comparison:
     """Set the matching estimate terms against one measurement."""
     engine = str(meas.get("engine", "?"))
     model = str(meas.get("model", "?"))
@@ -115,10 +115,13 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any],
         kv = int(meas["kv_cache_bytes"])
         return Comparison(model, engine, device, "used - KV pool vs weights + overheads",
                           non_kv, idle - kv, non_kv + n * over["activation_peak"], peak - kv)
+    if gpu_util is None:  # what the estimate assumed: the vLLM version's default
+        gpu_util = float(est.get("vllm", {}).get("gpu_memory_utilization", DEFAULT_GPU_UTIL))
     if engine.lower().startswith(PREALLOCATING_ENGINES):
         # vLLM fills u * total with weights + KV pool, so what it uses is
         # CUDA context + u * total, whatever the weights are.
-        predicted = sum(over["cuda_context"] + int(gpu_util * int(g["total_bytes"]))
+        graphs = 0 if est.get("vllm", {}).get("graphs_in_budget") else over.get("cuda_graphs", 0)
+        predicted = sum(over["cuda_context"] + graphs + int(gpu_util * int(g["total_bytes"]))
                         for g in gpus)
         return Comparison(model, engine, device,
                           f"used vs CUDA context + {gpu_util} x total (KV pool preallocated)",
@@ -128,7 +131,7 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any],
 
 
 def render(estimates: list[dict[str, Any]], measured: list[dict[str, Any]],
-           gpu_util: float = DEFAULT_GPU_UTIL) -> str:
+           gpu_util: float | None = None) -> str:
     lines = ["# Memory: estimate and measurement", ""]
     lines += _estimate_table(estimates)
     lines += ["", "## Estimate vs measured", ""]
@@ -204,7 +207,7 @@ def _pct(value: float | None) -> str:
 
 
 def write_table(estimate_paths: list[Path], measured_paths: list[Path], out: Path,
-                gpu_util: float = DEFAULT_GPU_UTIL) -> None:
+                gpu_util: float | None = None) -> None:
     estimates = [load_json(p, "estimate") for p in estimate_paths]
     measured = []
     for p in measured_paths:

