@@ -194,3 +194,56 @@ def test_cli_shows_fit_and_speed_bound(capsys):
     assert out["vllm"]["accounting"].startswith("v0") and out["vllm"]["gpus"][0]["gpu"] == "A100-80GB@70GiB"
     assert main(["estimate", cfg, "--vllm-version", "0.4.0", "--cpu-bandwidth", "1"]) == 2
     assert "predates" in capsys.readouterr().err
+
+
+# --- vLLM's start-up log, and the memory table's KV capacity check ----------------------
+
+# Five lines of a published vLLM 0.10.1.1 log (Qwen2-7B-Instruct, one A100 80GB, u=0.5):
+# https://github.com/dennislee22/vLLM-benchmarking/blob/608c86e90fc1ab6071c6bb8a673046ab9cd65062/log/vllm-7B-1gpuA10080GB-0.5GRAM.log
+QWEN2_A100_LOG = """\
+(APIServer pid=2739) INFO 09-04 01:28:28 [api_server.py:1805] vLLM API server version 0.10.1.1
+(EngineCore_0 pid=2881) INFO 09-04 01:29:00 [core.py:74] Initializing a V1 LLM engine (v0.10.1.1) with config: model='Qwen2-7B-Instruct', dtype=torch.bfloat16, max_seq_len=16384, kv_cache_dtype=auto, device_config=cuda
+(EngineCore_0 pid=2881) INFO 09-04 01:29:05 [gpu_model_runner.py:2007] Model loading took 14.2488 GiB and 2.993822 seconds
+(EngineCore_0 pid=2881) INFO 09-04 01:29:25 [gpu_worker.py:276] Available KV cache memory: 24.83 GiB
+(EngineCore_0 pid=2881) INFO 09-04 01:29:26 [kv_cache_utils.py:849] GPU KV cache size: 464,848 tokens
+(EngineCore_0 pid=2881) INFO 09-04 01:29:26 [kv_cache_utils.py:853] Maximum concurrency for 16,384 tokens per request: 28.37x
+"""
+
+
+def test_parse_vllm_startup_lines(tmp_path):
+    from infbench.memory.vllmlog import parse_vllm_startup, read_vllm_startup
+
+    got = parse_vllm_startup(QWEN2_A100_LOG)
+    assert got.version == "0.10.1.1" and got.dtype == "bfloat16" and got.kv_cache_dtype == "auto"
+    assert got.weights_bytes == int(14.2488 * GIB) and got.kv_cache_bytes == int(24.83 * GIB)
+    assert (got.kv_tokens, got.max_concurrency, got.concurrency_context) == (464848, 28.37, 16384)
+    # vLLM >= 0.32 logs capacity and concurrency on one line, "CPU" on the CPU; v0 logged blocks.
+    one_line = parse_vllm_startup("CPU KV cache size: 1,024 tokens, Maximum concurrency for "
+                                  "8,192 tokens per request: 0.12x\nExplicitly set (1.00/23.47) "
+                                  "GiB for KV cache on node 0.")
+    assert (one_line.kv_tokens, one_line.max_concurrency, one_line.kv_cache_bytes) == (1024, 0.12, GIB)
+    assert parse_vllm_startup("INFO ... # GPU blocks: 7351, # CPU blocks: 2048").kv_tokens == 7351 * 16
+    assert read_vllm_startup(tmp_path / "missing.log") is None
+    (tmp_path / "other.log").write_text("INFO: Uvicorn running\n")
+    assert read_vllm_startup(tmp_path / "other.log") is None
+
+
+def test_memory_table_sets_estimate_beside_logged_kv_capacity():
+    from infbench.memory.table import kv_capacity, render
+    from infbench.memory.vllmlog import parse_vllm_startup
+
+    est = json.loads(build_estimate(facts("configs/qwen2-7b-instruct.json"), context=16384,
+                                    gpu_util=0.5, vllm_version="0.10.1.1", sampler="flashinfer")
+                     .to_json_text())
+    est["model"] = "qwen2-7b"
+    meas = {"engine": "vllm", "model": "qwen2-7b", "device": "cuda",
+            "gpus": [{"index": 0, "name": "NVIDIA A100-SXM4-80GB", "used_idle_bytes": 0,
+                      "used_peak_bytes": 0, "total_bytes": int(79.15 * GIB)}],
+            "engine_reported": parse_vllm_startup(QWEN2_A100_LOG).to_dict()}
+    row = kv_capacity(est, meas)
+    assert row.tokens_logged == 464848 and abs(row.error_pct) < 0.1  # per-token pricing exact
+    assert abs(row.pool_error_pct) < 3  # the budget arithmetic, against the logged pool
+    assert "A100-80GB" in row.basis
+    md = render([est], [meas])
+    assert "## KV cache capacity: estimate vs vLLM's start-up log" in md and "464,848" in md
+    assert kv_capacity(est, {**meas, "engine_reported": None}) is None

@@ -20,6 +20,7 @@ import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import infbench
+from infbench.memory.vllmlog import read_vllm_startup
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
 from infbench.engines.adapters import ServerPlan, adapter_for
 from infbench.fileio import write_json_atomic
@@ -135,7 +136,11 @@ def run_bench(paths: BenchPaths) -> None:
                 version = _server_version(f"http://{host}:{port}", plan) or version_from_lock(paths.lock, adapter.package)
             finally:
                 memory = watcher.stop()
-        write_json_atomic(paths.out_dir / "memory.json", memory.to_dict())
+        report = memory.to_dict()
+        if engine.kind == "vllm":  # vLLM logs its own KV capacity: the memory table sets the estimate beside it
+            startup = read_vllm_startup(paths.server_log)
+            report["engine_reported"] = startup.to_dict() if startup else None
+        write_json_atomic(paths.out_dir / "memory.json", report)
         write_json_atomic(paths.out_dir / "server.json", {
             "engine": engine.name, "kind": engine.kind, "label": engine.label, "model": model.name,
             "device": engine.device, "gpu_ids": lease.ids, "command": plan.command,
