@@ -66,6 +66,7 @@ def _cmd_provenance(args) -> int:
     prov = collect(
         json.loads(args.config), tables=args.tables, locks=args.locks, model_metas=args.models,
         prompt_metas=args.prompts_meta, servers=args.servers, records=args.records,
+        bandwidth=args.bandwidth,
     )
     write_provenance(args.out, prov)
     print(f"provenance of run {prov.run_id} written to {args.out}", file=sys.stderr)
@@ -210,6 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts-meta", type=Path, nargs="*", default=[], help="results/prompts/*.meta.json")
     p.add_argument("--servers", type=Path, nargs="*", default=[], help="results/raw/*/*/server.json")
     p.add_argument("--records", type=Path, nargs="*", default=[], help="results/raw/*/*/*.jsonl")
+    p.add_argument("--bandwidth", type=Path, help="results/hardware/bandwidth.json (memory copy benchmark)")
     p.add_argument("--out", type=Path, default=Path("results/provenance.json"))
     p.set_defaults(func=_cmd_provenance)
 

@@ -38,6 +38,7 @@ rule provenance:
         prompts=f"results/prompts/{PROMPTS_NAME}.meta.json",
         servers=all_server_files(),
         records=all_raw_records(),
+        bandwidth=rules.memory_bandwidth.output,
     output:
         report(
             "results/provenance.json",
@@ -53,7 +54,7 @@ rule provenance:
     shell:
         "infbench provenance --config {params.config:q} --tables {input.tables} --locks {input.locks} "
         "--models {input.models} --prompts-meta {input.prompts} --servers {input.servers} "
-        "--records {input.records} --out {output} > {log} 2>&1"
+        "--records {input.records} --bandwidth {input.bandwidth} --out {output} > {log} 2>&1"
 
 
 # Render each table and the provenance as HTML, so the report shows them inline.

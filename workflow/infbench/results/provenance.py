@@ -124,6 +124,9 @@ class Provenance:
     software: SoftwareInfo
     times: Times
     schema: str = SCHEMA
+    # This machine's memory bandwidth as measured by the pipeline (infbench memory-bandwidth):
+    # the CPU decode bounds in details.md / summary.csv are computed from it.
+    memory_bandwidth: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -281,7 +284,8 @@ def _read_json(path: Path) -> dict:
 
 def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path], model_metas: list[Path],
             prompt_metas: list[Path], servers: list[Path], records: list[Path], repo: str | Path = ".",
-            hardware: HardwareInfo | None = None, now: datetime | None = None) -> Provenance:
+            hardware: HardwareInfo | None = None, now: datetime | None = None,
+            bandwidth: Path | None = None) -> Provenance:
     servers_by_engine: dict[str, dict[str, dict]] = {}
     for path in servers:
         server = _read_json(path)
@@ -330,6 +334,7 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
         times=Times(measurement_started_at=_iso(started), measurement_finished_at=_iso(finished),
                     bench_finished_at=finished_at[-1] if finished_at else None,
                     written_at=now.isoformat(timespec="seconds")),
+        memory_bandwidth=_read_json(Path(bandwidth)) if bandwidth else None,
     )
 
 
