@@ -1,0 +1,58 @@
+"""The decode speed bound set beside measured single-request tokens/s (results/bounds.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from infbench.results.bounds import bound_cells, bounds_for_run, decode_bound, mean_context
+
+ESTIMATE = {  # the fields of results/memory/{model}.json the bound reads
+    "dtype": "fp32", "kv_dtype": "fp32",
+    "weights_bytes": {"fp32": 4 * 10**8, "bf16": 2 * 10**8},
+    "kv_cache": {"bytes_per_token": {"fp32": 1000, "bf16": 500}},
+}
+
+
+def test_cpu_bound_uses_the_measured_bandwidth():
+    memory = {"device": "cpu", "gpus": []}
+    bound = decode_bound("transformers", "m", ESTIMATE, memory,
+                         {"bandwidth_bytes_s": 8e9, "load_1min": 3.5}, context_tokens=1000)
+    assert bound.bytes_per_token == 4 * 10**8 + 1000 * 1000
+    assert bound.tokens_s == pytest.approx(8e9 / (4 * 10**8 + 10**6))
+    assert "measured copy benchmark" in bound.bandwidth_source and "3.5" in bound.bandwidth_source
+    # vLLM logged that it computed in bf16: the bound reads bf16 weights and KV.
+    vllm = decode_bound("vllm", "m", ESTIMATE, {**memory, "engine_reported": {"dtype": "bfloat16"}},
+                        {"bandwidth_bytes_s": 8e9}, context_tokens=0)
+    assert vllm.dtype == "bf16" and vllm.bytes_per_token == 2 * 10**8
+    assert decode_bound("t", "m", ESTIMATE, memory, None, 10) is None  # not measured: no bound
+
+
+def test_gpu_bound_uses_the_catalogue_and_splits_over_ranks():
+    memory = {"device": "cuda", "gpus": [{"name": "NVIDIA H100 80GB HBM3"}, {"name": "NVIDIA H100 80GB HBM3"}]}
+    bound = decode_bound("vllm", "m", ESTIMATE, memory, None, context_tokens=0)
+    assert bound.tokens_s == pytest.approx(3.35e12 / (4 * 10**8 / 2))
+    assert "H100-80GB datasheet" in bound.bandwidth_source
+
+
+def test_cells_flag_a_figure_above_its_bound():
+    bound = decode_bound("t", "m", ESTIMATE, {"device": "cpu"}, {"bandwidth_bytes_s": 4e9}, 0)
+    assert bound.tokens_s == pytest.approx(10.0)
+    assert bound_cells(bound, 5.0) == ("10.0", "50%")
+    assert bound_cells(bound, 12.0) == ("10.0", "120% ⚠ over bound")
+    assert bound_cells(None, 5.0) == ("-", "-")
+
+
+def test_bounds_for_run_reads_the_pipeline_files(tmp_path):
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "m.json").write_text(json.dumps(ESTIMATE))
+    (tmp_path / "raw" / "t" / "m").mkdir(parents=True)
+    (tmp_path / "raw" / "t" / "m" / "memory.json").write_text(json.dumps({"device": "cpu"}))
+    (tmp_path / "hardware").mkdir()
+    (tmp_path / "hardware" / "bandwidth.json").write_text(json.dumps({"bandwidth_bytes_s": 4e9}))
+    records = [{"prompt_tokens": 100, "completion_tokens": 50}, {"prompt_tokens": 300, "completion_tokens": 0}]
+    assert mean_context(records) == 125  # failed or empty replies do not count
+    bound = bounds_for_run(tmp_path, "t", "m", records)
+    assert bound.context_tokens == 125 and bound.bytes_per_token == 4 * 10**8 + 125 * 1000
+    assert bounds_for_run(tmp_path, "other", "m", records) is None
