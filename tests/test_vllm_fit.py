@@ -95,6 +95,8 @@ def test_server_defaults_follow_the_gpu_and_the_version():
     assert vllm_rules.default_gpu_memory_utilization("0.33.0") == 0.92
     assert vllm_rules.default_gpu_memory_utilization("0.10.1") == 0.9
     assert not vllm_rules.profile_for("0.33.0").graphs_outside_budget
+    assert vllm_rules.default_sampler("0.33.0") == "flashinfer"
+    assert vllm_rules.default_sampler("0.11.0") == "native"
     # --gpu-mem keeps the GPU's identity when given with --gpu.
     assert vllm_rules.max_num_batched_tokens(custom_gpu(79, like=a100), "0.33.0", 4096) == 2048
     assert vllm_rules.max_num_batched_tokens(custom_gpu(79), "0.33.0", 4096) == 8192

@@ -86,9 +86,10 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vllm-version", default=PINNED_VERSION, metavar="V",
                    help="vLLM version whose start-up accounting to follow (default: the pinned "
                         "%(default)s; 0.6.5-0.7.x use the v0 engine's)")
-    p.add_argument("--sampler", choices=SAMPLERS, default="native",
+    p.add_argument("--sampler", choices=SAMPLERS,
                    help="sampler vLLM profiles: PyTorch top-k/top-p (native, the larger peak) or "
-                        "FlashInfer's (logged as 'Using FlashInfer for top-p & top-k sampling')")
+                        "FlashInfer's (logged as 'Using FlashInfer for top-p & top-k sampling'); "
+                        "default: the version's (FlashInfer since 0.32)")
     p.add_argument("--group-size", type=int, metavar="G",
                    help="GPTQ/AWQ group size (default: the config's quantization_config, else 128; "
                         "-1 = one group per column)")

@@ -328,7 +328,7 @@ def build_estimate(
     gpu_util: float | None = None,
     stored_dtype: str | None = None,
     vllm_version: str = vllm_rules.PINNED_VERSION,
-    sampler: str = "native",
+    sampler: str | None = None,
     group_size: int | None = None,
     cpu_bandwidth: tuple[float, str] | None = None,
 ) -> Estimate:
@@ -350,6 +350,8 @@ def build_estimate(
         raise EstimateError(f"gpu_memory_utilization must be in (0, 1], got {gpu_util}")
     if tp is not None and tp not in TP_SIZES:
         raise EstimateError(f"--tp must be one of {TP_SIZES}, got {tp}")
+    if sampler is None:  # the engine version's own default
+        sampler = vllm_rules.default_sampler(vllm_version)
     if sampler not in vllm_rules.SAMPLERS:
         raise EstimateError(f"--sampler must be one of {vllm_rules.SAMPLERS}, got {sampler!r}")
     profile = vllm_rules.profile_for(vllm_version)  # validates the version

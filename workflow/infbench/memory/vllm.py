@@ -126,6 +126,13 @@ def default_gpu_memory_utilization(version: str) -> float:
     return profile_for(version).default_gpu_util
 
 
+def default_sampler(version: str) -> str:
+    """vLLM 0.32 uses FlashInfer's top-k/top-p on CUDA by default (envs.py:
+    VLLM_USE_FLASHINFER_SAMPLER defaults to True, flashinfer is in requirements/cuda.txt); the
+    earlier default was not checked here, and the llm-d logs' peaks match the native path."""
+    return "flashinfer" if parse_version(version) >= (0, 32, 0) else "native"
+
+
 def max_num_seqs(gpu: GPU, version: str) -> int:
     """The OpenAI server's default max_num_seqs (vllm/engine/arg_utils.py)."""
     v = parse_version(version)
