@@ -56,3 +56,22 @@ def test_bounds_for_run_reads_the_pipeline_files(tmp_path):
     bound = bounds_for_run(tmp_path, "t", "m", records)
     assert bound.context_tokens == 125 and bound.bytes_per_token == 4 * 10**8 + 125 * 1000
     assert bounds_for_run(tmp_path, "other", "m", records) is None
+
+
+def test_with_bounds_adds_columns_to_single_scenarios_only(tmp_path):
+    import polars as pl
+
+    from infbench.results.bounds import with_bounds
+
+    (tmp_path / "memory").mkdir()
+    (tmp_path / "memory" / "m.json").write_text(json.dumps(ESTIMATE))
+    (tmp_path / "raw" / "t" / "m").mkdir(parents=True)
+    (tmp_path / "raw" / "t" / "m" / "memory.json").write_text(json.dumps({"device": "cpu"}))
+    (tmp_path / "hardware").mkdir()
+    (tmp_path / "hardware" / "bandwidth.json").write_text(json.dumps({"bandwidth_bytes_s": 4e9}))
+    df = pl.DataFrame({"engine": ["t", "t"], "model": ["m", "m"], "scenario": ["single", "load"],
+                       "tokens_per_s_mean": [5.0, 50.0], "prompt_tokens_mean": [0.0, 0.0],
+                       "completion_tokens_mean": [0.0, 0.0]})
+    out = with_bounds(df, tmp_path, {"single": "single", "load": "throughput"})
+    assert out["decode_bound_tokens_s"].to_list() == [pytest.approx(10.0), None]
+    assert out["pct_of_bound"].to_list() == [pytest.approx(50.0), None]

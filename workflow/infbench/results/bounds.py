@@ -110,8 +110,41 @@ def bound_cells(bound: DecodeBound | None, measured_tokens_s: float | None) -> t
     """Markdown cells: the bound, and the measured figure as % of it (flagged above 100%)."""
     if bound is None:
         return "-", "-"
-    pct = bound.percent(measured_tokens_s)
+    return f"{bound.tokens_s:.1f}", pct_cell(bound.percent(measured_tokens_s))
+
+
+def with_bounds(df: Any, results_dir: Path, scenario_kinds: dict[str, str]) -> Any:
+    """A summary DataFrame (one row per engine, model, scenario) with two more columns:
+    decode_bound_tokens_s and pct_of_bound, for single-request scenarios (null elsewhere)."""
+    import polars as pl
+
+    bounds, pcts = [], []
+    cpu = _read(results_dir / "hardware" / "bandwidth.json")
+    estimates: dict[str, dict[str, Any] | None] = {}
+    for row in df.iter_rows(named=True):
+        bound = None
+        if scenario_kinds.get(row["scenario"]) == "single":
+            model, engine = row["model"], row["engine"]
+            if model not in estimates:
+                estimates[model] = _read(results_dir / "memory" / f"{model}.json")
+            context = (row.get("prompt_tokens_mean") or 0.0) + (row.get("completion_tokens_mean") or 0.0) / 2
+            bound = decode_bound(engine, model, estimates[model],
+                                 _read(results_dir / "raw" / engine / model / "memory.json"), cpu, context)
+        bounds.append(None if bound is None else bound.tokens_s)
+        pcts.append(None if bound is None else bound.percent(row.get("tokens_per_s_mean")))
+    return df.with_columns(pl.Series("decode_bound_tokens_s", bounds, dtype=pl.Float64),
+                           pl.Series("pct_of_bound", pcts, dtype=pl.Float64))
+
+
+def pct_cell(pct: float | None) -> str:
+    """A % of bound cell: above 100% is impossible for a real decode, so it is flagged."""
     if pct is None:
-        return f"{bound.tokens_s:.1f}", "-"
-    flag = " ⚠ over bound" if pct > 100 else ""
-    return f"{bound.tokens_s:.1f}", f"{pct:.0f}%{flag}"
+        return "-"
+    return f"{pct:.0f}%" + (" ⚠ over bound" if pct > 100 else "")
+
+
+BOUND_NOTE = ("bound tok/s: single-request decode bound = memory bandwidth / (resident weights + KV cache of "
+              "the mean context: prompt + half the completion); CPU bandwidth measured by the pipeline "
+              "(results/hardware/bandwidth.json, also in provenance.json), GPU bandwidth from the datasheet. "
+              "tok/s counts the whole request (prefill too), so it sits below the bound; above 100% "
+              "(⚠) means the measurement or the bandwidth figure is wrong.")
