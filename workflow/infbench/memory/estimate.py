@@ -41,8 +41,7 @@ CUDA_CONTEXT_WHY = ("CUDA driver context + cuBLAS handles, ~0.3-0.6 GiB per GPU 
 # beside the context: "Graph capturing finished ..., took 0.50 GiB" (TP=1) and 0.65 GiB (TP=2)
 # in the vLLM 0.10.1.1 A100 logs of dennislee22/vLLM-benchmarking.
 CUDA_GRAPHS = int(0.65 * GIB)
-CUDA_GRAPHS_WHY = ("CUDA graph pool, captured after the KV pool exists: 0.50-0.65 GiB in "
-                   "published vLLM 0.10 logs; outside the budget, it needs (1 - u) headroom")
+CUDA_GRAPHS_WHY = "CUDA graph pool: 0.50-0.65 GiB in published vLLM 0.10 logs"
 
 
 @dataclass(frozen=True)
@@ -459,7 +458,8 @@ def overheads_for(facts: ModelFacts, shape: _Shape, gpu: GPU, tp: int) -> tuple[
     return (
         Overhead("cuda_context", CUDA_CONTEXT, CUDA_CONTEXT_WHY),
         Overhead("cuda_graphs", CUDA_GRAPHS, CUDA_GRAPHS_WHY + (
-            "" if profile.graphs_outside_budget else
+            "; captured after the KV pool exists, so outside the budget, in the (1 - u) headroom"
+            if profile.graphs_outside_budget else
             "; this version charges its estimate inside the budget (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1)")),
         Overhead("activation_peak", activation, (
             f"{peak_from} (max_num_batched_tokens={batched}, max_num_seqs={seqs}: vLLM "
