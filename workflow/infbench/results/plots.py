@@ -52,8 +52,9 @@ class PlotData:
         )
         return row[column].item() if row.height else None
 
-    def scenarios(self, kind: str) -> list[str]:
-        return [s for s, k in self.plan.scenarios.items() if k == kind]
+    def scenarios(self, flag: str) -> list[str]:
+        """The scenarios whose kind's class sets `flag` (measure.scenarios), in the config's order."""
+        return self.plan.scenarios_where(flag)
 
     def all_scenarios(self) -> list[str]:
         native = ["native-single"] if self.plan.native_engines else []
@@ -102,7 +103,7 @@ def _no_data(ax, text: str = "no measured scenario of this kind") -> None:
 
 
 def plot_tokens_per_s(data: PlotData, path: Path) -> None:
-    singles = data.scenarios("single")
+    singles = data.scenarios("in_speed_table")
     fig, axes = plt.subplots(1, max(len(singles), 1), figsize=(max(6, 1.6 * len(data.plan.models) + 4), 4.2),
                              squeeze=False)
     for ax, scenario in zip(axes[0], singles or [None]):
@@ -155,7 +156,7 @@ def _plot_cdf(data: PlotData, path: Path, attribute: str, scale: float, unit: st
 
 def plot_throughput(data: PlotData, path: Path) -> None:
     # Fixed-load scenarios; a sweep's steps are in details.md (one bar per rate would crowd this).
-    loads = data.scenarios("throughput") + data.scenarios("open_loop")
+    loads = data.scenarios("in_load_plot")
     rows = max(len(loads), 1)
     width = max(6, 1.2 * len(data.plan.engines) * len(data.plan.models) + 3)
     fig, axes = plt.subplots(rows, 2, figsize=(2 * width, 4.2 * rows), squeeze=False)
@@ -165,7 +166,7 @@ def plot_throughput(data: PlotData, path: Path) -> None:
             _no_data(axes[row][1])
             continue
         ran = [r for r in data.records if r.scenario == scenario]
-        if data.plan.scenarios[scenario] == "throughput":
+        if data.plan.scenario_class(scenario).loop == "closed":
             load = f"closed loop, concurrency {max((r.concurrency for r in ran), default=0)}"
         else:
             rates = sorted({r.rate for r in ran if getattr(r, "rate", None) is not None})

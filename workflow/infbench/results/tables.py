@@ -9,28 +9,15 @@ results/tables/summary.csv         the same figures, machine-readable
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
 
 from infbench.fileio import write_text_atomic
+from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import summarize
 from infbench.measure.records import read_records
-
-
-@dataclass(frozen=True)
-class MergePlan:
-    """What to merge, from the config: names, labels, and each scenario's kind."""
-
-    engines: dict[str, str]  # name -> column label
-    models: dict[str, str]  # name -> row label
-    scenarios: dict[str, str]  # name -> kind (single | throughput | open_loop | sweep)
-    native_engines: list[str] = field(default_factory=list)  # TGI: + native-single.jsonl
-
-    @classmethod
-    def from_json(cls, text: str) -> "MergePlan":
-        return cls(**json.loads(text))
 
 
 def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, list]:
@@ -39,15 +26,14 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
         for model in plan.models:
             run_dir = raw_dir / engine / model
             server_file = run_dir / "server.json"
-            servers[(engine, model)] = json.loads(server_file.read_text()) if server_file.exists() else {}
+            servers[(engine, model)] = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
             scenarios = [*plan.scenarios, *(["native-single"] if engine in plan.native_engines else [])]
             for scenario in scenarios:
                 records = read_records(run_dir / f"{scenario}.jsonl")
                 records_all.extend(records)
                 rows.append(asdict(summarize(records, engine, model, scenario)))
-                if plan.scenarios.get(scenario) == "sweep":  # and one row per step, named scenario@rate
-                    for rate in sorted({r.rate for r in records if r.rate is not None}):
-                        step = [r for r in records if r.rate == rate]
+                if scenario in plan.scenarios:  # and one row per step (a sweep's rates), named scenario@rate
+                    for rate, step in plan.scenario_class(scenario).steps(records):
                         rows.append(asdict(summarize(step, engine, model, f"{scenario}@{rate:g}")))
     return pl.DataFrame(rows, infer_schema_length=None), servers, records_all
 
@@ -120,7 +106,7 @@ def client_lag_warnings(df: pl.DataFrame) -> list[str]:
 
 
 def speed_table(df, plan: MergePlan, servers) -> str:
-    singles = [s for s, kind in plan.scenarios.items() if kind == "single"]
+    singles = plan.scenarios_where("in_speed_table")
     parts = ["# Generative inference speed", "",
              "Mean tokens/s of a single request (completion tokens / full round trip). Bigger is better.", ""]
     for scenario in singles:
@@ -131,7 +117,7 @@ def speed_table(df, plan: MergePlan, servers) -> str:
 
 
 def throughput_table(df, plan: MergePlan, servers) -> str:
-    loads = [s for s, kind in plan.scenarios.items() if kind == "throughput"]
+    loads = plan.scenarios_where("in_throughput_table")
     parts = ["# Generative inference throughput", "",
              "Completed requests per minute under a closed loop. Bigger is better.", ""]
     for scenario in loads:
