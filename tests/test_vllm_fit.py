@@ -249,3 +249,14 @@ def test_memory_table_sets_estimate_beside_logged_kv_capacity():
     md = render([est], [meas])
     assert "## KV cache capacity: estimate vs vLLM's start-up log" in md and "464,848" in md
     assert kv_capacity(est, {**meas, "engine_reported": None}) is None
+
+
+def test_memory_report_carries_what_vllm_logged():
+    from infbench.handoff import MemoryReport
+    from infbench.memory.vllmlog import parse_vllm_startup
+
+    logged = parse_vllm_startup(QWEN2_A100_LOG).to_dict()
+    report = MemoryReport(engine="vllm", model="qwen2-7b", device="cuda", engine_reported=logged)
+    again = MemoryReport.from_dict(json.loads(json.dumps(report.to_dict())))
+    assert again.engine_reported["kv_tokens"] == 464848
+    assert MemoryReport.from_dict({"engine": "t", "model": "m", "device": "cpu"}).engine_reported is None
