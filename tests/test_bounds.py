@@ -75,3 +75,32 @@ def test_with_bounds_adds_columns_to_single_scenarios_only(tmp_path):
     out = with_bounds(df, tmp_path, {"single": "single", "load": "throughput"})
     assert out["decode_bound_tokens_s"].to_list() == [pytest.approx(10.0), None]
     assert out["pct_of_bound"].to_list() == [pytest.approx(50.0), None]
+
+
+def test_details_and_csv_show_bound_and_flag_over_100(tmp_path):
+    """The merge sets each single-request tok/s beside its bound; a bundle still verifies."""
+    from fake_run import build_run, fake_config
+
+    from infbench.fileio import write_json_atomic
+    from infbench.results.bundle import make_bundle, verify_bundle
+    from infbench.results.redact import Redactor
+    from infbench.results.tables import merge
+
+    run = build_run(tmp_path)
+    results = tmp_path / "results"
+    write_json_atomic(results / "memory" / "tiny.json", ESTIMATE)
+    # A bound of 25 tok/s at the fake run's context (prompt ~21 + half of 8 completion tokens):
+    # alpha's single run (20 tok/s) sits under it, beta's (30 tok/s) above.
+    context = 21 + 8 / 2
+    write_json_atomic(results / "hardware" / "bandwidth.json",
+                      {"bandwidth_bytes_s": 25 * (4 * 10**8 + 1000 * context), "load_1min": 1.0})
+    merge(results / "raw", results / "tables", run["plan"])
+    details = (results / "tables" / "details.md").read_text()
+    assert "| bound tok/s | % of bound |" in details
+    assert "⚠ over bound" in details and "WARNING: beta/tiny/single" in details
+    assert "WARNING: alpha" not in details
+    header = (results / "tables" / "summary.csv").read_text().splitlines()[0]
+    assert "decode_bound_tokens_s" in header and "pct_of_bound" in header
+    made = make_bundle(tmp_path, results / "bundles", Redactor.from_sources(fake_config()))
+    checked = verify_bundle(made.path)
+    assert checked.ok, checked.problems

@@ -132,8 +132,35 @@ def with_bounds(df: Any, results_dir: Path, scenario_kinds: dict[str, str]) -> A
                                  _read(results_dir / "raw" / engine / model / "memory.json"), cpu, context)
         bounds.append(None if bound is None else bound.tokens_s)
         pcts.append(None if bound is None else bound.percent(row.get("tokens_per_s_mean")))
+    if all(b is None for b in bounds):  # nothing measured to bound with: the tables stay as they were
+        return df
     return df.with_columns(pl.Series("decode_bound_tokens_s", bounds, dtype=pl.Float64),
                            pl.Series("pct_of_bound", pcts, dtype=pl.Float64))
+
+
+BOUND_COLUMNS = [("decode_bound_tokens_s", "bound tok/s", 2), ("pct_of_bound", "% of bound", "pct")]
+
+
+def detail_columns(columns: list[tuple], present: list[str]) -> list[tuple]:
+    """details.md's columns with the bound columns after tok/s sd, when the frame has them."""
+    if "decode_bound_tokens_s" not in present:
+        return list(columns)
+    keys = [key for key, _, _ in columns]
+    at = keys.index("tokens_per_s_sd") + 1 if "tokens_per_s_sd" in keys else len(columns)
+    return list(columns[:at]) + BOUND_COLUMNS + list(columns[at:])
+
+
+def bound_notes(df: Any) -> list[str]:
+    """The note under details.md's table, and a warning per figure above its bound."""
+    if "pct_of_bound" not in df.columns:
+        return []
+    lines = ["", BOUND_NOTE]
+    for row in df.iter_rows(named=True):
+        pct = row.get("pct_of_bound")
+        if pct is not None and pct > 100:
+            lines.append(f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: {row['tokens_per_s_mean']:.2f} "
+                         f"tok/s is {pct:.0f}% of its decode bound ({row['decode_bound_tokens_s']:.2f} tok/s)")
+    return lines
 
 
 def pct_cell(pct: float | None) -> str:

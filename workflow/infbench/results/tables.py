@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from infbench.results import bounds
 from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, request_metrics, scenario_summaries, summarize_runs
@@ -225,11 +226,14 @@ def output_length_check(requests: pl.DataFrame) -> list[str]:
 
 
 def details_table(df, requests: pl.DataFrame) -> str:
+    columns = bounds.detail_columns(DETAIL_COLUMNS, df.columns)  # + decode bound columns when measured
     lines = ["# Details", "", "Per (engine, model, scenario). TTFT: first content token; TPOT: (latency - TTFT) / "
              "(completion tokens - 1); percentiles over successful requests.", "",
-             " | ".join(label for _, label, _ in DETAIL_COLUMNS), " | ".join("---" for _ in DETAIL_COLUMNS)]
+             " | ".join(label for _, label, _ in columns), " | ".join("---" for _ in columns)]
     for row in df.iter_rows(named=True):
-        lines.append(" | ".join(_detail_cell(row[key], digits) for key, _, digits in DETAIL_COLUMNS))
+        lines.append(" | ".join(bounds.pct_cell(row[key]) if digits == "pct" else _detail_cell(row[key], digits)
+                                for key, _, digits in columns))
+    lines += bounds.bound_notes(df)
     counted = (requests.filter(pl.col("tokens_counted_by").ne_missing("usage"))
                .select("record_engine", "tokens_counted_by").unique().sort("record_engine", "tokens_counted_by").rows())
     if counted:
@@ -284,6 +288,7 @@ def sweep_lines(df: pl.DataFrame) -> list[str]:
 
 def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
     df, servers, requests = load_summaries(raw_dir, plan)
+    df = bounds.with_bounds(df, raw_dir.parent, plan.scenarios)  # decode bound beside single-request tok/s
     tables_dir.mkdir(parents=True, exist_ok=True)
     # Build every table first, then write: a failure never leaves a mix of old and new tables.
     outputs = {
