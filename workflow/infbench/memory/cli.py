@@ -110,7 +110,7 @@ def run_estimate(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from infbench.memory.estimate import estimate, render_text
+    from infbench.memory.estimate import build_estimate, model_facts, render_text
     from infbench.memory.gpus import custom_gpu, find_gpu
 
     gpus = None
@@ -122,10 +122,11 @@ def _estimate(args: argparse.Namespace) -> int:
         gpus = [custom_gpu(gib, like, args.bandwidth)]
     elif like is not None:
         gpus = [like]
-    est = estimate(args.model, dtype=args.dtype, kv_dtype=args.kv_dtype, context=args.context,
-                   batch=args.batch, gpus=gpus, tp=args.tp, gpu_util=args.gpu_util,
-                   vllm_version=args.vllm_version, sampler=args.sampler, group_size=args.group_size,
-                   cpu_bandwidth=_cpu_bandwidth(args.cpu_bandwidth))
+    facts = model_facts(args.model)  # a bad MODEL fails here, before any measuring
+    est = build_estimate(facts, dtype=args.dtype, kv_dtype=args.kv_dtype, context=args.context,
+                         batch=args.batch, gpus=gpus, tp=args.tp, gpu_util=args.gpu_util,
+                         vllm_version=args.vllm_version, sampler=args.sampler, group_size=args.group_size,
+                         cpu_bandwidth=_cpu_bandwidth(args.cpu_bandwidth))
     print(est.to_json_text() if args.json else render_text(est))
     return 0
 
