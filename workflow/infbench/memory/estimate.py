@@ -659,7 +659,7 @@ def render_text(est: Estimate) -> str:
     if est.cpu_bound is not None:
         c = est.cpu_bound
         lines.append(f"Local CPU: {c.bandwidth_bytes_s / GB:.1f} GB/s ({c.bandwidth_source}) / "
-                     f"{fmt_bytes(c.bytes_per_token)} per token = {c.tokens_s:,.1f} tok/s at most")
+                     f"{fmt_bytes(c.bytes_per_token)} per token = {c.tokens_s:.3g} tok/s at most")
     for note in est.notes:
         lines.append(f"Note: {note}")
     return "\n".join(lines)
