@@ -80,6 +80,8 @@ def test_tables_have_models_as_rows_and_engines_as_columns(finished_run):
         assert "vllm.entrypoints.openai.api_server" in table and "vLLM 0.32.0" in table
     details = (workdir / "results/tables/details.md").read_text()
     assert "TTFT p99 ms" in details and details.count("smollm2-135m") >= 6
+    # Each single-request tok/s beside its decode bound (this machine's bandwidth, measured by the run).
+    assert "| bound tok/s | % of bound |" in details
     csv = (workdir / "results/tables/summary.csv").read_text()
     assert csv.splitlines()[0].startswith("engine,model,scenario")
 
@@ -98,6 +100,11 @@ def test_memory_was_sampled_and_no_server_is_left(finished_run):
     workdir, _, _ = finished_run
     memory = json.loads((workdir / "results/raw/transformers/smollm2-135m/memory.json").read_text())
     assert memory["rss_idle_bytes"] > 100e6 and memory["rss_peak_bytes"] >= memory["rss_idle_bytes"]
+    # vLLM-CPU logs its KV cache at start-up; the memory table sets the estimate beside it.
+    vllm = json.loads((workdir / "results/raw/vllm/smollm2-135m/memory.json").read_text())
+    assert vllm["engine_reported"]["kv_tokens"] > 0
+    assert "## KV cache capacity: estimate vs vLLM's start-up log" in (
+        workdir / "results/tables/memory.md").read_text()
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(workdir) in " ".join(p.info["cmdline"] or [])]
     assert not leftovers, [p.info["cmdline"] for p in leftovers]
 
