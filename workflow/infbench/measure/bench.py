@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -93,8 +93,8 @@ def load_shape(scenario: Scenario, count: int) -> LoadShape:
 
 def run_bench(paths: BenchPaths) -> None:
     _terminate_on_sigterm()
-    engine = read_engine_spec(paths.engine_spec)
     model = read_model_spec(paths.model_spec)
+    engine = forced_output_length(read_engine_spec(paths.engine_spec), model)
     prompts = read_sample(paths.prompts)
     adapter = adapter_for(engine.kind)
     paths.out_dir.mkdir(parents=True, exist_ok=True)
@@ -142,7 +142,17 @@ def run_bench(paths: BenchPaths) -> None:
             "version": version, "startup_s": round(startup_s, 3), "status": "ok", "reason": None,
             "sampling": vars(engine.sampling), "fixed_length_control": plan.fixed_length_control,
             "notes": plan.notes, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "weights": model.weights,
         })
+
+
+def forced_output_length(engine: EngineSpec, model: ModelSpec) -> EngineSpec:
+    """Random weights never stop at EOS meaningfully: their runs always generate max_tokens."""
+    if model.weights != "random" or engine.sampling.output_length == "fixed":
+        return engine
+    log.info("model %s has random weights: output_length forced to fixed (%d tokens)", model.name,
+             engine.sampling.max_tokens)
+    return replace(engine, sampling=replace(engine.sampling, output_length="fixed"))
 
 
 def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reason: str) -> None:
