@@ -89,7 +89,7 @@ class ExistingEnvError(RuntimeError):
 def probe_python(python: str, modules: list[str]) -> dict:
     """Ask the interpreter which of modules it lacks and where its console scripts live."""
     if not Path(python).is_file():
-        raise ExistingEnvError(f"interpreter {python} does not exist")
+        raise ExistingEnvError(f"interpreter {python} does not exist" + ("" if "/" in python else " (not on PATH)"))
     try:
         result = subprocess.run([python, "-c", _PROBE, *modules], capture_output=True, text=True, timeout=120)
     except OSError as err:
@@ -99,9 +99,17 @@ def probe_python(python: str, modules: list[str]) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def interpreter_path(python: str) -> str:
+    """An absolute path; a bare name (python3) is looked up on PATH, as a shell would."""
+    if "/" not in python:
+        return shutil.which(python) or python
+    return str(Path(python).expanduser().absolute())
+
+
 def check_existing_env(engine_name: str, kind: str, python: str) -> dict:
     """Stop with the engine's name and what is missing, before anything runs."""
     modules = ENGINE_MODULES.get(kind, [])
+    python = interpreter_path(python)
     try:
         probe = probe_python(python, modules)
     except ExistingEnvError as err:
@@ -140,6 +148,7 @@ def link_existing_env(name: str, engine_name: str, kind: str, python: str, venv:
     """Check the interpreter, write its freeze as the lock, and make .venvs/NAME/bin/ point at it:
     bin/python runs the interpreter, and every console script of its scripts folder is linked, so
     the engine adapters find `transformers` or `python` exactly as in a venv the pipeline built."""
+    python = interpreter_path(python)
     probe = check_existing_env(engine_name, kind, python)
     frozen = freeze(python)
     header = (f"# infbench: existing interpreter {python} (Python {probe['version']}), "
@@ -149,7 +158,7 @@ def link_existing_env(name: str, engine_name: str, kind: str, python: str, venv:
     bin_dir = venv / "bin"
     bin_dir.mkdir(parents=True)
     scripts = Path(probe["scripts"])
-    interpreter = shlex.quote(str(Path(python).absolute()))
+    interpreter = shlex.quote(python)
     names = {"python", "python3"}
     if scripts.is_dir():
         for script in sorted(scripts.iterdir()):
