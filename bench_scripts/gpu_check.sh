@@ -129,7 +129,7 @@ MODELS="$(json "$PREPARED/models.json" "' '.join(d)")"
 for model in $MODELS; do
   step "model $model"
   read -r source dtype seed serve_dtype context architecture < <(json "$PREPARED/models.json" \
-    "' '.join(str(d['$model'][k] or '') for k in ('source', 'dtype', 'seed', 'serve_dtype', 'max_model_len', 'architecture'))")
+    "' '.join('-' if d['$model'][k] is None else str(d['$model'][k]) for k in ('source', 'dtype', 'seed', 'serve_dtype', 'max_model_len', 'architecture'))")
   meta="$OUT/models/$model.json"
   if [[ -d "resources/models/$model" && -f "$meta" ]] && "$PY" -c "import json,sys; m=json.load(open(sys.argv[1])); sys.exit(m['source']!=sys.argv[2] or m['dtype']!=sys.argv[3])" "$meta" "$source" "$dtype"; then
     echo "already built (resources/models/$model, $source, $dtype): reused"
@@ -137,7 +137,7 @@ for model in $MODELS; do
     "$PY" -m infbench.pipeline.models --name "$model" --source "$source" --dtype "$dtype" --seed "$seed" \
       --out "resources/models/$model" --meta "$meta" 2>&1 | tail -3
   fi
-  if [[ -n "$architecture" ]]; then
+  if [[ "$architecture" != "-" ]]; then
     "$PY" -m infbench.memory.cli memory-estimate --config "$architecture" --name "$model" --dtype "$serve_dtype" \
       --context "$context" --out "$OUT/memory/$model.json" > "$OUT/logs/estimate-$model.log" 2>&1 \
       || echo "estimate failed: see $OUT/logs/estimate-$model.log"

@@ -30,7 +30,7 @@ def model(tmp_path) -> ModelSpec:
 def test_transformers_sends_an_explicit_generation_config(model, tmp_path):
     plan = TransformersAdapter().plan(engine(output_length="fixed"), model, tmp_path / "venv", "127.0.0.1", 8000)
     assert plan.command[:3] == [str(tmp_path / "venv/bin/transformers"), "serve", model.path]
-    assert plan.command[plan.command.index("--device") + 1] == "cuda"
+    assert plan.command[plan.command.index("--device") + 1] == "auto"  # 2 GPUs: layers split over both
     assert plan.command[plan.command.index("--host") + 1] == "127.0.0.1"
     generation = json.loads(plan.extra_body["generation_config"])
     # Greedy, the model's repetition_penalty (1.3) overridden, EOS kept, fixed length enforced.

@@ -8,7 +8,6 @@ A requirements file may carry directives for what pip cannot express, e.g.
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import subprocess
@@ -73,10 +72,10 @@ ENGINE_MODULES = {
 }
 
 _PROBE = """
-import importlib.util, json, sys, sysconfig
+import importlib.metadata, importlib.util, json, sys
 print(json.dumps({
     "missing": [m for m in sys.argv[1:] if importlib.util.find_spec(m) is None],
-    "scripts": sysconfig.get_path("scripts"),
+    "console_scripts": {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")},
     "version": sys.version.split()[0],
 }))
 """
@@ -146,8 +145,8 @@ def freeze(python: str) -> str:
 def link_existing_env(name: str, engine_name: str, kind: str, python: str, venv: Path, lock: Path,
                       marker: Path) -> None:
     """Check the interpreter, write its freeze as the lock, and make .venvs/NAME/bin/ point at it:
-    bin/python runs the interpreter, and every console script of its scripts folder is linked, so
-    the engine adapters find `transformers` or `python` exactly as in a venv the pipeline built."""
+    bin/python runs the interpreter and bin/NAME each console script it has, so the engine adapters
+    find `transformers` or `python` exactly as in a venv the pipeline built."""
     python = interpreter_path(python)
     probe = check_existing_env(engine_name, kind, python)
     frozen = freeze(python)
@@ -157,20 +156,23 @@ def link_existing_env(name: str, engine_name: str, kind: str, python: str, venv:
         shutil.rmtree(venv)
     bin_dir = venv / "bin"
     bin_dir.mkdir(parents=True)
-    scripts = Path(probe["scripts"])
     interpreter = shlex.quote(python)
-    names = {"python", "python3"}
-    if scripts.is_dir():
-        for script in sorted(scripts.iterdir()):
-            if script.name.startswith("python"):
-                names.add(script.name)
-            elif script.is_file() and os.access(script, os.X_OK):
-                (bin_dir / script.name).symlink_to(script)
-    for name_ in sorted(names):
-        # Wrappers, not symlinks: a symlinked interpreter would lose a venv's site-packages.
-        wrapper = bin_dir / name_
-        wrapper.write_text(f"#!/bin/sh\nexec {interpreter} \"$@\"\n")
-        wrapper.chmod(0o755)
+    # Wrappers, not symlinks: a symlinked interpreter would lose a venv's site-packages, and a
+    # package's console scripts may live outside the interpreter's own bin/ (system site packages,
+    # containers), so each is started through its entry point, as pip's own scripts do.
+    for name_ in ("python", "python3"):
+        _write_wrapper(bin_dir / name_, f"exec {interpreter} \"$@\"")
+    for script, target in sorted(probe["console_scripts"].items()):
+        if "/" in script or script.startswith(".") or script in ("python", "python3"):
+            continue
+        code = (f"import sys; from importlib.metadata import EntryPoint; sys.argv[0] = {script!r}; "
+                f"sys.exit(EntryPoint({script!r}, {target!r}, 'console_scripts').load()())")
+        _write_wrapper(bin_dir / script, f"exec {interpreter} -c {shlex.quote(code)} \"$@\"")
     write_text_atomic(lock, header + frozen)
     marker.write_text(f"existing interpreter {python}, not built by the pipeline\n")
     print(f"env {name}: existing interpreter {python} (Python {probe['version']}), lock {lock}", file=sys.stderr)
+
+
+def _write_wrapper(path: Path, line: str) -> None:
+    path.write_text(f"#!/bin/sh\n{line}\n")
+    path.chmod(0o755)

@@ -116,7 +116,7 @@ def write_random_safetensors(path: Path, tensors: list[PlannedTensor], dtype: st
                     chunk = chunk.to(torch_dtype)
                 else:
                     chunk = (torch.ones if tensor.init == "ones" else torch.zeros)(count, dtype=torch_dtype)
-                out.write(chunk.view(torch.uint8).numpy().tobytes())
+                out.write(chunk.view(torch.uint8).numpy())  # the buffer itself: no copy
                 remaining -= count
                 del chunk
     return path.stat().st_size
