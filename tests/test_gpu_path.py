@@ -456,3 +456,44 @@ def test_gpu_check_flow_runs_on_the_cpu(tmp_path):
     assert merged.returncode == 0, merged.stderr[-3000:]
     assert "vicuna-7b-v1.3 (random weights)" in (out / "tables/inference_speed.md").read_text()
     assert "vicuna-7b-v1.3" in (out / "tables/memory.md").read_text()
+
+
+def test_summary_prints_key_figures_and_estimate_against_nvml(tmp_path):
+    """What gpu_check.sh prints from its output folder: per-scenario figures, and the estimate beside
+    the NVML-measured memory with the error in % (figures made up here: no GPU exists)."""
+    from infbench.memory.cli import main as memory_main
+    from infbench.measure.records import RequestRecord, write_records
+
+    out = tmp_path / "out"
+    raw = out / "raw" / "transformers" / "tiny"
+    (out / "memory").mkdir(parents=True)
+    assert memory_main(["memory-estimate", "--config", str(TINY), "--name", "tiny", "--dtype", "bfloat16",
+                        "--context", "512", "--out", str(out / "memory" / "tiny.json")]) == 0
+    records = [RequestRecord(request_id=f"single-{i}", prompt_id=str(i), engine="transformers", model="tiny",
+                             scenario="single", concurrency=1, send_time=1000.0 + i, ttft_s=0.05, latency_s=0.5,
+                             prompt_tokens=20, completion_tokens=64, status=200, max_tokens=64,
+                             output_length="fixed") for i in range(4)]
+    write_records(raw / "single.jsonl", records)
+    (raw / "server.json").write_text(json.dumps({
+        "status": "ok", "reason": None, "version": "5.17.0", "device": "cuda", "gpu_ids": ["0"], "startup_s": 12.5,
+        "sampling": {"output_length": "fixed"}, "weights": "random"}))
+    estimate = json.loads((out / "memory" / "tiny.json").read_text())
+    weights = int(estimate["weights_bytes"][estimate["dtype"]])
+    used = weights + 600 * 2**20
+    (raw / "memory.json").write_text(json.dumps({
+        "engine": "transformers", "model": "tiny", "device": "cuda", "kind": "transformers", "status": "ok",
+        "samples": 10, "interval_s": 0.25, "rss_idle_bytes": 2**30, "rss_peak_bytes": 2**30,
+        "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "total_bytes": 80 * 2**30,
+                  "used_idle_bytes": used, "used_peak_bytes": used + 2**28}]}))
+    (out / "merge_plan.json").write_text(json.dumps({"engines": {"transformers": "Transformers"},
+                                                     "models": {"tiny": "tiny (random weights)"},
+                                                     "scenarios": {"single": "single"}, "native_engines": []}))
+    result = subprocess.run([sys.executable, str(REPO / "bench_scripts" / "gpu_check_summary.py"), str(out)],
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=WORKFLOW))
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    assert "transformers / tiny (random weights): ok, version 5.17.0, device cuda (GPUs 0)" in text
+    assert re.search(r"single\s+n=4 errors=0 c=1\s+tokens/s 128\.0 .*TTFT p50 50\.0 ms.*completion tokens 64\.0", text)
+    line = next(line for line in text.splitlines() if "[NVML GPU0 NVIDIA H100 80GB HBM3]" in line)
+    assert re.search(r"idle: estimate \d+\.\d\d, measured \d+\.\d\d, error [+-]\d+\.\d%", line)
+    assert (out / "summary.txt").read_text() == text
