@@ -19,7 +19,6 @@ directory already on the box instead.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys

@@ -497,3 +497,9 @@ def test_summary_prints_key_figures_and_estimate_against_nvml(tmp_path):
     line = next(line for line in text.splitlines() if "[NVML GPU0 NVIDIA H100 80GB HBM3]" in line)
     assert re.search(r"idle: estimate \d+\.\d\d, measured \d+\.\d\d, error [+-]\d+\.\d%", line)
     assert (out / "summary.txt").read_text() == text
+
+
+def test_gpu_check_without_prepared_files_says_what_to_run(tmp_path):
+    result = subprocess.run([str(REPO / "bench_scripts" / "gpu_check.sh"), "--check-dir", str(tmp_path / "none")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "run python bench_scripts/gpu_check_prepare.py first" in result.stderr
