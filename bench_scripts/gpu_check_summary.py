@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
-from infbench.measure.metrics import summarize  # noqa: E402
-from infbench.measure.records import read_records  # noqa: E402
+from infbench.measure.recordmath import percentile, tokens_per_second  # noqa: E402
+from infbench.measure.records import RequestRecord, read_records  # noqa: E402
 from infbench.memory.table import compare  # noqa: E402
 
 GIB = 2**30
@@ -35,6 +35,31 @@ def _gib(value: int | None) -> str:
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.1f}%"
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def key_figures(records: list[RequestRecord]) -> dict[str, float | int | None]:
+    """The tables' headline figures with README's definitions (metrics.py computes them with polars
+    for the tables; this box may not have it): tokens/s of a request = completion tokens / latency,
+    requests/min over first send to last end, TPOT = (latency - TTFT) / (completion tokens - 1)."""
+    ok = [r for r in records if r.ok]
+    wall = (max(r.send_time + r.latency_s for r in ok) - min(r.send_time for r in ok)) if ok else 0.0
+    tpots = [(r.latency_s - r.ttft_s) / (r.completion_tokens - 1) for r in ok
+             if r.ttft_s is not None and (r.completion_tokens or 0) >= 2]
+    return {
+        "n": len(records), "errors": len(records) - len(ok),
+        "concurrency": max((r.concurrency for r in records), default=0),
+        "tokens_per_s": _mean([t for t in map(tokens_per_second, ok) if t is not None]),
+        "requests_per_min": len(ok) / wall * 60 if wall > 0 else None,
+        "output_tokens_per_s": sum(r.completion_tokens or 0 for r in ok) / wall if wall > 0 else None,
+        "ttft_p50_s": percentile([r.ttft_s for r in ok if r.ttft_s is not None], 50),
+        "tpot_p50_s": percentile(tpots, 50),
+        "completion_tokens": _mean([r.completion_tokens for r in ok if r.completion_tokens is not None]),
+        "prompt_tokens": _mean([r.prompt_tokens for r in ok if r.prompt_tokens is not None]),
+    }
 
 
 def summary_lines(out: Path) -> list[str]:
@@ -58,12 +83,12 @@ def summary_lines(out: Path) -> list[str]:
                 path = folder / f"{scenario}.jsonl"
                 if not path.exists():
                     continue
-                s = summarize(read_records(path), engine, model, scenario)
+                f = key_figures(read_records(path))
                 lines.append(
-                    f"  {scenario:<11} n={s.n} errors={s.errors} c={s.concurrency}  tokens/s {_num(s.tokens_per_s_mean)}"
-                    f"  req/min {_num(s.requests_per_min)}  out tok/s {_num(s.output_tokens_per_s)}"
-                    f"  TTFT p50 {_num(s.ttft_p50_s, 1e3)} ms  TPOT p50 {_num(s.tpot_p50_s, 1e3, 2)} ms"
-                    f"  completion tokens {_num(s.completion_tokens_mean)}  prompt tokens {_num(s.prompt_tokens_mean)}")
+                    f"  {scenario:<11} n={f['n']} errors={f['errors']} c={f['concurrency']}  tokens/s {_num(f['tokens_per_s'])}"
+                    f"  req/min {_num(f['requests_per_min'])}  out tok/s {_num(f['output_tokens_per_s'])}"
+                    f"  TTFT p50 {_num(f['ttft_p50_s'], 1e3)} ms  TPOT p50 {_num(f['tpot_p50_s'], 1e3, 2)} ms"
+                    f"  completion tokens {_num(f['completion_tokens'])}  prompt tokens {_num(f['prompt_tokens'])}")
     lines += ["", "memory: estimate vs measured (GiB; error = (estimate - measured) / measured)"]
     for engine in plan["engines"]:
         for model, label in plan["models"].items():

@@ -169,9 +169,9 @@ def test_random_models_are_marked_and_forced_to_fixed_lengths():
 
 
 def test_gpu_smoke_config_is_valid_and_fits_one_gpu():
-    from infbench.pipeline.config import load_config
+    import yaml
 
-    config = load_config(REPO / "config" / "gpu-smoke.yaml")
+    config = validate_config(yaml.safe_load((REPO / "config" / "gpu-smoke.yaml").read_text()))
     assert config["device"] == "cuda" and all(m["gpus"] == 1 for m in config["models"].values())
     assert model_spec(config, "vicuna-7b-v1.3").weights == "random"
     assert set(config["scenarios"]) == {"single", "throughput"}
@@ -503,3 +503,26 @@ def test_gpu_check_without_prepared_files_says_what_to_run(tmp_path):
     result = subprocess.run([str(REPO / "bench_scripts" / "gpu_check.sh"), "--check-dir", str(tmp_path / "none")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "run python bench_scripts/gpu_check_prepare.py first" in result.stderr
+
+
+def test_summary_figures_match_the_tables_metrics():
+    """The box's polars-free key figures are the merge's figures (metrics.summarize, polars)."""
+    import importlib.util
+
+    from infbench.measure.metrics import summarize
+    from infbench.measure.records import RequestRecord
+
+    spec = importlib.util.spec_from_file_location("summary", REPO / "bench_scripts" / "gpu_check_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    records = [RequestRecord(request_id=str(i), prompt_id=str(i), engine="e", model="m", scenario="t", concurrency=4,
+                             send_time=100.0 + 0.3 * i, ttft_s=0.1 + 0.01 * i, latency_s=1.0 + 0.1 * i,
+                             prompt_tokens=30 + i, completion_tokens=40 + i, status=200) for i in range(9)]
+    records.append(RequestRecord(request_id="x", prompt_id="x", engine="e", model="m", scenario="t", concurrency=4,
+                                 send_time=101.0, error="timeout"))
+    figures, s = summary.key_figures(records), summarize(records, "e", "m", "t")
+    assert (figures["n"], figures["errors"], figures["concurrency"]) == (s.n, s.errors, s.concurrency) == (10, 1, 4)
+    for key, expected in [("tokens_per_s", s.tokens_per_s_mean), ("requests_per_min", s.requests_per_min),
+                          ("output_tokens_per_s", s.output_tokens_per_s), ("ttft_p50_s", s.ttft_p50_s),
+                          ("tpot_p50_s", s.tpot_p50_s), ("completion_tokens", s.completion_tokens_mean)]:
+        assert figures[key] == pytest.approx(expected, rel=1e-9), key

@@ -6,6 +6,7 @@ Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import jsonschema
 import yaml  # noqa: F401
