@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import types
@@ -434,24 +435,28 @@ def test_gpu_check_flow_runs_on_the_cpu(tmp_path):
         (REPO / "config" / "gpu-smoke.yaml").read_text()
         .replace("source: random:config/models/vicuna-7b-v1.3.json", f"source: random:{TINY}")
         .replace("max_tokens: 64", "max_tokens: 8").replace("requests: 16", "requests: 4"))
+    # A copy of the repository: the check builds resources/models/ and .venvs/ where it runs.
+    repo = copy_workflow(tmp_path / "repo")
+    shutil.copytree(REPO / "bench_scripts", repo / "bench_scripts")
     check = tmp_path / "gpu_check"
-    prepare = [sys.executable, str(REPO / "bench_scripts" / "gpu_check_prepare.py"), "--config", str(config),
+    prepare = [sys.executable, str(repo / "bench_scripts" / "gpu_check_prepare.py"), "--config", str(config),
                "--out", str(check), "--device", "cpu", "--models", "vicuna-7b-v1.3", "--n", "2",
                "--python-version", f"{sys.version_info.major}.{sys.version_info.minor}"]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"INFBENCH_GPU_LOCK_DIR": str(tmp_path / "locks")}
-    result = subprocess.run(prepare, capture_output=True, text=True, cwd=REPO, env=env)
+    result = subprocess.run(prepare, capture_output=True, text=True, cwd=repo, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "out"
-    result = subprocess.run([str(REPO / "bench_scripts" / "gpu_check.sh"), "--python", str(box / "bin" / "python"),
+    result = subprocess.run([str(repo / "bench_scripts" / "gpu_check.sh"), "--python", str(box / "bin" / "python"),
                              "--device", "cpu", "--check-dir", str(check), "--out", str(out), "--budget-s", "900"],
-                            capture_output=True, text=True, cwd=REPO, env=env)
+                            capture_output=True, text=True, cwd=tmp_path, env=env)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "carried:" in result.stdout and "memory: estimate vs measured" in result.stdout
     assert re.search(r"single\s+n=2 errors=0 .*completion tokens 8\.0", result.stdout)
     server = json.loads((out / "raw/transformers/vicuna-7b-v1.3/server.json").read_text())
     assert server["status"] == "ok" and server["sampling"]["output_length"] == "fixed" and server["weights"] == "random"
     assert "not built by the pipeline" in (out / "envs/system-python.lock").read_text().splitlines()[0]
-    merged = subprocess.run([str(REPO / "bench_scripts" / "gpu_check_merge.sh"), str(out)], capture_output=True,
+    assert (repo / "resources" / "models" / "vicuna-7b-v1.3" / "model.safetensors").is_file()
+    merged = subprocess.run([str(repo / "bench_scripts" / "gpu_check_merge.sh"), str(out)], capture_output=True,
                             text=True, cwd=tmp_path, env=env)
     assert merged.returncode == 0, merged.stderr[-3000:]
     assert "vicuna-7b-v1.3 (random weights)" in (out / "tables/inference_speed.md").read_text()
