@@ -31,6 +31,17 @@ def _cmd_build_env(args) -> int:
     return 0
 
 
+def _cmd_existing_env(args) -> int:
+    from infbench.pipeline.envbuild import ExistingEnvError, link_existing_env
+
+    try:
+        link_existing_env(args.name, args.engine, args.kind, args.python, args.venv, args.lock, args.marker)
+    except ExistingEnvError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from infbench.measure.bench import BenchPaths, run_bench
     from infbench.engines.server import ServerError
@@ -187,6 +198,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--marker", type=Path, required=True)
     p.add_argument("--log", type=Path, required=True)
     p.set_defaults(func=_cmd_build_env)
+
+    p = sub.add_parser("existing-env", help="use an existing interpreter as an engine env: check it, write its "
+                       "pip freeze as the lock, link it under .venvs/NAME (nothing is installed)")
+    p.add_argument("--name", required=True, help="the env's name (.venvs/NAME, results/envs/NAME.lock)")
+    p.add_argument("--engine", required=True, help="the engine using it (named in errors)")
+    p.add_argument("--kind", required=True, help="the engine's kind: which packages must be there")
+    p.add_argument("--python", required=True, help="the interpreter, e.g. /opt/venv/bin/python")
+    p.add_argument("--venv", type=Path, required=True)
+    p.add_argument("--lock", type=Path, required=True)
+    p.add_argument("--marker", type=Path, required=True)
+    p.set_defaults(func=_cmd_existing_env)
 
     p = sub.add_parser("bench", help="run one (engine, model) bench job")
     p.add_argument("--engine-spec", type=Path, required=True)

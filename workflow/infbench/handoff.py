@@ -109,6 +109,7 @@ class ServerInfo(HandoffRecord):
     fixed_length_control: str | None = None
     notes: list[str] = field(default_factory=list)
     finished_at: str = field(default_factory=now_iso)
+    weights: str = "real"  # real | random (seeded random weights: output length forced to fixed)
 
 
 @dataclass

@@ -66,7 +66,8 @@ class TransformersAdapter(EngineAdapter):
     def plan(
         self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = ()
     ) -> ServerPlan:
-        device = "cuda" if model.gpus > 0 else "cpu"
+        # Several GPUs: device_map "auto" splits the layers over them (transformers has no tensor parallel here).
+        device = "cpu" if model.gpus == 0 else "cuda" if model.gpus == 1 else "auto"
         command = [
             str(venv / "bin" / "transformers"), "serve", str(model.path),
             "--host", host, "--port", str(port),

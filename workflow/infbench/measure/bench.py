@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -28,7 +28,7 @@ from infbench.handoff import MemoryReport, ServerInfo
 from infbench.engines.gpus import GpuLease, visible_gpu_ids
 from infbench.measure.scenarios import Scenario, Single
 from infbench.measure.memwatch import MemoryWatcher
-from infbench.measure.metrics import summarize, tokens_per_second
+from infbench.measure.recordmath import tokens_per_second
 from infbench.pipeline.prompts import read_sample
 from infbench.measure.records import RequestRecord, write_records
 from infbench.engines.server import ManagedServer, free_port
@@ -72,8 +72,8 @@ def version_from_lock(lock: Path, package: str) -> str | None:
 
 def run_bench(paths: BenchPaths) -> None:
     _terminate_on_sigterm()
-    engine = read_engine_spec(paths.engine_spec)
     model = read_model_spec(paths.model_spec)
+    engine = forced_output_length(read_engine_spec(paths.engine_spec), model)
     prompts = read_sample(paths.prompts)
     adapter = adapter_for(engine.kind)
     paths.out_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +123,15 @@ def run_bench(paths: BenchPaths) -> None:
                      notes=plan.notes).write(paths.out_dir / "server.json")
 
 
+def forced_output_length(engine: EngineSpec, model: ModelSpec) -> EngineSpec:
+    """Random weights never stop at EOS meaningfully: their runs always generate max_tokens."""
+    if model.weights != "random" or engine.sampling.output_length == "fixed":
+        return engine
+    log.info("model %s has random weights: output_length forced to fixed (%d tokens)", model.name,
+             engine.sampling.max_tokens)
+    return replace(engine, sampling=replace(engine.sampling, output_length="fixed"))
+
+
 def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reason: str) -> None:
     """An engine that cannot run here: empty records and a server.json that says why (the table cell
     shows it); the run goes on and the other engines' results stand."""
@@ -139,7 +148,7 @@ def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reas
 def _server_info(engine: EngineSpec, model: ModelSpec, **run) -> ServerInfo:
     """server.json: the engine and model it ran, plus what this run adds (command, version, ...)."""
     return ServerInfo(engine=engine.name, kind=engine.kind, label=engine.label, model=model.name,
-                      device=engine.device, sampling=vars(engine.sampling), **run)
+                      device=engine.device, sampling=vars(engine.sampling), weights=model.weights, **run)
 
 
 def _cpu_kv_pool_bytes(engine: EngineSpec, env: dict[str, str]) -> int | None:
@@ -254,13 +263,17 @@ def _run_scenario(url, prompts, scenario: Scenario, settings, engine: EngineSpec
         records = scenario.run(url, prompts, settings, ctx, on_done)
     errors = sum(not r.ok for r in records)
     log.info("%s: %d requests, %d failed, %.1f s", scenario.name, len(records), errors, time.monotonic() - started)
+    if errors:
+        log.warning("%s: first error: %s", scenario.name, next(r.error for r in records if not r.ok))
+    try:  # the merge flags client lag too; a box without polars (gpu_check.sh) skips this early word
+        from infbench.measure.metrics import summarize
+    except ImportError:
+        return records
     lag = summarize(records, engine.name, model.name, scenario.name)
     if lag.client_lag_flag:
         log.warning("%s: client lag over %.1f ms at p99 (dispatch %s ms, read %s ms): the figures include the "
                     "client's own delay; see details.md", scenario.name, (lag.client_lag_limit_s or 0) * 1e3,
                     _ms(lag.dispatch_lag_p99_s), _ms(lag.read_lag_p99_s))
-    if errors:
-        log.warning("%s: first error: %s", scenario.name, next(r.error for r in records if not r.ok))
     return records
 
 

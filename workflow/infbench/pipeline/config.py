@@ -6,6 +6,7 @@ Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import jsonschema
 import yaml  # noqa: F401
@@ -67,16 +68,59 @@ def _check_cross_references(config: dict) -> None:
     for name, engine in config["engines"].items():
         resolve_env(engine, config["device"], name)
     for name, model in config["models"].items():
+        _check_random_source(name, model)
         if config["device"] == "cpu" and model["gpus"] > 0:
             raise ConfigError(f"config error at models.{name}.gpus: {model['gpus']} GPUs asked for, but device is cpu")
         if config["device"] == "cuda" and model["gpus"] < 1:
             raise ConfigError(f"config error at models.{name}.gpus: device is cuda, so gpus must be at least 1")
 
 
+def _check_random_source(name: str, model: dict) -> None:
+    """A random: model needs an architecture config it can be built from: say which, at start-up."""
+    if not is_random(model):
+        return
+    from infbench.pipeline.randommodel import RandomModelError, read_architecture
+
+    architecture = model_architecture(model)
+    if not architecture:
+        raise ConfigError(f"config error at models.{name}.source: model {name!r} has random weights but no "
+                          "architecture config: write random:PATH/config.json (e.g. random:config/models/"
+                          f"vicuna-7b-v1.3.json) or set models.{name}.architecture")
+    try:
+        read_architecture(Path(architecture))
+    except RandomModelError as err:
+        raise ConfigError(f"config error at models.{name}.source: model {name!r}: {err}") from None
+
+
+def is_random(model: dict) -> bool:
+    """Seeded random weights (source random or random:CONFIG.json)."""
+    return model["source"] == "random" or model["source"].startswith("random:")
+
+
+def model_architecture(model: dict) -> str | None:
+    """The architecture config.json of a model: random:PATH's path, else the architecture key."""
+    if model["source"].startswith("random:") and model["source"] != "random:":
+        return model["source"][len("random:"):]
+    return model.get("architecture") or None
+
+
+def model_source(model: dict) -> str:
+    """The source the model rule builds from (random resolved to random:ARCHITECTURE)."""
+    return f"random:{model_architecture(model)}" if is_random(model) else model["source"]
+
+
+def existing_python(engine: dict) -> str | None:
+    """The interpreter of an existing environment (env: {python: PATH}), else None."""
+    env = engine["env"]
+    return env["python"] if isinstance(env, dict) and "python" in env else None
+
+
 def resolve_env(engine: dict, device: str, engine_name: str = "?") -> str:
     env = engine["env"]
     if isinstance(env, str):
         return env
+    if "python" in env:  # an existing interpreter: its name only names the lock and the .venvs/ shim
+        return env.get("name") or f"{engine_name}-python"
     if device not in env:
         raise ConfigError(f"config error at engines.{engine_name}.env: no environment for device {device!r}")
     return env[device]
@@ -114,11 +158,14 @@ def model_spec(config: dict, name: str) -> ModelSpec:
         dtype=model.get("serve_dtype") or model["dtype"],
         gpus=model["gpus"],
         max_model_len=model["max_model_len"],
+        weights="random" if is_random(model) else "real",
     )
 
 
 def model_label(config: dict, name: str) -> str:
-    return config["models"][name].get("label") or name
+    label = config["models"][name].get("label") or name
+    # Random weights measure speed and memory only: every table row of such a model says so.
+    return f"{label} (random weights)" if is_random(config["models"][name]) else label
 
 
 def engine_label(config: dict, name: str) -> str:

@@ -68,6 +68,7 @@ class ModelSpec:
     dtype: str = "bfloat16"
     gpus: int = 0
     max_model_len: int = 2048
+    weights: str = "real"  # real | random (seeded random weights: output length forced to fixed)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from infbench import __version__
 from infbench.handoff import ServerInfo
-from infbench.pipeline.config import engine_label, resolve_env
+from infbench.pipeline.config import engine_label, existing_python, resolve_env
 from infbench.fileio import read_jsonl, write_json_atomic
 from infbench.results.redact import redact_config
 
@@ -55,6 +55,9 @@ class EngineInfo:
     lock: list[str]  # the env's pip freeze, one requirement a line
     version: str | None  # the engine package's version, from the lock (as the bench job recorded it)
     server_commands: dict[str, list[str]]  # model -> the exact command line of its server
+    # False for an existing interpreter (env: {python: PATH}): the pipeline installed nothing into it.
+    env_built_by_pipeline: bool = True
+    env_python: str | None = None  # that interpreter
 
 
 @dataclass(frozen=True)
@@ -309,6 +312,7 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
             lock=lock.read_text().splitlines() if lock and lock.exists() else [],
             version=", ".join(versions) or None,
             server_commands={model: list(s.get("command", [])) for model, s in sorted(runs.items())},
+            env_built_by_pipeline=existing_python(engine) is None, env_python=existing_python(engine),
         ))
 
     models = []
