@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from conftest import REPO
 from infbench.engines.adapters import TGI_IMAGE, TgiAdapter, TransformersAdapter, VllmAdapter, adapter_for
 from infbench.pipeline.spec import EngineSpec, ModelSpec, Sampling, Scenario
 
@@ -92,8 +93,8 @@ def test_tgi_docker_without_an_engine(monkeypatch, tmp_path):
 
 
 def test_unknown_kind_is_named():
-    with pytest.raises(ValueError, match="llamacpp"):
-        adapter_for("llamacpp")
+    with pytest.raises(ValueError, match="mlc-llm"):
+        adapter_for("mlc-llm")
 
 
 def test_a_skipped_engine_leaves_a_reason_and_empty_records(tmp_path):
@@ -110,7 +111,8 @@ def test_a_skipped_engine_leaves_a_reason_and_empty_records(tmp_path):
          "--model-spec", str(tmp_path / "model.json"), "--prompts", str(tmp_path / "prompts.jsonl"),
          "--venv", str(tmp_path / "venv"), "--lock", str(tmp_path / "none.lock"), "--out-dir", str(out),
          "--server-log", str(tmp_path / "server.log")],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO / "workflow")},
     )
     assert result.returncode == 0, result.stderr
     server = json.loads((out / "server.json").read_text())

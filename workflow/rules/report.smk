@@ -33,7 +33,7 @@ rule provenance:
     input:
         tables=[f"results/tables/{name}" for name in
                 ("inference_speed.md", "throughput.md", "details.md", "summary.csv", "merge_plan.json", "memory.md")],
-        locks=sorted({f"results/envs/{engine_env(e)}.lock" for e in ENGINES}),
+        locks=sorted({f"results/envs/{engine_env(e)}.lock" for e in ENGINES if engine_env(e)}),
         models=[f"results/models/{m}.json" for m in MODELS],
         prompts=f"results/prompts/{PROMPTS_NAME}.meta.json",
         servers=all_server_files(),
