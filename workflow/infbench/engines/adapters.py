@@ -423,7 +423,7 @@ class SglangAdapter(EngineAdapter):
             extra = {"ignore_eos": True, "min_tokens": engine.sampling.max_tokens}
         return ServerPlan(
             command=command, health_path="/health", model_name=model.name, extra_body=extra,
-            version_path="/version", fixed_length_control="ignore_eos + min_tokens",
+            version_path="/server_info", fixed_length_control="ignore_eos + min_tokens",
             settings={"tensor parallel": str(max(1, model.gpus))},
         )
 
