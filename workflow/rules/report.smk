@@ -47,7 +47,8 @@ rule provenance:
         ),
     params:
         # Redacted here already: the config never reaches a command line or a log with its secrets.
-        config=json.dumps(redact_config(config), sort_keys=True),
+        # (a function, so that braces in the config, e.g. an openai command's {port}, stay as they are)
+        config=lambda wildcards: json.dumps(redact_config(config), sort_keys=True),
     log:
         "logs/report/provenance.log",
     shell:

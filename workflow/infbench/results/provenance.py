@@ -54,6 +54,9 @@ class EngineInfo:
     lock: list[str]  # the env's pip freeze, one requirement a line
     version: str | None  # the engine package's version, from the lock (as the bench job recorded it)
     server_commands: dict[str, list[str]]  # model -> the exact command line of its server
+    # model -> the settings that matter for speed (threads, binding, batching, KV cache); an
+    # endpoint that was already running says "external endpoint" and its base_url
+    server_settings: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -292,7 +295,7 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
 
     engines = []
     for name, engine in config["engines"].items():
-        env = resolve_env(engine, config["device"], name)
+        env = resolve_env(engine, config["device"], name) or ""  # "": an openai engine without an env
         lock = locks_by_env.get(env)
         runs = servers_by_engine.get(name, {})
         versions = sorted({s["version"] for s in runs.values() if s.get("version")})
@@ -303,6 +306,8 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
             lock=lock.read_text().splitlines() if lock and lock.exists() else [],
             version=", ".join(versions) or None,
             server_commands={model: list(s.get("command", [])) for model, s in sorted(runs.items())},
+            server_settings={model: {**s.get("settings", {}), **({"base_url": s["base_url"]} if s.get("external") else {})}
+                             for model, s in sorted(runs.items())},
         ))
 
     models = []
