@@ -72,9 +72,15 @@ def _workdir(root: Path, config: dict) -> Path:
     return workdir
 
 
+def _env(workdir: Path, **extra: str) -> dict:
+    # Its own lock folder: the node-wide CPU bench lock of other runs on this machine must not make
+    # this correctness test wait for their measurements.
+    return {**os.environ, "INFBENCH_GPU_LOCK_DIR": str(workdir / "locks"), **extra}
+
+
 def _snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["snakemake", "--cores", "2", "--configfile", "config.yaml", *args], cwd=workdir,
-                          capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+                          capture_output=True, text=True, timeout=600, env=_env(workdir, **(env or {})))
 
 
 def _row(table: str) -> list[str]:
@@ -123,7 +129,7 @@ def test_command_and_base_url_through_the_whole_dag(tmp_path):
 def test_external_endpoint_without_its_key_fails_naming_the_variable(tmp_path):
     engines = {"remote": {"kind": "openai", "base_url": "http://127.0.0.1:9", "api_key_env": KEY_VARIABLE}}
     workdir = _workdir(tmp_path / "run", _config(engines))
-    env = {k: v for k, v in os.environ.items() if k != KEY_VARIABLE}
+    env = {k: v for k, v in _env(workdir).items() if k != KEY_VARIABLE}
     result = subprocess.run(["snakemake", "--cores", "2", "--configfile", "config.yaml", "results/raw/remote/tiny/server.json"],
                             cwd=workdir, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode != 0
