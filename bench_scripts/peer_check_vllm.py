@@ -19,7 +19,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext
+from infbench.measure.runners import run_single
 from infbench.engines.adapters import VllmAdapter
 from infbench.pipeline.prompts import load_source, sample_prompts
 from infbench.engines.server import ManagedServer, free_port
@@ -103,7 +104,7 @@ def main() -> int:
     plan = VllmAdapter().plan(engine, model, args.venv, "127.0.0.1", port)
     env = {**__import__("os").environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     server = ManagedServer(command=plan.command, log_path=workdir / "server.log",
-                           health_url=f"http://127.0.0.1:{port}/health", env=env, startup_timeout_s=600)
+                           health_url=f"http://127.0.0.1:{port}/health", env=env)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     rows = []
     with server:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from infbench.measure.bench import _server_env, build_requests, version_from_lock
+from infbench.measure.bench import _server_env, version_from_lock
 from infbench.pipeline.prompts import Prompt
 from infbench.pipeline.spec import EngineSpec, Scenario
 
@@ -26,9 +26,9 @@ def test_server_env(monkeypatch):
 def test_requests_cycle_the_sample_with_stable_ids():
     prompts = [Prompt(id=f"p{i}", messages=({"role": "user", "content": str(i)},), source="s", source_index=i)
                for i in range(3)]
-    single = build_requests(prompts, Scenario(name="single", kind="single"))
+    single = Scenario(name="single", kind="single").build_requests(prompts)
     assert [r.prompt_id for r in single] == ["p0", "p1", "p2"]
-    loop = build_requests(prompts, Scenario(name="throughput", kind="throughput", concurrency=2, requests=7))
+    loop = Scenario(name="throughput", kind="throughput", concurrency=2, requests=7).build_requests(prompts)
     assert [r.prompt_id for r in loop] == ["p0", "p1", "p2", "p0", "p1", "p2", "p0"]
     assert loop[-1].request_id == "throughput-0006"
 

@@ -240,3 +240,39 @@ def test_bundle_cli_prints_the_path_and_needs_a_finished_run(run_dir, tmp_path, 
     empty.mkdir()
     assert main(["bundle", "--root", str(empty)]) == 2
     assert "provenance.json is missing" in capsys.readouterr().err
+
+
+def test_parquet_copies_are_made_from_the_redacted_jsonl_and_checked(run_dir, capsys):
+    """A secret in a raw record is redacted in its JSONL and absent from the bundled Parquet copy
+    (compressed bytes hide it from a text search); a forged copy fails verify by name."""
+    from infbench.measure.records import read_records, write_records
+
+    path = run_dir / "results" / "raw" / "alpha" / "tiny" / "single.jsonl"
+    records = read_records(path)
+    records[0].output_text = f"the token is {FAKE_TOKEN}"
+    write_records(path, records)
+    made = _bundle(run_dir)
+    assert verify_bundle(made.path).ok
+    members = _members(made.path)
+    copy_name = next(n for n in members if n.endswith("raw/alpha/tiny/single.parquet"))
+    import polars as pl
+
+    texts = pl.read_parquet(io.BytesIO(members[copy_name]))["output_text"].to_list()
+    assert not any(FAKE_TOKEN in t for t in texts) and "the token is" in texts[0]
+    # A copy with a better latency and the manifest updated to match: the records comparison sees it.
+    frame = pl.read_parquet(io.BytesIO(members[copy_name])).with_columns(pl.col("latency_s") / 2)
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer, metadata=pl.read_parquet_metadata(io.BytesIO(members[copy_name])))
+    members[copy_name] = buffer.getvalue()
+    manifest_name = next(n for n in members if n.endswith("/manifest.json"))
+    manifest = json.loads(members[manifest_name])
+    import hashlib
+
+    relative = copy_name.split("/", 1)[1]
+    manifest["files"][relative] = {"sha256": hashlib.sha256(members[copy_name]).hexdigest(),
+                                   "size": len(members[copy_name])}
+    members[manifest_name] = json.dumps(manifest).encode()
+    _rewrite(made.path, members)
+    result = verify_bundle(made.path)
+    assert any(p.startswith("results/raw/alpha/tiny/single.jsonl: single.parquet holds other records")
+               for p in result.problems), result.problems

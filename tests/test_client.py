@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
 import pytest
 
-from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_closed_loop, run_single, stream_chat
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext, StreamClient
+from infbench.measure.runners import run_closed_loop, run_single
 from sse_server import ScriptedServer, chunk
 
 CTX = RunContext(engine="e", model="m", scenario="single", concurrency=1)
@@ -17,8 +17,8 @@ REQUEST = ChatRequest(request_id="single-0000", prompt_id="p0", messages=[{"role
 
 def _one(server: ScriptedServer, settings: RequestSettings = SETTINGS):
     async def go():
-        async with httpx.AsyncClient(trust_env=False) as client:
-            return await stream_chat(client, server.url, REQUEST, settings, CTX)
+        async with StreamClient(server.url) as client:
+            return await client.chat(REQUEST, settings, CTX)
 
     return asyncio.run(go())
 
@@ -85,8 +85,8 @@ def test_connection_refused_is_recorded_not_raised():
     url = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
 
     async def go():
-        async with httpx.AsyncClient(trust_env=False) as client:
-            return await stream_chat(client, url, REQUEST, SETTINGS, CTX)
+        async with StreamClient(url) as client:
+            return await client.chat(REQUEST, SETTINGS, CTX)
 
     record = asyncio.run(go())
     assert not record.ok and "ConnectError" in record.error

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from infbench.measure.client import (
-    ChatRequest, LagSelector, RequestSettings, RunContext, StreamClient, run_closed_loop, run_measured, run_open_loop,
-)
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext, StreamClient
+from infbench.measure.eventloop import LagSelector, run_measured
+from infbench.measure.runners import run_closed_loop, run_open_loop
 from infbench.measure.metrics import inter_token_latencies, summarize
 from infbench.measure.records import RequestRecord, write_records
 from infbench.measure.refserver import RefServerProcess, RefSettings

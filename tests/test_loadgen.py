@@ -7,7 +7,6 @@ import statistics
 
 import pytest
 
-from infbench.measure.bench import load_shape
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.pipeline.config import ConfigError, scenario_of, validate_config
 from infbench.measure.loadgen import LoadShape, SweepPlan, arrival_offsets, auto_workers, best_step, run_load, run_sweep
@@ -171,9 +170,9 @@ def test_open_loop_and_sweep_scenarios_are_validated_and_reach_the_spec():
         ("open_loop", 2.5, "gamma", 0.5, "auto")
     sweep = scenario_of(config, "capacity")
     assert sweep.rates == [1, 2, 4] and sweep.slo_ttft_s == 1.0 and sweep.requests == 10
-    shape = load_shape(open_loop, 20)
+    shape = open_loop.load_shape(20)
     assert shape.kind == "open" and len(shape.offsets_s) == 20 and shape.workers == auto_workers(2)
-    assert load_shape(Scenario(name="t", kind="throughput", concurrency=6, requests=12, workers=2), 12) == \
+    assert Scenario(name="t", kind="throughput", concurrency=6, requests=12, workers=2).load_shape(12) == \
         LoadShape("closed", concurrency=6, workers=2)
 
 

@@ -12,7 +12,9 @@ import urllib.request
 import pytest
 
 from infbench.measure.calibrate import true_records, ttft_split
-from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_closed_loop, run_measured
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext
+from infbench.measure.eventloop import run_measured
+from infbench.measure.runners import run_closed_loop
 from infbench.measure.metrics import inter_token_latencies, summarize
 from infbench.measure.refserver import RefServerProcess, RefSettings
 

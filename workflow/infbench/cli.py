@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from infbench.memory.cli import add_parser as add_memory_commands
+from infbench.pipeline.defaults import schema_default
 
 
 def _cmd_prompts(args) -> int:
@@ -53,7 +54,8 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_merge(args) -> int:
-    from infbench.results.tables import MergePlan, merge
+    from infbench.handoff import MergePlan
+    from infbench.results.tables import merge
 
     merge(args.raw_dir, args.out_dir, MergePlan.from_json(args.plan))
     print(f"tables written to {args.out_dir}", file=sys.stderr)
@@ -74,7 +76,7 @@ def _cmd_provenance(args) -> int:
 
 def _cmd_plots(args) -> int:
     from infbench.results.plots import write_plots
-    from infbench.results.tables import MergePlan
+    from infbench.handoff import MergePlan
 
     paths = write_plots(args.raw_dir, MergePlan.from_json(args.plan.read_text()), args.out_dir)
     print("plots: " + ", ".join(str(p) for p in paths), file=sys.stderr)
@@ -172,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prompts", help="sample N chat prompts with a seed from a source")
     p.add_argument("--source", required=True, help="builtin | jsonl:PATH | hf:DATASET[:SPLIT]")
     p.add_argument("--n", type=int, required=True)
-    p.add_argument("--seed", type=int, default=2024)
+    p.add_argument("--seed", type=int, default=schema_default("prompts.seed"))
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=_cmd_prompts)
 
@@ -249,7 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-usage", action="store_true", help="no usage chunk: the client counts tokens itself")
     p.add_argument("--continuous-usage", action="store_true", help="cumulative usage in every chunk")
     p.add_argument("--workers", default="1", help="client processes: a number or auto")
-    p.add_argument("--lag-limit-ms", type=float, default=1.0, help="client lag p99 that flags a run")
+    p.add_argument("--lag-limit-ms", type=float, default=schema_default("bench.client_lag_limit_s") * 1e3,
+                   help="client lag p99 that flags a run")
     p.add_argument("--out", type=Path, help="also write the report (markdown) here")
     p.set_defaults(func=_cmd_calibrate)
 

@@ -4,6 +4,7 @@ import json
 import re
 from dataclasses import asdict
 
+from infbench.handoff import MergePlan
 from infbench.pipeline.config import (
     ConfigError,
     engine_label,
@@ -81,14 +82,20 @@ def raw_outputs(engine, model):
 
 
 def merge_plan():
-    return json.dumps(
-        {
-            "engines": {e: engine_label(config, e) for e in ENGINES},
-            "models": {m: model_label(config, m) for m in MODELS},
-            "scenarios": {s: config["scenarios"][s]["kind"] for s in SCENARIOS},
-            "native_engines": TGI_ENGINES,
-        },  # no sort_keys: the config's engine order is the tables' column order
-    )
+    return MergePlan(
+        engines={e: engine_label(config, e) for e in ENGINES},
+        models={m: model_label(config, m) for m in MODELS},
+        scenarios={s: config["scenarios"][s]["kind"] for s in SCENARIOS},
+        native_engines=TGI_ENGINES,
+    ).to_json()
+
+
+def write_spec_file(path, spec, log_path):
+    """A spec rule's run block: the spec file, and a line in the rule's log saying so."""
+    from infbench.fileio import write_json_atomic, write_text_atomic
+
+    write_json_atomic(path, spec)
+    write_text_atomic(log_path, f"wrote {path}\n")
 
 
 def all_raw_records():

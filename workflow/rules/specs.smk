@@ -7,9 +7,7 @@ rule engine_spec:
     log:
         "logs/specs/engines/{engine}.log",
     run:
-        from infbench.fileio import write_json_atomic
-
-        write_json_atomic(output[0], params.spec)
+        write_spec_file(output[0], params.spec, log[0])
 
 
 # Write how one model is served (path, dtype, GPUs, context length) to its spec file.
@@ -21,6 +19,4 @@ rule model_spec:
     log:
         "logs/specs/models/{model}.log",
     run:
-        from infbench.fileio import write_json_atomic
-
-        write_json_atomic(output[0], params.spec)
+        write_spec_file(output[0], params.spec, log[0])

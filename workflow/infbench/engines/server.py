@@ -13,6 +13,8 @@ from pathlib import Path
 
 import httpx
 
+from infbench.pipeline.defaults import schema_default
+
 
 class ServerError(RuntimeError):
     """The server exited early or never became healthy; the message carries its log's tail."""
@@ -54,7 +56,7 @@ class ManagedServer:
     log_path: Path
     health_url: str
     env: dict[str, str] = field(default_factory=dict)
-    startup_timeout_s: float = 600.0
+    startup_timeout_s: float = schema_default("engines.*.startup_timeout_s")
     stop_timeout_s: float = 20.0
     process: subprocess.Popen | None = None
 

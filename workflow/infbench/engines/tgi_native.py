@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, required=True)
     parser.add_argument("--engine", default="tgi")
     parser.add_argument("--model", default="model")
-    parser.add_argument("--timeout-s", type=float, default=300.0)
+    parser.add_argument("--timeout-s", type=float, required=True, help="per request (the bench settings' request_timeout_s)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     prompts = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()]

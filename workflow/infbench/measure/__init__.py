@@ -1,1 +1,1 @@
-"""Measuring a server: the bench job, the HTTP client, load shapes, records, metrics, the reference server and calibration."""
+"""Measuring a server: the bench job, scenario kinds, the HTTP client, load shapes, records, metrics, the reference server and calibration."""

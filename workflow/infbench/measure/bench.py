@@ -20,17 +20,18 @@ import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import infbench
-from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
+from infbench.measure.client import RequestSettings, RunContext
+from infbench.measure.runners import run_single
 from infbench.engines.adapters import ServerPlan, adapter_for
-from infbench.fileio import write_json_atomic
+from infbench.handoff import MemoryReport, ServerInfo
 from infbench.engines.gpus import GpuLease, visible_gpu_ids
-from infbench.measure.loadgen import LoadShape, SweepPlan, arrival_offsets, auto_workers, run_load, run_sweep
-from infbench.measure.memwatch import MemoryReport, MemoryWatcher
+from infbench.measure.scenarios import Scenario, Single
+from infbench.measure.memwatch import MemoryWatcher
 from infbench.measure.metrics import summarize, tokens_per_second
 from infbench.pipeline.prompts import read_sample
 from infbench.measure.records import RequestRecord, write_records
 from infbench.engines.server import ManagedServer, ServerError, free_port
-from infbench.pipeline.spec import EngineSpec, ModelSpec, Scenario, read_engine_spec, read_model_spec
+from infbench.pipeline.spec import EngineSpec, ModelSpec, read_engine_spec, read_model_spec
 
 log = logging.getLogger("infbench.measure.bench")
 
@@ -69,29 +70,6 @@ def version_from_lock(lock: Path, package: str) -> str | None:
     return None
 
 
-def build_requests(prompts, scenario: Scenario, step: int | None = None) -> list[ChatRequest]:
-    """single: every prompt once; the others: the sample cycled to the scenario's request count
-    (a sweep: per step, with the step in the id)."""
-    count = len(prompts) if scenario.kind == "single" else scenario.requests
-    prefix = scenario.name if step is None else f"{scenario.name}-s{step:02d}"
-    return [
-        ChatRequest(request_id=f"{prefix}-{i:04d}", prompt_id=prompts[i % len(prompts)].id,
-                    messages=list(prompts[i % len(prompts)].messages))
-        for i in range(count)
-    ]
-
-
-def load_shape(scenario: Scenario, count: int) -> LoadShape:
-    """How a scenario's requests are sent: closed loop (single, throughput) or open loop."""
-    if scenario.kind == "open_loop":
-        workers = auto_workers(int(scenario.rate)) if scenario.workers == "auto" else int(scenario.workers)
-        offsets = arrival_offsets(count, scenario.rate, scenario.arrival, scenario.burstiness, scenario.seed)
-        return LoadShape(kind="open", offsets_s=tuple(offsets), workers=workers)
-    concurrency = 1 if scenario.kind == "single" else scenario.concurrency
-    workers = auto_workers(concurrency) if scenario.workers == "auto" else int(scenario.workers)
-    return LoadShape(kind="closed", concurrency=concurrency, workers=workers)
-
-
 def run_bench(paths: BenchPaths) -> None:
     _terminate_on_sigterm()
     engine = read_engine_spec(paths.engine_spec)
@@ -107,7 +85,7 @@ def run_bench(paths: BenchPaths) -> None:
         run_external(paths, engine, model, prompts, adapter.plan(engine, model, paths.venv, "", 0))
         return
 
-    with GpuLease(count=model.gpus, candidates=visible_gpu_ids() if model.gpus else []) as lease:
+    with GpuLease(count=model.gpus, candidates=visible_gpu_ids(engine.gpu_ids) if model.gpus else []) as lease:
         host = engine.bench.host
         port = free_port(host)
         plan = adapter.plan(engine, model, paths.venv, host, port, lease.ids, threads=paths.threads)
@@ -139,15 +117,11 @@ def run_bench(paths: BenchPaths) -> None:
                 version = _server_version(f"http://{host}:{port}", plan) or version_from_lock(paths.lock, adapter.package)
             finally:
                 memory = watcher.stop()
-        write_json_atomic(paths.out_dir / "memory.json", memory.to_dict())
-        write_json_atomic(paths.out_dir / "server.json", {
-            "engine": engine.name, "kind": engine.kind, "label": engine.label, "model": model.name,
-            "device": engine.device, "gpu_ids": lease.ids, "command": plan.command,
-            "version": version, "startup_s": round(startup_s, 3), "status": "ok", "reason": None,
-            "sampling": vars(engine.sampling), "fixed_length_control": plan.fixed_length_control,
-            "notes": plan.notes, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "settings": plan.settings, "server_env": _shown_env(plan.env),
-        })
+        memory.write(paths.out_dir / "memory.json")
+        _server_info(engine, model, gpu_ids=list(lease.ids), command=plan.command, version=version,
+                     startup_s=round(startup_s, 3), fixed_length_control=plan.fixed_length_control,
+                     notes=plan.notes, settings=plan.settings,
+                     server_env=_shown_env(plan.env)).write(paths.out_dir / "server.json")
 
 
 def _shown_env(env: dict[str, str]) -> dict[str, str]:
@@ -177,17 +151,10 @@ def run_external(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompt
         records = _run_scenario(url, prompts, scenario, settings, engine, model)
         write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
     version = _server_version(base, plan)
-    write_json_atomic(paths.out_dir / "memory.json", MemoryReport(
-        engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status="skipped",
-        reason="external endpoint: memory not measured").to_dict())
-    write_json_atomic(paths.out_dir / "server.json", {
-        "engine": engine.name, "kind": engine.kind, "label": engine.label, "model": model.name,
-        "device": engine.device, "gpu_ids": [], "command": [], "version": version, "startup_s": None,
-        "status": "ok", "reason": None, "external": True, "base_url": base,
-        "sampling": vars(engine.sampling), "fixed_length_control": plan.fixed_length_control,
-        "notes": plan.notes, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "settings": plan.settings, "server_env": {},
-    })
+    MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status="skipped",
+                 reason="external endpoint: memory not measured").write(paths.out_dir / "memory.json")
+    _server_info(engine, model, version=version, fixed_length_control=plan.fixed_length_control, notes=plan.notes,
+                 settings=plan.settings, external=True, base_url=base).write(paths.out_dir / "server.json")
 
 
 def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reason: str) -> None:
@@ -198,15 +165,15 @@ def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reas
         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
     if engine.kind == "tgi":
         write_records(paths.out_dir / "native-single.jsonl", [])
-    write_json_atomic(paths.out_dir / "memory.json", MemoryReport(
-        engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status="skipped",
-        reason=reason).to_dict())
-    write_json_atomic(paths.out_dir / "server.json", {
-        "engine": engine.name, "kind": engine.kind, "label": engine.label, "model": model.name,
-        "device": engine.device, "gpu_ids": [], "command": [], "version": None, "startup_s": None,
-        "status": "skipped", "reason": reason, "sampling": vars(engine.sampling),
-        "fixed_length_control": None, "notes": [], "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status="skipped",
+                 reason=reason).write(paths.out_dir / "memory.json")
+    _server_info(engine, model, status="skipped", reason=reason).write(paths.out_dir / "server.json")
+
+
+def _server_info(engine: EngineSpec, model: ModelSpec, **run) -> ServerInfo:
+    """server.json: the engine and model it ran, plus what this run adds (command, version, ...)."""
+    return ServerInfo(engine=engine.name, kind=engine.kind, label=engine.label, model=model.name,
+                      device=engine.device, sampling=vars(engine.sampling), **run)
 
 
 def _cpu_kv_pool_bytes(engine: EngineSpec, env: dict[str, str]) -> int | None:
@@ -237,16 +204,23 @@ def _tgi_native(base_url: str, paths: BenchPaths, engine: EngineSpec, model: Mod
     prompts = read_sample(paths.prompts)
     sample.write_text("".join(json.dumps({"id": p.id, "messages": list(p.messages)}) + "\n" for p in prompts))
     env = dict(os.environ, PYTHONPATH=str(Path(infbench.__file__).resolve().parent.parent))
-    command = [
-        str(paths.venv / "bin" / "python"), "-m", "infbench.engines.tgi_native", "--base-url", base_url,
-        "--model-dir", model.path, "--prompts", str(sample), "--max-tokens", str(engine.sampling.max_tokens),
-        "--engine", engine.name, "--model", model.name, "--out", str(paths.out_dir / "native-single.jsonl"),
-    ]
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    result = subprocess.run(tgi_native_command(base_url, paths, engine, model, sample), env=env,
+                            capture_output=True, text=True)
     sample.unlink(missing_ok=True)
     log.info("native /generate_stream: %s", result.stderr.strip()[-500:])
     if result.returncode not in (0, 1):  # 1: some requests failed, counted in the records
         raise RuntimeError(f"TGI native measurement failed: {result.stderr[-2000:]}")
+
+
+def tgi_native_command(base_url: str, paths: BenchPaths, engine: EngineSpec, model: ModelSpec,
+                       sample: Path) -> list[str]:
+    """The native client's command line: the same max_tokens and request timeout as the chat scenarios."""
+    return [
+        str(paths.venv / "bin" / "python"), "-m", "infbench.engines.tgi_native", "--base-url", base_url,
+        "--model-dir", model.path, "--prompts", str(sample), "--max-tokens", str(engine.sampling.max_tokens),
+        "--engine", engine.name, "--model", model.name, "--timeout-s", str(engine.bench.request_timeout_s),
+        "--out", str(paths.out_dir / "native-single.jsonl"),
+    ]
 
 
 def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str], plan_env: dict[str, str] = {}) -> dict[str, str]:
@@ -286,8 +260,7 @@ def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec) -> No
     count = engine.bench.warmup_requests
     if count == 0:
         return
-    scenario = Scenario(name="warmup", kind="single")
-    requests = build_requests(prompts, scenario)[:count]
+    requests = Single(name="warmup").build_requests(prompts)[:count]
     ctx = RunContext(engine=engine.name, model=model.name, scenario="warmup", concurrency=1)
     records = asyncio.run(run_single(url, requests, settings, ctx))
     failed = [r for r in records if not r.ok]
@@ -297,20 +270,14 @@ def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec) -> No
 
 
 def _run_scenario(url, prompts, scenario: Scenario, settings, engine: EngineSpec, model: ModelSpec) -> list[RequestRecord]:
-    requests = build_requests(prompts, scenario)
-    concurrency = 1 if scenario.kind == "single" else scenario.concurrency
-    ctx = RunContext(engine=engine.name, model=model.name, scenario=scenario.name, concurrency=concurrency,
-                     rate=scenario.rate if scenario.kind == "open_loop" else None)
-    load = f"rate={scenario.rate:g}/s" if scenario.kind == "open_loop" else f"c={concurrency}"
-    if scenario.kind == "sweep":
-        load = "sweep"
+    ctx = scenario.run_context(engine.name, model.name)
     tokens = 0
     started = time.monotonic()
     with Progress(
-        TextColumn(f"[bold]{engine.name}/{model.name}[/] {scenario.name} ({load})"),
+        TextColumn(f"[bold]{engine.name}/{model.name}[/] {scenario.name} ({scenario.load_label})"),
         BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
     ) as progress:
-        task = progress.add_task("requests", total=None if scenario.kind == "sweep" else len(requests), rate="")
+        task = progress.add_task("requests", total=scenario.progress_total(prompts), rate="")
 
         def on_done(record: RequestRecord) -> None:
             nonlocal tokens
@@ -320,10 +287,7 @@ def _run_scenario(url, prompts, scenario: Scenario, settings, engine: EngineSpec
             rate = f"{aggregate:.1f} tok/s" + (f" (last {speed:.1f})" if speed else " (last failed)")
             progress.update(task, advance=1, rate=rate)
 
-        if scenario.kind == "sweep":
-            records = _run_sweep(url, prompts, scenario, settings, ctx, on_done)
-        else:
-            records = run_load(url, requests, settings, ctx, load_shape(scenario, len(requests)), on_done=on_done)
+        records = scenario.run(url, prompts, settings, ctx, on_done)
     errors = sum(not r.ok for r in records)
     log.info("%s: %d requests, %d failed, %.1f s", scenario.name, len(records), errors, time.monotonic() - started)
     lag = summarize(records, engine.name, model.name, scenario.name)
@@ -338,23 +302,3 @@ def _run_scenario(url, prompts, scenario: Scenario, settings, engine: EngineSpec
 
 def _ms(seconds: float | None) -> str:
     return "n/a" if seconds is None else f"{seconds * 1e3:.2f}"
-
-
-def _run_sweep(url, prompts, scenario: Scenario, settings, ctx: RunContext, on_done) -> list[RequestRecord]:
-    """Open loops at rising rates; every step's records go to the scenario's file, each with its rate."""
-    workers = auto_workers(int(scenario.max_rate)) if scenario.workers == "auto" else int(scenario.workers)
-    plan = SweepPlan(
-        slo_ttft_s=scenario.slo_ttft_s, slo_tpot_s=scenario.slo_tpot_s, requests=scenario.requests,
-        rates=tuple(scenario.rates), start_rate=scenario.start_rate, max_rate=scenario.max_rate,
-        refine_steps=scenario.refine_steps, arrival=scenario.arrival, burstiness=scenario.burstiness,
-        seed=scenario.seed, workers=workers,
-    )
-
-    def on_step(step) -> None:
-        log.info("%s: %.3g requests/s: TTFT p99 %s ms, TPOT p99 %s ms, %d errors, goodput %s requests/s: %s",
-                 scenario.name, step.rate, _ms(step.ttft_p99_s), _ms(step.tpot_p99_s), step.errors,
-                 "n/a" if step.goodput_rps is None else f"{step.goodput_rps:.3g}", "pass" if step.passed else "FAIL")
-
-    steps = run_sweep(url, lambda step, n: build_requests(prompts, scenario, step), settings, ctx, plan,
-                      on_done=on_done, on_step=on_step)
-    return [record for step in steps for record in step.records]

@@ -62,7 +62,7 @@ class CpuWindow:
         return max(self.machine_busy * (os.cpu_count() or 1) - self.client_cores - self.server_cores, 0.0)
 
 
-class _CpuMeter:
+class CpuMeter:
     def __init__(self, server_cpu_s: float) -> None:
         self.t = time.monotonic()
         self.machine = psutil.cpu_times()
@@ -189,7 +189,7 @@ def run_ours(server: RefServerProcess, concurrency: int, n: int, tokens: int, wo
     settings = RequestSettings(model_name="refserver", max_tokens=tokens, client_lag_limit_s=lag_limit_s,
                                continuous_usage=continuous_usage, timeout_s=120)
     ctx = RunContext(engine="infbench", model="refserver", scenario=f"c{concurrency}", concurrency=concurrency)
-    meter = _CpuMeter(before["cpu_s"])
+    meter = CpuMeter(before["cpu_s"])
     records = run_load(server.chat_url, requests_for(f"ours-c{concurrency}", n), settings, ctx,
                        LoadShape(kind="closed", concurrency=concurrency, workers=n_workers))
     log = server.fetch_log(clear=True)

@@ -25,20 +25,23 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from typing import Callable
 
-from infbench.measure.client import (
-    ChatRequest, ProgressCallback, RequestSettings, RunContext, TokenCounter, run_closed_loop, run_measured,
-    run_open_loop, wall_offset,
-)
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext
+from infbench.measure.eventloop import run_measured, wall_offset
+from infbench.measure.runners import ProgressCallback, run_closed_loop, run_open_loop
+from infbench.measure.sse import TokenCounter
 from infbench.measure.metrics import summarize
 from infbench.measure.records import RequestRecord
 from infbench.engines.server import die_with_parent
+from infbench.pipeline.defaults import schema_default
 
 ARRIVALS = ("poisson", "gamma", "constant")
 START_MARGIN_S = 0.2  # between the workers' ready signal and the common start: time to get going
 STREAMS_PER_WORKER = 256  # "auto" workers: one more process per this many concurrent streams
 
 
-def arrival_offsets(n: int, rate: float, arrival: str = "poisson", burstiness: float = 1.0, seed: int = 0) -> list[float]:
+def arrival_offsets(n: int, rate: float, arrival: str = schema_default("scenarios.*.arrival"),
+                    burstiness: float = schema_default("scenarios.*.burstiness"),
+                    seed: int = schema_default("scenarios.*.seed")) -> list[float]:
     """n send times (seconds after the start, the first at 0) of a process with mean rate `rate`/s.
 
     poisson: exponential gaps; gamma: gamma gaps with shape `burstiness` (1 is Poisson, < 1 burstier,
@@ -231,12 +234,12 @@ class SweepPlan:
     slo_tpot_s: float
     requests: int  # per step
     rates: tuple[float, ...] = ()  # tried in order, all of them; empty: search from start_rate
-    start_rate: float = 1.0
-    max_rate: float = 256.0
-    refine_steps: int = 3  # bisections between the last passing and first failing doubled rate
-    arrival: str = "poisson"
-    burstiness: float = 1.0
-    seed: int = 0
+    start_rate: float = schema_default("scenarios.*.start_rate")
+    max_rate: float = schema_default("scenarios.*.max_rate")
+    refine_steps: int = schema_default("scenarios.*.refine_steps")  # bisections between the last pass and first fail
+    arrival: str = schema_default("scenarios.*.arrival")
+    burstiness: float = schema_default("scenarios.*.burstiness")
+    seed: int = schema_default("scenarios.*.seed")
     workers: int = 1
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import asdict, dataclass, field
 
 import psutil
+
+from infbench.handoff import GpuMemory, MemoryReport
 
 
 def tree_rss_bytes(pid: int) -> int:
@@ -22,34 +23,6 @@ def tree_rss_bytes(pid: int) -> int:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return total
-
-
-@dataclass
-class GpuMemory:
-    index: int
-    name: str
-    total_bytes: int
-    used_idle_bytes: int = 0
-    used_peak_bytes: int = 0
-
-
-@dataclass
-class MemoryReport:
-    engine: str
-    model: str
-    device: str
-    kind: str = ""  # engine kind: picks the estimate's runtime term
-    status: str = "ok"  # ok | skipped (reason says why)
-    reason: str | None = None
-    kv_cache_bytes: int | None = None  # a KV pool the engine preallocates, when known
-    samples: int = 0
-    interval_s: float = 0.25
-    rss_idle_bytes: int = 0
-    rss_peak_bytes: int = 0
-    gpus: list[GpuMemory] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Nvml:

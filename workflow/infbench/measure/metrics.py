@@ -1,4 +1,4 @@
-"""Metric definitions, in one place (see docs: README "Metrics").
+"""Metric definitions, in one place (see docs: README "Metrics"), as polars expressions.
 
 - tokens/s of a request = completion_tokens / end-to-end latency (only completion tokens count).
 - TTFT: send to first content chunk. TPOT = (latency - TTFT) / (completion_tokens - 1).
@@ -8,61 +8,149 @@
 - Client lag: the client's own dispatch lag and read lag (client.py), p99 over requests; a run whose
   client lag p99 passes its limit is flagged. Goodput: requests/s that met the SLOs (TTFT and TPOT).
 Failed requests are counted in `errors`, never dropped silently.
+
+Per-request metrics are columns added to a frame of raw records (recordframe.RECORD_SCHEMA);
+a scenario's summary is one group_by over them. The merge, verify, the plots, calibrate and the
+bench job's own logs all go through `summarize_frame`. Two per-record helpers stay in plain Python
+because the bench job needs them live, per request: `tokens_per_second` (its progress bar) and
+`percentile` (the client's read lag of one request); tests/test_metrics.py checks they agree with
+the expressions. Figures are the ones the earlier per-record Python code gave, to the last bit:
+percentiles interpolate like numpy's default, means are exactly rounded sums over n (as
+statistics.fmean) and the sd is the correctly rounded root of the exact sample variance (as
+statistics.stdev), computed from exact integer sums of the floats' mantissas.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from dataclasses import dataclass
+from fractions import Fraction
+
+import polars as pl
 
 from infbench.measure.records import RequestRecord
 
+QUANTILES = (50, 90, 99)
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear-interpolation percentile (numpy's default), q in [0, 100]; None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100.0
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+# -- per request --------------------------------------------------------------------------------
+
+OK = (pl.col("error").is_null() & pl.col("status").eq_missing(200) & pl.col("latency_s").is_not_null())
+_ok = pl.col("ok")
+TOKENS_PER_S = pl.when(_ok & (pl.col("completion_tokens").fill_null(0) != 0) & (pl.col("latency_s").fill_null(0.0) != 0.0)
+                       ).then(pl.col("completion_tokens") / pl.col("latency_s"))
+TPOT = pl.when(_ok & pl.col("ttft_s").is_not_null() & (pl.col("completion_tokens").fill_null(0) >= 2)
+               ).then((pl.col("latency_s") - pl.col("ttft_s")) / (pl.col("completion_tokens") - 1))
+# Success with TTFT and TPOT within the record's SLOs (an absent SLO is met).
+MEETS_SLO = (_ok & pl.col("ttft_s").is_not_null()
+             & (pl.col("slo_ttft_s").is_null() | (pl.col("ttft_s") <= pl.col("slo_ttft_s")))
+             & (pl.col("slo_tpot_s").is_null() | pl.col("tpot_s").is_null() | (pl.col("tpot_s") <= pl.col("slo_tpot_s")))
+             ).fill_null(False)
+
+
+def request_metrics(records: pl.LazyFrame) -> pl.LazyFrame:
+    """The records with ok, tokens_per_s, tpot_s, end_time (send + latency) and meets_slo added."""
+    return (records.with_columns(ok=OK)
+            .with_columns(tokens_per_s=TOKENS_PER_S, tpot_s=TPOT,
+                          end_time=pl.col("send_time") + pl.col("latency_s"),
+                          chunk_tokens_sum=pl.col("chunk_tokens").list.sum())
+            .with_columns(meets_slo=MEETS_SLO))
+
+
+def itl_samples(records: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
+    """Per-token ITL of successful requests, one row per content chunk after the first: `value` =
+    gap / k, `weight` = k (that many tokens; tokens per chunk from the record, else one)."""
+    times = pl.col("chunk_times_s")
+    known = pl.col("chunk_tokens").list.len() == times.list.len()
+    tokens = pl.when(known).then(pl.col("chunk_tokens")).otherwise(pl.lit(1, pl.Int64).repeat_by(times.list.len()))
+    return (records.filter(OK)
+            .select(*keys, gap=times.list.diff(), weight=tokens)
+            .explode(["gap", "weight"])
+            .filter(pl.col("gap").is_not_null())
+            .with_columns(pl.col("weight").clip(lower_bound=1))
+            .select(*keys, value=pl.col("gap") / pl.col("weight"), weight="weight"))
+
+
+def inter_token_latencies(record: RequestRecord) -> list[float]:
+    """One record's per-token ITLs (itl_samples, each value repeated by its weight), in chunk order."""
+    from infbench.measure.recordframe import records_frame
+
+    samples = itl_samples(records_frame([record]).lazy(), []).collect()
+    return [value for value, weight in samples.iter_rows() for _ in range(weight)]
 
 
 def tokens_per_second(record: RequestRecord) -> float | None:
+    """TOKENS_PER_S for one record, live in the bench job's progress bar."""
     if not record.ok or not record.completion_tokens or not record.latency_s:
         return None
     return record.completion_tokens / record.latency_s
 
 
-def time_per_output_token(record: RequestRecord) -> float | None:
-    if not record.ok or record.ttft_s is None or (record.completion_tokens or 0) < 2:
-        return None
-    return (record.latency_s - record.ttft_s) / (record.completion_tokens - 1)
+def _rank(count: int, q: float) -> tuple[float, int, int]:
+    """Where percentile q (in [0, 100]) falls among `count` sorted values: rank, floor, ceiling."""
+    rank = (count - 1) * q / 100.0
+    return rank, math.floor(rank), math.ceil(rank)
 
 
-def inter_token_latencies(record: RequestRecord) -> list[float]:
-    """Per-token gaps between content chunks (tokens per chunk from the record, else one)."""
-    if not record.ok:
-        return []
-    times = record.chunk_times_s
-    counts = record.chunk_tokens if len(record.chunk_tokens) == len(times) else [1] * len(times)
-    out: list[float] = []
-    for previous, now, k in zip(times, times[1:], counts[1:]):
-        k = max(k, 1)
-        out.extend([(now - previous) / k] * k)
-    return out
+def _interpolated(ordered, q: float) -> float:
+    """Linear-interpolation percentile (numpy's default) of a non-empty sorted sequence: a list, or a
+    polars Series (the frames' percentiles), so that both give the same float."""
+    rank, low, high = _rank(len(ordered), q)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def meets_slo(record: RequestRecord) -> bool:
-    """Success with TTFT and TPOT within the record's SLOs (an absent SLO is met)."""
-    if not record.ok or record.ttft_s is None:
-        return False
-    if record.slo_ttft_s is not None and record.ttft_s > record.slo_ttft_s:
-        return False
-    tpot = time_per_output_token(record)
-    return record.slo_tpot_s is None or tpot is None or tpot <= record.slo_tpot_s
+def percentile(values: list[float], q: float) -> float | None:
+    """Percentile q in [0, 100] of values; None for no values. For one request's chunks in the client
+    (its read lag); frames use `grouped_percentiles`, the same interpolation."""
+    return _interpolated(sorted(values), q) if values else None
 
+
+def grouped_percentiles(samples: pl.LazyFrame, keys: list[str], qs=QUANTILES) -> pl.DataFrame:
+    """Percentiles p{q} of `value` per group of `keys`, each row counting `weight` times (ITL: a
+    chunk's k tokens), as `_interpolated` gives them from the sorted values.
+
+    polars selects the two order statistics per group without sorting: at (n-1)*q/100 its 'lower'
+    and 'higher' quantiles are the values at the floor and ceiling of the rank, and 'nearest' is the
+    value at the rank when the rank is a whole number (where polars' (n-1)*0.99 may be an ulp below
+    it). The rank itself and the interpolation are computed in Python, as in `percentile`."""
+    single = samples.filter(pl.col("weight") == 1).select(*keys, "value")
+    repeated = samples.filter(pl.col("weight") > 1).select(*keys, pl.col("value").repeat_by("weight")).explode("value")
+    value = pl.col("value")
+    table = pl.concat([single, repeated]).group_by(keys).agg(
+        n=pl.len(),
+        **{f"{how}{q}": value.quantile(q / 100, how) for q in qs for how in ("lower", "higher", "nearest")},
+    ).collect()
+    rows = []
+    for row in table.iter_rows(named=True):
+        out = {key: row[key] for key in keys}
+        for q in qs:
+            rank, low, high = _rank(row["n"], q)
+            known = {low: row[f"nearest{q}"]} if low == high else {low: row[f"lower{q}"], high: row[f"higher{q}"]}
+            out[f"p{q}"] = _interpolated(_Known(known, row["n"]), q)
+        rows.append(out)
+    return pl.DataFrame(rows, schema={**table.select(keys).schema, **{f"p{q}": pl.Float64 for q in qs}})
+
+
+class _Known(dict):
+    """The sorted values `_interpolated` reads, where only the two it reads are known."""
+
+    def __init__(self, values: dict[int, float], count: int):
+        super().__init__(values)
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def weighted_percentiles(values: pl.Series, weights: pl.Series, qs=QUANTILES) -> dict[float, float | None]:
+    """grouped_percentiles of one group."""
+    if values.is_empty():
+        return dict.fromkeys(qs)
+    frame = pl.DataFrame({"g": pl.repeat(0, len(values), eager=True), "value": values, "weight": weights})
+    row = grouped_percentiles(frame.lazy(), ["g"], qs).row(0, named=True)
+    return {q: row[f"p{q}"] for q in qs}
+
+
+# -- per scenario -------------------------------------------------------------------------------
 
 @dataclass
 class ScenarioSummary:
@@ -107,76 +195,188 @@ class ScenarioSummary:
     slo_passed: bool | None = None  # TTFT and TPOT p99 within the SLOs, no errors
 
 
+RUN = "run"  # group key: which scenario run (engine, model, scenario) of a batch a record belongs to
+STEP = "step"  # group key: null for a whole scenario, the offered rate for one sweep step
+GROUP = [RUN, STEP]
+_PERCENTILE_METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "latency": "latency_s",
+                       "dispatch_lag": "dispatch_lag_s", "read_lag": "read_lag_p99_s", "itl": None}
+_METRIC = pl.Enum(list(_PERCENTILE_METRICS))
+
+
+def summarize_runs(records: pl.LazyFrame, sweep_runs: list[int]) -> dict[tuple[int, float | None], dict]:
+    """Raw records (RECORD_SCHEMA plus an integer RUN column) summarized by one group_by per figure:
+    a row of ScenarioSummary figures per (run, step), step None for the whole run and, for the runs
+    in `sweep_runs`, each offered rate."""
+    lf = request_metrics(records).with_columns(pl.lit(None, pl.Float64).alias(STEP))
+    if sweep_runs:  # each step's records a second time, grouped under their rate
+        steps = lf.filter(pl.col(RUN).is_in(sweep_runs) & pl.col("rate").is_not_null())
+        lf = pl.concat([lf, steps.with_columns(pl.col("rate").alias(STEP))])
+    lf = lf.collect().lazy()  # computed once, read by the queries below
+    itl = itl_samples(lf, GROUP).select(*GROUP, metric=pl.lit("itl", _METRIC), value="value", weight="weight")
+    samples = pl.concat([_metric_samples(lf), itl])
+    table = (_group_figures(lf).collect().join(_percentiles(samples), on=GROUP, how="left", nulls_equal=True)
+             .join(_exact_means(lf), on=GROUP, how="left", nulls_equal=True)
+             .with_columns(_derived()))
+    return {(row[RUN], row[STEP]): row for row in table.to_dicts()}
+
+
+def scenario_summaries(rows: dict[tuple[int, float | None], dict], run: int, engine: str, model: str,
+                       scenario: str) -> list[ScenarioSummary]:
+    """One run's summaries from summarize_runs: the whole scenario, then its steps (scenario@rate) by rate."""
+    out = [_summary(rows.get((run, None)) or _empty_row(), engine, model, scenario)]
+    for rate in sorted(step for r, step in rows if r == run and step is not None):
+        out.append(_summary(rows[(run, rate)], engine, model, f"{scenario}@{rate:g}"))
+    return out
+
+
+def summarize_frame(records: pl.DataFrame | pl.LazyFrame, engine: str, model: str, scenario: str,
+                    sweep_steps: bool = False) -> list[ScenarioSummary]:
+    """One scenario's raw records summarized (with sweep_steps: and each offered rate's)."""
+    rows = summarize_runs(records.lazy().with_columns(pl.lit(0, pl.Int32).alias(RUN)), [0] if sweep_steps else [])
+    return scenario_summaries(rows, 0, engine, model, scenario)
+
+
 def summarize(records: list[RequestRecord], engine: str, model: str, scenario: str) -> ScenarioSummary:
-    ok = [r for r in records if r.ok]
-    speeds = [s for s in map(tokens_per_second, ok) if s is not None]
-    ttfts = [r.ttft_s for r in ok if r.ttft_s is not None]
-    tpots = [t for t in map(time_per_output_token, ok) if t is not None]
-    latencies = [r.latency_s for r in ok]
-    wall = _wall_time(ok)
-    completion_total = sum(r.completion_tokens or 0 for r in ok)
-    itls = [gap for r in ok for gap in inter_token_latencies(r)]
-    dispatch_p99 = percentile([r.dispatch_lag_s for r in ok if r.dispatch_lag_s is not None], 99)
-    read_p99 = percentile([r.read_lag_p99_s for r in ok if r.read_lag_p99_s is not None], 99)
-    limit = max((r.client_lag_limit_s for r in records if r.client_lag_limit_s is not None), default=None)
-    slo_ttft = next((r.slo_ttft_s for r in records if r.slo_ttft_s is not None), None)
-    slo_tpot = next((r.slo_tpot_s for r in records if r.slo_tpot_s is not None), None)
-    has_slo = slo_ttft is not None or slo_tpot is not None
-    ttft_p99, tpot_p99 = percentile(ttfts, 99), percentile(tpots, 99)
-    rates = {r.rate for r in records if r.rate is not None}
-    counted_by = sorted({r.chunk_tokens_counted_by for r in ok if r.chunk_tokens_counted_by})
-    return ScenarioSummary(
-        engine=engine,
-        model=model,
-        scenario=scenario,
-        concurrency=max((r.concurrency for r in records), default=0),
-        n=len(records),
-        errors=len(records) - len(ok),
-        tokens_per_s_mean=statistics.fmean(speeds) if speeds else None,
-        tokens_per_s_sd=statistics.stdev(speeds) if len(speeds) > 1 else None,
-        requests_per_min=len(ok) / wall * 60.0 if wall else None,
-        output_tokens_per_s=completion_total / wall if wall else None,
-        ttft_p50_s=percentile(ttfts, 50),
-        ttft_p90_s=percentile(ttfts, 90),
-        ttft_p99_s=ttft_p99,
-        tpot_p50_s=percentile(tpots, 50),
-        tpot_p90_s=percentile(tpots, 90),
-        tpot_p99_s=tpot_p99,
-        latency_p50_s=percentile(latencies, 50),
-        latency_p90_s=percentile(latencies, 90),
-        latency_p99_s=percentile(latencies, 99),
-        prompt_tokens_mean=_mean([r.prompt_tokens for r in ok]),
-        completion_tokens_mean=_mean([r.completion_tokens for r in ok]),
-        wall_time_s=wall,
-        itl_p50_s=percentile(itls, 50),
-        itl_p90_s=percentile(itls, 90),
-        itl_p99_s=percentile(itls, 99),
-        dispatch_lag_p99_s=dispatch_p99,
-        read_lag_p99_s=read_p99,
-        connect_mean_s=_mean([r.connect_s for r in ok if r.connect_s]),
-        client_lag_limit_s=limit,
-        client_lag_flag=limit is not None and any(v is not None and v > limit for v in (dispatch_p99, read_p99)),
-        workers=len({r.worker for r in records}) or 1,
-        chunk_tokens_counted_by="+".join(counted_by) or None,
-        rate=max(rates) if len(rates) == 1 else None,
-        slo_ttft_s=slo_ttft,
-        slo_tpot_s=slo_tpot,
-        goodput_rps=sum(map(meets_slo, records)) / wall if has_slo and wall else None,
-        slo_passed=(len(ok) == len(records) and ttft_p99 is not None
-                    and (slo_ttft is None or ttft_p99 <= slo_ttft)
-                    and (slo_tpot is None or tpot_p99 is None or tpot_p99 <= slo_tpot)) if has_slo else None,
+    """summarize_frame for in-memory records (the bench job, the sweep runner, calibrate)."""
+    from infbench.measure.recordframe import records_frame
+
+    return summarize_frame(records_frame(records), engine, model, scenario)[0]
+
+
+def _group_figures(lf: pl.LazyFrame) -> pl.LazyFrame:
+    ok_only = lambda name: pl.col(name).filter(_ok)  # noqa: E731
+    counted_by = pl.col("chunk_tokens_counted_by")
+    return lf.group_by(GROUP).agg(
+        concurrency=pl.col("concurrency").max(),
+        n=pl.len().cast(pl.Int64),
+        ok_n=_ok.sum().cast(pl.Int64),
+        completion_total=ok_only("completion_tokens").fill_null(0).sum(),
+        first_send=ok_only("send_time").min(),
+        last_end=ok_only("end_time").max(),
+        prompt_sum=ok_only("prompt_tokens").sum(), prompt_n=ok_only("prompt_tokens").count(),
+        completion_sum=ok_only("completion_tokens").sum(), completion_n=ok_only("completion_tokens").count(),
+        client_lag_limit_s=pl.col("client_lag_limit_s").max(),
+        workers=pl.col("worker").n_unique().cast(pl.Int64),
+        chunk_tokens_counted_by=counted_by.filter(_ok & (counted_by.fill_null("") != "")).unique().sort().str.join("+"),
+        rates=pl.col("rate").drop_nulls().n_unique(),
+        rate=pl.col("rate").max(),
+        slo_ttft_s=pl.col("slo_ttft_s").drop_nulls().first(),
+        slo_tpot_s=pl.col("slo_tpot_s").drop_nulls().first(),
+        met_slo=pl.col("meets_slo").sum().cast(pl.Int64),
     )
 
 
-def _wall_time(ok: list[RequestRecord]) -> float | None:
-    """First send to last end, on the wall clock the records share."""
-    if not ok:
-        return None
-    start = min(r.send_time for r in ok)
-    end = max(r.send_time + r.latency_s for r in ok)
-    return end - start if end > start else None
+def _metric_samples(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Long frame (run, step, metric, value, weight=1) of every per-request metric with percentiles."""
+    columns = {metric: column for metric, column in _PERCENTILE_METRICS.items() if column}
+    return (lf.filter(_ok).select(*GROUP, *(pl.col(column).alias(metric) for metric, column in columns.items()))
+            .unpivot(index=GROUP, variable_name="metric", value_name="value")
+            .filter(pl.col("value").is_not_null())
+            .select(*GROUP, pl.col("metric").cast(_METRIC), "value", weight=pl.lit(1, pl.Int64)))
 
 
-def _mean(values: list[float | int | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.fmean(present) if present else None
+def _percentiles(samples: pl.LazyFrame) -> pl.DataFrame:
+    """Per (run, step): {metric}_p{q}_s of every metric in the samples."""
+    wide = grouped_percentiles(samples, [*GROUP, "metric"])
+    columns = {f"{metric}_p{q}_s": pl.col(f"p{q}").filter(pl.col("metric") == metric).first()
+               for metric in _PERCENTILE_METRICS for q in QUANTILES}
+    return wide.group_by(GROUP).agg(**columns)
+
+
+def _exact_means(lf: pl.LazyFrame) -> pl.DataFrame:
+    """Per (run, step): tokens_per_s mean and sd, connect_s mean, to the last bit (see the module doc)."""
+    samples = pl.concat([
+        lf.filter(pl.col("tokens_per_s").is_not_null()).select(*GROUP, metric=pl.lit("tokens_per_s"), value="tokens_per_s"),
+        lf.filter(_ok & (pl.col("connect_s").fill_null(0.0) != 0.0)).select(*GROUP, metric=pl.lit("connect"), value="connect_s"),
+    ])
+    bits = pl.col("value").reinterpret(dtype=pl.Int64)
+    magnitude = bits & pl.lit(0x7FFF_FFFF_FFFF_FFFF, pl.Int64)
+    biased = magnitude // (1 << 52)
+    mantissa = (magnitude & pl.lit((1 << 52) - 1, pl.Int64)) + pl.when(biased > 0).then(1 << 52).otherwise(0)
+    signed = pl.when(bits < 0).then(-mantissa).otherwise(mantissa).cast(pl.Int128)
+    partials = (samples.with_columns(exponent=pl.max_horizontal(biased, 1) - 1075, m=signed)
+                .group_by(*GROUP, "metric", "exponent")
+                .agg(n=pl.len(), sx=pl.col("m").sum(), sxx=(pl.col("m") * pl.col("m")).sum())
+                .collect())
+    sums: dict = {}
+    for row in partials.iter_rows(named=True):
+        entry = sums.setdefault((row[RUN], row[STEP], row["metric"]), [0, Fraction(0), Fraction(0)])
+        entry[0] += row["n"]
+        entry[1] += Fraction(row["sx"]) * Fraction(2) ** row["exponent"]
+        entry[2] += Fraction(row["sxx"]) * Fraction(2) ** (2 * row["exponent"])
+    out: dict = {}
+    for (run, step, metric), (n, sx, sxx) in sums.items():
+        row = out.setdefault((run, step), {RUN: run, STEP: step, "tokens_per_s_mean": None, "tokens_per_s_sd": None,
+                                           "connect_mean_s": None})
+        mean = float(sx) / n
+        if metric == "connect":
+            row["connect_mean_s"] = mean
+            continue
+        row["tokens_per_s_mean"] = mean
+        if n > 1:
+            row["tokens_per_s_sd"] = _sqrt_of_fraction((n * sxx - sx * sx) / n / (n - 1))
+    schema = {RUN: pl.Int32, STEP: pl.Float64, "tokens_per_s_mean": pl.Float64, "tokens_per_s_sd": pl.Float64, "connect_mean_s": pl.Float64}
+    return pl.DataFrame(list(out.values()), schema=schema)
+
+
+def _sqrt_of_fraction(value: Fraction) -> float:
+    """The float nearest to sqrt(value): an integer root with 60+ bits, its last bit set when inexact
+    (round to odd), then one correctly rounded division."""
+    num, den = value.numerator, value.denominator
+    shift = max(0, 64 - (num.bit_length() - den.bit_length()) // 2)
+    scaled, remainder = divmod(num << (2 * shift), den)
+    root = math.isqrt(scaled)
+    if remainder or root * root != scaled:
+        root |= 1
+    return root / (1 << shift)
+
+
+def _derived() -> list[pl.Expr]:
+    wall = pl.when(pl.col("last_end") > pl.col("first_send")).then(pl.col("last_end") - pl.col("first_send"))
+    has_slo = pl.col("slo_ttft_s").is_not_null() | pl.col("slo_tpot_s").is_not_null()
+    limit = pl.col("client_lag_limit_s")
+    ttft_p99, tpot_p99 = pl.col("ttft_p99_s"), pl.col("tpot_p99_s")
+    return [
+        wall.alias("wall_time_s"),
+        (pl.col("ok_n") / wall * 60.0).alias("requests_per_min"),
+        (pl.col("completion_total") / wall).alias("output_tokens_per_s"),
+        pl.when(pl.col("prompt_n") > 0).then(pl.col("prompt_sum") / pl.col("prompt_n")).alias("prompt_tokens_mean"),
+        pl.when(pl.col("completion_n") > 0).then(pl.col("completion_sum") / pl.col("completion_n")
+                                                 ).alias("completion_tokens_mean"),
+        (limit.is_not_null() & ((pl.col("dispatch_lag_p99_s") > limit).fill_null(False)
+                                | (pl.col("read_lag_p99_s") > limit).fill_null(False))).alias("client_lag_flag"),
+        pl.when(pl.col("rates") == 1).then(pl.col("rate")).alias("rate"),
+        pl.when(has_slo & wall.is_not_null()).then(pl.col("met_slo") / wall).alias("goodput_rps"),
+        pl.when(has_slo).then(
+            (pl.col("ok_n") == pl.col("n")) & ttft_p99.is_not_null()
+            & (pl.col("slo_ttft_s").is_null() | (ttft_p99 <= pl.col("slo_ttft_s"))).fill_null(False)
+            & (pl.col("slo_tpot_s").is_null() | tpot_p99.is_null() | (tpot_p99 <= pl.col("slo_tpot_s"))).fill_null(False)
+        ).alias("slo_passed"),
+    ]
+
+
+def _empty_row() -> dict:
+    return {"n": 0, "ok_n": 0, "concurrency": None, "workers": 0, "client_lag_flag": False}
+
+
+def _summary(row: dict, engine: str, model: str, scenario: str) -> ScenarioSummary:
+    get = lambda name: row.get(name)  # noqa: E731  (absent: a scenario without records)
+    return ScenarioSummary(
+        engine=engine, model=model, scenario=scenario,
+        concurrency=get("concurrency") if get("concurrency") is not None else 0,
+        n=row["n"], errors=row["n"] - row["ok_n"],
+        tokens_per_s_mean=get("tokens_per_s_mean"), tokens_per_s_sd=get("tokens_per_s_sd"),
+        requests_per_min=get("requests_per_min"), output_tokens_per_s=get("output_tokens_per_s"),
+        ttft_p50_s=get("ttft_p50_s"), ttft_p90_s=get("ttft_p90_s"), ttft_p99_s=get("ttft_p99_s"),
+        tpot_p50_s=get("tpot_p50_s"), tpot_p90_s=get("tpot_p90_s"), tpot_p99_s=get("tpot_p99_s"),
+        latency_p50_s=get("latency_p50_s"), latency_p90_s=get("latency_p90_s"), latency_p99_s=get("latency_p99_s"),
+        prompt_tokens_mean=get("prompt_tokens_mean"), completion_tokens_mean=get("completion_tokens_mean"),
+        wall_time_s=get("wall_time_s"),
+        itl_p50_s=get("itl_p50_s"), itl_p90_s=get("itl_p90_s"), itl_p99_s=get("itl_p99_s"),
+        dispatch_lag_p99_s=get("dispatch_lag_p99_s"), read_lag_p99_s=get("read_lag_p99_s"),
+        connect_mean_s=get("connect_mean_s"), client_lag_limit_s=get("client_lag_limit_s"),
+        client_lag_flag=bool(row["client_lag_flag"]), workers=row["workers"] or 1,
+        chunk_tokens_counted_by=get("chunk_tokens_counted_by") or None, rate=get("rate"),
+        slo_ttft_s=get("slo_ttft_s"), slo_tpot_s=get("slo_tpot_s"), goodput_rps=get("goodput_rps"),
+        slo_passed=get("slo_passed"),
+    )

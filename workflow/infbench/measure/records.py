@@ -64,7 +64,15 @@ class RequestRecord:
 
 
 def write_records(path: str | Path, records: list[RequestRecord]) -> None:
+    """The JSONL record of truth, then its Parquet copy (measure/recordframe.py) for fast merges."""
+    path = Path(path)
     write_jsonl_atomic(path, (r.to_dict() for r in records))
+    try:
+        from infbench.measure.recordframe import write_parquet_copy
+    except ImportError:  # TGI's native client runs in a venv without polars: no copy, none stale
+        path.with_suffix(".parquet").unlink(missing_ok=True)
+        return
+    write_parquet_copy(path, path.read_bytes(), records)
 
 
 def read_records(path: str | Path) -> list[RequestRecord]:

@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from infbench.measure.client import MeasuredLoop
+from infbench.measure.eventloop import MeasuredLoop
 
 
 @dataclass(frozen=True)

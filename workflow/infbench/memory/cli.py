@@ -10,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from infbench.fileio import write_text_atomic
 from infbench.memory.errors import EstimateError
 from infbench.memory.estimate import DEFAULT_GPU_UTIL
 
@@ -116,8 +117,7 @@ def _memory_estimate(args: argparse.Namespace) -> int:
                    context=args.context, batch=args.batch, gpu_util=args.gpu_util,
                    stored_dtype=stored_dtype)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(est.to_json_text() + "\n")
+    write_text_atomic(out, est.to_json_text() + "\n")  # never a half-written estimate
     print(f"wrote {out}: {est.facts.params.total:,} parameters, "
           f"smallest vLLM setup {est.smallest.setup if est.smallest else 'none'}")
     return 0

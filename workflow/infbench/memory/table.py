@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from infbench.fileio import write_text_atomic
 from infbench.memory.errors import EstimateError
 from infbench.memory.estimate import DEFAULT_GPU_UTIL, fmt_bytes
 
@@ -211,5 +212,4 @@ def write_table(estimate_paths: list[Path], measured_paths: list[Path], out: Pat
         meas.setdefault("model", Path(p).parent.name)
         meas.setdefault("engine", Path(p).parent.parent.name)
         measured.append(meas)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render(estimates, measured, gpu_util))
+    write_text_atomic(out, render(estimates, measured, gpu_util))  # never a half-written table

@@ -6,14 +6,12 @@ Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to 
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import jsonschema
-import yaml
+import yaml  # noqa: F401
 
+from infbench.pipeline.defaults import load_schema
 from infbench.pipeline.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
-
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "config" / "config.schema.yaml"
 
 ENGINE_LABELS = {"transformers": "Transformers", "vllm": "vLLM", "tgi": "TGI", "llamacpp": "llama.cpp",
                  "openai": "OpenAI-compatible", "sglang": "SGLang"}
@@ -30,10 +28,6 @@ KIND_ONLY_KEYS = {
 
 class ConfigError(ValueError):
     pass
-
-
-def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    return yaml.safe_load(path.read_text())
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:
@@ -131,14 +125,6 @@ def resolve_env(engine: dict, device: str, engine_name: str = "?") -> str | None
     return env[device]
 
 
-def load_config(*paths: str | Path, overrides: dict | None = None) -> dict:
-    config: dict = {}
-    for path in paths:
-        config.update(yaml.safe_load(Path(path).read_text()) or {})
-    config.update(overrides or {})
-    return validate_config(config)
-
-
 def engine_spec(config: dict, name: str) -> EngineSpec:
     engine = config["engines"][name]
     return EngineSpec(
@@ -156,6 +142,7 @@ def engine_spec(config: dict, name: str) -> EngineSpec:
                                         "version_path", "base_url", "api_key_env", "served_model_name")
            if key in engine},
         command=list(engine.get("command", [])),
+        gpu_ids=list(config.get("gpu_ids", [])),
         sampling=Sampling(**config["sampling"]),
         scenarios=[scenario_of(config, s) for s in config["scenarios"]],
         bench=BenchSettings(**config["bench"]),
@@ -163,21 +150,7 @@ def engine_spec(config: dict, name: str) -> EngineSpec:
 
 
 def scenario_of(config: dict, name: str) -> Scenario:
-    scenario = config["scenarios"][name]
-    if scenario["kind"] == "single":
-        return Scenario(name=name, kind="single", concurrency=1, requests=None)
-    concurrency = scenario["concurrency"]
-    requests = scenario.get("requests") or max(2 * concurrency, config["prompts"]["n"])
-    if scenario["kind"] == "throughput":
-        return Scenario(name=name, kind="throughput", concurrency=concurrency, requests=requests,
-                        workers=scenario["workers"])
-    load = {key: scenario[key] for key in ("workers", "arrival", "burstiness", "seed") if key in scenario}
-    if scenario["kind"] == "open_loop":
-        return Scenario(name=name, kind="open_loop", concurrency=concurrency, requests=requests,
-                        rate=scenario["rate"], **load)
-    sweep = {key: scenario[key] for key in ("rates", "start_rate", "max_rate", "refine_steps") if key in scenario}
-    return Scenario(name=name, kind="sweep", concurrency=concurrency, requests=requests,
-                    slo_ttft_s=scenario["slo_ttft_s"], slo_tpot_s=scenario["slo_tpot_s"], **load, **sweep)
+    return Scenario.from_config(config, name)
 
 
 def model_spec(config: dict, name: str) -> ModelSpec:

@@ -3,6 +3,7 @@
 results/specs/engines/{engine}.json holds one engine's settings plus the shared bench settings;
 results/specs/models/{model}.json holds how a model is served. Editing one engine's settings changes
 only its own spec file, so Snakemake reruns only that engine's bench jobs (and the merge).
+Defaults are the schema's (pipeline/defaults.py); scenarios are measure/scenarios.py's classes.
 """
 
 from __future__ import annotations
@@ -12,45 +13,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from infbench.fileio import write_json_atomic
+from infbench.measure.scenarios import Scenario
+from infbench.pipeline.defaults import schema_default
 
 
 @dataclass(frozen=True)
 class Sampling:
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int = 0
-    max_tokens: int = 128
-    output_length: str = "natural"
-
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    kind: str  # single | throughput (closed loop) | open_loop | sweep
-    concurrency: int = 1
-    requests: int | None = None  # a sweep: per step
-    workers: int | str = 1  # client processes, or "auto"
-    # open_loop and sweep: arrivals drawn in advance (loadgen.arrival_offsets)
-    rate: float | None = None  # requests/s
-    arrival: str = "poisson"  # poisson | gamma | constant
-    burstiness: float = 1.0  # gamma shape
-    seed: int = 0
-    # sweep: explicit rates, else doubling from start_rate then bisection; SLOs on p99
-    rates: list[float] = field(default_factory=list)
-    start_rate: float = 1.0
-    max_rate: float = 256.0
-    refine_steps: int = 3
-    slo_ttft_s: float | None = None
-    slo_tpot_s: float | None = None
+    temperature: float = schema_default("sampling.temperature")
+    top_p: float = schema_default("sampling.top_p")
+    seed: int = schema_default("sampling.seed")
+    max_tokens: int = schema_default("sampling.max_tokens")
+    output_length: str = schema_default("sampling.output_length")
 
 
 @dataclass(frozen=True)
 class BenchSettings:
-    warmup_requests: int = 2
-    request_timeout_s: float = 300.0
-    memory_sample_interval_s: float = 0.25
-    host: str = "127.0.0.1"
-    client_lag_limit_s: float = 0.001  # flag a run whose client lag p99 passes this
+    warmup_requests: int = schema_default("bench.warmup_requests")
+    request_timeout_s: float = schema_default("bench.request_timeout_s")
+    memory_sample_interval_s: float = schema_default("bench.memory_sample_interval_s")
+    host: str = schema_default("bench.host")
+    client_lag_limit_s: float = schema_default("bench.client_lag_limit_s")  # flag a run whose client lag p99 passes it
 
 
 @dataclass(frozen=True)
@@ -62,7 +44,7 @@ class EngineSpec:
     device: str
     args: list[str] = field(default_factory=list)
     server_env: dict[str, str] = field(default_factory=dict)
-    startup_timeout_s: float = 600.0
+    startup_timeout_s: float = schema_default("engines.*.startup_timeout_s")
     launcher: str | None = None  # TGI: native | docker | apptainer
     image: str | None = None  # TGI: container image for docker/apptainer
     # llamacpp: threads (default: the bench job's), parallel slots (default: the largest scenario
@@ -78,6 +60,7 @@ class EngineSpec:
     base_url: str | None = None
     api_key_env: str | None = None  # the variable's name; its value is read at bench time only
     served_model_name: str | None = None
+    gpu_ids: list[int] = field(default_factory=list)  # config gpu_ids: GPUs a job may lease (empty: all visible)
     sampling: Sampling = Sampling()
     scenarios: list[Scenario] = field(default_factory=list)
     bench: BenchSettings = BenchSettings()
@@ -86,7 +69,7 @@ class EngineSpec:
     def from_dict(cls, data: dict) -> "EngineSpec":
         data = dict(data)
         data["sampling"] = Sampling(**data.get("sampling", {}))
-        data["scenarios"] = [Scenario(**s) for s in data.get("scenarios", [])]
+        data["scenarios"] = [Scenario.from_dict(s) for s in data.get("scenarios", [])]
         data["bench"] = BenchSettings(**data.get("bench", {}))
         return cls(**data)
 

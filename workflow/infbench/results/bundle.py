@@ -164,6 +164,21 @@ def _mtime_of(provenance: dict) -> int:
         return 0
 
 
+def _is_raw_copy(name: str) -> bool:
+    return name.startswith("results/raw/") and name.endswith(".parquet")
+
+
+def _copies_from_bundled_jsonl(raw: dict[str, bytes], contents: dict[str, bytes]) -> None:
+    """Each raw Parquet copy, made again from its JSONL as bundled (secrets redacted): a copy of
+    the bundle's record of truth, with nothing redacted there left in it."""
+    from infbench.measure.recordframe import parquet_copy_of
+
+    for name in sorted(n for n in raw if _is_raw_copy(n)):
+        jsonl = name.removesuffix(".parquet") + ".jsonl"
+        if jsonl in contents:
+            contents[name] = parquet_copy_of(contents[jsonl], jsonl)
+
+
 def make_bundle(root: Path, out_dir: Path, redactor: Redactor) -> BundleResult:
     """Write out_dir/{run_id}.tar.gz from the workflow directory root; run_id from its provenance."""
     provenance_path = root / "results" / "provenance.json"
@@ -179,6 +194,8 @@ def make_bundle(root: Path, out_dir: Path, redactor: Redactor) -> BundleResult:
         redactor.collect_json_secrets(name, data)
     contents, redacted = {}, {}
     for name, data in raw.items():
+        if _is_raw_copy(name):  # made below from the redacted JSONL, never redacted as bytes
+            continue
         count = 0
         if name.endswith((".json", ".jsonl")):
             data, count = redactor.redact_json_file(name, data)
@@ -186,6 +203,7 @@ def make_bundle(root: Path, out_dir: Path, redactor: Redactor) -> BundleResult:
         if count + more:
             redacted[name] = count + more
         contents[name] = data
+    _copies_from_bundled_jsonl(raw, contents)
     manifest = {
         "format": FORMAT,
         "run_id": run_id,
@@ -256,6 +274,7 @@ def _recompute_tables(folder: Path, result: VerifyResult) -> None:
         out = Path(scratch)
         try:
             plan = MergePlan.from_json(plan_file.read_text())
+            # From the Parquet copies where usable: _check_parquet_copies proves they hold the JSONL's records.
             merge(folder / "results" / "raw", out, plan)
         except Exception as err:  # a missing or broken raw file: say which, do not crash
             why = str(err).replace(f"{folder}/", "")  # paths as the bundle names them
@@ -273,6 +292,17 @@ def _recompute_tables(folder: Path, result: VerifyResult) -> None:
                                        f"({_first_difference(made.read_bytes(), archived.read_bytes())})")
             result.recomputed_tables.append(name)
         _recompute_memory_table(folder, plan, result)
+
+
+def _check_parquet_copies(folder: Path, result: VerifyResult) -> None:
+    """Each raw JSONL's Parquet copy (what a merge reads for speed) holds the same records."""
+    from infbench.measure.recordframe import copy_disagreement
+
+    raw = folder / "results" / "raw"
+    for jsonl in sorted(raw.rglob("*.jsonl")) if raw.is_dir() else []:
+        why = copy_disagreement(jsonl)
+        if why:
+            result.problems.append(f"{jsonl.relative_to(folder)}: {why}")
 
 
 def _recompute_memory_table(folder: Path, plan, result: VerifyResult) -> None:
@@ -350,7 +380,15 @@ def verify_bundle(bundle: Path) -> VerifyResult:
             result.checked_files += 1
         for name in sorted(present - set(listed) - {MANIFEST}):
             result.problems.append(f"{name}: in the bundle but not in {MANIFEST}")
-        _recompute_tables(folder, result)
+        check_results(folder, result)
+    return result
+
+
+def check_results(folder: Path, result: VerifyResult) -> VerifyResult:
+    """What verify checks beyond checksums, on an extracted run folder: the tables recomputed from
+    results/raw match the archived ones, and every raw JSONL's Parquet copy holds its records."""
+    _recompute_tables(folder, result)
+    _check_parquet_copies(folder, result)
     return result
 
 

@@ -22,7 +22,6 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import polars as pl  # noqa: E402
 
 from infbench.fileio import write_bytes_atomic  # noqa: E402
-from infbench.measure.records import RequestRecord  # noqa: E402
 from infbench.results.tables import MergePlan, load_summaries  # noqa: E402
 
 PLOT_FILES = ("tokens_per_s.png", "ttft_cdf.png", "latency_cdf.png", "throughput.png")
@@ -33,14 +32,14 @@ DPI = 110
 class PlotData:
     plan: MergePlan
     summaries: pl.DataFrame  # one row per (engine, model, scenario), as in summary.csv
-    records: list[RequestRecord]
+    requests: pl.DataFrame  # one row per request (tables.REQUEST_COLUMNS under engine, model, scenario)
     skipped: dict[tuple[str, str], str]  # (engine, model) -> why it did not run
 
     @classmethod
     def load(cls, raw_dir: Path, plan: MergePlan) -> "PlotData":
-        df, servers, records = load_summaries(raw_dir, plan)
+        df, servers, requests = load_summaries(raw_dir, plan)
         skipped = {key: s.get("reason") or "skipped" for key, s in servers.items() if s.get("status") == "skipped"}
-        return cls(plan, df, records, skipped)
+        return cls(plan, df, requests, skipped)
 
     def colour(self, engine: str) -> str:
         names = list(self.plan.engines)
@@ -52,8 +51,9 @@ class PlotData:
         )
         return row[column].item() if row.height else None
 
-    def scenarios(self, kind: str) -> list[str]:
-        return [s for s, k in self.plan.scenarios.items() if k == kind]
+    def scenarios(self, flag: str) -> list[str]:
+        """The scenarios whose kind's class sets `flag` (measure.scenarios), in the config's order."""
+        return self.plan.scenarios_where(flag)
 
     def all_scenarios(self) -> list[str]:
         native = ["native-single"] if self.plan.native_engines else []
@@ -102,7 +102,7 @@ def _no_data(ax, text: str = "no measured scenario of this kind") -> None:
 
 
 def plot_tokens_per_s(data: PlotData, path: Path) -> None:
-    singles = data.scenarios("single")
+    singles = data.scenarios("in_speed_table")
     fig, axes = plt.subplots(1, max(len(singles), 1), figsize=(max(6, 1.6 * len(data.plan.models) + 4), 4.2),
                              squeeze=False)
     for ax, scenario in zip(axes[0], singles or [None]):
@@ -123,7 +123,7 @@ def _ecdf(values: list[float]) -> tuple[list[float], list[float]]:
     return [ordered[0], *ordered], [0.0, *((i + 1) / n for i in range(n))]
 
 
-def _plot_cdf(data: PlotData, path: Path, attribute: str, scale: float, unit: str, title: str) -> None:
+def _plot_cdf(data: PlotData, path: Path, column: str, scale: float, unit: str, title: str) -> None:
     scenarios = data.all_scenarios()
     fig, axes = plt.subplots(1, len(scenarios), figsize=(5.2 * len(scenarios), 4.2), squeeze=False)
     styles = ["-", "--", ":", "-."]
@@ -131,9 +131,9 @@ def _plot_cdf(data: PlotData, path: Path, attribute: str, scale: float, unit: st
         drawn = 0
         for engine in data.plan.engines:
             for m_index, model in enumerate(data.plan.models):
-                values = [getattr(r, attribute) * scale for r in data.records
-                          if r.engine == engine and r.model == model and r.scenario == scenario
-                          and r.ok and getattr(r, attribute) is not None]
+                values = (data.requests.filter((pl.col("engine") == engine) & (pl.col("model") == model)
+                                               & (pl.col("scenario") == scenario) & pl.col("ok"))
+                          [column].drop_nulls() * scale).to_list()
                 if not values:
                     continue
                 xs, ys = _ecdf(values)
@@ -155,7 +155,7 @@ def _plot_cdf(data: PlotData, path: Path, attribute: str, scale: float, unit: st
 
 def plot_throughput(data: PlotData, path: Path) -> None:
     # Fixed-load scenarios; a sweep's steps are in details.md (one bar per rate would crowd this).
-    loads = data.scenarios("throughput") + data.scenarios("open_loop")
+    loads = data.scenarios("in_load_plot")
     rows = max(len(loads), 1)
     width = max(6, 1.2 * len(data.plan.engines) * len(data.plan.models) + 3)
     fig, axes = plt.subplots(rows, 2, figsize=(2 * width, 4.2 * rows), squeeze=False)
@@ -164,11 +164,11 @@ def plot_throughput(data: PlotData, path: Path) -> None:
             _no_data(axes[row][0])
             _no_data(axes[row][1])
             continue
-        ran = [r for r in data.records if r.scenario == scenario]
-        if data.plan.scenarios[scenario] == "throughput":
-            load = f"closed loop, concurrency {max((r.concurrency for r in ran), default=0)}"
+        ran = data.requests.filter(pl.col("scenario") == scenario)
+        if data.plan.scenario_class(scenario).loop == "closed":
+            load = f"closed loop, concurrency {ran['concurrency'].max() or 0}"
         else:
-            rates = sorted({r.rate for r in ran if getattr(r, "rate", None) is not None})
+            rates = ran["rate"].drop_nulls().unique().sort().to_list()
             load = "open loop" + (f", {rates[0]:g} req/s offered" if len(rates) == 1 else "")
         for ax, column, label in ((axes[row][0], "requests_per_min", "requests/min"),
                                   (axes[row][1], "output_tokens_per_s", "output tokens/s")):

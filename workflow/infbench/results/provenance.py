@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from infbench import __version__
+from infbench.handoff import ServerInfo
 from infbench.pipeline.config import engine_label, resolve_env
 from infbench.fileio import read_jsonl, write_json_atomic
 from infbench.results.redact import redact_config
@@ -288,6 +289,7 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
     servers_by_engine: dict[str, dict[str, dict]] = {}
     for path in servers:
         server = _read_json(path)
+        ServerInfo.from_dict(server, str(path))  # checked; kept whole, with any fields newer writers added
         engine = server.get("engine") or Path(path).parent.parent.name
         model = server.get("model") or Path(path).parent.name
         servers_by_engine.setdefault(engine, {})[model] = server

@@ -8,7 +8,6 @@ results/provenance.json. Everything user-supplied is escaped; the pages load not
 from __future__ import annotations
 
 import html
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ import yaml
 from markdown_it import MarkdownIt
 
 from infbench.fileio import write_text_atomic
-from infbench.results.provenance import TIME_MEANINGS
+from infbench.results.provenance import TIME_MEANINGS, read_provenance
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
@@ -109,6 +108,6 @@ def write_pages(tables: list[Path], provenance: Path, out_dir: Path) -> list[Pat
         write_text_atomic(target, markdown_page(Path(table).stem, Path(table).read_text()))
         written.append(target)
     target = out_dir / "provenance.html"
-    write_text_atomic(target, provenance_page(json.loads(Path(provenance).read_text())))
+    write_text_atomic(target, provenance_page(read_provenance(provenance)))
     written.append(target)
     return written

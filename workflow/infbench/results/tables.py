@@ -9,47 +9,74 @@ results/tables/summary.csv         the same figures, machine-readable
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import polars as pl
 
 from infbench.fileio import write_text_atomic
-from infbench.measure.metrics import summarize
-from infbench.measure.records import read_records
+from infbench.handoff import MergePlan, ServerInfo
+from infbench.measure.metrics import RUN, request_metrics, scenario_summaries, summarize_runs
+from infbench.measure.recordframe import RECORD_SCHEMA, read_records_frame
 
 
-@dataclass(frozen=True)
-class MergePlan:
-    """What to merge, from the config: names, labels, and each scenario's kind."""
-
-    engines: dict[str, str]  # name -> column label
-    models: dict[str, str]  # name -> row label
-    scenarios: dict[str, str]  # name -> kind (single | throughput | open_loop | sweep)
-    native_engines: list[str] = field(default_factory=list)  # TGI: + native-single.jsonl
-
-    @classmethod
-    def from_json(cls, text: str) -> "MergePlan":
-        return cls(**json.loads(text))
+# Per request, what the tables and plots need beyond the summaries (the cross-engine checks, CDFs).
+REQUEST_COLUMNS = ["prompt_id", "ok", "ttft_s", "latency_s", "prompt_tokens", "completion_tokens", "max_tokens",
+                   "concurrency", "rate", "output_length", "tokens_counted_by", "chunk_tokens_counted_by",
+                   "chunk_tokens_sum"]
 
 
-def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, list]:
-    rows, servers, records_all = [], {}, []
+BATCH_RECORDS = 50_000  # runs are summarized together up to this many records: few queries, bounded memory
+
+
+def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, pl.DataFrame]:
+    """One summary row per (engine, model, scenario) and sweep step, in the plan's order; each run's
+    server.json; and one row per request (REQUEST_COLUMNS, under the run's engine, model and scenario,
+    with the engine and model the record itself names as record_engine and record_model). Records come
+    from each JSONL's Parquet copy where it is usable, else from the JSONL (recordframe.py)."""
+    servers, runs = {}, []
     for engine in plan.engines:
         for model in plan.models:
             run_dir = raw_dir / engine / model
             server_file = run_dir / "server.json"
-            servers[(engine, model)] = json.loads(server_file.read_text()) if server_file.exists() else {}
-            scenarios = [*plan.scenarios, *(["native-single"] if engine in plan.native_engines else [])]
-            for scenario in scenarios:
-                records = read_records(run_dir / f"{scenario}.jsonl")
-                records_all.extend(records)
-                rows.append(asdict(summarize(records, engine, model, scenario)))
-                if plan.scenarios.get(scenario) == "sweep":  # and one row per step, named scenario@rate
-                    for rate in sorted({r.rate for r in records if r.rate is not None}):
-                        step = [r for r in records if r.rate == rate]
-                        rows.append(asdict(summarize(step, engine, model, f"{scenario}@{rate:g}")))
-    return pl.DataFrame(rows, infer_schema_length=None), servers, records_all
+            servers[(engine, model)] = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
+            for scenario in [*plan.scenarios, *(["native-single"] if engine in plan.native_engines else [])]:
+                runs.append((engine, model, scenario, run_dir / f"{scenario}.jsonl"))
+    figures: dict = {}
+    requests: list[pl.DataFrame] = []
+    batch: list[pl.DataFrame] = []
+    sweeps: list[int] = []
+
+    def flush() -> None:
+        if batch:
+            frame = pl.concat(batch)
+            figures.update(summarize_runs(frame.lazy(), sweeps))
+            requests.append(request_metrics(frame.lazy()).select(*REQUEST_KEYS, *REQUEST_COLUMNS).collect())
+            batch.clear()
+
+    for run, (engine, model, scenario, path) in enumerate(runs):
+        records = read_records_frame(path)
+        batch.append(records.with_columns(pl.lit(run, pl.Int32).alias(RUN), pl.lit(engine).alias("run_engine"),
+                                          pl.lit(model).alias("run_model"), pl.lit(scenario).alias("run_scenario")))
+        if scenario in plan.scenarios and plan.scenario_class(scenario).has_steps:  # and a row per step: scenario@rate
+            sweeps.append(run)
+        if sum(b.height for b in batch) >= BATCH_RECORDS:
+            flush()
+    flush()
+    rows = [asdict(s) for run, (engine, model, scenario, _) in enumerate(runs)
+            for s in scenario_summaries(figures, run, engine, model, scenario)]
+    return pl.DataFrame(rows, infer_schema_length=None), servers, pl.concat(requests) if requests else _no_requests()
+
+
+REQUEST_KEYS = [pl.col("run_engine").alias("engine"), pl.col("run_model").alias("model"),
+                pl.col("run_scenario").alias("scenario"), pl.col("engine").alias("record_engine"),
+                pl.col("model").alias("record_model")]
+
+
+def _no_requests() -> pl.DataFrame:
+    empty = pl.DataFrame(schema=RECORD_SCHEMA).with_columns(
+        run_engine=pl.lit(None, pl.String), run_model=pl.lit(None, pl.String), run_scenario=pl.lit(None, pl.String))
+    return request_metrics(empty.lazy()).select(*REQUEST_KEYS, *REQUEST_COLUMNS).collect()
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -127,7 +154,7 @@ def client_lag_warnings(df: pl.DataFrame) -> list[str]:
 
 
 def speed_table(df, plan: MergePlan, servers) -> str:
-    singles = [s for s, kind in plan.scenarios.items() if kind == "single"]
+    singles = plan.scenarios_where("in_speed_table")
     parts = ["# Generative inference speed", "",
              "Mean tokens/s of a single request (completion tokens / full round trip). Bigger is better.", ""]
     for scenario in singles:
@@ -138,7 +165,7 @@ def speed_table(df, plan: MergePlan, servers) -> str:
 
 
 def throughput_table(df, plan: MergePlan, servers) -> str:
-    loads = [s for s, kind in plan.scenarios.items() if kind == "throughput"]
+    loads = plan.scenarios_where("in_throughput_table")
     parts = ["# Generative inference throughput", "",
              "Completed requests per minute under a closed loop. Bigger is better.", ""]
     for scenario in loads:
@@ -175,64 +202,65 @@ def _detail_cell(value, digits) -> str:
     return _fmt(value, digits)
 
 
-def prompt_token_mismatches(records) -> list[str]:
+def prompt_token_mismatches(requests: pl.DataFrame) -> list[str]:
     """Engines must see the same prompt: differing prompt_tokens means differing chat templates."""
-    seen: dict[tuple[str, str], dict[str, set[int]]] = {}
-    for r in records:
-        if r.ok and r.prompt_tokens is not None:
-            seen.setdefault((r.model, r.prompt_id), {}).setdefault(r.engine, set()).add(r.prompt_tokens)
+    counted = requests.filter(pl.col("ok") & pl.col("prompt_tokens").is_not_null())
+    seen = counted.group_by("record_model", "prompt_id", "record_engine").agg(pl.col("prompt_tokens").unique().sort())
+    differing = (counted.group_by("record_model", "prompt_id").agg(distinct=pl.col("prompt_tokens").n_unique())
+                 .filter(pl.col("distinct") > 1))
     out = []
-    for (model, prompt_id), per_engine in sorted(seen.items()):
-        if len(set().union(*per_engine.values())) > 1:
-            counts = ", ".join(f"{e}={'/'.join(map(str, sorted(n)))}" for e, n in sorted(per_engine.items()))
-            out.append(f"- {model} / {prompt_id}: prompt_tokens differ ({counts})")
+    for model, prompt_id in differing.sort("record_model", "prompt_id").select("record_model", "prompt_id").iter_rows():
+        part = seen.filter((pl.col("record_model") == model) & (pl.col("prompt_id") == prompt_id)).sort("record_engine")
+        counts = ", ".join(f"{e}={'/'.join(map(str, n))}" for e, n in part.select("record_engine", "prompt_tokens").iter_rows())
+        out.append(f"- {model} / {prompt_id}: prompt_tokens differ ({counts})")
     return out
 
 
-def output_length_check(records) -> list[str]:
+def output_length_check(requests: pl.DataFrame) -> list[str]:
     """In fixed mode every completion must be exactly max_tokens long; say where it was not."""
-    fixed = [r for r in records if r.ok and r.output_length == "fixed"]
-    if not fixed:
-        modes = sorted({r.output_length for r in records}) or ["natural"]
+    fixed = requests.filter(pl.col("ok") & (pl.col("output_length") == "fixed"))
+    if fixed.is_empty():
+        modes = requests["output_length"].unique().sort().to_list() or ["natural"]
         return [f"Output length: {', '.join(modes)} (natural: each engine stops at EOS or max_tokens)."]
-    off: dict[tuple[str, str], int] = {}
-    for r in fixed:
-        if r.completion_tokens != r.max_tokens:
-            off[(r.engine, r.model)] = off.get((r.engine, r.model), 0) + 1
-    if not off:
-        return [f"Output length: fixed; all {len(fixed)} completions had exactly max_tokens tokens."]
+    off = (fixed.filter(pl.col("completion_tokens").ne_missing(pl.col("max_tokens")))
+           .group_by("record_engine", "record_model").len().sort("record_engine", "record_model"))
+    if off.is_empty():
+        return [f"Output length: fixed; all {fixed.height} completions had exactly max_tokens tokens."]
     return ["Output length: fixed, but these completions were not max_tokens long:"] + [
-        f"- WARNING: {engine}/{model}: {count} request(s)" for (engine, model), count in sorted(off.items())
+        f"- WARNING: {engine}/{model}: {count} request(s)" for engine, model, count in off.iter_rows()
     ]
 
 
-def details_table(df, records) -> str:
+def details_table(df, requests: pl.DataFrame) -> str:
     lines = ["# Details", "", "Per (engine, model, scenario). TTFT: first content token; TPOT: (latency - TTFT) / "
              "(completion tokens - 1); percentiles over successful requests.", "",
              " | ".join(label for _, label, _ in DETAIL_COLUMNS), " | ".join("---" for _ in DETAIL_COLUMNS)]
     for row in df.iter_rows(named=True):
         lines.append(" | ".join(_detail_cell(row[key], digits) for key, _, digits in DETAIL_COLUMNS))
-    counted = sorted({(r.engine, r.tokens_counted_by) for r in records if r.tokens_counted_by != "usage"})
+    counted = (requests.filter(pl.col("tokens_counted_by").ne_missing("usage"))
+               .select("record_engine", "tokens_counted_by").unique().sort("record_engine", "tokens_counted_by").rows())
     if counted:
         lines += ["", "Token counts not from the engine's usage: " + ", ".join(f"{e} ({how})" for e, how in counted)]
-    lines += client_lag_section(df, records)
+    lines += client_lag_section(df, requests)
     lines += sweep_lines(df)
-    lines += ["", "## Output length", ""] + output_length_check(records)
-    mismatches = prompt_token_mismatches(records)
+    lines += ["", "## Output length", ""] + output_length_check(requests)
+    mismatches = prompt_token_mismatches(requests)
     lines += ["", "## Prompt tokens across engines", ""]
     lines += mismatches or ["All engines counted the same prompt tokens for every prompt."]
     return "\n".join(lines) + "\n"
 
 
-def client_lag_section(df: pl.DataFrame, records) -> list[str]:
+def client_lag_section(df: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
     """What the client columns mean, flagged runs, and where ITL could only be counted per chunk."""
     lines = ["", "## Client lag", "",
              "dispatch lag: how late requests were sent against their plan (latencies count from the plan); "
              "read lag: a bound on how long chunks waited unread in the client; p99 over requests. "
              f"Runs over the limit are marked {LAG_MARK} in the main tables."]
     lines += client_lag_warnings(df) or ["No run passed its client lag limit."]
-    per_chunk = sorted({r.engine for r in records if r.ok and r.chunk_tokens_counted_by == "one_per_chunk"
-                        and r.completion_tokens not in (None, sum(r.chunk_tokens))})
+    per_chunk = (requests.filter(pl.col("ok") & (pl.col("chunk_tokens_counted_by") == "one_per_chunk")
+                                 & pl.col("completion_tokens").is_not_null()
+                                 & (pl.col("completion_tokens") != pl.col("chunk_tokens_sum")))
+                 ["record_engine"].unique().sort().to_list())
     if per_chunk:
         lines += ["", "ITL per chunk, not per token (chunks carried several tokens but the engine did not say "
                   "how many each): " + ", ".join(per_chunk)]
@@ -262,13 +290,13 @@ def sweep_lines(df: pl.DataFrame) -> list[str]:
 
 
 def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
-    df, servers, records = load_summaries(raw_dir, plan)
+    df, servers, requests = load_summaries(raw_dir, plan)
     tables_dir.mkdir(parents=True, exist_ok=True)
     # Build every table first, then write: a failure never leaves a mix of old and new tables.
     outputs = {
         "inference_speed.md": speed_table(df, plan, servers),
         "throughput.md": throughput_table(df, plan, servers),
-        "details.md": details_table(df, records),
+        "details.md": details_table(df, requests),
     }
     outputs["summary.csv"] = df.write_csv()
     # The plan itself, so that `infbench verify` can recompute these tables from a bundle's raw records.

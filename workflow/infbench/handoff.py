@@ -1,0 +1,185 @@
+"""Typed records that one pipeline step writes and another reads, validated when read.
+
+- ServerInfo: results/raw/{engine}/{model}/server.json, written by the bench job (how the server ran,
+  or why it was skipped), read by the merge, the plots and the provenance.
+- MergePlan: results/tables/merge_plan.json (and the merge rule's --plan), from the config: what to
+  merge; read by the merge, the plots and `infbench verify`.
+- MemoryReport: results/raw/{engine}/{model}/memory.json, the memory the server used (measure.memwatch
+  samples it), read by the memory table and `infbench verify`.
+
+Adding a field is one line in the dataclass (with a default, so older files still read). Readers
+ignore keys they do not know, so a file written by a newer step still reads.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from infbench.fileio import write_json_atomic
+from infbench.pipeline.defaults import schema_default
+
+R = TypeVar("R", bound="HandoffRecord")
+
+
+class HandoffError(ValueError):
+    """A step's record is missing a field or holds a value of the wrong type; names file and field."""
+
+
+def _check(value: Any, hint: Any) -> bool:
+    """Whether value fits a simple type hint (str, int, float, bool, list[...], dict[...], X | None)."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_check(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    base = origin or hint
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, base) if isinstance(base, type) else True
+
+
+class HandoffRecord:
+    """Mixin for a dataclass written by one step and read by another."""
+
+    @classmethod
+    def from_dict(cls: type[R], data: Any, source: str = "") -> R:
+        where = f"{source}: " if source else ""
+        if not isinstance(data, dict):
+            raise HandoffError(f"{where}{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        hints = typing.get_type_hints(cls)
+        values = {}
+        for f in fields(cls):
+            if f.name not in data:
+                if f.default is MISSING and f.default_factory is MISSING:
+                    raise HandoffError(f"{where}{cls.__name__}: missing field {f.name!r}")
+                continue
+            if not _check(data[f.name], hints[f.name]):
+                raise HandoffError(f"{where}{cls.__name__}: field {f.name!r} should be {hints[f.name]}, "
+                                   f"got {data[f.name]!r}")
+            values[f.name] = data[f.name]
+        return cls(**values)  # unknown keys: ignored (a newer writer may add fields)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def read(cls: type[R], path: str | Path) -> R:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except ValueError as err:
+            raise HandoffError(f"{path}: not valid JSON: {err}") from None
+        return cls.from_dict(data, str(path))
+
+    def write(self, path: str | Path) -> None:
+        write_json_atomic(path, self.to_dict())
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class ServerInfo(HandoffRecord):
+    """server.json: how one engine's server ran for one model (or why it did not). Every field has a
+    default, so a partial file (a hand-written skip, an older run) still reads; types are checked."""
+
+    engine: str = ""
+    kind: str = ""
+    label: str = ""
+    model: str = ""
+    device: str = ""
+    gpu_ids: list[str] = field(default_factory=list)
+    command: list[str] = field(default_factory=list)  # the exact command line
+    version: str | None = None
+    startup_s: float | None = None
+    status: str = "ok"  # ok | skipped (reason says why)
+    reason: str | None = None
+    sampling: dict = field(default_factory=dict)
+    fixed_length_control: str | None = None
+    notes: list[str] = field(default_factory=list)
+    finished_at: str = field(default_factory=now_iso)
+    # The settings that matter for speed (threads, binding, batching, KV cache, graphs), listed
+    # under the tables; the environment variables the adapter set for the engine's best setup.
+    settings: dict = field(default_factory=dict)
+    server_env: dict = field(default_factory=dict)
+    external: bool = False  # an endpoint already running (openai base_url): not started here
+    base_url: str | None = None
+
+
+@dataclass
+class GpuMemory(HandoffRecord):
+    index: int
+    name: str
+    total_bytes: int
+    used_idle_bytes: int = 0
+    used_peak_bytes: int = 0
+
+
+@dataclass
+class MemoryReport(HandoffRecord):
+    """memory.json: what one engine's server used for one model (or why it was not measured)."""
+
+    engine: str
+    model: str
+    device: str
+    kind: str = ""  # engine kind: picks the estimate's runtime term
+    status: str = "ok"  # ok | skipped (reason says why)
+    reason: str | None = None
+    kv_cache_bytes: int | None = None  # a KV pool the engine preallocates, when known
+    samples: int = 0
+    interval_s: float = schema_default("bench.memory_sample_interval_s")
+    rss_idle_bytes: int = 0
+    rss_peak_bytes: int = 0
+    gpus: list[GpuMemory] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str = "") -> "MemoryReport":
+        report = super().from_dict(data, source)
+        report.gpus = [g if isinstance(g, GpuMemory) else GpuMemory.from_dict(g, f"{source} gpus[{i}]")
+                       for i, g in enumerate(report.gpus)]
+        return report
+
+
+@dataclass(frozen=True)
+class MergePlan(HandoffRecord):
+    """What to merge, from the config: names, labels, and each scenario's kind."""
+
+    engines: dict[str, str]  # name -> column label
+    models: dict[str, str]  # name -> row label
+    scenarios: dict[str, str]  # name -> kind (single | throughput | open_loop | sweep)
+    native_engines: list[str] = field(default_factory=list)  # TGI: + native-single.jsonl
+
+    def __post_init__(self) -> None:
+        for name in self.scenarios:
+            self.scenario_class(name)  # an unknown kind is named here, not deep inside the merge
+
+    @classmethod
+    def from_json(cls, text: str) -> "MergePlan":
+        return cls.from_dict(json.loads(text), "merge plan")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())  # no sort_keys: the config's engine order is the tables' column order
+
+    def scenario_class(self, name: str):
+        """The scenario kind's class (measure.scenarios), which says where its summary goes."""
+        from infbench.measure.scenarios import scenario_class
+
+        try:
+            return scenario_class(self.scenarios[name])
+        except ValueError as err:
+            raise HandoffError(f"merge plan: scenario {name}: {err}") from None
+
+    def scenarios_where(self, flag: str) -> list[str]:
+        """The scenarios whose class sets `flag`, e.g. "in_speed_table", "in_load_plot", "has_steps"."""
+        return [name for name in self.scenarios if getattr(self.scenario_class(name), flag)]

@@ -1,0 +1,30 @@
+"""Default settings, read from the one place they are written: config/config.schema.yaml.
+
+A validated config has every default filled in already (config.validate_config); this module is for
+code that needs a default outside one: a dataclass field, a command-line flag, a test.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parents[3] / "config" / "config.schema.yaml"
+
+
+@functools.cache
+def load_schema(path: Path = SCHEMA_PATH) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def schema_default(key: str):
+    """The schema's default for a dotted key; `*` stands for any name in a mapping of named entries,
+    e.g. "bench.client_lag_limit_s", "scenarios.*.max_rate", "engines.*.startup_timeout_s"."""
+    node = load_schema()
+    for part in key.split("."):
+        node = node["additionalProperties"] if part == "*" else node["properties"][part]
+    if "default" not in node:
+        raise KeyError(f"config/config.schema.yaml has no default for {key}")
+    return node["default"]
