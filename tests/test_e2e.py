@@ -79,7 +79,7 @@ def test_tables_have_models_as_rows_and_engines_as_columns(finished_run):
         assert "transformers serve" in table  # the exact server commands and versions under the table
         assert "vllm.entrypoints.openai.api_server" in table and "vLLM 0.32.0" in table
         assert "llamacpp_server.py" in table and "llama.cpp 2026.10.11549" in table and "--threads 2" in table
-        assert "weights: GGUF F32" in table and "OpenMP threads bound to: 0-1" in table
+        assert "weights: GGUF F32" in table and "OpenMP threads bound to: 0 (CPU 1 kept for the front end)" in table
     details = (workdir / "results/tables/details.md").read_text()
     assert "TTFT p99 ms" in details and details.count("smollm2-135m") >= 6
     csv = (workdir / "results/tables/summary.csv").read_text()

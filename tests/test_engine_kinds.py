@@ -178,11 +178,13 @@ def test_vllm_cpu_binds_the_jobs_cores_and_preloads_what_the_env_has(tmp_path):
     (tmp_path / "lib").mkdir()
     (tmp_path / "lib/libiomp5.so").write_text("")
     env = vllm_cpu_best_env(tmp_path, [0, 1])
-    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    assert env["VLLM_CPU_OMP_THREADS_BIND"] == "0"  # CPU 1 kept for the front end
+    assert vllm_cpu_best_env(tmp_path, [4, 5, 6, 7])["VLLM_CPU_OMP_THREADS_BIND"] == "4-6"
+    assert vllm_cpu_best_env(tmp_path, [3])["VLLM_CPU_OMP_THREADS_BIND"] == "3"
     assert env["LD_PRELOAD"].split(":")[-1] == str((tmp_path / "lib/libiomp5.so").resolve())
     plan = VllmAdapter().plan(engine("vllm", args=["--enforce-eager"], server_env={"VLLM_CPU_KVCACHE_SPACE": "1"}),
                               ModelSpec(name="m", path="p"), tmp_path, "127.0.0.1", 1, threads=1)
-    assert plan.env["VLLM_CPU_OMP_THREADS_BIND"] == cpu_list(sorted(__import__("os").sched_getaffinity(0))[:1])
+    assert plan.env["VLLM_CPU_OMP_THREADS_BIND"] == str(min(__import__("os").sched_getaffinity(0)))
     assert plan.settings["KV cache"] == "1 GiB (VLLM_CPU_KVCACHE_SPACE)" and plan.settings["graphs"].startswith("eager")
     assert VllmAdapter().plan(engine("vllm", device="cuda"), ModelSpec(name="m", path="p"), tmp_path, "h", 1).env == {}
 

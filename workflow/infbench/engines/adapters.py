@@ -137,9 +137,16 @@ def find_tcmalloc(venv: Path) -> str | None:
 
 
 def vllm_cpu_best_env(venv: Path, cpus) -> dict[str, str]:
-    """vLLM's CPU installation guide: bind its OpenMP threads to the cores the job has, and
-    LD_PRELOAD tcmalloc and Intel OpenMP (libiomp5 comes with the env's intel-openmp package)."""
-    env = {"VLLM_CPU_OMP_THREADS_BIND": cpu_list(cpus)}
+    """vLLM's CPU installation guide: bind its OpenMP threads to the cores the job has, keeping one
+    for its front end (API server, scheduler) when there are two or more, and LD_PRELOAD tcmalloc and
+    Intel OpenMP (libiomp5 comes with the env's intel-openmp package).
+
+    Binding every core measured 4-5x slower on a busy 2-core machine (the front end then competes
+    with spinning OpenMP threads; bench_scripts/vllm_cpu_tuning.py), so one core stays reserved, as
+    vLLM's own `auto` does; unlike `auto`, only the job's cores are used, not the whole NUMA node."""
+    cpus = sorted(cpus)
+    compute = cpus[:-1] if len(cpus) > 1 else cpus
+    env = {"VLLM_CPU_OMP_THREADS_BIND": cpu_list(compute)}
     preload = [p for p in (find_tcmalloc(venv), str((venv / "lib" / "libiomp5.so").resolve())) if p and Path(p).exists()]
     if preload:
         env["LD_PRELOAD"] = ":".join(preload)
@@ -197,7 +204,8 @@ class VllmAdapter(EngineAdapter):
             env = vllm_cpu_best_env(venv, cpus)
             kv = engine.server_env.get("VLLM_CPU_KVCACHE_SPACE")
             settings.update({
-                "OpenMP threads bound to": env["VLLM_CPU_OMP_THREADS_BIND"],
+                "OpenMP threads bound to": env["VLLM_CPU_OMP_THREADS_BIND"]
+                + (f" (CPU {cpus[-1]} kept for the front end)" if len(cpus) > 1 else ""),
                 "preloaded": ", ".join(Path(p).name for p in env.get("LD_PRELOAD", "").split(":") if p) or "none",
                 "KV cache": f"{kv} GiB (VLLM_CPU_KVCACHE_SPACE)" if kv else "vLLM's default",
                 "kernels": vllm_cpu_kernel_build(),
