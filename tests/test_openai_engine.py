@@ -79,7 +79,7 @@ def _env(workdir: Path, **extra: str) -> dict:
 
 
 def _snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["snakemake", "--cores", "2", "--configfile", "config.yaml", *args], cwd=workdir,
+    return subprocess.run(["snakemake", "--cores", "2", *args, "--configfile", "config.yaml"], cwd=workdir,
                           capture_output=True, text=True, timeout=600, env=_env(workdir, **(env or {})))
 
 
@@ -130,7 +130,7 @@ def test_external_endpoint_without_its_key_fails_naming_the_variable(tmp_path):
     engines = {"remote": {"kind": "openai", "base_url": "http://127.0.0.1:9", "api_key_env": KEY_VARIABLE}}
     workdir = _workdir(tmp_path / "run", _config(engines))
     env = {k: v for k, v in _env(workdir).items() if k != KEY_VARIABLE}
-    result = subprocess.run(["snakemake", "--cores", "2", "--configfile", "config.yaml", "results/raw/remote/tiny/server.json"],
+    result = subprocess.run(["snakemake", "--cores", "2", "results/raw/remote/tiny/server.json", "--configfile", "config.yaml"],
                             cwd=workdir, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode != 0
     assert f"environment variable {KEY_VARIABLE} (api_key_env) is not set" in (workdir / "logs/bench/remote/tiny.log").read_text()
