@@ -94,8 +94,8 @@ def test_tgi_docker_without_an_engine(monkeypatch, tmp_path):
 
 
 def test_unknown_kind_is_named():
-    with pytest.raises(ValueError, match="llamacpp"):
-        adapter_for("llamacpp")
+    with pytest.raises(ValueError, match="mlc-llm"):
+        adapter_for("mlc-llm")
 
 
 def test_a_skipped_engine_leaves_a_reason_and_empty_records(tmp_path):

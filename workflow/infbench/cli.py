@@ -49,7 +49,7 @@ def _cmd_bench(args) -> int:
     _log_to(args.log)
     paths = BenchPaths(
         engine_spec=args.engine_spec, model_spec=args.model_spec, prompts=args.prompts, venv=args.venv,
-        lock=args.lock, out_dir=args.out_dir, server_log=args.server_log,
+        lock=args.lock, out_dir=args.out_dir, server_log=args.server_log, threads=args.threads,
     )
     log = logging.getLogger("infbench.measure.bench")
     try:
@@ -219,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--server-log", type=Path, required=True)
     p.add_argument("--log", type=Path)
+    p.add_argument("--threads", type=int, default=1, help="the job's CPU threads (engines with a thread count get it)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("merge", help="merge raw records into markdown tables and a CSV")

@@ -110,6 +110,12 @@ class ServerInfo(HandoffRecord):
     notes: list[str] = field(default_factory=list)
     finished_at: str = field(default_factory=now_iso)
     weights: str = "real"  # real | random (seeded random weights: output length forced to fixed)
+    # The settings that matter for speed (threads, binding, batching, KV cache, graphs), listed
+    # under the tables; the environment variables the adapter set for the engine's best setup.
+    settings: dict = field(default_factory=dict)
+    server_env: dict = field(default_factory=dict)
+    external: bool = False  # an endpoint already running (openai base_url): not started here
+    base_url: str | None = None
 
 
 @dataclass

@@ -80,6 +80,22 @@ def model_build_dtype(wildcards):
     return model_spec(config, wildcards.model).dtype if is_random(model) else model["dtype"]
 
 
+def engine_inputs(wildcards):
+    """A bench job's engine-specific inputs: its env and lock (none for an openai engine without an
+    env) and, for llama.cpp, the model's GGUF record."""
+    env = engine_env(wildcards.engine)
+    inputs = {"env": env_marker(env), "lock": f"results/envs/{env}.lock"} if env else {}
+    if config["engines"][wildcards.engine]["kind"] == "llamacpp":
+        inputs["gguf"] = f"results/models/{wildcards.model}.gguf.json"
+    return inputs
+
+
+def gguf_dtype(wildcards):
+    """llama.cpp serves the GGUF at the dtype the other engines compute in."""
+    model = config["models"][wildcards.model]
+    return model.get("serve_dtype") or model["dtype"]
+
+
 def model_gpus(wildcards):
     return config["models"][wildcards.model]["gpus"]
 

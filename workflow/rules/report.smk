@@ -33,7 +33,7 @@ rule provenance:
     input:
         tables=[f"results/tables/{name}" for name in
                 ("inference_speed.md", "throughput.md", "details.md", "summary.csv", "merge_plan.json", "memory.md")],
-        locks=sorted({f"results/envs/{engine_env(e)}.lock" for e in ENGINES}),
+        locks=sorted({f"results/envs/{engine_env(e)}.lock" for e in ENGINES if engine_env(e)}),
         models=[f"results/models/{m}.json" for m in MODELS],
         prompts=f"results/prompts/{PROMPTS_NAME}.meta.json",
         servers=all_server_files(),
@@ -48,7 +48,8 @@ rule provenance:
         ),
     params:
         # Redacted here already: the config never reaches a command line or a log with its secrets.
-        config=json.dumps(redact_config(config), sort_keys=True),
+        # (a function, so that braces in the config, e.g. an openai command's {port}, stay as they are)
+        config=lambda wildcards: json.dumps(redact_config(config), sort_keys=True),
     log:
         "logs/report/provenance.log",
     shell:

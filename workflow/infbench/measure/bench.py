@@ -31,7 +31,7 @@ from infbench.measure.memwatch import MemoryWatcher
 from infbench.measure.recordmath import tokens_per_second
 from infbench.pipeline.prompts import read_sample
 from infbench.measure.records import RequestRecord, write_records
-from infbench.engines.server import ManagedServer, free_port
+from infbench.engines.server import ManagedServer, ServerError, free_port
 from infbench.pipeline.spec import EngineSpec, ModelSpec, read_engine_spec, read_model_spec
 
 log = logging.getLogger("infbench.measure.bench")
@@ -49,6 +49,7 @@ class BenchPaths:
     lock: Path  # the engine env's pip freeze, for its version
     out_dir: Path  # results/raw/{engine}/{model}
     server_log: Path
+    threads: int = 1  # the bench job's CPU threads: engines that take a thread count get this
 
 
 def _terminate_on_sigterm() -> None:
@@ -77,16 +78,19 @@ def run_bench(paths: BenchPaths) -> None:
     prompts = read_sample(paths.prompts)
     adapter = adapter_for(engine.kind)
     paths.out_dir.mkdir(parents=True, exist_ok=True)
-    reason = adapter.unavailable_reason(engine)
+    reason = adapter.unavailable_reason(engine, model)
     if reason:
         _write_skipped(paths, engine, model, reason)
+        return
+    if engine.base_url:
+        run_external(paths, engine, model, prompts, adapter.plan(engine, model, paths.venv, "", 0))
         return
 
     with GpuLease(count=model.gpus, candidates=visible_gpu_ids(engine.gpu_ids) if model.gpus else []) as lease:
         host = engine.bench.host
         port = free_port(host)
-        plan = adapter.plan(engine, model, paths.venv, host, port, lease.ids)
-        env = _server_env(engine, paths.venv, lease.env())
+        plan = adapter.plan(engine, model, paths.venv, host, port, lease.ids, threads=paths.threads)
+        env = _server_env(engine, paths.venv, lease.env(), plan.env)
         log.info("engine %s, model %s, GPUs %s", engine.name, model.name, lease.ids or "none (CPU)")
         log.info("server command: %s", " ".join(plan.command))
         server = ManagedServer(
@@ -120,7 +124,41 @@ def run_bench(paths: BenchPaths) -> None:
         memory.write(paths.out_dir / "memory.json")
         _server_info(engine, model, gpu_ids=list(lease.ids), command=plan.command, version=version,
                      startup_s=round(startup_s, 3), fixed_length_control=plan.fixed_length_control,
-                     notes=plan.notes).write(paths.out_dir / "server.json")
+                     notes=plan.notes, settings=plan.settings,
+                     server_env=_shown_env(plan.env)).write(paths.out_dir / "server.json")
+
+
+def _shown_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables the adapter set for the engine's best setup, as server.json records them."""
+    return {key: value for key, value in sorted(env.items())}
+
+
+def run_external(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, plan: ServerPlan) -> None:
+    """An endpoint already running (base_url): not started, not leased, its memory not measured.
+    Its key is read from the variable api_key_env names, here only, and sent as a bearer token."""
+    base = engine.base_url.rstrip("/")
+    api_key = os.environ.get(plan.api_key_env) if plan.api_key_env else None
+    if plan.api_key_env and not api_key:
+        raise ServerError(f"engine {engine.name}: environment variable {plan.api_key_env} (api_key_env) is not set")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        reply = httpx.get(base + plan.health_path, headers=headers, timeout=30, trust_env=False)
+    except httpx.HTTPError as err:
+        raise ServerError(f"engine {engine.name}: external endpoint {base} unreachable: {type(err).__name__}") from None
+    if reply.status_code != 200:
+        raise ServerError(f"engine {engine.name}: {base}{plan.health_path} answered {reply.status_code}")
+    log.info("engine %s, model %s: external endpoint %s", engine.name, model.name, base)
+    url = f"{base}/v1/chat/completions"
+    settings = _request_settings(engine, plan, api_key)
+    _warm_up(url, prompts, settings, engine, model)
+    for scenario in engine.scenarios:
+        records = _run_scenario(url, prompts, scenario, settings, engine, model)
+        write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
+    version = _server_version(base, plan)
+    MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status="skipped",
+                 reason="external endpoint: memory not measured").write(paths.out_dir / "memory.json")
+    _server_info(engine, model, version=version, fixed_length_control=plan.fixed_length_control, notes=plan.notes,
+                 settings=plan.settings, external=True, base_url=base).write(paths.out_dir / "server.json")
 
 
 def forced_output_length(engine: EngineSpec, model: ModelSpec) -> EngineSpec:
@@ -198,7 +236,7 @@ def tgi_native_command(base_url: str, paths: BenchPaths, engine: EngineSpec, mod
     ]
 
 
-def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str]) -> dict[str, str]:
+def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str], plan_env: dict[str, str] = {}) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
@@ -215,13 +253,15 @@ def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str]) -> dict
     for name in THREAD_COUNT_VARIABLES:
         env.pop(name, None)
     env.update(gpu_env)
+    env.update(plan_env)  # the engine's documented setup (binding, preloads); server_env overrides it
     env.update(engine.server_env)
     return env
 
 
-def _request_settings(engine: EngineSpec, plan: ServerPlan) -> RequestSettings:
+def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None = None) -> RequestSettings:
     s = engine.sampling
-    return RequestSettings(
+    extra = {"api_key": api_key} if api_key else {}
+    return RequestSettings(**extra,
         model_name=plan.model_name, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
         seed=s.seed, output_length=s.output_length, extra_body=plan.extra_body,
         timeout_s=engine.bench.request_timeout_s, client_lag_limit_s=engine.bench.client_lag_limit_s,

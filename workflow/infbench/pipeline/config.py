@@ -14,7 +14,17 @@ import yaml  # noqa: F401
 from infbench.pipeline.defaults import load_schema
 from infbench.pipeline.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
 
-ENGINE_LABELS = {"transformers": "Transformers", "vllm": "vLLM", "tgi": "TGI"}
+ENGINE_LABELS = {"transformers": "Transformers", "vllm": "vLLM", "tgi": "TGI", "llamacpp": "llama.cpp",
+                 "openai": "OpenAI-compatible", "sglang": "SGLang"}
+
+# Engine keys that belong to one kind only: set on another kind, they stop the run naming the key.
+KIND_ONLY_KEYS = {
+    "launcher": ("tgi",), "image": ("tgi",),
+    "threads": ("llamacpp",), "parallel": ("llamacpp",), "ctx_size": ("llamacpp",),
+    "continuous_batching": ("transformers",),
+    "command": ("openai",), "health_path": ("openai",), "version_path": ("openai",), "base_url": ("openai",),
+    "api_key_env": ("openai",), "served_model_name": ("openai",),
+}
 
 
 class ConfigError(ValueError):
@@ -66,6 +76,7 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
 
 def _check_cross_references(config: dict) -> None:
     for name, engine in config["engines"].items():
+        _check_engine_kind_keys(name, engine)
         resolve_env(engine, config["device"], name)
     for name, model in config["models"].items():
         _check_random_source(name, model)
@@ -111,12 +122,44 @@ def model_source(model: dict) -> str:
 
 def existing_python(engine: dict) -> str | None:
     """The interpreter of an existing environment (env: {python: PATH}), else None."""
-    env = engine["env"]
+    env = engine.get("env")  # an openai engine may have none
     return env["python"] if isinstance(env, dict) and "python" in env else None
 
 
-def resolve_env(engine: dict, device: str, engine_name: str = "?") -> str:
-    env = engine["env"]
+def _check_engine_kind_keys(name: str, engine: dict) -> None:
+    """Keys of another kind, and what kind openai needs, named at start-up (not mid-run)."""
+    kind = engine["kind"]
+    for key, kinds in KIND_ONLY_KEYS.items():
+        if key in engine and kind not in kinds:
+            raise ConfigError(f"config error at engines.{name}.{key}: only for kind {' or '.join(kinds)} "
+                              f"(this engine is kind {kind})")
+    if kind != "openai":
+        if "env" not in engine:
+            raise ConfigError(f"config error at engines.{name}.env: required for kind {kind}")
+        return
+    if ("command" in engine) == ("base_url" in engine):
+        raise ConfigError(f"config error at engines.{name}: kind openai needs exactly one of command (a server "
+                          "the pipeline starts) or base_url (an endpoint already running)")
+    if "base_url" in engine:
+        if "env" in engine:
+            raise ConfigError(f"config error at engines.{name}.env: a base_url endpoint is not started, so it has no env")
+        return
+    from infbench.engines.adapters import OPENAI_PLACEHOLDERS, fill_command
+
+    try:
+        fill_command(engine["command"], {key: "x" for key in OPENAI_PLACEHOLDERS})
+    except ValueError as err:
+        raise ConfigError(f"config error at engines.{name}.command: {err}") from None
+    if not any("{port}" in part for part in engine["command"]):
+        raise ConfigError(f"config error at engines.{name}.command: it must contain {{port}} (the pipeline picks a free port)")
+
+
+def resolve_env(engine: dict, device: str, engine_name: str = "?") -> str | None:
+    """The env an engine runs from; None for an openai engine without one (its command is on PATH,
+    or it is an endpoint already running)."""
+    env = engine.get("env")
+    if env is None:
+        return None
     if isinstance(env, str):
         return env
     if "python" in env:  # an existing interpreter: its name only names the lock and the .venvs/ shim
@@ -132,13 +175,17 @@ def engine_spec(config: dict, name: str) -> EngineSpec:
         name=name,
         kind=engine["kind"],
         label=engine.get("label") or ENGINE_LABELS.get(engine["kind"], name),
-        env=resolve_env(engine, config["device"], name),
+        env=resolve_env(engine, config["device"], name) or "",
         device=config["device"],
         args=list(engine["args"]),
         server_env=dict(engine["server_env"]),
         startup_timeout_s=engine["startup_timeout_s"],
         launcher=engine.get("launcher"),
         image=engine.get("image"),
+        **{key: engine[key] for key in ("threads", "parallel", "ctx_size", "continuous_batching", "health_path",
+                                        "version_path", "base_url", "api_key_env", "served_model_name")
+           if key in engine},
+        command=list(engine.get("command", [])),
         gpu_ids=list(config.get("gpu_ids", [])),
         sampling=Sampling(**config["sampling"]),
         scenarios=[scenario_of(config, s) for s in config["scenarios"]],

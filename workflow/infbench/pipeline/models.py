@@ -139,6 +139,24 @@ def _convert_gguf(gguf_path: Path, dtype: str, work: Path) -> None:
     tokenizer_config = json.loads(config_path.read_text())
     tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_path.write_text(json.dumps(tokenizer_config, indent=2, sort_keys=True) + "\n")
+    _record_gguf_source(gguf_path, work)
+
+
+GGUF_SOURCE_RECORD = "infbench_gguf_source.json"
+
+
+def _record_gguf_source(gguf_path: Path, work: Path) -> None:
+    """Keep what the HF files cannot say about the source GGUF: its pre-tokenizer (which the GGUF
+    export for llama.cpp writes back) and its quantization (what the source really was)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    record = {}
+    for key in ("tokenizer.ggml.pre", "general.file_type", "general.architecture"):
+        field = reader.fields.get(key)
+        if field is not None:
+            record[key] = field.contents()
+    (work / GGUF_SOURCE_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _random_weights(source: ModelSource, dtype: str, seed: int, work: Path, device: str) -> None:

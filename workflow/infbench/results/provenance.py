@@ -58,6 +58,9 @@ class EngineInfo:
     # False for an existing interpreter (env: {python: PATH}): the pipeline installed nothing into it.
     env_built_by_pipeline: bool = True
     env_python: str | None = None  # that interpreter
+    # model -> the settings that matter for speed (threads, binding, batching, KV cache); an
+    # endpoint that was already running says "external endpoint" and its base_url
+    server_settings: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -301,7 +304,7 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
 
     engines = []
     for name, engine in config["engines"].items():
-        env = resolve_env(engine, config["device"], name)
+        env = resolve_env(engine, config["device"], name) or ""  # "": an openai engine without an env
         lock = locks_by_env.get(env)
         runs = servers_by_engine.get(name, {})
         versions = sorted({s["version"] for s in runs.values() if s.get("version")})
@@ -313,6 +316,8 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
             version=", ".join(versions) or None,
             server_commands={model: list(s.get("command", [])) for model, s in sorted(runs.items())},
             env_built_by_pipeline=existing_python(engine) is None, env_python=existing_python(engine),
+            server_settings={model: {**s.get("settings", {}), **({"base_url": s["base_url"]} if s.get("external") else {})}
+                             for model, s in sorted(runs.items())},
         ))
 
     models = []

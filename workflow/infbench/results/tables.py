@@ -102,6 +102,8 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: s
             skipped = servers.get((engine, model), {}).get("status") == "skipped"
             text = servers[(engine, model)]["reason"] if skipped else _fmt(value)
             text = f"**{text}**" if value is not None and value == best else text
+            if servers.get((engine, model), {}).get("external") and value is not None:
+                text += " (external endpoint)"  # not started here: its machine and load are unknown
             if _lag_flagged(part, engine, model):
                 text += LAG_MARK  # the client's own lag passed its limit: see the footer
             cells.append(text)
@@ -119,7 +121,12 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
                 continue
             version = server.get("version") or "unknown"
             command = " ".join(server.get("command", [])) or "n/a"
+            if server.get("external"):
+                command = f"external endpoint {server.get('base_url', '')}"
             lines.append(f"- {label} {version} ({model}): `{command}`")
+            settings = server.get("settings") or {}
+            if settings:  # what matters for speed: threads, binding, batching, KV cache, graphs
+                lines.append("  settings: " + "; ".join(f"{k}: {v}" for k, v in settings.items()))
     failed = df.filter(pl.col("scenario").is_in(scenarios) & (pl.col("errors") > 0))
     for row in failed.iter_rows(named=True):
         lines.append(f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: {row['errors']} of {row['n']} requests failed")
