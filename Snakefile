@@ -13,6 +13,20 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+# On a cluster (snakemake --profile profiles/slurm) these light steps run where snakemake runs
+# instead of waiting in the queue; the bench, env, model, prompts and memory estimate jobs are submitted.
+localrules:
+    all,
+    engine_spec,
+    model_spec,
+    merge,
+    memory_table,
+    plots,
+    provenance,
+    report_pages,
+    bundle,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prompts.smk"
 include: "workflow/rules/envs.smk"

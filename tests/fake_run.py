@@ -102,7 +102,9 @@ def build_run(root: Path, token: str = FAKE_TOKEN, config: dict | None = None) -
             "engine": engine, "model": "tiny", "kind": "transformers", "status": "ok", "reason": None,
             "version": "5.23.0", "command": [".venvs/transformers/bin/transformers", "serve", "resources/models/tiny",
                                              "--port", str(30000 + index)],
-            "finished_at": f"2027-01-15T08:0{index}:00+0000"})
+            "finished_at": f"2027-01-15T08:0{index}:00+0000",
+            "node": {"hostname": f"gpu0{index}", "slurm_job_id": str(500 + index), "slurm_node": f"gpu0{index}",
+                     "slurm_partition": "gpu"}})
         write_json_atomic(run / "memory.json", {"engine": engine, "model": "tiny", "device": "cpu",
                                                 "rss_idle_bytes": 10**8, "rss_peak_bytes": 2 * 10**8, "gpus": []})
     gamma = raw / "gamma" / "tiny"

@@ -39,7 +39,7 @@ def test_unknown_key_is_named():
 
 def test_bad_value_is_named():
     config = copy.deepcopy(DEFAULT)
-    config["engines"]["transformers"]["kind"] = "llamacpp"
+    config["engines"]["transformers"]["kind"] = "llama.cpp"
     assert "engines.transformers.kind" in _error(config)
     config = copy.deepcopy(DEFAULT)
     config["prompts"]["n"] = 0

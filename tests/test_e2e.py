@@ -26,7 +26,7 @@ PROMPTS = [
 
 
 def _config(prompts_path, vllm_extra_args=()):
-    """The default config (transformers, vLLM, TGI) on a few prompts with short outputs."""
+    """The default config (transformers, vLLM, llama.cpp, TGI) on a few prompts with short outputs."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["prompts"] = {"source": f"jsonl:{prompts_path}", "n": 3, "seed": 7}
     config["sampling"]["max_tokens"] = 24
@@ -67,27 +67,31 @@ def test_tables_have_models_as_rows_and_engines_as_columns(finished_run):
         assert unit in table
         lines = table.splitlines()
         header = next(line for line in lines if line.startswith("Model |"))
-        assert header == "Model | Transformers | vLLM | TGI"
+        assert header == "Model | Transformers | vLLM | llama.cpp | TGI"
         row = next(line for line in lines if line.startswith("smollm2-135m |"))
         cells = [c.strip() for c in row.split("|")[1:]]
         # TGI cannot run here: its cell says why; the other engines' results stand.
-        assert cells[2] == "n/a: text-generation-launcher not on PATH"
-        cells = cells[:2]
+        assert cells[3] == "n/a: text-generation-launcher not on PATH"
+        cells = cells[:3]
         values = [float(c.strip("*!")) for c in cells]  # * client lag, ! busy machine: marks, not numbers
         assert all(v > 0 for v in values)
         bold = [c for c in cells if c.startswith("**")]
         assert len(bold) == 1 and float(bold[0].strip("*!")) == max(values)
         assert "transformers serve" in table  # the exact server commands and versions under the table
         assert "vllm.entrypoints.openai.api_server" in table and "vLLM 0.32.0" in table
+        assert "llamacpp_server.py" in table and "llama.cpp 2026.10.11549" in table and "--threads 2" in table
+        assert "weights: GGUF F32" in table and "OpenMP threads bound to: 0 (CPU 1 kept for the front end)" in table
     details = (workdir / "results/tables/details.md").read_text()
     assert "TTFT p99 ms" in details and details.count("smollm2-135m") >= 6
+    # Each single-request tok/s beside its decode bound (this machine's bandwidth, measured by the run).
+    assert "| bound tok/s | % of bound |" in details
     csv = (workdir / "results/tables/summary.csv").read_text()
     assert csv.splitlines()[0].startswith("engine,model,scenario")
 
 
 def test_greedy_answer_mentions_paris_on_every_engine(finished_run):
     workdir, _, _ = finished_run
-    for engine in ("transformers", "vllm"):
+    for engine in ("transformers", "vllm", "llamacpp"):
         records = [json.loads(line) for line in (workdir / f"results/raw/{engine}/smollm2-135m/single.jsonl").open()]
         assert len(records) == 3 and all(r["error"] is None for r in records)
         france = next(r for r in records if r["prompt_id"] == "probe_prompts-0000")
@@ -99,6 +103,11 @@ def test_memory_was_sampled_and_no_server_is_left(finished_run):
     workdir, _, _ = finished_run
     memory = json.loads((workdir / "results/raw/transformers/smollm2-135m/memory.json").read_text())
     assert memory["rss_idle_bytes"] > 100e6 and memory["rss_peak_bytes"] >= memory["rss_idle_bytes"]
+    # vLLM-CPU logs its KV cache at start-up; the memory table sets the estimate beside it.
+    vllm = json.loads((workdir / "results/raw/vllm/smollm2-135m/memory.json").read_text())
+    assert vllm["engine_reported"]["kv_tokens"] > 0
+    assert "## KV cache capacity: estimate vs vLLM's start-up log" in (
+        workdir / "results/tables/memory.md").read_text()
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(workdir) in " ".join(p.info["cmdline"] or [])]
     assert not leftovers, [p.info["cmdline"] for p in leftovers]
 
@@ -124,7 +133,7 @@ def test_editing_one_engine_reruns_only_that_engine_and_the_merge(finished_run):
         "report_pages": 1, "all": 1,
     }
     assert "engine=vllm" in out
-    assert "engine=transformers" not in out and "engine=tgi" not in out
+    assert "engine=transformers" not in out and "engine=tgi" not in out and "engine=llamacpp" not in out
 
 
 def test_plots_provenance_and_report(finished_run):
@@ -135,6 +144,8 @@ def test_plots_provenance_and_report(finished_run):
     engines = {e["name"]: e for e in prov["engines"]}
     assert engines["vllm"]["server_commands"]["smollm2-135m"][-1] == "--enforce-eager"
     assert engines["transformers"]["version"] and engines["transformers"]["lock"]
+    assert engines["llamacpp"]["version"] == "2026.10.11549"
+    assert engines["llamacpp"]["server_settings"]["smollm2-135m"]["weights"] == "GGUF F32"
     assert prov["prompts"][0]["count"] == 3 and prov["models"][0]["files"]["model.safetensors"]
     assert prov["times"]["measurement_started_at"] <= prov["times"]["measurement_finished_at"]
     report = workdir / "results/report.html"

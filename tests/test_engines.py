@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+import infbench
 from infbench.engines.adapters import TGI_IMAGE, TgiAdapter, TransformersAdapter, VllmAdapter, adapter_for
 from infbench.pipeline.spec import EngineSpec, ModelSpec, Sampling, Scenario
 
@@ -28,7 +30,7 @@ def model(tmp_path) -> ModelSpec:
 def test_transformers_sends_an_explicit_generation_config(model, tmp_path):
     plan = TransformersAdapter().plan(engine(output_length="fixed"), model, tmp_path / "venv", "127.0.0.1", 8000)
     assert plan.command[:3] == [str(tmp_path / "venv/bin/transformers"), "serve", model.path]
-    assert plan.command[plan.command.index("--device") + 1] == "cuda"
+    assert plan.command[plan.command.index("--device") + 1] == "auto"  # 2 GPUs: layers split over both
     assert plan.command[plan.command.index("--host") + 1] == "127.0.0.1"
     generation = json.loads(plan.extra_body["generation_config"])
     # Greedy, the model's repetition_penalty (1.3) overridden, EOS kept, fixed length enforced.
@@ -92,8 +94,8 @@ def test_tgi_docker_without_an_engine(monkeypatch, tmp_path):
 
 
 def test_unknown_kind_is_named():
-    with pytest.raises(ValueError, match="llamacpp"):
-        adapter_for("llamacpp")
+    with pytest.raises(ValueError, match="mlc-llm"):
+        adapter_for("mlc-llm")
 
 
 def test_a_skipped_engine_leaves_a_reason_and_empty_records(tmp_path):
@@ -110,7 +112,9 @@ def test_a_skipped_engine_leaves_a_reason_and_empty_records(tmp_path):
          "--model-spec", str(tmp_path / "model.json"), "--prompts", str(tmp_path / "prompts.jsonl"),
          "--venv", str(tmp_path / "venv"), "--lock", str(tmp_path / "none.lock"), "--out-dir", str(out),
          "--server-log", str(tmp_path / "server.log")],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True, text=True,
+        # PYTHONPATH: the infbench under test (a worktree's), not whichever one is pip-installed.
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(Path(infbench.__file__).parents[1])},
     )
     assert result.returncode == 0, result.stderr
     server = json.loads((out / "server.json").read_text())

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
-from infbench.engines.gpus import GpuLease, GpuLeaseError, visible_gpu_ids
+from infbench.engines.gpus import GpuLease, GpuLeaseError, gpus_allocated_by_slurm, this_node, visible_gpu_ids
 
 
 def test_two_jobs_get_different_gpus(tmp_path):
@@ -79,3 +80,53 @@ def test_cpu_bench_jobs_never_overlap_across_processes(tmp_path):
     second_start = float(second.stdout.split()[0])
     assert first_start < first_end <= second_start
     assert "waiting for another CPU bench job" in second.stderr
+
+
+def _hold_cpu_lock(lock_dir, node):
+    code = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from infbench.engines.gpus import GpuLease
+        with GpuLease(0, [], lock_dir=Path({str(lock_dir)!r}), node={node!r}):
+            print(time.time(), flush=True)
+            time.sleep(1.0)
+            print(time.time(), flush=True)
+    """)
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+def _spans(procs):
+    spans = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=60)
+        start, end = map(float, out.split())
+        spans.append((start, end))
+    return spans
+
+
+def test_cpu_lock_is_per_node_even_in_a_shared_lock_dir(tmp_path):
+    """Two nodes bench at once (a lock directory on a shared filesystem included); one node never does."""
+    (a, a_end), (b, b_end) = _spans([_hold_cpu_lock(tmp_path, "node-a"), _hold_cpu_lock(tmp_path, "node-b")])
+    assert a < b_end and b < a_end  # overlapped
+    (c, c_end), (d, d_end) = _spans([_hold_cpu_lock(tmp_path, "node-a"), _hold_cpu_lock(tmp_path, "node-a")])
+    assert c_end <= d or d_end <= c  # one after the other
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["node-a.cpu.lock", "node-b.cpu.lock"]
+
+
+def test_gpus_slurm_allocated_are_taken_without_a_lock(tmp_path):
+    """Slurm renumbers a job's GPUs from 0 in every job: two jobs both see "0", and both may use it."""
+    slurm = {"SLURM_JOB_ID": "7", "CUDA_VISIBLE_DEVICES": "0", "SLURM_GPUS_ON_NODE": "1"}
+    assert gpus_allocated_by_slurm(slurm)
+    assert not gpus_allocated_by_slurm({"CUDA_VISIBLE_DEVICES": "0"})  # no scheduler: lock as usual
+    assert not gpus_allocated_by_slurm({"SLURM_JOB_ID": "7"})  # a Slurm job without GPUs
+    with GpuLease(1, ["0"], lock_dir=tmp_path, scheduler_owned=True) as a, \
+            GpuLease(1, ["0"], lock_dir=tmp_path, scheduler_owned=True, wait_s=0.1) as b:
+        assert a.ids == b.ids == ["0"]
+    assert not list(tmp_path.iterdir())
+
+
+def test_this_node_names_the_host_and_the_slurm_job():
+    node = this_node({"SLURM_JOB_ID": "42", "SLURMD_NODENAME": "gpu07", "SLURM_JOB_PARTITION": "gpu"})
+    assert node.hostname == socket.gethostname().split(".")[0] and "." not in node.hostname
+    assert (node.slurm_job_id, node.slurm_node, node.slurm_partition) == ("42", "gpu07", "gpu")
+    assert this_node({}).slurm_job_id is None

@@ -230,11 +230,13 @@ def test_gpu_fit_llama2_70b():
     fit = {f.gpu: f for f in est.fits}
     assert (fit["H100-80GB"].tp, fit["A100-40GB"].tp, fit["L4-24GB"].tp) == (2, 4, 8)
     assert fit["H200-141GB"].tp == 2  # 128.5 GiB of weights exceed 0.9 x 140 GiB
-    assert est.smallest.setup == "2x H100-80GB"
+    # CUDA-reported capacities: 4 x 39.49 GiB (A100-40GB) is a hair less memory than 2 x 79.22.
+    assert est.smallest.setup == "4x A100-40GB"
     h100 = fit["H100-80GB"]
     # The pool is what the budget leaves; tokens and sequences follow from it.
-    assert h100.kv_pool_bytes == (h100.budget_bytes - h100.weights_bytes
-                                  - h100.activation_bytes - h100.runtime_bytes)
+    assert h100.kv_pool_bytes == (h100.budget_bytes - h100.weights_bytes - h100.activation_bytes
+                                  - h100.runtime_bytes - h100.graphs_in_budget_bytes)
+    assert h100.budget_bytes == int(0.92 * h100.gpu_memory_bytes)  # vLLM >= 0.32's default
     per_token_gpu = 327680 // 2
     assert h100.kv_tokens == h100.kv_pool_bytes // (per_token_gpu * 16) * 16
     assert h100.max_sequences == h100.kv_pool_bytes // (per_token_gpu * 4096)
@@ -274,10 +276,12 @@ def test_cli_json_shape(capsys):
     assert set(out["weights_bytes"]) == set(quant.SCHEMES)
     assert set(out["kv_cache"]["bytes_per_token"]) == {"fp32", "bf16", "fp16", "fp8"}
     assert out["kv_cache"]["bytes_per_token"]["fp16"] == 327680
-    assert {o["name"] for o in out["overheads"]} == {"cuda_context", "activation_peak", "runtime"}
+    assert {o["name"] for o in out["overheads"]} == {"cuda_context", "cuda_graphs", "activation_peak",
+                                                     "runtime"}
     assert all(o["assumption"] for o in out["overheads"])
     assert [g["gpu"] for g in out["vllm"]["gpus"]] == ["H100-80GB"]
     assert out["vllm"]["smallest"]["setup"] == "2x H100-80GB"
+    assert out["vllm"]["version"] == "0.33.0" and out["vllm"]["gpus"][0]["decode_bound_tokens_s"] > 0
 
 
 def test_cli_text_output(capsys):
@@ -346,7 +350,7 @@ def test_table_error_percent_cpu_and_gpu():
     assert "python runtime" in other.compared
     # vLLM on a GPU: idle use is predicted as CUDA context + u x total of each GPU.
     total = 80 * GIB
-    predicted = 512 * 2**20 + int(0.9 * total)
+    predicted = 512 * 2**20 + int(0.92 * total)  # pinned vLLM: u = 0.92, graphs inside it
     gpu = compare(est, {"engine": "vllm", "model": "smollm2-135m", "device": "cuda",
                         "rss_idle_bytes": 0, "rss_peak_bytes": 0,
                         "gpus": [{"index": 0, "name": "H100", "used_idle_bytes": predicted,
@@ -354,7 +358,8 @@ def test_table_error_percent_cpu_and_gpu():
     assert gpu.error_pct == pytest.approx(0.0) and "preallocated" in gpu.compared
     assert gpu.peak_error_pct == pytest.approx(0.0)
     # With the KV pool reported, weights + overheads are compared directly.
-    non_kv = est["weights_bytes"]["bf16"] + 512 * 2**20 + 512 * 2**20
+    over = {o["name"]: o["bytes"] for o in est["overheads"]}
+    non_kv = est["weights_bytes"]["bf16"] + over["cuda_context"] + over["cuda_graphs"] + over["runtime"]
     direct = compare(est, {"engine": "vllm", "model": "smollm2-135m", "device": "cuda",
                            "kv_cache_bytes": 10 * GIB,
                            "gpus": [{"index": 0, "name": "H100", "used_idle_bytes": non_kv + 10 * GIB,

@@ -38,6 +38,9 @@ def test_provenance_of_a_finished_run(tmp_path):
     assert len(engines["beta"]["lock_sha256"]) == 64
     assert engines["alpha"]["server_commands"]["tiny"][-1] == "30000"
     assert engines["gamma"]["env"] == "tgi" and engines["gamma"]["server_commands"] == {"tiny": []}
+    # Which node and Slurm job ran each bench job (from its server.json); none recorded, none claimed.
+    assert engines["alpha"]["bench_nodes"]["tiny"]["slurm_job_id"] == "500"
+    assert engines["beta"]["bench_nodes"]["tiny"]["hostname"] == "gpu01" and engines["gamma"]["bench_nodes"] == {}
     assert prov["models"][0]["files"]["model.safetensors"] == "cd" * 32
     prompts = prov["prompts"][0]
     sample = (root / "results" / "prompts" / "prompts.jsonl").read_bytes()

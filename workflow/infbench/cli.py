@@ -31,6 +31,17 @@ def _cmd_build_env(args) -> int:
     return 0
 
 
+def _cmd_existing_env(args) -> int:
+    from infbench.pipeline.envbuild import ExistingEnvError, link_existing_env
+
+    try:
+        link_existing_env(args.name, args.engine, args.kind, args.python, args.venv, args.lock, args.marker)
+    except ExistingEnvError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from infbench.engines.server import ServerError
     from infbench.fileio import check_writable
@@ -41,7 +52,7 @@ def _cmd_bench(args) -> int:
     _log_to(args.log)
     paths = BenchPaths(
         engine_spec=args.engine_spec, model_spec=args.model_spec, prompts=args.prompts, venv=args.venv,
-        lock=args.lock, out_dir=args.out_dir, server_log=args.server_log,
+        lock=args.lock, out_dir=args.out_dir, server_log=args.server_log, threads=args.threads,
     )
     log = logging.getLogger("infbench.measure.bench")
     try:
@@ -74,6 +85,7 @@ def _cmd_provenance(args) -> int:
     prov = collect(
         json.loads(args.config), tables=args.tables, locks=args.locks, model_metas=args.models,
         prompt_metas=args.prompts_meta, servers=args.servers, records=args.records,
+        bandwidth=args.bandwidth,
     )
     write_provenance(args.out, prov)
     print(f"provenance of run {prov.run_id} written to {args.out}", file=sys.stderr)
@@ -193,6 +205,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", type=Path, required=True)
     p.set_defaults(func=_cmd_build_env)
 
+    p = sub.add_parser("existing-env", help="use an existing interpreter as an engine env: check it, write its "
+                       "pip freeze as the lock, link it under .venvs/NAME (nothing is installed)")
+    p.add_argument("--name", required=True, help="the env's name (.venvs/NAME, results/envs/NAME.lock)")
+    p.add_argument("--engine", required=True, help="the engine using it (named in errors)")
+    p.add_argument("--kind", required=True, help="the engine's kind: which packages must be there")
+    p.add_argument("--python", required=True, help="the interpreter, e.g. /opt/venv/bin/python")
+    p.add_argument("--venv", type=Path, required=True)
+    p.add_argument("--lock", type=Path, required=True)
+    p.add_argument("--marker", type=Path, required=True)
+    p.set_defaults(func=_cmd_existing_env)
+
     p = sub.add_parser("bench", help="run one (engine, model) bench job")
     p.add_argument("--engine-spec", type=Path, required=True)
     p.add_argument("--model-spec", type=Path, required=True)
@@ -202,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, required=True)
     p.add_argument("--server-log", type=Path, required=True)
     p.add_argument("--log", type=Path)
+    p.add_argument("--threads", type=int, default=1, help="the job's CPU threads (engines with a thread count get it)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("merge", help="merge raw records into markdown tables and a CSV")
@@ -218,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts-meta", type=Path, nargs="*", default=[], help="results/prompts/*.meta.json")
     p.add_argument("--servers", type=Path, nargs="*", default=[], help="results/raw/*/*/server.json")
     p.add_argument("--records", type=Path, nargs="*", default=[], help="results/raw/*/*/*.jsonl")
+    p.add_argument("--bandwidth", type=Path, help="results/hardware/bandwidth.json (memory copy benchmark)")
     p.add_argument("--out", type=Path, default=Path("results/provenance.json"))
     p.set_defaults(func=_cmd_provenance)
 

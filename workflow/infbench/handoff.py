@@ -109,6 +109,15 @@ class ServerInfo(HandoffRecord):
     fixed_length_control: str | None = None
     notes: list[str] = field(default_factory=list)
     finished_at: str = field(default_factory=now_iso)
+    weights: str = "real"  # real | random (seeded random weights: output length forced to fixed)
+    # The settings that matter for speed (threads, binding, batching, KV cache, graphs), listed
+    # under the tables; the environment variables the adapter set for the engine's best setup.
+    settings: dict = field(default_factory=dict)
+    server_env: dict = field(default_factory=dict)
+    external: bool = False  # an endpoint already running (openai base_url): not started here
+    base_url: str | None = None
+    # Where the bench job ran: hostname, slurm_job_id, slurm_node, slurm_partition (engines.gpus.this_node)
+    node: dict = field(default_factory=dict)
     # Per scenario: what other processes used meanwhile (measure.busy.MachineLoad.to_dict())
     machine_load: dict = field(default_factory=dict)
 
@@ -138,6 +147,9 @@ class MemoryReport(HandoffRecord):
     rss_idle_bytes: int = 0
     rss_peak_bytes: int = 0
     gpus: list[GpuMemory] = field(default_factory=list)
+    # What the engine itself logged at start-up (vLLM: weights, KV pool and tokens, max concurrency;
+    # memory.vllmlog.VllmStartup), for the memory table's KV capacity check.
+    engine_reported: dict | None = None
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "") -> "MemoryReport":

@@ -1,19 +1,19 @@
 # Benchmark one engine on one model: start its server, warm up, run every scenario, stop it.
 rule bench:
     input:
+        unpack(engine_inputs),
         engine_spec="results/specs/engines/{engine}.json",
         model_spec="results/specs/models/{model}.json",
         model="results/models/{model}.json",
         prompts=f"results/prompts/{PROMPTS_NAME}.jsonl",
-        env=lambda wc: env_marker(engine_env(wc.engine)),
-        lock=lambda wc: f"results/envs/{engine_env(wc.engine)}.lock",
         failed_before=failure_marker,
     output:
         records=[f"results/raw/{{engine}}/{{model}}/{scenario}.jsonl" for scenario in SCENARIOS],
         server="results/raw/{engine}/{model}/server.json",
         memory="results/raw/{engine}/{model}/memory.json",
     params:
-        venv=lambda wc: f".venvs/{engine_env(wc.engine)}",
+        venv=lambda wc: f".venvs/{engine_env(wc.engine) or 'none'}",
+        lock=lambda wc: f"results/envs/{engine_env(wc.engine)}.lock" if engine_env(wc.engine) else "none",
     threads: bench_threads
     resources:
         gpu=model_gpus,
@@ -24,7 +24,7 @@ rule bench:
         engine=one_of(OPENAI_ONLY_ENGINES),
     shell:
         "infbench bench --engine-spec {input.engine_spec} --model-spec {input.model_spec} "
-        "--prompts {input.prompts} --venv {params.venv} --lock {input.lock} "
+        "--prompts {input.prompts} --venv {params.venv} --lock {params.lock} --threads {threads} "
         "--out-dir results/raw/{wildcards.engine}/{wildcards.model} "
         "--server-log {log.server} --log {log.bench}"
 

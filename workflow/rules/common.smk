@@ -10,11 +10,16 @@ from infbench.pipeline.config import (
     ConfigError,
     engine_label,
     engine_spec,
+    existing_python,
+    is_random,
+    model_architecture,
     model_label,
+    model_source,
     model_spec,
     resolve_env,
     validate_config,
 )
+from infbench.pipeline.envbuild import ExistingEnvError, check_existing_envs
 
 try:
     _validated = validate_config(config)
@@ -22,6 +27,10 @@ except ConfigError as err:
     raise WorkflowError(f"invalid configuration:\n{err}") from None
 config.clear()
 config.update(_validated)
+try:  # an existing interpreter (env: {python: PATH}) must have the engine's package: say so at start-up
+    check_existing_envs(config)
+except ExistingEnvError as err:
+    raise WorkflowError(f"invalid configuration:\n{err}") from None
 
 ENGINES = list(config["engines"])
 MODELS = list(config["models"])
@@ -72,6 +81,42 @@ def failed_bench_jobs():
     return failed
 
 
+# Existing interpreters (env: {python: PATH}), by env name: linked, not built (rule existing_env).
+EXISTING_ENVS = {
+    resolve_env(e, config["device"], name): (name, e["kind"], existing_python(e))
+    for name, e in config["engines"].items()
+    if existing_python(e)
+}
+
+
+def model_build_inputs(wildcards):
+    """The tools env, and for random weights the architecture config they are built from."""
+    model = config["models"][wildcards.model]
+    return [env_marker(config["tools_env"]), *([model_architecture(model)] if is_random(model) else [])]
+
+
+def model_build_dtype(wildcards):
+    """Random weights are written at the served dtype; other sources at the model's dtype."""
+    model = config["models"][wildcards.model]
+    return model_spec(config, wildcards.model).dtype if is_random(model) else model["dtype"]
+
+
+def engine_inputs(wildcards):
+    """A bench job's engine-specific inputs: its env and lock (none for an openai engine without an
+    env) and, for llama.cpp, the model's GGUF record."""
+    env = engine_env(wildcards.engine)
+    inputs = {"env": env_marker(env), "lock": f"results/envs/{env}.lock"} if env else {}
+    if config["engines"][wildcards.engine]["kind"] == "llamacpp":
+        inputs["gguf"] = f"results/models/{wildcards.model}.gguf.json"
+    return inputs
+
+
+def gguf_dtype(wildcards):
+    """llama.cpp serves the GGUF at the dtype the other engines compute in."""
+    model = config["models"][wildcards.model]
+    return model.get("serve_dtype") or model["dtype"]
+
+
 def model_gpus(wildcards):
     return config["models"][wildcards.model]["gpus"]
 
@@ -118,7 +163,7 @@ def memory_python():
 def memory_estimate_input(wildcards):
     """The model's architecture file when the config names one, else the prepared model."""
     inputs = {"env": f".venvs/{config['tools_env']}/.infbench-built"}
-    architecture = config["models"][wildcards.model].get("architecture")
+    architecture = model_architecture(config["models"][wildcards.model])
     if architecture:
         inputs["source"] = architecture
     else:
@@ -128,7 +173,7 @@ def memory_estimate_input(wildcards):
 
 def memory_source_flag(wildcards):
     # An architecture file is a config.json; results/models/*.json points at the model dir.
-    if config["models"][wildcards.model].get("architecture"):
+    if model_architecture(config["models"][wildcards.model]):
         return "--config"
     return "--model-meta"
 

@@ -36,3 +36,15 @@ rule memory_table:
     shell:
         "PYTHONPATH=workflow {params.python} -m infbench.memory.cli memory-table "
         "--estimates {input.estimates} --measured {input.measured} --out {output} > {log} 2>&1"
+
+
+# Measure this machine's memory bandwidth (a short copy benchmark on every core, so it runs alone):
+# the single-request decode bound of CPU runs is bandwidth / bytes read per token.
+rule memory_bandwidth:
+    output:
+        "results/hardware/bandwidth.json",
+    threads: workflow.cores
+    log:
+        "logs/memory/bandwidth.log",
+    shell:
+        "infbench memory-bandwidth --out {output} > {log} 2>&1"

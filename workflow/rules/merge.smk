@@ -3,6 +3,11 @@ rule merge:
     input:
         [raw_outputs(e, m) for e in ENGINES for m in MODELS],
         [f"results/raw/{e}/{m}/server.json" for e in ENGINES for m in MODELS],
+        # For the decode bound beside single-request tok/s (results/bounds.py): each model's estimate,
+        # what each engine used (memory.json) and this machine's measured bandwidth.
+        [f"results/memory/{m}.json" for m in MODELS],
+        [f"results/raw/{e}/{m}/memory.json" for e in ENGINES for m in MODELS],
+        "results/hardware/bandwidth.json",
     output:
         speed="results/tables/inference_speed.md",
         throughput="results/tables/throughput.md",

@@ -33,11 +33,12 @@ rule provenance:
     input:
         tables=[f"results/tables/{name}" for name in
                 ("inference_speed.md", "throughput.md", "details.md", "summary.csv", "merge_plan.json", "memory.md")],
-        locks=sorted({f"results/envs/{engine_env(e)}.lock" for e in ENGINES}),
+        locks=sorted({f"results/envs/{engine_env(e)}.lock" for e in ENGINES if engine_env(e)}),
         models=[f"results/models/{m}.json" for m in MODELS],
         prompts=f"results/prompts/{PROMPTS_NAME}.meta.json",
         servers=all_server_files(),
         records=all_raw_records(),
+        bandwidth=rules.memory_bandwidth.output,
     output:
         report(
             "results/provenance.json",
@@ -47,13 +48,14 @@ rule provenance:
         ),
     params:
         # Redacted here already: the config never reaches a command line or a log with its secrets.
-        config=json.dumps(redact_config(config), sort_keys=True),
+        # (a function, so that braces in the config, e.g. an openai command's {port}, stay as they are)
+        config=lambda wildcards: json.dumps(redact_config(config), sort_keys=True),
     log:
         "logs/report/provenance.log",
     shell:
         "infbench provenance --config {params.config:q} --tables {input.tables} --locks {input.locks} "
         "--models {input.models} --prompts-meta {input.prompts} --servers {input.servers} "
-        "--records {input.records} --out {output} > {log} 2>&1"
+        "--records {input.records} --bandwidth {input.bandwidth} --out {output} > {log} 2>&1"
 
 
 # Render each table and the provenance as HTML, so the report shows them inline.

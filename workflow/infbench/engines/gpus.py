@@ -3,13 +3,18 @@
 Snakemake's local executor counts `--resources gpu=N` but never says which devices a job may use.
 A job locks node-local files (flock) for the ids it takes and sets CUDA_VISIBLE_DEVICES; the kernel
 drops the locks when the process ends, so no lease outlives its job. Ids a cluster scheduler already
-put in CUDA_VISIBLE_DEVICES are the only candidates.
+put in CUDA_VISIBLE_DEVICES are the only candidates; GPUs that Slurm allocated to the job are its
+own already (and may be renumbered from 0 in every job), so they are taken without a lock.
+
+Lock files carry the node's name: the CPU lock is per node (two nodes bench at once, one node never
+runs two CPU bench jobs together) even where the lock directory is on a filesystem nodes share.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +26,35 @@ DEFAULT_LOCK_DIR = Path(os.environ.get("INFBENCH_GPU_LOCK_DIR", "/tmp/infbench-g
 
 class GpuLeaseError(RuntimeError):
     pass
+
+
+def node_name() -> str:
+    """This machine's short host name (what `hostname -s` prints; Slurm's node names are these)."""
+    return socket.gethostname().split(".")[0]
+
+
+@dataclass(frozen=True)
+class NodeIdentity:
+    """Where a bench job ran: recorded in server.json, so results say which node produced them."""
+
+    hostname: str
+    slurm_job_id: str | None  # None outside a Slurm job
+    slurm_node: str | None  # Slurm's name for the node (SLURMD_NODENAME)
+    slurm_partition: str | None
+
+
+def this_node(environ: dict | None = None) -> NodeIdentity:
+    environ = os.environ if environ is None else environ
+    return NodeIdentity(hostname=node_name(), slurm_job_id=environ.get("SLURM_JOB_ID"),
+                        slurm_node=environ.get("SLURMD_NODENAME"),
+                        slurm_partition=environ.get("SLURM_JOB_PARTITION"))
+
+
+def gpus_allocated_by_slurm(environ: dict | None = None) -> bool:
+    """Slurm gave this job GPUs (a gres) and put them in CUDA_VISIBLE_DEVICES: they are exclusive."""
+    environ = os.environ if environ is None else environ
+    return bool(environ.get("SLURM_JOB_ID") and environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
+                and any(environ.get(name) for name in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE")))
 
 
 def visible_gpu_ids(configured: list[int] | None = None, environ: dict | None = None) -> list[str]:
@@ -44,6 +78,8 @@ class GpuLease:
     candidates: list[str]
     lock_dir: Path = DEFAULT_LOCK_DIR
     wait_s: float = 3600.0
+    node: str = field(default_factory=node_name)
+    scheduler_owned: bool = field(default_factory=gpus_allocated_by_slurm)
     ids: list[str] = field(default_factory=list)
     _handles: list = field(default_factory=list)
 
@@ -55,11 +91,14 @@ class GpuLease:
                 f"this job needs {self.count} GPU(s) (the model's `gpus`), but only {len(self.candidates)} "
                 f"are visible ({', '.join(self.candidates) or 'none'}); lower `gpus` or set config gpu_ids"
             )
+        if self.scheduler_owned:  # Slurm allocated exactly these to this job: nobody else has them
+            self.ids = list(self.candidates[: self.count])
+            return self.ids
         self.lock_dir.mkdir(parents=True, exist_ok=True)
         deadline = time.monotonic() + self.wait_s
         while True:
             for gpu_id in self.candidates:
-                handle = open(self.lock_dir / f"gpu{gpu_id}.lock", "w")
+                handle = open(self.lock_dir / f"{self.node}.gpu{gpu_id}.lock", "w")
                 try:
                     fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
@@ -87,13 +126,15 @@ class GpuLease:
 
     def hold_cpu(self) -> None:
         """CPU bench jobs share one device, the host: take it whole, even against bench jobs of
-        another Snakemake run on this node (threads: all cores only orders jobs within one run)."""
+        another Snakemake run or another Slurm job on this node (threads: all cores only orders jobs
+        within one run); bench jobs on other nodes hold their own node's lock and run at once."""
         self.lock_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(self.lock_dir / "cpu.lock", "w")
+        path = self.lock_dir / f"{self.node}.cpu.lock"
+        handle = open(path, "w")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"waiting for another CPU bench job on this node ({self.lock_dir / 'cpu.lock'})", file=sys.stderr)
+            print(f"waiting for another CPU bench job on node {self.node} ({path})", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
         self._handles.append(handle)
 

@@ -13,21 +13,22 @@ import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import infbench
+from infbench.memory.vllmlog import read_vllm_startup
 from infbench.measure.client import RequestSettings, RunContext
 from infbench.measure.runners import run_single
 from infbench.engines.adapters import ServerPlan, adapter_for
 from infbench.handoff import MemoryReport, ServerInfo
-from infbench.engines.gpus import GpuLease, visible_gpu_ids
+from infbench.engines.gpus import GpuLease, this_node, visible_gpu_ids
 from infbench.measure.scenarios import Scenario, Single
 from infbench.measure.memwatch import MemoryWatcher
-from infbench.measure.metrics import summarize, tokens_per_second
+from infbench.measure.recordmath import tokens_per_second
 from infbench.pipeline.prompts import read_sample
 from infbench.measure.records import RequestRecord, write_records
 from infbench.engines.server import (ManagedServer, PortClashError, ServerError, exit_when_parent_dies, free_port,
@@ -51,6 +52,7 @@ class BenchPaths:
     lock: Path  # the engine env's pip freeze, for its version
     out_dir: Path  # results/raw/{engine}/{model}
     server_log: Path
+    threads: int = 1  # the bench job's CPU threads: engines that take a thread count get this
 
 
 def _terminate_on_sigterm() -> None:
@@ -99,15 +101,21 @@ def run_bench(paths: BenchPaths) -> None:
     watched = exit_when_parent_dies()
     if watched:
         log.info("stops when its parent (pid %d) ends", watched)
-    engine = read_engine_spec(paths.engine_spec)
     model = read_model_spec(paths.model_spec)
+    engine = forced_output_length(read_engine_spec(paths.engine_spec), model)
     prompts = read_sample(paths.prompts)
     adapter = adapter_for(engine.kind)
-    reason = adapter.unavailable_reason(engine)
+    paths.out_dir.mkdir(parents=True, exist_ok=True)
+    node = this_node()
+    log.info("node %s, Slurm job %s", node.hostname, node.slurm_job_id or "none (not under Slurm)")
+    reason = adapter.unavailable_reason(engine, model)
     if reason:
         _write_skipped(paths, engine, model, reason)
         return
     try:
+        if engine.base_url:
+            run_external(paths, engine, model, prompts, adapter.plan(engine, model, paths.venv, "", 0))
+            return
         _measure(paths, engine, model, prompts, adapter)
     except (ServerError, BenchFailure) as err:
         _write_failed(paths, engine, model, err)
@@ -118,11 +126,11 @@ def run_bench(paths: BenchPaths) -> None:
 def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, adapter) -> None:
     with GpuLease(count=model.gpus, candidates=visible_gpu_ids(engine.gpu_ids) if model.gpus else []) as lease:
         host = engine.bench.host
-        env = _server_env(engine, paths.venv, lease.env())
         log.info("engine %s, model %s, GPUs %s", engine.name, model.name, lease.ids or "none (CPU)")
         for attempt in range(1, PORT_TRIES + 1):
             port = free_port(host)
-            plan = adapter.plan(engine, model, paths.venv, host, port, lease.ids)
+            plan = adapter.plan(engine, model, paths.venv, host, port, lease.ids, threads=paths.threads)
+            env = _server_env(engine, paths.venv, lease.env(), plan.env)
             log.info("server command: %s", " ".join(plan.command))
             server = ManagedServer(
                 command=plan.command, log_path=paths.server_log, health_url=f"http://{host}:{port}{plan.health_path}",
@@ -177,10 +185,14 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
                 version = version or version_from_lock(paths.lock, adapter.package)
             finally:
                 memory = watcher.stop()
+        if engine.kind == "vllm":  # vLLM logs its own KV capacity: the memory table sets the estimate beside it
+            startup = read_vllm_startup(paths.server_log)
+            memory.engine_reported = startup.to_dict() if startup else None
         memory.write(paths.out_dir / "memory.json")
         _server_info(engine, model, gpu_ids=list(lease.ids), command=plan.command, version=version,
                      startup_s=round(startup_s, 3), fixed_length_control=plan.fixed_length_control,
-                     notes=plan.notes, status="failed" if died else "ok", reason=died,
+                     notes=plan.notes, settings=plan.settings, server_env=_shown_env(plan.env),
+                     status="failed" if died else "ok", reason=died,
                      machine_load=loads).write(paths.out_dir / "server.json")
         if died:
             write_json_atomic(failure_marker(paths.out_dir), {"reason": died, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
@@ -204,6 +216,48 @@ def _write_failed(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, err: 
     write_json_atomic(failure_marker(paths.out_dir), {"reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
+def _shown_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables the adapter set for the engine's best setup, as server.json records them."""
+    return {key: value for key, value in sorted(env.items())}
+
+
+def run_external(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, plan: ServerPlan) -> None:
+    """An endpoint already running (base_url): not started, not leased, its memory not measured.
+    Its key is read from the variable api_key_env names, here only, and sent as a bearer token."""
+    base = engine.base_url.rstrip("/")
+    api_key = os.environ.get(plan.api_key_env) if plan.api_key_env else None
+    if plan.api_key_env and not api_key:
+        raise ServerError(f"engine {engine.name}: environment variable {plan.api_key_env} (api_key_env) is not set")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        reply = httpx.get(base + plan.health_path, headers=headers, timeout=30, trust_env=False)
+    except httpx.HTTPError as err:
+        raise ServerError(f"engine {engine.name}: external endpoint {base} unreachable: {type(err).__name__}") from None
+    if reply.status_code != 200:
+        raise ServerError(f"engine {engine.name}: {base}{plan.health_path} answered {reply.status_code}")
+    log.info("engine %s, model %s: external endpoint %s", engine.name, model.name, base)
+    url = f"{base}/v1/chat/completions"
+    settings = _request_settings(engine, plan, api_key)
+    _warm_up(url, prompts, settings, engine, model)
+    for scenario in engine.scenarios:
+        records = _run_scenario(url, prompts, scenario, settings, engine, model)
+        write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
+    version = _server_version(base, plan)
+    MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status="skipped",
+                 reason="external endpoint: memory not measured").write(paths.out_dir / "memory.json")
+    _server_info(engine, model, version=version, fixed_length_control=plan.fixed_length_control, notes=plan.notes,
+                 settings=plan.settings, external=True, base_url=base).write(paths.out_dir / "server.json")
+
+
+def forced_output_length(engine: EngineSpec, model: ModelSpec) -> EngineSpec:
+    """Random weights never stop at EOS meaningfully: their runs always generate max_tokens."""
+    if model.weights != "random" or engine.sampling.output_length == "fixed":
+        return engine
+    log.info("model %s has random weights: output_length forced to fixed (%d tokens)", model.name,
+             engine.sampling.max_tokens)
+    return replace(engine, sampling=replace(engine.sampling, output_length="fixed"))
+
+
 def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reason: str) -> None:
     """An engine that cannot run here: empty records and a server.json that says why (the table cell
     shows it); the run goes on and the other engines' results stand."""
@@ -220,7 +274,8 @@ def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reas
 def _server_info(engine: EngineSpec, model: ModelSpec, **run) -> ServerInfo:
     """server.json: the engine and model it ran, plus what this run adds (command, version, ...)."""
     return ServerInfo(engine=engine.name, kind=engine.kind, label=engine.label, model=model.name,
-                      device=engine.device, sampling=vars(engine.sampling), **run)
+                      device=engine.device, sampling=vars(engine.sampling), weights=model.weights,
+                      node=asdict(this_node()), **run)
 
 
 def _cpu_kv_pool_bytes(engine: EngineSpec, env: dict[str, str]) -> int | None:
@@ -270,7 +325,7 @@ def tgi_native_command(base_url: str, paths: BenchPaths, engine: EngineSpec, mod
     ]
 
 
-def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str]) -> dict[str, str]:
+def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str], plan_env: dict[str, str] = {}) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
@@ -287,6 +342,7 @@ def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str]) -> dict
     for name in THREAD_COUNT_VARIABLES:
         env.pop(name, None)
     env.update(gpu_env)
+    env.update(plan_env)  # the engine's documented setup (binding, preloads); server_env overrides it
     env.update(engine.server_env)
     for name, source in engine.server_env_from.items():  # secrets: resolved here, at server start, only
         if source not in os.environ:
@@ -296,9 +352,10 @@ def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str]) -> dict
     return env
 
 
-def _request_settings(engine: EngineSpec, plan: ServerPlan) -> RequestSettings:
+def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None = None) -> RequestSettings:
     s = engine.sampling
-    return RequestSettings(
+    extra = {"api_key": api_key} if api_key else {}
+    return RequestSettings(**extra,
         model_name=plan.model_name, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
         seed=s.seed, output_length=s.output_length, extra_body=plan.extra_body,
         timeout_s=engine.bench.request_timeout_s, client_lag_limit_s=engine.bench.client_lag_limit_s,
@@ -306,7 +363,7 @@ def _request_settings(engine: EngineSpec, plan: ServerPlan) -> RequestSettings:
     )
 
 
-def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, server: ManagedServer) -> None:
+def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, server: ManagedServer | None = None) -> None:
     count = engine.bench.warmup_requests
     if count == 0:
         return
@@ -315,7 +372,7 @@ def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, serve
     records = asyncio.run(run_single(url, requests, settings, ctx))
     failed = [r for r in records if not r.ok]
     if failed:
-        code = server.process.poll() if server.process else None
+        code = server.process.poll() if server and server.process else None
         died = f" (the server exited with code {code})" if code is not None else ""
         raise BenchFailure(f"warm-up request failed, so the server cannot be measured{died}: {failed[0].error}")
     log.info("warm-up: %d request(s) done", len(records))
@@ -342,13 +399,17 @@ def _run_scenario(url, prompts, scenario: Scenario, settings, engine: EngineSpec
         records = scenario.run(url, prompts, settings, ctx, on_done)
     errors = sum(not r.ok for r in records)
     log.info("%s: %d requests, %d failed, %.1f s", scenario.name, len(records), errors, time.monotonic() - started)
+    if errors:
+        log.warning("%s: first error: %s", scenario.name, next(r.error for r in records if not r.ok))
+    try:  # the merge flags client lag too; a box without polars (gpu_check.sh) skips this early word
+        from infbench.measure.metrics import summarize
+    except ImportError:
+        return records
     lag = summarize(records, engine.name, model.name, scenario.name)
     if lag.client_lag_flag:
         log.warning("%s: client lag over %.1f ms at p99 (dispatch %s ms, read %s ms): the figures include the "
                     "client's own delay; see details.md", scenario.name, (lag.client_lag_limit_s or 0) * 1e3,
                     _ms(lag.dispatch_lag_p99_s), _ms(lag.read_lag_p99_s))
-    if errors:
-        log.warning("%s: first error: %s", scenario.name, next(r.error for r in records if not r.ok))
     return records
 
 

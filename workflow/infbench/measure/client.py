@@ -59,6 +59,9 @@ class RequestSettings:
     # usage deltas. Off by default: servers that validate stream_options strictly may refuse it.
     continuous_usage: bool = False
     client_lag_limit_s: float = CLIENT_LAG_LIMIT_S
+    # An external endpoint's key (from the variable its api_key_env names): sent as a bearer token,
+    # kept out of repr so it never reaches a log.
+    api_key: str | None = field(default=None, repr=False)
 
     def body(self, messages: list[dict]) -> dict:
         stream_options: dict = {"include_usage": True}
@@ -127,6 +130,7 @@ class StreamClient:
         head = (
             b"POST " + self.path.encode() + b" HTTP/1.1\r\nHost: " + self.host_header
             + b"\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nUser-Agent: infbench\r\n"
+            + (b"Authorization: Bearer " + settings.api_key.encode() + b"\r\n" if settings.api_key else b"")
             + b"X-Request-Id: " + request.request_id.encode("ascii", "replace")
             + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
         )

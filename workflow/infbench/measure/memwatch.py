@@ -37,9 +37,18 @@ class _Nvml:
 
             pynvml.nvmlInit()
             self.nvml = pynvml
-            self.handles = [(int(i), pynvml.nvmlDeviceGetHandleByIndex(int(i))) for i in gpu_ids]
-        except Exception:  # no library, no driver, or ids that are UUIDs: measure host memory only
+            self.handles = [self._handle(pynvml, i) for i in gpu_ids]
+        except Exception:  # no library, no driver, or an id NVML does not know: measure host memory only
             self.handles = []
+
+    @staticmethod
+    def _handle(pynvml, gpu_id: str) -> tuple[int, object]:
+        """NVML numbers GPUs as the host does (CUDA_VISIBLE_DEVICES never renumbers it); a scheduler
+        may hand out UUIDs (GPU-...) instead of indices."""
+        if gpu_id.isdigit():
+            return int(gpu_id), pynvml.nvmlDeviceGetHandleByIndex(int(gpu_id))
+        handle = pynvml.nvmlDeviceGetHandleByUUID(gpu_id)
+        return int(pynvml.nvmlDeviceGetIndex(handle)), handle
 
     def read(self) -> list[tuple[int, str, int, int]]:
         out = []

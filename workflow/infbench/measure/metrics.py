@@ -29,6 +29,8 @@ from fractions import Fraction
 import polars as pl
 
 from infbench.measure.records import RequestRecord
+# Per-record figures live in a polars-free module (the bench job runs without polars); re-exported here.
+from infbench.measure.recordmath import _interpolated, _rank, percentile, tokens_per_second  # noqa: F401
 
 QUANTILES = (50, 90, 99)
 
@@ -76,32 +78,6 @@ def inter_token_latencies(record: RequestRecord) -> list[float]:
 
     samples = itl_samples(records_frame([record]).lazy(), []).collect()
     return [value for value, weight in samples.iter_rows() for _ in range(weight)]
-
-
-def tokens_per_second(record: RequestRecord) -> float | None:
-    """TOKENS_PER_S for one record, live in the bench job's progress bar."""
-    if not record.ok or not record.completion_tokens or not record.latency_s:
-        return None
-    return record.completion_tokens / record.latency_s
-
-
-def _rank(count: int, q: float) -> tuple[float, int, int]:
-    """Where percentile q (in [0, 100]) falls among `count` sorted values: rank, floor, ceiling."""
-    rank = (count - 1) * q / 100.0
-    return rank, math.floor(rank), math.ceil(rank)
-
-
-def _interpolated(ordered, q: float) -> float:
-    """Linear-interpolation percentile (numpy's default) of a non-empty sorted sequence: a list, or a
-    polars Series (the frames' percentiles), so that both give the same float."""
-    rank, low, high = _rank(len(ordered), q)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Percentile q in [0, 100] of values; None for no values. For one request's chunks in the client
-    (its read lag); frames use `grouped_percentiles`, the same interpolation."""
-    return _interpolated(sorted(values), q) if values else None
 
 
 def grouped_percentiles(samples: pl.LazyFrame, keys: list[str], qs=QUANTILES) -> pl.DataFrame:

@@ -7,7 +7,7 @@ import json
 from typing import Callable
 
 from infbench.measure.eventloop import LagSelector
-from infbench.measure.metrics import percentile
+from infbench.measure.recordmath import percentile
 from infbench.measure.records import RequestRecord
 
 TokenCounter = Callable[[str], int]  # a tokenizer's count of a text, for tokens per chunk

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from infbench.fileio import write_text_atomic
 from infbench.memory.errors import EstimateError
-from infbench.memory.estimate import DEFAULT_GPU_UTIL
+from infbench.memory.vllm import PINNED_VERSION, SAMPLERS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -24,12 +24,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "config.json file.")
     p.add_argument("model", metavar="MODEL")
     _add_shape_args(p)
-    gpu = p.add_mutually_exclusive_group()
-    gpu.add_argument("--gpu", metavar="NAME", help="fit on this GPU only (e.g. H100, A100-40, L4)")
-    gpu.add_argument("--gpu-mem", metavar="GiB", type=float,
-                     help="fit on a GPU with this much memory")
+    p.add_argument("--gpu", metavar="NAME", help="fit on this GPU only (e.g. H100, A100-40, L4)")
+    p.add_argument("--gpu-mem", metavar="GiB", type=float,
+                   help="GPU memory as CUDA reports it (vLLM's total_gpu_memory); with --gpu it "
+                        "overrides that GPU's capacity and keeps its identity (vLLM's defaults "
+                        "depend on the device name)")
+    p.add_argument("--bandwidth", metavar="GB/s", type=float,
+                   help="GPU memory bandwidth for the decode bound (default: the catalogue's)")
     p.add_argument("--tp", type=int, metavar="N",
                    help="tensor-parallel size (default: the smallest that fits)")
+    p.add_argument("--cpu-bandwidth", metavar="GB/s", type=float,
+                   help="local CPU memory bandwidth for its decode bound (default: measured now "
+                        "with a short copy benchmark)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run_estimate)
 
@@ -47,11 +53,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_memory_estimate)
 
     p = subparsers.add_parser(
+        "memory-bandwidth", help="measure this machine's memory bandwidth (copy benchmark) as JSON",
+        description="A short STREAM-style copy benchmark, one thread per core: the bandwidth the "
+                    "single-request decode bound of CPU runs is computed from.")
+    p.add_argument("--buffer-mib", type=int, default=128, help="MiB copied per thread (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="timed copies; the best counts (default %(default)s)")
+    p.add_argument("--out", required=True, metavar="FILE", help="results/hardware/bandwidth.json")
+    p.set_defaults(func=run_memory_bandwidth)
+
+    p = subparsers.add_parser(
         "memory-table", help="write results/tables/memory.md from estimates and measurements")
     p.add_argument("--estimates", nargs="+", required=True, metavar="FILE")
     p.add_argument("--measured", nargs="*", default=[], metavar="FILE")
-    p.add_argument("--gpu-util", type=float, default=DEFAULT_GPU_UTIL,
-                   help="gpu_memory_utilization the engines ran with (default %(default)s)")
+    p.add_argument("--gpu-util", type=float,
+                   help="gpu_memory_utilization the engines ran with (default: each estimate's, "
+                        "i.e. its vLLM version's default)")
     p.add_argument("--out", required=True, metavar="FILE")
     p.set_defaults(func=run_memory_table)
 
@@ -66,8 +82,18 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
                    help="sequence length L (default: the config's maximum)")
     p.add_argument("--batch", type=int, default=1, metavar="B",
                    help="concurrent sequences of length L that must fit (default 1)")
-    p.add_argument("--gpu-util", type=float, default=DEFAULT_GPU_UTIL, metavar="U",
-                   help="vLLM gpu_memory_utilization (default %(default)s)")
+    p.add_argument("--gpu-util", type=float, metavar="U",
+                   help="vLLM gpu_memory_utilization (default: the vLLM version's, 0.92 since 0.32)")
+    p.add_argument("--vllm-version", default=PINNED_VERSION, metavar="V",
+                   help="vLLM version whose start-up accounting to follow (default: the pinned "
+                        "%(default)s; 0.6.5-0.7.x use the v0 engine's)")
+    p.add_argument("--sampler", choices=SAMPLERS,
+                   help="sampler vLLM profiles: PyTorch top-k/top-p (native, the larger peak) or "
+                        "FlashInfer's (logged as 'Using FlashInfer for top-p & top-k sampling'); "
+                        "default: the version's (FlashInfer since 0.32)")
+    p.add_argument("--group-size", type=int, metavar="G",
+                   help="GPTQ/AWQ group size (default: the config's quantization_config, else 128; "
+                        "-1 = one group per column)")
 
 
 def _guarded(name: str, func, args: argparse.Namespace) -> int:
@@ -84,18 +110,38 @@ def run_estimate(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from infbench.memory.estimate import estimate, render_text
+    from infbench.memory.estimate import build_estimate, model_facts, render_text
     from infbench.memory.gpus import custom_gpu, find_gpu
 
     gpus = None
-    if args.gpu:
-        gpus = [find_gpu(args.gpu)]
-    elif args.gpu_mem is not None:
-        gpus = [custom_gpu(args.gpu_mem)]
-    est = estimate(args.model, dtype=args.dtype, kv_dtype=args.kv_dtype, context=args.context,
-                   batch=args.batch, gpus=gpus, tp=args.tp, gpu_util=args.gpu_util)
+    like = find_gpu(args.gpu) if args.gpu else None
+    if args.gpu_mem is not None or args.bandwidth is not None:
+        gib = args.gpu_mem if args.gpu_mem is not None else (like.memory_bytes / 2**30 if like else None)
+        if gib is None:
+            raise EstimateError("--bandwidth needs --gpu or --gpu-mem")
+        gpus = [custom_gpu(gib, like, args.bandwidth)]
+    elif like is not None:
+        gpus = [like]
+    facts = model_facts(args.model)  # a bad MODEL fails here, before any measuring
+    est = build_estimate(facts, dtype=args.dtype, kv_dtype=args.kv_dtype, context=args.context,
+                         batch=args.batch, gpus=gpus, tp=args.tp, gpu_util=args.gpu_util,
+                         vllm_version=args.vllm_version, sampler=args.sampler, group_size=args.group_size,
+                         cpu_bandwidth=_cpu_bandwidth(args.cpu_bandwidth))
     print(est.to_json_text() if args.json else render_text(est))
     return 0
+
+
+def _cpu_bandwidth(gb_s: float | None) -> tuple[float, str]:
+    """The local CPU's bandwidth: given, or measured now (a second or two of copying)."""
+    if gb_s is not None:
+        if gb_s <= 0:
+            raise EstimateError(f"--cpu-bandwidth must be positive, got {gb_s}")
+        return gb_s * 1e9, "--cpu-bandwidth"
+    from infbench.measure.membw import measure_copy_bandwidth
+
+    m = measure_copy_bandwidth(buffer_mib=64, repeats=3)
+    load = f", load {m.load_1min:.2f}" if m.load_1min is not None else ""
+    return m.bandwidth_bytes_s, f"copy benchmark now, {m.threads} threads{load}"
 
 
 def run_memory_estimate(args: argparse.Namespace) -> int:
@@ -115,11 +161,26 @@ def _memory_estimate(args: argparse.Namespace) -> int:
         stored_dtype = meta.get("dtype")  # as prepared on disk; engines may cast it at load
     est = estimate(model, name=args.name, dtype=dtype, kv_dtype=args.kv_dtype,
                    context=args.context, batch=args.batch, gpu_util=args.gpu_util,
-                   stored_dtype=stored_dtype)
+                   stored_dtype=stored_dtype, vllm_version=args.vllm_version,
+                   sampler=args.sampler, group_size=args.group_size)
     out = Path(args.out)
     write_text_atomic(out, est.to_json_text() + "\n")  # never a half-written estimate
     print(f"wrote {out}: {est.facts.params.total:,} parameters, "
           f"smallest vLLM setup {est.smallest.setup if est.smallest else 'none'}")
+    return 0
+
+
+def run_memory_bandwidth(args: argparse.Namespace) -> int:
+    from infbench.measure.membw import measure_copy_bandwidth, write_measurement
+
+    if args.buffer_mib <= 0 or args.repeats <= 0:
+        print("infbench memory-bandwidth: error: --buffer-mib and --repeats must be positive",
+              file=sys.stderr)
+        return 2
+    m = measure_copy_bandwidth(args.buffer_mib, args.repeats)
+    write_measurement(args.out, m)
+    load = f", 1-min load {m.load_1min:.2f}" if m.load_1min is not None else ""
+    print(f"wrote {args.out}: {m.bandwidth_bytes_s / 1e9:.1f} GB/s ({m.threads} threads{load})")
     return 0
 
 

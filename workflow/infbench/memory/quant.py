@@ -112,8 +112,8 @@ def default_kv_dtype(scheme: str, model_dtype: str | None) -> str:
     return "bf16"
 
 
-def tensor_bytes(scheme: str, t: TensorInfo) -> int:
-    """Bytes one tensor takes stored in the given scheme."""
+def tensor_bytes(scheme: str, t: TensorInfo, group_size: int = GROUP_SIZE) -> int:
+    """Bytes one tensor takes stored in the given scheme (group_size: GPTQ/AWQ inputs per group)."""
     n = t.numel
     if scheme == "fp32":
         return 4 * n
@@ -133,7 +133,9 @@ def tensor_bytes(scheme: str, t: TensorInfo) -> int:
     if scheme == "int8":
         return n + 4 * rows
     if scheme in ("gptq-int4", "awq-int4"):
-        groups = math.ceil(cols / GROUP_SIZE)
+        if group_size <= 0 and group_size != -1:
+            raise EstimateError(f"group size must be positive or -1 (per column), got {group_size}")
+        groups = 1 if group_size == -1 else math.ceil(cols / group_size)
         if scheme == "gptq-int4":
             qweight = math.ceil(cols / 8) * rows * 4  # 8 nibbles per int32 along inputs
             g_idx = 4 * cols
@@ -162,16 +164,43 @@ def _gguf_row_bytes(scheme: str, cols: int) -> int:
     return 2 * cols  # f16 when no block type fits
 
 
-def weight_bytes(scheme: str, tensors: Iterable[TensorInfo]) -> int:
-    return sum(tensor_bytes(scheme, t) for t in tensors)
+def weight_bytes(scheme: str, tensors: Iterable[TensorInfo], group_size: int = GROUP_SIZE) -> int:
+    return sum(tensor_bytes(scheme, t, group_size) for t in tensors)
 
 
-def all_weight_bytes(tensors: Iterable[TensorInfo]) -> dict[str, int]:
+def all_weight_bytes(tensors: Iterable[TensorInfo], group_size: int = GROUP_SIZE) -> dict[str, int]:
     """Weights in every scheme, keyed by canonical scheme name."""
     tensors = tuple(tensors)
-    return {name: weight_bytes(name, tensors) for name in SCHEMES}
+    return {name: weight_bytes(name, tensors, group_size) for name in SCHEMES}
 
 
-def replicated_bytes(scheme: str, tensors: Iterable[TensorInfo]) -> int:
+def replicated_bytes(scheme: str, tensors: Iterable[TensorInfo], group_size: int = GROUP_SIZE) -> int:
     """Bytes every tensor-parallel rank holds in full (norms and biases)."""
-    return sum(tensor_bytes(scheme, t) for t in tensors if t.role == "other")
+    return sum(tensor_bytes(scheme, t, group_size) for t in tensors if t.role == "other")
+
+
+# vLLM pads the vocabulary of its embedding and lm_head to a multiple of 64 per rank
+# (vllm/model_executor/layers/vocab_parallel_embedding.py, DEFAULT_VOCAB_PADDING_SIZE = 64).
+VOCAB_PADDING = 64
+
+
+def resident_bytes(scheme: str, tensors: Iterable[TensorInfo], tp: int = 1,
+                   group_size: int = GROUP_SIZE) -> int:
+    """Bytes vLLM holds on one GPU at tensor-parallel size tp.
+
+    Differs from the checkpoint file: a tied lm_head is held once even when the file stores a
+    copy (quantization tools often write one), norms and biases are replicated on every rank,
+    and the vocabulary is padded to a multiple of 64 per rank.
+    """
+    total = 0
+    for t in tensors:
+        size = tensor_bytes(scheme, t, group_size)
+        if t.role == "other":
+            total += size
+        elif t.role in ("embedding", "lm_head") and len(t.shape) == 2:
+            vocab = t.shape[0]
+            padded = math.ceil(vocab / (VOCAB_PADDING * tp)) * VOCAB_PADDING * tp
+            total += math.ceil(size * padded / vocab / tp)
+        else:
+            total += math.ceil(size / tp)
+    return total

@@ -72,7 +72,7 @@ def load_json(path: Path, what: str) -> dict[str, Any]:
 
 
 def compare(est: dict[str, Any] | None, meas: dict[str, Any],
-            gpu_util: float = DEFAULT_GPU_UTIL) -> Comparison:
+            gpu_util: float | None = None) -> Comparison:
     """Set the matching estimate terms against one measurement."""
     engine = str(meas.get("engine", "?"))
     model = str(meas.get("model", "?"))
@@ -108,18 +108,23 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any],
         return Comparison(model, engine, device, "no estimate", None, idle, None, peak)
     n = len(gpus)
     over = {o["name"]: int(o["bytes"]) for o in est["overheads"]}
+    # Outside the KV pool: weights, and per GPU the context, CUDA graphs and non-torch memory
+    # (the activation peak is freed after profiling).
     non_kv = (int(est["weights_bytes"][est["dtype"]])
-              + n * (over["cuda_context"] + over["runtime"]))
+              + n * (over["cuda_context"] + over.get("cuda_graphs", 0) + over["runtime"]))
     if "kv_cache_bytes" in meas:
         # The bench may report the engine's KV pool: then weights + overheads
         # can be checked directly against used memory minus that pool.
         kv = int(meas["kv_cache_bytes"])
         return Comparison(model, engine, device, "used - KV pool vs weights + overheads",
                           non_kv, idle - kv, non_kv + n * over["activation_peak"], peak - kv)
+    if gpu_util is None:  # what the estimate assumed: the vLLM version's default
+        gpu_util = float(est.get("vllm", {}).get("gpu_memory_utilization", DEFAULT_GPU_UTIL))
     if engine.lower().startswith(PREALLOCATING_ENGINES):
         # vLLM fills u * total with weights + KV pool, so what it uses is
         # CUDA context + u * total, whatever the weights are.
-        predicted = sum(over["cuda_context"] + int(gpu_util * int(g["total_bytes"]))
+        graphs = 0 if est.get("vllm", {}).get("graphs_in_budget") else over.get("cuda_graphs", 0)
+        predicted = sum(over["cuda_context"] + graphs + int(gpu_util * int(g["total_bytes"]))
                         for g in gpus)
         return Comparison(model, engine, device,
                           f"used vs CUDA context + {gpu_util} x total (KV pool preallocated)",
@@ -129,7 +134,7 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any],
 
 
 def render(estimates: list[dict[str, Any]], measured: list[dict[str, Any]],
-           gpu_util: float = DEFAULT_GPU_UTIL) -> str:
+           gpu_util: float | None = None) -> str:
     lines = ["# Memory: estimate and measurement", ""]
     lines += _estimate_table(estimates)
     lines += ["", "## Estimate vs measured", ""]
@@ -147,8 +152,115 @@ def render(estimates: list[dict[str, Any]], measured: list[dict[str, Any]],
                 f"{_gib_or_dash(r.measured_idle)} | {_pct(r.error_pct)} | "
                 f"{_gib_or_dash(r.estimate_loaded)} | {_gib_or_dash(r.measured_peak)} | "
                 f"{_pct(r.peak_error_pct)} | {r.compared} |")
+    lines += ["", *_kv_capacity_section(by_model, measured)]
     lines += ["", *_notes(estimates)]
     return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------
+# KV capacity: the estimate beside what vLLM logs at start-up (memory.json "engine_reported")
+
+_KV_DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "half": "fp16"}
+
+
+@dataclass(frozen=True)
+class KvCapacity:
+    model: str
+    engine: str
+    device: str
+    pool_estimate: int | None  # bytes per GPU: the estimator's pool (CPU: the configured space)
+    pool_logged: int | None
+    tokens_estimate: int | None  # tokens the logged pool holds, priced by the estimator
+    tokens_logged: int | None
+    concurrency_logged: float | None
+    basis: str
+
+    @property
+    def error_pct(self) -> float | None:
+        return _error(self.tokens_estimate, self.tokens_logged)
+
+    @property
+    def pool_error_pct(self) -> float | None:
+        return _error(self.pool_estimate, self.pool_logged)
+
+
+def kv_capacity(est: dict[str, Any] | None, meas: dict[str, Any]) -> KvCapacity | None:
+    """The engine's logged KV pool and tokens beside the estimate, or None if it logged none."""
+    logged = meas.get("engine_reported") or {}
+    if not logged or (logged.get("kv_tokens") is None and logged.get("kv_cache_bytes") is None):
+        return None
+    model, engine = str(meas.get("model", "?")), str(meas.get("engine", "?"))
+    device = str(meas.get("device", "cpu"))
+    pool, tokens = logged.get("kv_cache_bytes"), logged.get("kv_tokens")
+    conc = logged.get("max_concurrency")
+    if est is None:
+        return KvCapacity(model, engine, device, None, pool, None, tokens, conc, "no estimate")
+    kv = est["kv_cache"]
+    dtype = str(logged.get("kv_cache_dtype") or "auto")
+    dtype = _KV_DTYPES.get(str(logged.get("dtype")), est["kv_dtype"]) if dtype == "auto" else (
+        "fp8" if dtype.startswith("fp8") else _KV_DTYPES.get(dtype, est["kv_dtype"]))
+    gpus = meas.get("gpus") or []
+    tp = max(len(gpus), 1)
+    # KV heads split over the TP ranks (a single MQA head is replicated on every rank).
+    heads = int(kv["kv_heads"])
+    per_token = kv["bytes_per_token"][dtype] * max(1, heads // tp) / heads if heads else 0
+    tokens_est = None
+    if pool and per_token:
+        if kv.get("sliding_windows"):
+            # Sliding layers stop at their window: vLLM counts concurrency x max_model_len.
+            seq = est["kv_cache"]["bytes_per_sequence"] * (kv["bytes_per_token"][dtype]
+                                                          / kv["bytes_per_token"][est["kv_dtype"]])
+            tokens_est = int(pool / (seq * max(1, heads // tp) / heads) * est["context"])
+        else:
+            block = 16 * per_token
+            tokens_est = int(pool // block * 16)
+    if device == "cpu":
+        pool_est = meas.get("kv_cache_bytes")  # VLLM_CPU_KVCACHE_SPACE: configured, not estimated
+        basis = f"{dtype} KV; CPU pool is the configured VLLM_CPU_KVCACHE_SPACE"
+    else:
+        fit = _matching_fit(est, gpus)
+        pool_est = fit["kv_pool_bytes"] if fit else None
+        basis = (f"{dtype} KV, TP={tp}; pool estimated for {fit['gpu']}" if fit
+                 else f"{dtype} KV, TP={tp}; no catalogue GPU at this TP to estimate the pool")
+    return KvCapacity(model, engine, device, pool_est, pool, tokens_est, tokens, conc, basis)
+
+
+def _matching_fit(est: dict[str, Any], gpus: list[dict[str, Any]]) -> dict[str, Any] | None:
+    from infbench.memory.gpus import CATALOGUE
+
+    if not gpus:
+        return None
+    name = str(gpus[0].get("name", "")).lower()
+    for gpu in CATALOGUE:
+        if gpu.device_name and gpu.device_name.lower() in name or name in gpu.device_name.lower():
+            for fit in est["vllm"]["gpus"]:
+                if fit["gpu"] == gpu.name and fit["tp"] == len(gpus):
+                    return fit
+    return None
+
+
+def _kv_capacity_section(by_model: dict[str, dict[str, Any]], measured: list[dict[str, Any]]) -> list[str]:
+    rows = [r for m in measured if (r := kv_capacity(by_model.get(str(m.get("model"))), m))]
+    lines = ["## KV cache capacity: estimate vs vLLM's start-up log", ""]
+    if not rows:
+        return lines + ["No engine logged its KV cache capacity (vLLM does at start-up)."]
+    lines.append("| Model | Engine | Device | Est. KV pool/GPU | Logged KV pool/GPU | Error | "
+                 "Est. KV tokens | Logged KV tokens | Error | Logged max concurrency | Basis |")
+    lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    for r in sorted(rows, key=lambda r: (r.model, r.engine)):
+        conc = "-" if r.concurrency_logged is None else f"{r.concurrency_logged:.2f}x"
+        lines.append(
+            f"| {r.model} | {r.engine} | {r.device} | {_gib_or_dash(r.pool_estimate)} | "
+            f"{_gib_or_dash(r.pool_logged)} | {_pct(r.pool_error_pct)} | "
+            f"{_int_or_dash(r.tokens_estimate)} | {_int_or_dash(r.tokens_logged)} | "
+            f"{_pct(r.error_pct)} | {conc} | {r.basis} |")
+    lines += ["", "Est. KV tokens prices the pool vLLM logged with the estimator's bytes per token "
+              "(a check of the per-token term); Est. KV pool is the estimator's own budget arithmetic."]
+    return lines
+
+
+def _int_or_dash(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
 
 
 def _estimate_table(estimates: list[dict[str, Any]]) -> list[str]:
@@ -205,7 +317,7 @@ def _pct(value: float | None) -> str:
 
 
 def write_table(estimate_paths: list[Path], measured_paths: list[Path], out: Path,
-                gpu_util: float = DEFAULT_GPU_UTIL) -> None:
+                gpu_util: float | None = None) -> None:
     estimates = [load_json(p, "estimate") for p in estimate_paths]
     measured = []
     for p in measured_paths:

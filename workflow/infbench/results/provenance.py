@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from infbench import __version__
 from infbench.handoff import ServerInfo
-from infbench.pipeline.config import engine_label, resolve_env
+from infbench.pipeline.config import engine_label, existing_python, resolve_env
 from infbench.fileio import read_jsonl, write_json_atomic
 from infbench.results.redact import redact_config
 
@@ -55,6 +55,14 @@ class EngineInfo:
     lock: list[str]  # the env's pip freeze, one requirement a line
     version: str | None  # the engine package's version, from the lock (as the bench job recorded it)
     server_commands: dict[str, list[str]]  # model -> the exact command line of its server
+    # False for an existing interpreter (env: {python: PATH}): the pipeline installed nothing into it.
+    env_built_by_pipeline: bool = True
+    env_python: str | None = None  # that interpreter
+    # model -> the settings that matter for speed (threads, binding, batching, KV cache); an
+    # endpoint that was already running says "external endpoint" and its base_url
+    server_settings: dict[str, dict] = field(default_factory=dict)
+    # model -> where its bench job ran: hostname, slurm_job_id, slurm_node, slurm_partition (server.json)
+    bench_nodes: dict[str, dict[str, str | None]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -92,7 +100,8 @@ class HardwareInfo:
     gpu_driver: str | None = None
     cuda_version: str | None = None  # the highest CUDA version the driver supports
     gpu_source: str = "none"  # nvml | nvidia-smi | none
-    note: str = "the host that ran the provenance rule; in a local run, bench jobs ran on it too"
+    note: str = ("the host that ran the provenance rule; in a local run, bench jobs ran on it too; "
+                 "on a cluster, engines[].bench_nodes says which node and Slurm job ran each bench job")
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,9 @@ class Provenance:
     software: SoftwareInfo
     times: Times
     schema: str = SCHEMA
+    # This machine's memory bandwidth as measured by the pipeline (infbench memory-bandwidth):
+    # the CPU decode bounds in details.md / summary.csv are computed from it.
+    memory_bandwidth: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -282,7 +294,8 @@ def _read_json(path: Path) -> dict:
 
 def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path], model_metas: list[Path],
             prompt_metas: list[Path], servers: list[Path], records: list[Path], repo: str | Path = ".",
-            hardware: HardwareInfo | None = None, now: datetime | None = None) -> Provenance:
+            hardware: HardwareInfo | None = None, now: datetime | None = None,
+            bandwidth: Path | None = None) -> Provenance:
     servers_by_engine: dict[str, dict[str, dict]] = {}
     for path in servers:
         server = _read_json(path)
@@ -294,7 +307,7 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
 
     engines = []
     for name, engine in config["engines"].items():
-        env = resolve_env(engine, config["device"], name)
+        env = resolve_env(engine, config["device"], name) or ""  # "": an openai engine without an env
         lock = locks_by_env.get(env)
         runs = servers_by_engine.get(name, {})
         versions = sorted({s["version"] for s in runs.values() if s.get("version")})
@@ -305,6 +318,10 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
             lock=lock.read_text().splitlines() if lock and lock.exists() else [],
             version=", ".join(versions) or None,
             server_commands={model: list(s.get("command", [])) for model, s in sorted(runs.items())},
+            env_built_by_pipeline=existing_python(engine) is None, env_python=existing_python(engine),
+            server_settings={model: {**s.get("settings", {}), **({"base_url": s["base_url"]} if s.get("external") else {})}
+                             for model, s in sorted(runs.items())},
+            bench_nodes={model: s["node"] for model, s in sorted(runs.items()) if s.get("node")},
         ))
 
     models = []
@@ -332,6 +349,7 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
         times=Times(measurement_started_at=_iso(started), measurement_finished_at=_iso(finished),
                     bench_finished_at=finished_at[-1] if finished_at else None,
                     written_at=now.isoformat(timespec="seconds")),
+        memory_bandwidth=_read_json(Path(bandwidth)) if bandwidth else None,
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from infbench.results import bounds
 from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, request_metrics, scenario_summaries, summarize_runs
@@ -103,6 +104,8 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: s
             skipped = servers.get((engine, model), {}).get("status") == "skipped"
             text = servers[(engine, model)]["reason"] if skipped else _fmt(value)
             text = f"**{text}**" if value is not None and value == best else text
+            if servers.get((engine, model), {}).get("external") and value is not None:
+                text += " (external endpoint)"  # not started here: its machine and load are unknown
             if _lag_flagged(part, engine, model):
                 text += LAG_MARK  # the client's own lag passed its limit: see the footer
             text = runstatus.failed_cell(servers.get((engine, model), {})) or text  # never a failed job's number
@@ -123,7 +126,12 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
                 continue
             version = server.get("version") or "unknown"
             command = " ".join(server.get("command", [])) or "n/a"
+            if server.get("external"):
+                command = f"external endpoint {server.get('base_url', '')}"
             lines.append(f"- {label} {version} ({model}): `{command}`")
+            settings = server.get("settings") or {}
+            if settings:  # what matters for speed: threads, binding, batching, KV cache, graphs
+                lines.append("  settings: " + "; ".join(f"{k}: {v}" for k, v in settings.items()))
     failed = df.filter(pl.col("scenario").is_in(scenarios) & (pl.col("errors") > 0))
     for row in failed.iter_rows(named=True):
         lines.append(f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: {row['errors']} of {row['n']} requests failed")
@@ -232,11 +240,14 @@ def output_length_check(requests: pl.DataFrame) -> list[str]:
 
 
 def details_table(df, requests: pl.DataFrame) -> str:
+    columns = bounds.detail_columns(DETAIL_COLUMNS, df.columns)  # + decode bound columns when measured
     lines = ["# Details", "", "Per (engine, model, scenario). TTFT: first content token; TPOT: (latency - TTFT) / "
              "(completion tokens - 1); percentiles over successful requests.", "",
-             " | ".join(label for _, label, _ in DETAIL_COLUMNS), " | ".join("---" for _ in DETAIL_COLUMNS)]
+             " | ".join(label for _, label, _ in columns), " | ".join("---" for _ in columns)]
     for row in df.iter_rows(named=True):
-        lines.append(" | ".join(_detail_cell(row[key], digits) for key, _, digits in DETAIL_COLUMNS))
+        lines.append(" | ".join(bounds.pct_cell(row[key]) if digits == "pct" else _detail_cell(row[key], digits)
+                                for key, _, digits in columns))
+    lines += bounds.bound_notes(df)
     counted = (requests.filter(pl.col("tokens_counted_by").ne_missing("usage"))
                .select("record_engine", "tokens_counted_by").unique().sort("record_engine", "tokens_counted_by").rows())
     if counted:
@@ -291,6 +302,7 @@ def sweep_lines(df: pl.DataFrame) -> list[str]:
 
 def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
     df, servers, requests = load_summaries(raw_dir, plan)
+    df = bounds.with_bounds(df, raw_dir.parent, plan.scenarios)  # decode bound beside single-request tok/s
     tables_dir.mkdir(parents=True, exist_ok=True)
     # Build every table first, then write: a failure never leaves a mix of old and new tables.
     outputs = {
