@@ -121,6 +121,11 @@ def model_gpus(wildcards):
     return config["models"][wildcards.model]["gpus"]
 
 
+def all_cores(wildcards):
+    """Every core, asked for when the job runs (a function, so `snakemake --report` needs no --cores)."""
+    return workflow.cores
+
+
 def bench_threads(wildcards):
     """On the CPU a bench job takes every core, so nothing runs beside it and skews its numbers."""
     return workflow.cores if config["device"] == "cpu" else max(1, min(4, workflow.cores))

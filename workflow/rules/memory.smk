@@ -43,7 +43,7 @@ rule memory_table:
 rule memory_bandwidth:
     output:
         "results/hardware/bandwidth.json",
-    threads: workflow.cores
+    threads: all_cores
     log:
         "logs/memory/bandwidth.log",
     shell:
