@@ -206,13 +206,7 @@ def _write_failed(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, err: 
         return  # _measure wrote what was measured before the server died
     reason = str(err).splitlines()[0].split("; last lines of")[0]  # the log's tail stays in the log
     log.error("%s on %s failed: %s", engine.name, model.name, reason)
-    for scenario in engine.scenarios:
-        write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
-    if engine.kind == "tgi":
-        write_records(paths.out_dir / "native-single.jsonl", [])
-    MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status="failed",
-                 reason=reason).write(paths.out_dir / "memory.json")
-    _server_info(engine, model, status="failed", reason=reason).write(paths.out_dir / "server.json")
+    _write_unmeasured(paths, engine, model, "failed", reason)
     write_json_atomic(failure_marker(paths.out_dir), {"reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
@@ -262,13 +256,18 @@ def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reas
     """An engine that cannot run here: empty records and a server.json that says why (the table cell
     shows it); the run goes on and the other engines' results stand."""
     log.warning("%s skipped on %s: %s", engine.name, model.name, reason)
+    _write_unmeasured(paths, engine, model, "skipped", reason)
+
+
+def _write_unmeasured(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, status: str, reason: str) -> None:
+    """Empty records for every scenario, and memory.json and server.json with the status and reason."""
     for scenario in engine.scenarios:
         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
     if engine.kind == "tgi":
         write_records(paths.out_dir / "native-single.jsonl", [])
-    MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status="skipped",
+    MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status=status,
                  reason=reason).write(paths.out_dir / "memory.json")
-    _server_info(engine, model, status="skipped", reason=reason).write(paths.out_dir / "server.json")
+    _server_info(engine, model, status=status, reason=reason).write(paths.out_dir / "server.json")
 
 
 def _server_info(engine: EngineSpec, model: ModelSpec, **run) -> ServerInfo:
