@@ -248,12 +248,28 @@ def test_server_identity_a_stand_in_on_our_port_is_not_benchmarked(tmp_path):
 
     with _StandIn() as stand_in:
         server = ManagedServer(
+            # Our process never binds the port, so only the stand-in answers: its 200 must not count.
+            command=[sys.executable, "-c", "import time; time.sleep(60)"],
+            log_path=tmp_path / "server.log", health_url=f"http://127.0.0.1:{stand_in.port}/health",
+            env=_env(), startup_timeout_s=3, port=stand_in.port)
+        with server, pytest.raises(PortClashError, match=f"port {stand_in.port} answers, but not from the server"):
+            server.wait_healthy()
+        assert stand_in.health_hits > 0  # it did answer 200: the owner check, not luck, refused it
+    assert server.process is None
+
+
+def test_server_identity_a_real_server_that_loses_the_port_is_a_clash(tmp_path):
+    """Fault 6, the other way it happens: our real server fails to bind a port a stand-in holds
+    (it exits saying the address is in use, or the stand-in answers first): a clash, not a result."""
+    from infbench.engines.server import ManagedServer, PortClashError
+
+    with _StandIn() as stand_in:
+        server = ManagedServer(
             command=[sys.executable, "-m", "infbench.measure.refserver", "--port", str(stand_in.port)],
             log_path=tmp_path / "server.log", health_url=f"http://127.0.0.1:{stand_in.port}/health",
             env=_env(), startup_timeout_s=20, port=stand_in.port)
         with server, pytest.raises(PortClashError, match=f"port {stand_in.port}"):
             server.wait_healthy()
-        assert stand_in.health_hits > 0  # it did answer 200: the owner check, not luck, refused it
     assert server.process is None
 
 
