@@ -148,6 +148,10 @@ def test_a_command_that_exits_early_fails_its_job_and_the_others_stand(tmp_path)
     assert result.returncode != 0
     log = (workdir / "logs/bench/broken/tiny.log").read_text()
     assert "exited with code 3 before it was healthy" in log and "cannot start: no such device" in log
-    assert not (workdir / "results/raw/broken/tiny/server.json").exists()
+    # The failure is recorded, not a stale or missing result: status failed with the reason, and the
+    # marker that makes the next run repeat this job (the tables show the cell as failed).
+    broken = json.loads((workdir / "results/raw/broken/tiny/server.json").read_text())
+    assert broken["status"] == "failed" and "exited with code 3" in broken["reason"]
+    assert (workdir / "results/failures/broken/tiny.json").exists()
     ref = json.loads((workdir / "results/raw/ref/tiny/server.json").read_text())
     assert ref["status"] == "ok" and (workdir / "results/raw/ref/tiny/throughput.jsonl").read_text().count("\n") == 4

@@ -70,7 +70,7 @@ def ci_profile(workdir: Path) -> Path:
     profile = yaml.safe_load((REPO / "profiles/slurm/config.yaml").read_text())
     cpus = os.cpu_count() or 1
     profile["default-resources"].update(slurm_partition="main", runtime=30, mem_mb=1500)
-    profile["set-threads"] = {"bench": cpus, "bench_tgi": cpus}
+    profile["set-threads"] = {"bench": cpus, "bench_tgi": cpus, "memory_bandwidth": cpus}
     for rule in ("bench", "bench_tgi", "env", "model"):
         profile["set-resources"][rule].update(runtime=30, mem_mb=4000)
     profile.update({"jobs": 4, "latency-wait": 10, "slurm-status-command": "squeue",

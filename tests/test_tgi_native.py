@@ -57,7 +57,8 @@ def test_native_stream_gives_one_timed_token_per_event(tgi_venv, tmp_path):
         base_url = server.url.rsplit("/v1/", 1)[0]
         result = subprocess.run(
             [str(tgi_venv / "bin/python"), "-m", "infbench.engines.tgi_native", "--base-url", base_url,
-             "--model-dir", str(model_dir), "--prompts", str(prompts), "--max-tokens", "16", "--out", str(out)],
+             "--model-dir", str(model_dir), "--prompts", str(prompts), "--max-tokens", "16", "--timeout-s", "30",
+                 "--out", str(out)],
             env=dict(os.environ, PYTHONPATH=str(REPO / "workflow")), capture_output=True, text=True,
         )
         request = server.requests[0]

@@ -121,14 +121,18 @@ def model_gpus(wildcards):
     return config["models"][wildcards.model]["gpus"]
 
 
-def all_cores(wildcards):
-    """Every core, asked for when the job runs (a function, so `snakemake --report` needs no --cores)."""
-    return workflow.cores
+def all_cores(wildcards=None):
+    """Every core of a local run. A function, so that `snakemake --report` needs no --cores; under a
+    cluster executor (no --cores) the profile's set-threads decides, else one."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
 
 
 def bench_threads(wildcards):
     """On the CPU a bench job takes every core, so nothing runs beside it and skews its numbers."""
-    return workflow.cores if config["device"] == "cpu" else max(1, min(4, workflow.cores))
+    return all_cores() if config["device"] == "cpu" else max(1, min(4, all_cores()))
 
 
 def raw_outputs(engine, model):

@@ -125,7 +125,7 @@ def check_existing_env(engine_name: str, kind: str, python: str) -> dict:
 def check_existing_envs(config: dict) -> None:
     """Every engine with env {python: PATH}: the interpreter exists and has the engine's package."""
     for name, engine in config["engines"].items():
-        env = engine["env"]
+        env = engine.get("env")  # an openai engine may have none
         if isinstance(env, dict) and "python" in env:
             check_existing_env(name, engine["kind"], env["python"])
 
