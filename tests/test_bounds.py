@@ -21,7 +21,7 @@ def test_cpu_bound_uses_the_measured_bandwidth():
                          {"bandwidth_bytes_s": 8e9, "load_1min": 3.5}, context_tokens=1000)
     assert bound.bytes_per_token == 4 * 10**8 + 1000 * 1000
     assert bound.tokens_s == pytest.approx(8e9 / (4 * 10**8 + 10**6))
-    assert "measured copy benchmark" in bound.bandwidth_source and "3.5" in bound.bandwidth_source
+    assert "measured read benchmark" in bound.bandwidth_source and "3.5" in bound.bandwidth_source
     # vLLM logged that it computed in bf16: the bound reads bf16 weights and KV.
     vllm = decode_bound("vllm", "m", ESTIMATE, {**memory, "engine_reported": {"dtype": "bfloat16"}},
                         {"bandwidth_bytes_s": 8e9}, context_tokens=0)

@@ -1,4 +1,4 @@
-"""The pipeline's memory-bandwidth measurement (a short copy benchmark) and where it is recorded."""
+"""The pipeline's memory-bandwidth measurement (a short read benchmark) and where it is recorded."""
 
 from __future__ import annotations
 
@@ -6,19 +6,19 @@ import json
 
 import pytest
 
-from infbench.measure.membw import measure_copy_bandwidth, write_measurement
+from infbench.measure.membw import measure_read_bandwidth, write_measurement
 from infbench.memory.cli import main
 from infbench.results.provenance import HardwareInfo, collect
 
 
-def test_copy_benchmark_measures_a_plausible_bandwidth(tmp_path):
-    m = measure_copy_bandwidth(buffer_mib=16, repeats=2, threads=2)
+def test_read_benchmark_measures_a_plausible_bandwidth(tmp_path):
+    m = measure_read_bandwidth(buffer_mib=16, repeats=2, threads=2)
     assert m.threads == 2 and m.repeats == 2 and len(m.samples_bytes_s) == 2
     assert m.bandwidth_bytes_s == max(m.samples_bytes_s)
-    # Any machine that runs this copies faster than 100 MB/s and slower than 10 TB/s.
+    # Any machine that runs this reads faster than 100 MB/s and slower than 10 TB/s.
     assert 1e8 < m.bandwidth_bytes_s < 1e13
     with pytest.raises(ValueError, match="positive"):
-        measure_copy_bandwidth(buffer_mib=0)
+        measure_read_bandwidth(buffer_mib=0)
     write_measurement(tmp_path / "bw.json", m)
     assert json.loads((tmp_path / "bw.json").read_text())["bandwidth_bytes_s"] == m.bandwidth_bytes_s
 

@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts-meta", type=Path, nargs="*", default=[], help="results/prompts/*.meta.json")
     p.add_argument("--servers", type=Path, nargs="*", default=[], help="results/raw/*/*/server.json")
     p.add_argument("--records", type=Path, nargs="*", default=[], help="results/raw/*/*/*.jsonl")
-    p.add_argument("--bandwidth", type=Path, help="results/hardware/bandwidth.json (memory copy benchmark)")
+    p.add_argument("--bandwidth", type=Path, help="results/hardware/bandwidth.json (memory read benchmark)")
     p.add_argument("--out", type=Path, default=Path("results/provenance.json"))
     p.set_defaults(func=_cmd_provenance)
 

@@ -38,7 +38,7 @@ rule memory_table:
         "--estimates {input.estimates} --measured {input.measured} --out {output} > {log} 2>&1"
 
 
-# Measure this machine's memory bandwidth (a short copy benchmark on every core, so it runs alone):
+# Measure this machine's memory bandwidth (a short read benchmark on every core, so it runs alone):
 # the single-request decode bound of CPU runs is bandwidth / bytes read per token.
 rule memory_bandwidth:
     output:

@@ -35,7 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="tensor-parallel size (default: the smallest that fits)")
     p.add_argument("--cpu-bandwidth", metavar="GB/s", type=float,
                    help="local CPU memory bandwidth for its decode bound (default: measured now "
-                        "with a short copy benchmark)")
+                        "with a short read benchmark)")
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run_estimate)
 
@@ -53,11 +53,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_memory_estimate)
 
     p = subparsers.add_parser(
-        "memory-bandwidth", help="measure this machine's memory bandwidth (copy benchmark) as JSON",
-        description="A short STREAM-style copy benchmark, one thread per core: the bandwidth the "
+        "memory-bandwidth", help="measure this machine's memory bandwidth (read benchmark) as JSON",
+        description="A short read benchmark, one thread per core: the bandwidth the "
                     "single-request decode bound of CPU runs is computed from.")
-    p.add_argument("--buffer-mib", type=int, default=128, help="MiB copied per thread (default %(default)s)")
-    p.add_argument("--repeats", type=int, default=5, help="timed copies; the best counts (default %(default)s)")
+    p.add_argument("--buffer-mib", type=int, default=128, help="MiB read per thread (default %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="timed reads; the best counts (default %(default)s)")
     p.add_argument("--out", required=True, metavar="FILE", help="results/hardware/bandwidth.json")
     p.set_defaults(func=run_memory_bandwidth)
 
@@ -137,11 +137,11 @@ def _cpu_bandwidth(gb_s: float | None) -> tuple[float, str]:
         if gb_s <= 0:
             raise EstimateError(f"--cpu-bandwidth must be positive, got {gb_s}")
         return gb_s * 1e9, "--cpu-bandwidth"
-    from infbench.measure.membw import measure_copy_bandwidth
+    from infbench.measure.membw import measure_read_bandwidth
 
-    m = measure_copy_bandwidth(buffer_mib=64, repeats=3)
+    m = measure_read_bandwidth(buffer_mib=64, repeats=3)
     load = f", load {m.load_1min:.2f}" if m.load_1min is not None else ""
-    return m.bandwidth_bytes_s, f"copy benchmark now, {m.threads} threads{load}"
+    return m.bandwidth_bytes_s, f"read benchmark now, {m.threads} threads{load}"
 
 
 def run_memory_estimate(args: argparse.Namespace) -> int:
@@ -171,13 +171,13 @@ def _memory_estimate(args: argparse.Namespace) -> int:
 
 
 def run_memory_bandwidth(args: argparse.Namespace) -> int:
-    from infbench.measure.membw import measure_copy_bandwidth, write_measurement
+    from infbench.measure.membw import measure_read_bandwidth, write_measurement
 
     if args.buffer_mib <= 0 or args.repeats <= 0:
         print("infbench memory-bandwidth: error: --buffer-mib and --repeats must be positive",
               file=sys.stderr)
         return 2
-    m = measure_copy_bandwidth(args.buffer_mib, args.repeats)
+    m = measure_read_bandwidth(args.buffer_mib, args.repeats)
     write_measurement(args.out, m)
     load = f", 1-min load {m.load_1min:.2f}" if m.load_1min is not None else ""
     print(f"wrote {args.out}: {m.bandwidth_bytes_s / 1e9:.1f} GB/s ({m.threads} threads{load})")

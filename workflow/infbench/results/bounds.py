@@ -57,7 +57,7 @@ def _bandwidth(memory: dict[str, Any], cpu: dict[str, Any] | None) -> tuple[floa
             return None
         load = cpu.get("load_1min")
         at = f", 1-min load {load:.1f}" if isinstance(load, (int, float)) else ""
-        return float(cpu["bandwidth_bytes_s"]), f"measured copy benchmark{at}", 1
+        return float(cpu["bandwidth_bytes_s"]), f"measured read benchmark{at}", 1
     from infbench.memory.gpus import CATALOGUE  # stdlib-only module: fine in the main env
 
     name = str(gpus[0].get("name", "")).lower()
