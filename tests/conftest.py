@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,17 @@ SHARED = REPO.parent / "shared"
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def write_built_files(workdir: Path, files: dict[str, str]) -> None:
+    """Write stand-ins for what earlier steps built, oldest first in the given order, ten minutes
+    back, so Snakemake sees them as up to date and reruns only what the test is about."""
+    t0 = time.time() - 600
+    for i, (name, text) in enumerate(files.items()):
+        path = workdir / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        os.utime(path, (t0 + i, t0 + i))
 
 
 def copy_workflow(dest: Path) -> Path:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -44,13 +45,18 @@ def test_cells_flag_a_figure_above_its_bound():
     assert bound_cells(None, 5.0) == ("-", "-")
 
 
+def _write_pipeline_files(results: Path) -> None:
+    """What the merge reads for a bound: the model's estimate, the run's memory.json, the bandwidth."""
+    (results / "memory").mkdir()
+    (results / "memory" / "m.json").write_text(json.dumps(ESTIMATE))
+    (results / "raw" / "t" / "m").mkdir(parents=True)
+    (results / "raw" / "t" / "m" / "memory.json").write_text(json.dumps({"device": "cpu"}))
+    (results / "hardware").mkdir()
+    (results / "hardware" / "bandwidth.json").write_text(json.dumps({"bandwidth_bytes_s": 4e9}))
+
+
 def test_bounds_for_run_reads_the_pipeline_files(tmp_path):
-    (tmp_path / "memory").mkdir()
-    (tmp_path / "memory" / "m.json").write_text(json.dumps(ESTIMATE))
-    (tmp_path / "raw" / "t" / "m").mkdir(parents=True)
-    (tmp_path / "raw" / "t" / "m" / "memory.json").write_text(json.dumps({"device": "cpu"}))
-    (tmp_path / "hardware").mkdir()
-    (tmp_path / "hardware" / "bandwidth.json").write_text(json.dumps({"bandwidth_bytes_s": 4e9}))
+    _write_pipeline_files(tmp_path)
     records = [{"prompt_tokens": 100, "completion_tokens": 50}, {"prompt_tokens": 300, "completion_tokens": 0}]
     assert mean_context(records) == 125  # failed or empty replies do not count
     bound = bounds_for_run(tmp_path, "t", "m", records)
@@ -63,12 +69,7 @@ def test_with_bounds_adds_columns_to_single_scenarios_only(tmp_path):
 
     from infbench.results.bounds import with_bounds
 
-    (tmp_path / "memory").mkdir()
-    (tmp_path / "memory" / "m.json").write_text(json.dumps(ESTIMATE))
-    (tmp_path / "raw" / "t" / "m").mkdir(parents=True)
-    (tmp_path / "raw" / "t" / "m" / "memory.json").write_text(json.dumps({"device": "cpu"}))
-    (tmp_path / "hardware").mkdir()
-    (tmp_path / "hardware" / "bandwidth.json").write_text(json.dumps({"bandwidth_bytes_s": 4e9}))
+    _write_pipeline_files(tmp_path)
     df = pl.DataFrame({"engine": ["t", "t"], "model": ["m", "m"], "scenario": ["single", "load"],
                        "tokens_per_s_mean": [5.0, 50.0], "prompt_tokens_mean": [0.0, 0.0],
                        "completion_tokens_mean": [0.0, 0.0]})

@@ -33,7 +33,7 @@ import psutil
 import pytest
 import yaml
 
-from conftest import REPO, copy_workflow
+from conftest import REPO, copy_workflow, write_built_files
 
 WORKFLOW = REPO / "workflow"
 LOCK_DIR = Path(f"/tmp/infbench-test-locks-{os.getpid()}")
@@ -449,12 +449,7 @@ def ref_workdir(root: Path, config: dict, ttft: float = 0.05, itl: float = 0.05)
         "resources/models/tiny/generation_config.json": json.dumps({"eos_token_id": 2}),
         "results/models/tiny.json": json.dumps({"name": "tiny", "source": "local:/nowhere/tiny", "files": {}}),
     }
-    t0 = time.time() - 600
-    for i, (name, text) in enumerate(files.items()):
-        path = workdir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        os.utime(path, (t0 + i, t0 + i))
+    write_built_files(workdir, files)
     os.chmod(workdir / ".venvs/refserver/bin/transformers", 0o755)
     return workdir
 

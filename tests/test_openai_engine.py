@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, copy_workflow
+from conftest import REPO, copy_workflow, write_built_files
 
 pytestmark = pytest.mark.slow
 
@@ -61,12 +61,7 @@ def _workdir(root: Path, config: dict) -> Path:
                                                 "path": str(model_dir), "dtype": "bfloat16", "files": {},
                                                 "size_bytes": 0}),
     }
-    t0 = time.time() - 600
-    for i, (name, text) in enumerate(files.items()):
-        path = workdir / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-        os.utime(path, (t0 + i, t0 + i))
+    write_built_files(workdir, files)
     (workdir / ".venvs/tools/bin").mkdir(parents=True)
     (workdir / ".venvs/tools/bin/python").symlink_to(sys.executable)
     return workdir
