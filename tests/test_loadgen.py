@@ -214,7 +214,10 @@ def test_open_loop_and_sweep_scenarios_run_through_bench_and_reach_the_tables(tm
     assert len({r.request_id for r in opened}) == 8  # ids unique across steps
     plan = MergePlan(engines={"ref": "Ref"}, models={"m": "M"}, scenarios={"poisson": "open_loop", "capacity": "sweep"})
     df = merge(tmp_path / "raw", tmp_path / "tables", plan)
-    assert set(df["scenario"]) == {"poisson", "capacity", "capacity@10", "capacity@20"}
+    assert set(df.select("scenario", "step_rate").iter_rows()) == {
+        ("poisson", None), ("capacity", None), ("capacity", 10.0), ("capacity", 20.0)}
+    summary_csv = (tmp_path / "tables" / "summary.csv").read_text()
+    assert "step_rate" not in summary_csv and ",capacity@10," in summary_csv  # the files label a step NAME@RATE
     assert df.filter(df["scenario"] == "poisson")["rate"].item() == 30.0
     details = (tmp_path / "tables" / "details.md").read_text()
     sweeps = details.split("## Sweeps")[1]

@@ -126,6 +126,7 @@ def test_sweep_steps_are_summarized_per_rate():
     for i, r in enumerate(records):
         r.rate, r.slo_ttft_s = (1.0, 2.0, 2.0, 4.0, 4.0, 4.0)[i], 0.2
     rows = summarize_frame(records_frame(records), "e", "m", "sw", sweep_steps=True)
-    assert [(s.scenario, s.n, s.rate) for s in rows] == [("sw", 6, None), ("sw@1", 1, 1.0), ("sw@2", 2, 2.0),
-                                                          ("sw@4", 3, 4.0)]
+    # Steps are data (step_rate), not names: the files label them sw@RATE (tables.labelled).
+    assert [(s.scenario, s.step_rate, s.n, s.rate) for s in rows] == [
+        ("sw", None, 6, None), ("sw", 1.0, 1, 1.0), ("sw", 2.0, 2, 2.0), ("sw", 4.0, 3, 4.0)]
     assert all(s.slo_passed for s in rows)

@@ -61,15 +61,17 @@ def request_metrics(records: pl.LazyFrame) -> pl.LazyFrame:
 def itl_samples(records: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     """Per-token ITL of successful requests, one row per content chunk after the first: `value` =
     gap / k, `weight` = k (that many tokens; tokens per chunk from the record, else one)."""
-    times = pl.col("chunk_times_s")
-    known = pl.col("chunk_tokens").list.len() == times.list.len()
-    tokens = pl.when(known).then(pl.col("chunk_tokens")).otherwise(pl.lit(1, pl.Int64).repeat_by(times.list.len()))
+    times, tokens = pl.col("chunk_times_s"), pl.col("chunk_tokens")
+    after_first = times.list.len() - 1
+    known = tokens.list.len() == times.list.len()
+    # Each chunk after the first beside the one before it, as lists flattened together (list slices
+    # are cheap views; a gap down one flat column would need shifts across records).
     return (records.filter(OK)
-            .select(*keys, gap=times.list.diff(), weight=tokens)
-            .explode(["gap", "weight"])
-            .filter(pl.col("gap").is_not_null())
+            .select(*keys, time=times.list.slice(1), previous=times.list.head(after_first),
+                    weight=pl.when(known).then(tokens.list.slice(1)).otherwise(pl.lit(1, pl.Int64).repeat_by(after_first)))
+            .explode(["time", "previous", "weight"])
             .with_columns(pl.col("weight").clip(lower_bound=1))
-            .select(*keys, value=pl.col("gap") / pl.col("weight"), weight="weight"))
+            .select(*keys, value=(pl.col("time") - pl.col("previous")) / pl.col("weight"), weight="weight"))
 
 
 def inter_token_latencies(record: RequestRecord) -> list[float]:
@@ -80,30 +82,59 @@ def inter_token_latencies(record: RequestRecord) -> list[float]:
     return [value for value, weight in samples.iter_rows() for _ in range(weight)]
 
 
-def grouped_percentiles(samples: pl.LazyFrame, keys: list[str], qs=QUANTILES) -> pl.DataFrame:
-    """Percentiles p{q} of `value` per group of `keys`, each row counting `weight` times (ITL: a
-    chunk's k tokens), as `_interpolated` gives them from the sorted values.
+# Percentile selection: values go to buckets by the top bits of an order-preserving integer image of
+# the float (sign, exponent and BUCKET_BITS of mantissa: buckets 2^-BUCKET_BITS wide, relatively), so
+# that only the few buckets holding a wanted rank are ever sorted. A group and a bucket make one
+# Int64 key (group * 2^20 + bucket), the cheapest thing for polars to group by.
+BUCKET_BITS = 8
+_BUCKET = 1 << (52 - BUCKET_BITS)  # the bucket of a value: its order key // _BUCKET, in [-2^19, 2^19)
+_GROUP = 1 << 20
 
-    polars selects the two order statistics per group without sorting: at (n-1)*q/100 its 'lower'
-    and 'higher' quantiles are the values at the floor and ceiling of the rank, and 'nearest' is the
-    value at the rank when the rank is a whole number (where polars' (n-1)*0.99 may be an ulp below
-    it). The rank itself and the interpolation are computed in Python, as in `percentile`."""
-    single = samples.filter(pl.col("weight") == 1).select(*keys, "value")
-    repeated = samples.filter(pl.col("weight") > 1).select(*keys, pl.col("value").repeat_by("weight")).explode("value")
-    value = pl.col("value")
-    table = pl.concat([single, repeated]).group_by(keys).agg(
-        n=pl.len(),
-        **{f"{how}{q}": value.quantile(q / 100, how) for q in qs for how in ("lower", "higher", "nearest")},
-    ).collect()
-    rows = []
-    for row in table.iter_rows(named=True):
-        out = {key: row[key] for key in keys}
+
+def _order_key(value: pl.Expr) -> pl.Expr:
+    """An Int64 that orders as the float does: a positive float's bits already do; a negative one's
+    magnitude bits are flipped, so that a larger magnitude gives a smaller integer."""
+    bits = value.reinterpret(dtype=pl.Int64)
+    return pl.when(bits >= 0).then(bits).otherwise(bits ^ pl.lit(0x7FFF_FFFF_FFFF_FFFF, pl.Int64))
+
+
+def grouped_percentiles(samples: pl.LazyFrame, qs=QUANTILES) -> pl.DataFrame:
+    """Percentiles p{q} of `value` per integer `group`, each row counting `weight` times (ITL: a
+    chunk's k tokens), as `_interpolated` gives them from the sorted values: exactly, without
+    sorting or repeating all the values.
+
+    The rank of q among a group's n weighted values and the interpolation are computed in Python,
+    as in `percentile`; polars finds the value at each wanted position: a histogram of weights per
+    bucket (cumulated in bucket order) says which bucket holds the position, and only those buckets'
+    values are sorted and cumulated to pick it."""
+    value, weight, key = pl.col("value"), pl.col("weight"), pl.col("key")
+    lf = samples.select(value, weight, key=pl.col("group").cast(pl.Int64) * _GROUP
+                        + _order_key(value) // _BUCKET + _GROUP // 2).collect().lazy()
+    hist = (lf.group_by(key).agg(weight.sum()).sort(key).with_columns(group=key // _GROUP)
+            .with_columns(end=weight.cum_sum().over("group")).with_columns(start=pl.col("end") - weight).collect())
+    totals = hist.group_by("group", maintain_order=True).agg(n=pl.col("end").max())
+    wanted = []  # (group, q, position): the floor and ceiling of each rank
+    for group, n in totals.iter_rows():
         for q in qs:
-            rank, low, high = _rank(row["n"], q)
-            known = {low: row[f"nearest{q}"]} if low == high else {low: row[f"lower{q}"], high: row[f"higher{q}"]}
-            out[f"p{q}"] = _interpolated(_Known(known, row["n"]), q)
-        rows.append(out)
-    return pl.DataFrame(rows, schema={**table.select(keys).schema, **{f"p{q}": pl.Float64 for q in qs}})
+            _, low, high = _rank(n, q)
+            wanted += [(group, q, low), (group, q, high)]
+    positions = (pl.DataFrame(wanted, schema={"group": pl.Int64, "q": pl.Float64, "position": pl.Int64}, orient="row")
+                 .sort("position").join_asof(hist.select("group", "key", "start").sort("start"), left_on="position",
+                                             right_on="start", by="group", check_sortedness=False)
+                 .with_columns(offset=pl.col("position") - pl.col("start")))
+    in_bucket = (lf.filter(key.is_in(positions["key"].unique().implode()))
+                 .sort(key, value).with_columns(after=weight.cum_sum().over(key))
+                 .select(key, value, offset=pl.col("after") - weight).collect())
+    picked = positions.sort("offset").join_asof(in_bucket.sort("offset"), on="offset", by="key", check_sortedness=False)
+    found = {(group, q, position): v for group, q, position, v in picked.select("group", "q", "position", "value").iter_rows()}
+    rows = []
+    for group, n in totals.iter_rows():
+        row = {"group": group}
+        for q in qs:
+            _, low, high = _rank(n, q)
+            row[f"p{q}"] = _interpolated(_Known({low: found[(group, q, low)], high: found[(group, q, high)]}, n), q)
+        rows.append(row)
+    return pl.DataFrame(rows, schema={"group": pl.Int64, **{f"p{q}": pl.Float64 for q in qs}})
 
 
 class _Known(dict):
@@ -121,8 +152,8 @@ def weighted_percentiles(values: pl.Series, weights: pl.Series, qs=QUANTILES) ->
     """grouped_percentiles of one group."""
     if values.is_empty():
         return dict.fromkeys(qs)
-    frame = pl.DataFrame({"g": pl.repeat(0, len(values), eager=True), "value": values, "weight": weights})
-    row = grouped_percentiles(frame.lazy(), ["g"], qs).row(0, named=True)
+    frame = pl.DataFrame({"group": pl.repeat(0, len(values), eager=True), "value": values, "weight": weights})
+    row = grouped_percentiles(frame.lazy(), qs).row(0, named=True)
     return {q: row[f"p{q}"] for q in qs}
 
 
@@ -169,39 +200,62 @@ class ScenarioSummary:
     slo_tpot_s: float | None = None
     goodput_rps: float | None = None  # requests/s that met both SLOs
     slo_passed: bool | None = None  # TTFT and TPOT p99 within the SLOs, no errors
+    step_rate: float | None = None  # this row is one step of a sweep, at this offered rate; None: the whole scenario
 
 
-RUN = "run"  # group key: which scenario run (engine, model, scenario) of a batch a record belongs to
-STEP = "step"  # group key: null for a whole scenario, the offered rate for one sweep step
-GROUP = [RUN, STEP]
+RUN = "run"  # which scenario run (engine, model, scenario) of a batch a record belongs to
+STEP = "step"  # null for a whole scenario, the offered rate for one sweep step
+PART = "part"  # one integer per (run, step): the key every figure is grouped by
 _PERCENTILE_METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "latency": "latency_s",
                        "dispatch_lag": "dispatch_lag_s", "read_lag": "read_lag_p99_s", "itl": None}
 _METRIC = pl.Enum(list(_PERCENTILE_METRICS))
+# The record fields the summaries read: a merge reads only these (and the request columns it shows).
+SUMMARY_FIELDS = ["error", "status", "latency_s", "ttft_s", "completion_tokens", "prompt_tokens", "send_time",
+                  "chunk_times_s", "chunk_tokens", "chunk_tokens_counted_by", "concurrency", "worker", "rate",
+                  "slo_ttft_s", "slo_tpot_s", "client_lag_limit_s", "dispatch_lag_s", "read_lag_p99_s", "connect_s"]
 
 
 def summarize_runs(records: pl.LazyFrame, sweep_runs: list[int]) -> dict[tuple[int, float | None], dict]:
-    """Raw records (RECORD_SCHEMA plus an integer RUN column) summarized by one group_by per figure:
-    a row of ScenarioSummary figures per (run, step), step None for the whole run and, for the runs
-    in `sweep_runs`, each offered rate."""
-    lf = request_metrics(records).with_columns(pl.lit(None, pl.Float64).alias(STEP))
-    if sweep_runs:  # each step's records a second time, grouped under their rate
-        steps = lf.filter(pl.col(RUN).is_in(sweep_runs) & pl.col("rate").is_not_null())
-        lf = pl.concat([lf, steps.with_columns(pl.col("rate").alias(STEP))])
-    lf = lf.collect().lazy()  # computed once, read by the queries below
-    itl = itl_samples(lf, GROUP).select(*GROUP, metric=pl.lit("itl", _METRIC), value="value", weight="weight")
-    samples = pl.concat([_metric_samples(lf), itl])
-    table = (_group_figures(lf).collect().join(_percentiles(samples), on=GROUP, how="left", nulls_equal=True)
-             .join(_exact_means(lf), on=GROUP, how="left", nulls_equal=True)
+    """Raw records (at least SUMMARY_FIELDS, plus an integer RUN column) summarized by one group_by
+    per figure: a row of ScenarioSummary figures per (run, step), step None for the whole run and,
+    for the runs in `sweep_runs`, each offered rate."""
+    frame = request_metrics(records.select(RUN, *SUMMARY_FIELDS)).with_columns(
+        pl.col(RUN).cast(pl.UInt32).alias(PART), _step_part(sweep_runs)).collect().rechunk()
+    # A sweep step's records count twice: in their run's part and in their step's (STEP_PART).
+    per_request = frame.drop("chunk_times_s", "chunk_tokens").lazy()
+    per_request = pl.concat([per_request.with_columns(pl.lit(None, pl.Float64).alias(STEP)),
+                             _as_steps(per_request).with_columns(pl.col("rate").alias(STEP))])
+    itl = itl_samples(frame.lazy(), [PART, STEP_PART]).select(PART, STEP_PART, metric=pl.lit("itl", _METRIC),
+                                                              value="value", weight="weight").collect().lazy()
+    samples = pl.concat([_metric_samples(per_request), itl.drop(STEP_PART), _as_steps(itl).drop(STEP_PART)])
+    table = (per_request.group_by(PART).agg(pl.col(RUN, STEP).first()).collect()
+             .join(_group_figures(per_request).collect(), on=PART, how="left")
+             .join(_percentiles(samples), on=PART, how="left")
+             .join(_exact_means(per_request), on=PART, how="left")
              .with_columns(_derived()))
     return {(row[RUN], row[STEP]): row for row in table.to_dicts()}
 
 
+STEP_PART = "step_part"  # a sweep step's part: one integer per (run, rate), after every run's
+
+
+def _step_part(sweep_runs: list[int]) -> pl.Expr:
+    in_step = pl.col(RUN).is_in(sweep_runs) & pl.col("rate").is_not_null()
+    step = pl.struct(RUN, "rate").rank("dense") + pl.col(RUN).max()
+    return pl.when(in_step).then(step.cast(pl.UInt32)).alias(STEP_PART)
+
+
+def _as_steps(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """The rows of sweep steps, under their step's part."""
+    return lf.filter(pl.col(STEP_PART).is_not_null()).with_columns(pl.col(STEP_PART).alias(PART))
+
+
 def scenario_summaries(rows: dict[tuple[int, float | None], dict], run: int, engine: str, model: str,
                        scenario: str) -> list[ScenarioSummary]:
-    """One run's summaries from summarize_runs: the whole scenario, then its steps (scenario@rate) by rate."""
+    """One run's summaries from summarize_runs: the whole scenario, then its steps by rate (step_rate set)."""
     out = [_summary(rows.get((run, None)) or _empty_row(), engine, model, scenario)]
     for rate in sorted(step for r, step in rows if r == run and step is not None):
-        out.append(_summary(rows[(run, rate)], engine, model, f"{scenario}@{rate:g}"))
+        out.append(_summary(rows[(run, rate)], engine, model, scenario, step_rate=rate))
     return out
 
 
@@ -222,7 +276,7 @@ def summarize(records: list[RequestRecord], engine: str, model: str, scenario: s
 def _group_figures(lf: pl.LazyFrame) -> pl.LazyFrame:
     ok_only = lambda name: pl.col(name).filter(_ok)  # noqa: E731
     counted_by = pl.col("chunk_tokens_counted_by")
-    return lf.group_by(GROUP).agg(
+    return lf.group_by(PART).agg(
         concurrency=pl.col("concurrency").max(),
         n=pl.len().cast(pl.Int64),
         ok_n=_ok.sum().cast(pl.Int64),
@@ -243,27 +297,31 @@ def _group_figures(lf: pl.LazyFrame) -> pl.LazyFrame:
 
 
 def _metric_samples(lf: pl.LazyFrame) -> pl.LazyFrame:
-    """Long frame (run, step, metric, value, weight=1) of every per-request metric with percentiles."""
+    """Long frame (part, metric, value, weight=1) of every per-request metric with percentiles but ITL."""
     columns = {metric: column for metric, column in _PERCENTILE_METRICS.items() if column}
-    return (lf.filter(_ok).select(*GROUP, *(pl.col(column).alias(metric) for metric, column in columns.items()))
-            .unpivot(index=GROUP, variable_name="metric", value_name="value")
+    return (lf.filter(_ok).select(PART, *(pl.col(column).alias(metric) for metric, column in columns.items()))
+            .unpivot(index=PART, variable_name="metric", value_name="value")
             .filter(pl.col("value").is_not_null())
-            .select(*GROUP, pl.col("metric").cast(_METRIC), "value", weight=pl.lit(1, pl.Int64)))
+            .select(PART, pl.col("metric").cast(_METRIC), "value", weight=pl.lit(1, pl.Int64)))
 
 
 def _percentiles(samples: pl.LazyFrame) -> pl.DataFrame:
-    """Per (run, step): {metric}_p{q}_s of every metric in the samples."""
-    wide = grouped_percentiles(samples, [*GROUP, "metric"])
-    columns = {f"{metric}_p{q}_s": pl.col(f"p{q}").filter(pl.col("metric") == metric).first()
+    """Per part: {metric}_p{q}_s of every metric in the samples (grouped by part and metric as one integer)."""
+    metrics = len(_PERCENTILE_METRICS)
+    group = pl.col(PART).cast(pl.Int64) * metrics + pl.col("metric").to_physical()
+    wide = grouped_percentiles(samples.with_columns(group=group)).select(
+        (pl.col("group") // metrics).cast(pl.UInt32).alias(PART), (pl.col("group") % metrics).alias("metric"), pl.exclude("group"))
+    codes = {metric: code for code, metric in enumerate(_PERCENTILE_METRICS)}
+    columns = {f"{metric}_p{q}_s": pl.col(f"p{q}").filter(pl.col("metric") == codes[metric]).first()
                for metric in _PERCENTILE_METRICS for q in QUANTILES}
-    return wide.group_by(GROUP).agg(**columns)
+    return wide.group_by(PART).agg(**columns)
 
 
 def _exact_means(lf: pl.LazyFrame) -> pl.DataFrame:
-    """Per (run, step): tokens_per_s mean and sd, connect_s mean, to the last bit (see the module doc)."""
+    """Per part: tokens_per_s mean and sd, connect_s mean, to the last bit (see the module doc)."""
     samples = pl.concat([
-        lf.filter(pl.col("tokens_per_s").is_not_null()).select(*GROUP, metric=pl.lit("tokens_per_s"), value="tokens_per_s"),
-        lf.filter(_ok & (pl.col("connect_s").fill_null(0.0) != 0.0)).select(*GROUP, metric=pl.lit("connect"), value="connect_s"),
+        lf.filter(pl.col("tokens_per_s").is_not_null()).select(PART, metric=pl.lit("tokens_per_s"), value="tokens_per_s"),
+        lf.filter(_ok & (pl.col("connect_s").fill_null(0.0) != 0.0)).select(PART, metric=pl.lit("connect"), value="connect_s"),
     ])
     bits = pl.col("value").reinterpret(dtype=pl.Int64)
     magnitude = bits & pl.lit(0x7FFF_FFFF_FFFF_FFFF, pl.Int64)
@@ -271,19 +329,18 @@ def _exact_means(lf: pl.LazyFrame) -> pl.DataFrame:
     mantissa = (magnitude & pl.lit((1 << 52) - 1, pl.Int64)) + pl.when(biased > 0).then(1 << 52).otherwise(0)
     signed = pl.when(bits < 0).then(-mantissa).otherwise(mantissa).cast(pl.Int128)
     partials = (samples.with_columns(exponent=pl.max_horizontal(biased, 1) - 1075, m=signed)
-                .group_by(*GROUP, "metric", "exponent")
+                .group_by(PART, "metric", "exponent")
                 .agg(n=pl.len(), sx=pl.col("m").sum(), sxx=(pl.col("m") * pl.col("m")).sum())
                 .collect())
     sums: dict = {}
     for row in partials.iter_rows(named=True):
-        entry = sums.setdefault((row[RUN], row[STEP], row["metric"]), [0, Fraction(0), Fraction(0)])
+        entry = sums.setdefault((row[PART], row["metric"]), [0, Fraction(0), Fraction(0)])
         entry[0] += row["n"]
         entry[1] += Fraction(row["sx"]) * Fraction(2) ** row["exponent"]
         entry[2] += Fraction(row["sxx"]) * Fraction(2) ** (2 * row["exponent"])
     out: dict = {}
-    for (run, step, metric), (n, sx, sxx) in sums.items():
-        row = out.setdefault((run, step), {RUN: run, STEP: step, "tokens_per_s_mean": None, "tokens_per_s_sd": None,
-                                           "connect_mean_s": None})
+    for (part, metric), (n, sx, sxx) in sums.items():
+        row = out.setdefault(part, {PART: part, "tokens_per_s_mean": None, "tokens_per_s_sd": None, "connect_mean_s": None})
         mean = float(sx) / n
         if metric == "connect":
             row["connect_mean_s"] = mean
@@ -291,7 +348,7 @@ def _exact_means(lf: pl.LazyFrame) -> pl.DataFrame:
         row["tokens_per_s_mean"] = mean
         if n > 1:
             row["tokens_per_s_sd"] = _sqrt_of_fraction((n * sxx - sx * sx) / n / (n - 1))
-    schema = {RUN: pl.Int32, STEP: pl.Float64, "tokens_per_s_mean": pl.Float64, "tokens_per_s_sd": pl.Float64, "connect_mean_s": pl.Float64}
+    schema = {PART: pl.UInt32, "tokens_per_s_mean": pl.Float64, "tokens_per_s_sd": pl.Float64, "connect_mean_s": pl.Float64}
     return pl.DataFrame(list(out.values()), schema=schema)
 
 
@@ -335,7 +392,7 @@ def _empty_row() -> dict:
     return {"n": 0, "ok_n": 0, "concurrency": None, "workers": 0, "client_lag_flag": False}
 
 
-def _summary(row: dict, engine: str, model: str, scenario: str) -> ScenarioSummary:
+def _summary(row: dict, engine: str, model: str, scenario: str, step_rate: float | None = None) -> ScenarioSummary:
     get = lambda name: row.get(name)  # noqa: E731  (absent: a scenario without records)
     return ScenarioSummary(
         engine=engine, model=model, scenario=scenario,
@@ -354,5 +411,5 @@ def _summary(row: dict, engine: str, model: str, scenario: str) -> ScenarioSumma
         client_lag_flag=bool(row["client_lag_flag"]), workers=row["workers"] or 1,
         chunk_tokens_counted_by=get("chunk_tokens_counted_by") or None, rate=get("rate"),
         slo_ttft_s=get("slo_ttft_s"), slo_tpot_s=get("slo_tpot_s"), goodput_rps=get("goodput_rps"),
-        slo_passed=get("slo_passed"),
+        slo_passed=get("slo_passed"), step_rate=step_rate,
     )

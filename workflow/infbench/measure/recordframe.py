@@ -51,7 +51,8 @@ def parquet_path(jsonl: Path) -> Path:
 def _parquet_bytes(frame: pl.DataFrame, jsonl_bytes: bytes) -> bytes:
     buffer = io.BytesIO()
     stamp = json.dumps({"size": len(jsonl_bytes), "sha256": hashlib.sha256(jsonl_bytes).hexdigest()})
-    frame.write_parquet(buffer, metadata={PARQUET_KEY: stamp})
+    # lz4: decodes faster than the default zstd (the merge's reading time), for ~10% more bytes.
+    frame.write_parquet(buffer, compression="lz4", metadata={PARQUET_KEY: stamp})
     return buffer.getvalue()
 
 
@@ -121,6 +122,27 @@ def read_records_frame(jsonl: Path) -> pl.DataFrame:
     if copy is None:
         return read_jsonl_frame(jsonl)
     return pl.read_parquet(copy)
+
+
+def read_runs(jsonls: list[Path], columns: list[str], index: str) -> pl.DataFrame:
+    """The records of several raw files, only `columns`, each with `index` = its file's position in
+    `jsonls`, in that order. Files with a usable Parquet copy are scanned together (polars reads them
+    in parallel and decodes only `columns`); the others are parsed from their JSONL."""
+    copies = {str(copy): position for position, jsonl in enumerate(jsonls)
+              if jsonl.exists() and (copy := usable_copy(jsonl)) is not None}
+    parts = []
+    if copies:
+        scan = pl.scan_parquet(list(copies), include_file_paths="_file")
+        parts.append(scan.select(*columns, pl.col("_file").replace_strict(copies, return_dtype=pl.Int32).alias(index))
+                     .collect())
+    from_copies = set(copies.values())
+    for position, jsonl in enumerate(jsonls):
+        if position not in from_copies:
+            parts.append(read_jsonl_frame(jsonl).select(*columns, pl.lit(position, pl.Int32).alias(index)))
+    if not parts:
+        return pl.DataFrame(schema={**{c: RECORD_SCHEMA[c] for c in columns}, index: pl.Int32})
+    frame = pl.concat(parts)
+    return frame if len(parts) == 1 else frame.sort(index, maintain_order=True)
 
 
 def copy_disagreement(jsonl: Path) -> str | None:

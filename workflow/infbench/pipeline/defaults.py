@@ -16,7 +16,8 @@ SCHEMA_PATH = Path(__file__).resolve().parents[3] / "config" / "config.schema.ya
 
 @functools.cache
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    return yaml.safe_load(path.read_text())
+    # libyaml's loader where PyYAML has it: parsing the schema is most of importing the merge.
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 def schema_default(key: str):

@@ -31,7 +31,7 @@ DPI = 110
 @dataclass(frozen=True)
 class PlotData:
     plan: MergePlan
-    summaries: pl.DataFrame  # one row per (engine, model, scenario), as in summary.csv
+    summaries: pl.DataFrame  # one row per (engine, model, scenario) and sweep step (tables.load_summaries)
     requests: pl.DataFrame  # one row per request (tables.REQUEST_COLUMNS under engine, model, scenario)
     skipped: dict[tuple[str, str], str]  # (engine, model) -> why it did not run
 
@@ -48,6 +48,7 @@ class PlotData:
     def value(self, engine: str, model: str, scenario: str, column: str) -> float | None:
         row = self.summaries.filter(
             (pl.col("engine") == engine) & (pl.col("model") == model) & (pl.col("scenario") == scenario)
+            & pl.col("step_rate").is_null()  # the whole scenario, not one of a sweep's steps
         )
         return row[column].item() if row.height else None
 

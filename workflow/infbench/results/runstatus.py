@@ -18,7 +18,7 @@ def failed_cell(server: dict) -> str | None:
 
 
 def machine_load(server: dict, scenario: str) -> dict | None:
-    return (server.get("machine_load") or {}).get(scenario.split("@")[0])
+    return (server.get("machine_load") or {}).get(scenario)
 
 
 def busy(server: dict, scenario: str) -> bool:

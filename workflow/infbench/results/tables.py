@@ -17,8 +17,8 @@ import polars as pl
 from infbench.results import bounds
 from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
-from infbench.measure.metrics import RUN, request_metrics, scenario_summaries, summarize_runs
-from infbench.measure.recordframe import RECORD_SCHEMA, read_records_frame
+from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
+from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
 from infbench.results import runstatus
 
 
@@ -28,11 +28,14 @@ REQUEST_COLUMNS = ["prompt_id", "ok", "ttft_s", "latency_s", "prompt_tokens", "c
                    "chunk_tokens_sum"]
 
 
-BATCH_RECORDS = 50_000  # runs are summarized together up to this many records: few queries, bounded memory
+# Runs are summarized together up to this many bytes of raw JSONL (about 30,000 records of long
+# completions): few queries, and memory bounded however many records a results folder holds.
+BATCH_BYTES = 100_000_000
 
 
 def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, pl.DataFrame]:
-    """One summary row per (engine, model, scenario) and sweep step, in the plan's order; each run's
+    """One summary row per (engine, model, scenario), followed by a row per step of a sweep (its
+    step_rate set; WHOLE picks the others), in the plan's order; each run's
     server.json; and one row per request (REQUEST_COLUMNS, under the run's engine, model and scenario,
     with the engine and model the record itself names as record_engine and record_model). Records come
     from each JSONL's Parquet copy where it is usable, else from the JSONL (recordframe.py)."""
@@ -44,32 +47,40 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
             servers[(engine, model)] = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
             for scenario in [*plan.scenarios, *(["native-single"] if engine in plan.native_engines else [])]:
                 runs.append((engine, model, scenario, run_dir / f"{scenario}.jsonl"))
+    sweeps = [run for run, (_, _, scenario, _) in enumerate(runs)  # and a row per step (each offered rate)
+              if scenario in plan.scenarios and plan.scenario_class(scenario).has_steps]
+    names = pl.DataFrame({RUN: range(len(runs)), "run_engine": [r[0] for r in runs], "run_model": [r[1] for r in runs],
+                          "run_scenario": [r[2] for r in runs]}, schema_overrides={RUN: pl.Int32})
+    columns = list(dict.fromkeys([*SUMMARY_FIELDS, *RECORD_COLUMNS]))
+
     figures: dict = {}
     requests: list[pl.DataFrame] = []
-    batch: list[pl.DataFrame] = []
-    sweeps: list[int] = []
-
-    def flush() -> None:
-        if batch:
-            frame = pl.concat(batch)
-            figures.update(summarize_runs(frame.lazy(), sweeps))
-            requests.append(request_metrics(frame.lazy()).select(*REQUEST_KEYS, *REQUEST_COLUMNS).collect())
-            batch.clear()
-
-    for run, (engine, model, scenario, path) in enumerate(runs):
-        records = read_records_frame(path)
-        batch.append(records.with_columns(pl.lit(run, pl.Int32).alias(RUN), pl.lit(engine).alias("run_engine"),
-                                          pl.lit(model).alias("run_model"), pl.lit(scenario).alias("run_scenario")))
-        if scenario in plan.scenarios and plan.scenario_class(scenario).has_steps:  # and a row per step: scenario@rate
-            sweeps.append(run)
-        if sum(b.height for b in batch) >= BATCH_RECORDS:
-            flush()
-    flush()
+    for batch in _batches(runs):
+        frame = read_runs([runs[run][3] for run in batch], columns, RUN).with_columns(pl.col(RUN) + batch[0])
+        figures.update(summarize_runs(frame.lazy(), [run for run in sweeps if run in batch]))
+        requests.append(request_metrics(frame.lazy()).join(names.lazy(), on=RUN, how="left", maintain_order="left")
+                        .select(*REQUEST_KEYS, *REQUEST_COLUMNS).collect())
     rows = [asdict(s) for run, (engine, model, scenario, _) in enumerate(runs)
             for s in scenario_summaries(figures, run, engine, model, scenario)]
     return pl.DataFrame(rows, infer_schema_length=None), servers, pl.concat(requests) if requests else _no_requests()
 
 
+def _batches(runs: list[tuple[str, str, str, Path]]) -> list[range]:
+    """Consecutive runs in batches of up to BATCH_BYTES of raw JSONL (a larger run is a batch alone)."""
+    batches, start, size = [], 0, 0
+    for run, (*_, path) in enumerate(runs):
+        file_size = path.stat().st_size if path.exists() else 0
+        if run > start and size + file_size > BATCH_BYTES:
+            batches.append(range(start, run))
+            start, size = run, 0
+        size += file_size
+    if runs:
+        batches.append(range(start, len(runs)))
+    return batches
+
+
+# The record fields behind REQUEST_KEYS and REQUEST_COLUMNS.
+RECORD_COLUMNS = ["engine", "model", "prompt_id", "max_tokens", "output_length", "tokens_counted_by"]
 REQUEST_KEYS = [pl.col("run_engine").alias("engine"), pl.col("run_model").alias("model"),
                 pl.col("run_scenario").alias("scenario"), pl.col("engine").alias("record_engine"),
                 pl.col("model").alias("record_model")]
@@ -81,6 +92,15 @@ def _no_requests() -> pl.DataFrame:
     return request_metrics(empty.lazy()).select(*REQUEST_KEYS, *REQUEST_COLUMNS).collect()
 
 
+WHOLE = pl.col("step_rate").is_null()  # summary rows of whole scenarios, not of a sweep's steps
+
+
+def labelled(df: pl.DataFrame) -> pl.DataFrame:
+    """The summaries as the files show them: a sweep step's row is scenario `NAME@RATE` (no step_rate column)."""
+    labels = [scenario if rate is None else f"{scenario}@{rate:g}" for scenario, rate in df.select("scenario", "step_rate").iter_rows()]
+    return df.with_columns(pl.Series("scenario", labels, pl.String)).drop("step_rate")
+
+
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
@@ -89,7 +109,7 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: s
     """Models as rows, engines as columns, the best (largest) value of each row in bold."""
     labels = list(plan.engines.values())
     lines = [f"## {title}", "", " | ".join(["Model", *labels]), " | ".join(["---"] * (len(labels) + 1))]
-    part = df.filter(pl.col("scenario") == scenario)
+    part = df.filter((pl.col("scenario") == scenario) & WHOLE)
     for model, model_label in plan.models.items():
         values = {
             engine: part.filter((pl.col("model") == model) & (pl.col("engine") == engine))[column].item()
@@ -132,6 +152,7 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
             settings = server.get("settings") or {}
             if settings:  # what matters for speed: threads, binding, batching, KV cache, graphs
                 lines.append("  settings: " + "; ".join(f"{k}: {v}" for k, v in settings.items()))
+    df = df.filter(WHOLE)
     failed = df.filter(pl.col("scenario").is_in(scenarios) & (pl.col("errors") > 0))
     for row in failed.iter_rows(named=True):
         lines.append(f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: {row['errors']} of {row['n']} requests failed")
@@ -166,7 +187,7 @@ def speed_table(df, plan: MergePlan, servers) -> str:
     parts = ["# Generative inference speed", "",
              "Mean tokens/s of a single request (completion tokens / full round trip). Bigger is better.", ""]
     for scenario in singles:
-        n = int(df.filter(pl.col("scenario") == scenario)["n"].max() or 0)
+        n = int(df.filter((pl.col("scenario") == scenario) & WHOLE)["n"].max() or 0)
         parts.append(pivot_markdown(df, plan, servers, scenario, "tokens_per_s_mean",
                                     f"Inference speed (tokens/s), scenario {scenario}, {n} prompts"))
     return "\n".join(parts) + _footer(df, plan, servers, singles)
@@ -177,7 +198,7 @@ def throughput_table(df, plan: MergePlan, servers) -> str:
     parts = ["# Generative inference throughput", "",
              "Completed requests per minute under a closed loop. Bigger is better.", ""]
     for scenario in loads:
-        part = df.filter(pl.col("scenario") == scenario)
+        part = df.filter((pl.col("scenario") == scenario) & WHOLE)
         concurrency = int(part["concurrency"].max() or 0)
         parts.append(pivot_markdown(df, plan, servers, scenario, "requests_per_min",
                                     f"Throughput (requests/min), scenario {scenario}, concurrency {concurrency}"))
@@ -240,6 +261,8 @@ def output_length_check(requests: pl.DataFrame) -> list[str]:
 
 
 def details_table(df, requests: pl.DataFrame) -> str:
+    steps = df.filter(~WHOLE)
+    df = labelled(df)  # a sweep step's row names its rate: sweep@4
     columns = bounds.detail_columns(DETAIL_COLUMNS, df.columns)  # + decode bound columns when measured
     lines = ["# Details", "", "Per (engine, model, scenario). TTFT: first content token; TPOT: (latency - TTFT) / "
              "(completion tokens - 1); percentiles over successful requests.", "",
@@ -253,7 +276,7 @@ def details_table(df, requests: pl.DataFrame) -> str:
     if counted:
         lines += ["", "Token counts not from the engine's usage: " + ", ".join(f"{e} ({how})" for e, how in counted)]
     lines += client_lag_section(df, requests)
-    lines += sweep_lines(df)
+    lines += sweep_lines(steps)
     lines += ["", "## Output length", ""] + output_length_check(requests)
     mismatches = prompt_token_mismatches(requests)
     lines += ["", "## Prompt tokens across engines", ""]
@@ -278,24 +301,22 @@ def client_lag_section(df: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
     return lines
 
 
-def sweep_lines(df: pl.DataFrame) -> list[str]:
-    """Per sweep: every rate tried, and the highest that met the SLOs with its goodput."""
-    steps = df.filter(pl.col("scenario").str.contains("@", literal=True))
+def sweep_lines(steps: pl.DataFrame) -> list[str]:
+    """Per sweep, from its steps' summary rows: every rate tried, and the highest that met the SLOs with its goodput."""
     if steps.is_empty():
         return []
     lines = ["", "## Sweeps: the highest rate meeting the SLOs (TTFT and TPOT p99)", "",
              "engine | model | sweep | SLO TTFT ms | SLO TPOT ms | rates tried (req/s) | best rate req/s | goodput req/s",
              "--- | --- | --- | --- | --- | --- | --- | ---"]
-    steps = steps.with_columns(pl.col("scenario").str.split("@").list.first().alias("sweep"))
-    for (engine, model, sweep), part in steps.group_by(["engine", "model", "sweep"], maintain_order=True):
-        part = part.sort("rate")
-        tried = ", ".join(f"{r:g}{'' if ok else ' (fail)'}" for r, ok in zip(part["rate"], part["slo_passed"]))
+    for (engine, model, sweep), part in steps.group_by(["engine", "model", "scenario"], maintain_order=True):
+        part = part.sort("step_rate")
+        tried = ", ".join(f"{r:g}{'' if ok else ' (fail)'}" for r, ok in zip(part["step_rate"], part["slo_passed"]))
         passing = part.filter(pl.col("slo_passed"))
         best = passing.row(-1, named=True) if passing.height else None
         first = part.row(0, named=True)
         lines.append(" | ".join([engine, model, sweep, _detail_cell(first["slo_ttft_s"], -3),
                                  _detail_cell(first["slo_tpot_s"], -3), tried,
-                                 _fmt(best["rate"]) if best else "none passed",
+                                 _fmt(best["step_rate"]) if best else "none passed",
                                  _fmt(best["goodput_rps"]) if best else "n/a"]))
     return lines
 
@@ -311,7 +332,7 @@ def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
         "details.md": details_table(df, requests)
         + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models))),
     }
-    outputs["summary.csv"] = df.write_csv()
+    outputs["summary.csv"] = labelled(df).write_csv()
     # The plan itself, so that `infbench verify` can recompute these tables from a bundle's raw records.
     outputs["merge_plan.json"] = json.dumps(asdict(plan), indent=2) + "\n"
     for name, text in outputs.items():
