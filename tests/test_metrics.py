@@ -106,6 +106,29 @@ def test_live_percentile_agrees_with_the_frame_percentiles_to_the_bit():
         assert got == {q: percentile(expanded, q) for q in got}
 
 
+def test_bucketed_percentiles_are_exact_across_signs_magnitudes_ties_and_groups():
+    """The selection goes by buckets of the floats' bits: values of both signs, zeros, many
+    magnitudes, ties and values crowded into one bucket must still give the sorted list's figures."""
+    from infbench.measure.metrics import grouped_percentiles
+
+    rng = random.Random(21)
+    groups = {
+        0: [rng.uniform(-5, 5) for _ in range(300)] + [0.0] * 7,
+        1: [rng.choice([1e-9, 1e-3, 1.0, 1e6]) * rng.random() for _ in range(500)],
+        2: [0.25 + i * 1e-15 for i in range(400)],  # all in one bucket
+        3: [-rng.expovariate(2.0) for _ in range(3)],
+        4: [42.0],
+    }
+    rows = [(g, v, rng.choice([1, 1, 3])) for g, values in groups.items() for v in values]
+    rng.shuffle(rows)
+    frame = pl.DataFrame(rows, schema={"group": pl.Int64, "value": pl.Float64, "weight": pl.Int64}, orient="row")
+    qs = (0, 1, 37.5, 50, 90, 99, 100)
+    got = {row["group"]: row for row in grouped_percentiles(frame.lazy(), qs).iter_rows(named=True)}
+    for g in groups:
+        expanded = sorted(v for group, v, w in rows if group == g for _ in range(w))
+        assert {q: got[g][f"p{q}"] for q in qs} == {q: percentile(expanded, q) for q in qs}, g
+
+
 def test_mean_and_sd_equal_the_statistics_module_to_the_bit():
     rng = random.Random(9)
     for size in (2, 3, 10, 257):

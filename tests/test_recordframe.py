@@ -12,7 +12,7 @@ import pytest
 
 from infbench.fileio import write_bytes_atomic
 from infbench.measure.recordframe import (
-    RECORD_SCHEMA, copy_disagreement, parquet_copy_of, parquet_path, read_jsonl_frame, read_records_frame,
+    RECORD_SCHEMA, copy_disagreement, parquet_copy_of, parquet_path, read_jsonl_frame, read_runs,
     records_frame, usable_copy,
 )
 from infbench.measure.records import RequestRecord, read_records, write_records
@@ -50,7 +50,7 @@ def test_an_edited_jsonl_is_read_instead_of_its_stale_copy(tmp_path):
     text = path.read_text().replace('"completion_tokens":5', '"completion_tokens":500', 1)
     path.write_text(text)  # by hand: newer and of another size than the copy's JSONL
     assert usable_copy(path) is None
-    assert read_records_frame(path)["completion_tokens"].to_list() == [500, 5]
+    assert read_runs([path], ["completion_tokens"], "run")["completion_tokens"].to_list() == [500, 5]
     assert "not made from this single.jsonl" in copy_disagreement(path)
 
 
@@ -74,18 +74,34 @@ def test_bad_lines_name_the_file_and_line(tmp_path):
     parquet_path(path).unlink()
     path.write_text(path.read_text() + "{not json\n")
     with pytest.raises(ValueError, match=r"single.jsonl, line 2: invalid JSON"):
-        read_records_frame(path)
+        read_runs([path], list(RECORD_SCHEMA), "run")
     path.write_text('{"request_id": "r0", "engine": "e"}\n')
     with pytest.raises(ValueError, match=r"single.jsonl, record 1: no 'prompt_id'"):
-        read_records_frame(path)
+        read_runs([path], list(RECORD_SCHEMA), "run")
     with pytest.raises(FileNotFoundError, match="missing.jsonl"):
-        read_records_frame(tmp_path / "missing.jsonl")
+        read_runs([tmp_path / "missing.jsonl"], list(RECORD_SCHEMA), "run")
 
 
 def test_empty_file_is_no_records(tmp_path):
     path = tmp_path / "single.jsonl"
     write_records(path, [])
-    assert read_records_frame(path).height == 0 and read_jsonl_frame(path).schema == pl.Schema(RECORD_SCHEMA)
+    assert read_runs([path], list(RECORD_SCHEMA), "run").height == 0
+    assert read_jsonl_frame(path).schema == pl.Schema(RECORD_SCHEMA)
+
+
+def test_runs_are_read_in_order_from_copies_and_jsonl_alike_and_an_old_copy_is_passed_over(tmp_path):
+    """Several files at once, each record under its file's position, in the files' order: whether a
+    file has a usable copy, none, or a copy without today's columns (written by an older infbench)."""
+    paths = [tmp_path / f"{name}.jsonl" for name in ("a", "b", "c")]
+    for position, path in enumerate(paths):
+        write_records(path, [rec(position * 10 + i, tokens=position * 10 + i + 2) for i in range(2)])
+    parquet_path(paths[1]).unlink()
+    old = pl.read_parquet(parquet_path(paths[2])).drop("slo_tpot_s")  # an older schema, same stamp
+    from infbench.measure.recordframe import _parquet_bytes
+    write_bytes_atomic(parquet_path(paths[2]), _parquet_bytes(old, paths[2].read_bytes()))
+    assert usable_copy(paths[0]) and usable_copy(paths[1]) is None and usable_copy(paths[2]) is None
+    frame = read_runs(paths, ["request_id", "completion_tokens"], "run")
+    assert frame.rows() == [("r0", 2, 0), ("r1", 3, 0), ("r10", 12, 1), ("r11", 13, 1), ("r20", 22, 2), ("r21", 23, 2)]
 
 
 def test_merge_from_parquet_copies_writes_the_frozen_tables(tmp_path):

@@ -75,13 +75,16 @@ def parquet_stamp(parquet: Path) -> dict | None:
 
 
 def usable_copy(jsonl: Path) -> Path | None:
-    """The Parquet copy when it was made from this JSONL (same size, not older), else None."""
+    """The Parquet copy when it was made from this JSONL (same size, not older) with today's
+    RECORD_SCHEMA (not by an older infbench), else None."""
     copy = parquet_path(jsonl)
     if not copy.exists():
         return None
     stamp = parquet_stamp(copy)
     stat = jsonl.stat()
     if stamp is None or stamp.get("size") != stat.st_size or copy.stat().st_mtime_ns < stat.st_mtime_ns:
+        return None
+    if pl.read_parquet_schema(copy) != RECORD_SCHEMA:
         return None
     return copy
 
@@ -114,14 +117,6 @@ def _check_required(frame: pl.DataFrame, source: str) -> None:
         missing = frame.select(pl.col(name).is_null().arg_max()).item() if frame[name].null_count() else None
         if missing is not None:
             raise ValueError(f"{source}, record {missing + 1}: no {name!r}")
-
-
-def read_records_frame(jsonl: Path) -> pl.DataFrame:
-    """One raw file's records: from its Parquet copy when usable, else from the JSONL."""
-    copy = usable_copy(jsonl) if jsonl.exists() else None
-    if copy is None:
-        return read_jsonl_frame(jsonl)
-    return pl.read_parquet(copy)
 
 
 def read_runs(jsonls: list[Path], columns: list[str], index: str) -> pl.DataFrame:
