@@ -16,7 +16,7 @@ SCHEMA_PATH = Path(__file__).resolve().parents[3] / "config" / "config.schema.ya
 
 @functools.cache
 def load_schema(path: Path = SCHEMA_PATH) -> dict:
-    # libyaml's loader where PyYAML has it: parsing the schema is most of importing the merge.
+    # libyaml's loader where PyYAML has it: modules read defaults at import, and it parses ~5x faster.
     return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
