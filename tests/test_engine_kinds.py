@@ -102,6 +102,12 @@ def test_llamacpp_sets_threads_slots_and_context_explicitly(tmp_path, monkeypatc
     plan = LlamaCppAdapter().plan(engine("llamacpp"), model, Path(".venvs/llamacpp"), "127.0.0.1", 9000, threads=2)
     cmd = plan.command
     assert cmd[0] == ".venvs/llamacpp/bin/python" and cmd[1].endswith("engines/llamacpp_server.py")
+    from infbench.engines.adapters import LLAMACPP_LAUNCHER, _launcher_path
+
+    assert cmd[1] == str(LLAMACPP_LAUNCHER)  # not under the working directory: its absolute path
+    monkeypatch.chdir(REPO)  # the pipeline runs in the clone: its own launcher, named relative to it
+    assert _launcher_path(LLAMACPP_LAUNCHER) == "workflow/infbench/engines/llamacpp_server.py"
+    monkeypatch.chdir(tmp_path)
     assert cmd[cmd.index("--model") + 1] == "resources/gguf/m.gguf" and cmd[cmd.index("--alias") + 1] == "m"
     # threads from the job, one slot per request in flight, the model's context per slot
     assert [cmd[cmd.index(f) + 1] for f in ("--threads", "--parallel", "--ctx-size")] == ["2", "6", str(6 * 2048)]

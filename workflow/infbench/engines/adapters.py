@@ -298,6 +298,15 @@ def max_concurrency(engine: EngineSpec) -> int:
 LLAMACPP_LAUNCHER = Path(__file__).resolve().with_name("llamacpp_server.py")
 
 
+def _launcher_path(launcher: Path) -> str:
+    """The launcher relative to the working directory when it is under it (a clone's own
+    workflow/): the command in the tables and bundles then reads the same in every clone."""
+    try:
+        return str(launcher.relative_to(Path.cwd().resolve()))
+    except ValueError:  # an installed package elsewhere: its absolute path
+        return str(launcher)
+
+
 class LlamaCppAdapter(EngineAdapter):
     """llama.cpp's own C++ HTTP server from the `xllamacpp` wheel, started by a small launcher
     (engines/llamacpp_server.py) in the engine's venv. It serves the GGUF the `gguf` rule wrote
@@ -330,7 +339,7 @@ class LlamaCppAdapter(EngineAdapter):
         # llama.cpp splits n_ctx between its slots: each slot gets the model's full context length.
         ctx_size = engine.ctx_size or model.max_model_len * parallel
         command = [
-            str(venv / "bin" / "python"), str(LLAMACPP_LAUNCHER),
+            str(venv / "bin" / "python"), _launcher_path(LLAMACPP_LAUNCHER),
             "--model", meta.path, "--alias", model.name, "--host", host, "--port", str(port),
             "--threads", str(threads), "--parallel", str(parallel), "--ctx-size", str(ctx_size),
             *engine.args,
