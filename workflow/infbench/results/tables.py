@@ -109,7 +109,7 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: s
     """Models as rows, engines as columns, the best (largest) value of each row in bold."""
     labels = list(plan.engines.values())
     lines = [f"## {title}", "", " | ".join(["Model", *labels]), " | ".join(["---"] * (len(labels) + 1))]
-    part = df.filter((pl.col("scenario") == scenario) & WHOLE)
+    part = df.filter(pl.col("scenario") == scenario)
     for model, model_label in plan.models.items():
         values = {
             engine: part.filter((pl.col("model") == model) & (pl.col("engine") == engine))[column].item()
@@ -152,7 +152,6 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
             settings = server.get("settings") or {}
             if settings:  # what matters for speed: threads, binding, batching, KV cache, graphs
                 lines.append("  settings: " + "; ".join(f"{k}: {v}" for k, v in settings.items()))
-    df = df.filter(WHOLE)
     failed = df.filter(pl.col("scenario").is_in(scenarios) & (pl.col("errors") > 0))
     for row in failed.iter_rows(named=True):
         lines.append(f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: {row['errors']} of {row['n']} requests failed")
@@ -187,7 +186,7 @@ def speed_table(df, plan: MergePlan, servers) -> str:
     parts = ["# Generative inference speed", "",
              "Mean tokens/s of a single request (completion tokens / full round trip). Bigger is better.", ""]
     for scenario in singles:
-        n = int(df.filter((pl.col("scenario") == scenario) & WHOLE)["n"].max() or 0)
+        n = int(df.filter(pl.col("scenario") == scenario)["n"].max() or 0)
         parts.append(pivot_markdown(df, plan, servers, scenario, "tokens_per_s_mean",
                                     f"Inference speed (tokens/s), scenario {scenario}, {n} prompts"))
     return "\n".join(parts) + _footer(df, plan, servers, singles)
@@ -198,7 +197,7 @@ def throughput_table(df, plan: MergePlan, servers) -> str:
     parts = ["# Generative inference throughput", "",
              "Completed requests per minute under a closed loop. Bigger is better.", ""]
     for scenario in loads:
-        part = df.filter((pl.col("scenario") == scenario) & WHOLE)
+        part = df.filter(pl.col("scenario") == scenario)
         concurrency = int(part["concurrency"].max() or 0)
         parts.append(pivot_markdown(df, plan, servers, scenario, "requests_per_min",
                                     f"Throughput (requests/min), scenario {scenario}, concurrency {concurrency}"))
@@ -326,9 +325,10 @@ def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
     df = bounds.with_bounds(df, raw_dir.parent, plan.scenarios)  # decode bound beside single-request tok/s
     tables_dir.mkdir(parents=True, exist_ok=True)
     # Build every table first, then write: a failure never leaves a mix of old and new tables.
+    whole = df.filter(WHOLE)  # the main tables show whole scenarios; a sweep's steps are in details.md
     outputs = {
-        "inference_speed.md": speed_table(df, plan, servers),
-        "throughput.md": throughput_table(df, plan, servers),
+        "inference_speed.md": speed_table(whole, plan, servers),
+        "throughput.md": throughput_table(whole, plan, servers),
         "details.md": details_table(df, requests)
         + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models))),
     }
