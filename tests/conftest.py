@@ -55,7 +55,11 @@ def prepared_transformers(tmp_path_factory) -> Path:
     env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
     result = subprocess.run(
         ["snakemake", "--cores", "2", ".venvs/transformers/.infbench-built", f"results/models/{PREPARED_MODEL}.json"],
-        cwd=base, capture_output=True, text=True, env=env)
+        cwd=base,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return base
 

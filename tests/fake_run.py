@@ -11,10 +11,10 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from infbench.pipeline.config import engine_label, engine_spec, model_label, validate_config
 from infbench.fileio import write_json_atomic
-from infbench.results.provenance import HardwareInfo, collect, write_provenance
 from infbench.measure.records import RequestRecord, write_records
+from infbench.pipeline.config import engine_label, engine_spec, model_label, validate_config
+from infbench.results.provenance import HardwareInfo, collect, write_provenance
 from infbench.results.tables import MergePlan, merge
 
 # Looks like a Hugging Face token (hf_ + 36 letters and digits); never a real one.
@@ -23,20 +23,24 @@ HARDWARE = HardwareInfo(cpu_model="Test CPU", cpu_cores_logical=4, cpu_cores_phy
 
 
 def fake_config(token: str = FAKE_TOKEN, secrets: list[str] | None = None) -> dict:
-    config = validate_config({
-        "device": "cpu",
-        "prompts": {"source": "builtin", "n": 3, "seed": 7},
-        "models": {"tiny": {"source": "local:/nowhere/tiny", "label": "Tiny"}},
-        "engines": {
-            "alpha": {"kind": "transformers", "env": "transformers"},
-            "beta": {"kind": "transformers", "env": "transformers", "label": "Beta", "args": ["--x"]},
-            "gamma": {"kind": "tgi", "env": "tgi", "launcher": "native"},
-        },
-        "sampling": {"max_tokens": 8},
-        "scenarios": {"single": {"kind": "single"}, "throughput": {"kind": "throughput", "concurrency": 2,
-                                                                    "requests": 4}},
-        "secrets": secrets or [],
-    })
+    config = validate_config(
+        {
+            "device": "cpu",
+            "prompts": {"source": "builtin", "n": 3, "seed": 7},
+            "models": {"tiny": {"source": "local:/nowhere/tiny", "label": "Tiny"}},
+            "engines": {
+                "alpha": {"kind": "transformers", "env": "transformers"},
+                "beta": {"kind": "transformers", "env": "transformers", "label": "Beta", "args": ["--x"]},
+                "gamma": {"kind": "tgi", "env": "tgi", "launcher": "native"},
+            },
+            "sampling": {"max_tokens": 8},
+            "scenarios": {
+                "single": {"kind": "single"},
+                "throughput": {"kind": "throughput", "concurrency": 2, "requests": 4},
+            },
+            "secrets": secrets or [],
+        }
+    )
     # Planted after validation, which refuses secret values in the config (they go by env var name):
     # the bundle's redaction must still catch one that got into a file some other way.
     config["engines"]["alpha"]["server_env"]["HF_TOKEN"] = token
@@ -45,27 +49,46 @@ def fake_config(token: str = FAKE_TOKEN, secrets: list[str] | None = None) -> di
 
 def fake_plan(config: dict) -> MergePlan:
     """As common.smk's merge_plan(): engines sorted by name, TGI engines measured natively too."""
-    text = json.dumps({
-        "engines": {e: engine_label(config, e) for e in config["engines"]},
-        "models": {m: model_label(config, m) for m in config["models"]},
-        "scenarios": {s: config["scenarios"][s]["kind"] for s in config["scenarios"]},
-        "native_engines": [e for e in config["engines"] if config["engines"][e]["kind"] == "tgi"],
-    }, sort_keys=True)
+    text = json.dumps(
+        {
+            "engines": {e: engine_label(config, e) for e in config["engines"]},
+            "models": {m: model_label(config, m) for m in config["models"]},
+            "scenarios": {s: config["scenarios"][s]["kind"] for s in config["scenarios"]},
+            "native_engines": [e for e in config["engines"] if config["engines"][e]["kind"] == "tgi"],
+        },
+        sort_keys=True,
+    )
     return MergePlan.from_json(text)
 
 
-def make_records(engine: str, scenario: str, count: int, concurrency: int, speed: float, t0: float) -> list[RequestRecord]:
+def make_records(
+    engine: str, scenario: str, count: int, concurrency: int, speed: float, t0: float
+) -> list[RequestRecord]:
     records = []
     for i in range(count):
         tokens = 6 + i % 3
         latency = tokens / speed + 0.05 * i
         start = t0 + (i // concurrency) * latency
-        records.append(RequestRecord(
-            request_id=f"{scenario}-{i:04d}", prompt_id=f"builtin-{i % 3:04d}", engine=engine, model="tiny",
-            scenario=scenario, concurrency=concurrency, send_time=start, ttft_s=0.1 + 0.01 * i, latency_s=latency,
-            chunk_times_s=[0.1 + 0.01 * i + k * 0.05 for k in range(tokens)], prompt_tokens=20 + i % 3,
-            completion_tokens=tokens, max_tokens=8, finish_reason="stop", status=200, output_text="Paris.",
-        ))
+        records.append(
+            RequestRecord(
+                request_id=f"{scenario}-{i:04d}",
+                prompt_id=f"builtin-{i % 3:04d}",
+                engine=engine,
+                model="tiny",
+                scenario=scenario,
+                concurrency=concurrency,
+                send_time=start,
+                ttft_s=0.1 + 0.01 * i,
+                latency_s=latency,
+                chunk_times_s=[0.1 + 0.01 * i + k * 0.05 for k in range(tokens)],
+                prompt_tokens=20 + i % 3,
+                completion_tokens=tokens,
+                max_tokens=8,
+                finish_reason="stop",
+                status=200,
+                output_text="Paris.",
+            )
+        )
     return records
 
 
@@ -73,18 +96,30 @@ def build_run(root: Path, token: str = FAKE_TOKEN, config: dict | None = None) -
     config = config or fake_config(token)
     plan = fake_plan(config)
     results, raw = root / "results", root / "results" / "raw"
-    sample = "".join(json.dumps({"id": f"builtin-{i:04d}", "messages": [{"role": "user", "content": f"q{i}"}]}) + "\n"
-                     for i in range(3))
+    sample = "".join(
+        json.dumps({"id": f"builtin-{i:04d}", "messages": [{"role": "user", "content": f"q{i}"}]}) + "\n"
+        for i in range(3)
+    )
     (results / "prompts").mkdir(parents=True)
     (results / "prompts" / "prompts.jsonl").write_text(sample)
-    write_json_atomic(results / "prompts" / "prompts.meta.json", {
-        "count": 3, "n": 3, "seed": 7, "source": "builtin", "sha256": hashlib.sha256(sample.encode()).hexdigest()})
+    write_json_atomic(
+        results / "prompts" / "prompts.meta.json",
+        {"count": 3, "n": 3, "seed": 7, "source": "builtin", "sha256": hashlib.sha256(sample.encode()).hexdigest()},
+    )
     (results / "envs").mkdir()
     (results / "envs" / "transformers.lock").write_text("torch==2.13.0\ntransformers==5.23.0\n")
     (results / "envs" / "tgi.lock").write_text("text-generation==0.7.0\n")
-    write_json_atomic(results / "models" / "tiny.json", {
-        "name": "tiny", "source": "local:/nowhere/tiny", "path": "resources/models/tiny", "dtype": "bfloat16",
-        "files": {"config.json": "ab" * 32, "model.safetensors": "cd" * 32}, "size_bytes": 1234})
+    write_json_atomic(
+        results / "models" / "tiny.json",
+        {
+            "name": "tiny",
+            "source": "local:/nowhere/tiny",
+            "path": "resources/models/tiny",
+            "dtype": "bfloat16",
+            "files": {"config.json": "ab" * 32, "model.safetensors": "cd" * 32},
+            "size_bytes": 1234,
+        },
+    )
     # What a bundle must never hold: weights and a venv.
     (root / "resources" / "models" / "tiny").mkdir(parents=True)
     (root / "resources" / "models" / "tiny" / "model.safetensors").write_bytes(b"WEIGHTS" * 100)
@@ -95,24 +130,64 @@ def build_run(root: Path, token: str = FAKE_TOKEN, config: dict | None = None) -
 
     for index, engine in enumerate(("alpha", "beta")):
         run = raw / engine / "tiny"
-        write_records(run / "single.jsonl", make_records(engine, "single", 3, 1, 20.0 + 10 * index, 1.8e9 + 100 * index))
-        write_records(run / "throughput.jsonl",
-                      make_records(engine, "throughput", 4, 2, 15.0 + 5 * index, 1.8e9 + 50 + 100 * index))
-        write_json_atomic(run / "server.json", {
-            "engine": engine, "model": "tiny", "kind": "transformers", "status": "ok", "reason": None,
-            "version": "5.23.0", "command": [".venvs/transformers/bin/transformers", "serve", "resources/models/tiny",
-                                             "--port", str(30000 + index)],
-            "finished_at": f"2027-01-15T08:0{index}:00+0000",
-            "node": {"hostname": f"gpu0{index}", "slurm_job_id": str(500 + index), "slurm_node": f"gpu0{index}",
-                     "slurm_partition": "gpu"}})
-        write_json_atomic(run / "memory.json", {"engine": engine, "model": "tiny", "device": "cpu",
-                                                "rss_idle_bytes": 10**8, "rss_peak_bytes": 2 * 10**8, "gpus": []})
+        write_records(
+            run / "single.jsonl", make_records(engine, "single", 3, 1, 20.0 + 10 * index, 1.8e9 + 100 * index)
+        )
+        write_records(
+            run / "throughput.jsonl",
+            make_records(engine, "throughput", 4, 2, 15.0 + 5 * index, 1.8e9 + 50 + 100 * index),
+        )
+        write_json_atomic(
+            run / "server.json",
+            {
+                "engine": engine,
+                "model": "tiny",
+                "kind": "transformers",
+                "status": "ok",
+                "reason": None,
+                "version": "5.23.0",
+                "command": [
+                    ".venvs/transformers/bin/transformers",
+                    "serve",
+                    "resources/models/tiny",
+                    "--port",
+                    str(30000 + index),
+                ],
+                "finished_at": f"2027-01-15T08:0{index}:00+0000",
+                "node": {
+                    "hostname": f"gpu0{index}",
+                    "slurm_job_id": str(500 + index),
+                    "slurm_node": f"gpu0{index}",
+                    "slurm_partition": "gpu",
+                },
+            },
+        )
+        write_json_atomic(
+            run / "memory.json",
+            {
+                "engine": engine,
+                "model": "tiny",
+                "device": "cpu",
+                "rss_idle_bytes": 10**8,
+                "rss_peak_bytes": 2 * 10**8,
+                "gpus": [],
+            },
+        )
     gamma = raw / "gamma" / "tiny"
     for scenario in ("single", "throughput", "native-single"):
         write_records(gamma / f"{scenario}.jsonl", [])
-    write_json_atomic(gamma / "server.json", {"engine": "gamma", "model": "tiny", "kind": "tgi", "command": [],
-                                              "status": "skipped", "reason": "n/a: no TGI launcher",
-                                              "finished_at": "2027-01-15T08:02:00+0000"})
+    write_json_atomic(
+        gamma / "server.json",
+        {
+            "engine": "gamma",
+            "model": "tiny",
+            "kind": "tgi",
+            "command": [],
+            "status": "skipped",
+            "reason": "n/a: no TGI launcher",
+            "finished_at": "2027-01-15T08:02:00+0000",
+        },
+    )
     write_json_atomic(gamma / "memory.json", {"engine": "gamma", "model": "tiny", "device": "cpu"})
     merge(raw, results / "tables", plan)
 
@@ -123,8 +198,16 @@ def build_run(root: Path, token: str = FAKE_TOKEN, config: dict | None = None) -
     tables = sorted((results / "tables").iterdir())
     records = sorted(raw.glob("*/*/*.jsonl"))
     servers = sorted(raw.glob("*/*/server.json"))
-    prov = collect(config, tables=tables, locks=sorted((results / "envs").glob("*.lock")),
-                   model_metas=[results / "models" / "tiny.json"], prompt_metas=[results / "prompts" / "prompts.meta.json"],
-                   servers=servers, records=records, repo=root, hardware=HARDWARE)
+    prov = collect(
+        config,
+        tables=tables,
+        locks=sorted((results / "envs").glob("*.lock")),
+        model_metas=[results / "models" / "tiny.json"],
+        prompt_metas=[results / "prompts" / "prompts.meta.json"],
+        servers=servers,
+        records=records,
+        repo=root,
+        hardware=HARDWARE,
+    )
     write_provenance(results / "provenance.json", prov)
     return {"config": config, "plan": plan, "provenance": prov, "token": token}

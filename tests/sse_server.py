@@ -11,13 +11,19 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def chunk(content: str | None = None, role: str | None = None, finish: str | None = None, usage: dict | None = None) -> str:
+def chunk(
+    content: str | None = None, role: str | None = None, finish: str | None = None, usage: dict | None = None
+) -> str:
     delta = {}
     if role:
         delta["role"] = role
     if content is not None:
         delta["content"] = content
-    body = {"id": "t", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    body = {
+        "id": "t",
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     if usage is not None:
         body = {"id": "t", "object": "chat.completion.chunk", "choices": [], "usage": usage}
     return "data: " + json.dumps(body)
@@ -58,7 +64,7 @@ class ScriptedServer:
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1/chat/completions"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
-    def __enter__(self) -> "ScriptedServer":
+    def __enter__(self) -> ScriptedServer:
         self.thread.start()
         return self
 

@@ -14,8 +14,14 @@ def test_server_env(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # what Snakemake sets for a 2-thread job
     monkeypatch.setenv("MKL_NUM_THREADS", "2")
     monkeypatch.setenv("PYTHONPATH", "/harness")
-    engine = EngineSpec(name="vllm", kind="vllm", label="vLLM", env="vllm-cpu", device="cpu",
-                        server_env={"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"})
+    engine = EngineSpec(
+        name="vllm",
+        kind="vllm",
+        label="vLLM",
+        env="vllm-cpu",
+        device="cpu",
+        server_env={"VLLM_CPU_KVCACHE_SPACE": "1", "OMP_NUM_THREADS": "1"},
+    )
     env = _server_env(engine, Path("/v"), {"CUDA_VISIBLE_DEVICES": "3"})
     assert env["PATH"].startswith("/v/bin:") and env["HF_HUB_OFFLINE"] == "1"
     assert env["CUDA_VISIBLE_DEVICES"] == "3" and env["VLLM_CPU_KVCACHE_SPACE"] == "1"
@@ -24,8 +30,10 @@ def test_server_env(monkeypatch):
 
 
 def test_requests_cycle_the_sample_with_stable_ids():
-    prompts = [Prompt(id=f"p{i}", messages=({"role": "user", "content": str(i)},), source="s", source_index=i)
-               for i in range(3)]
+    prompts = [
+        Prompt(id=f"p{i}", messages=({"role": "user", "content": str(i)},), source="s", source_index=i)
+        for i in range(3)
+    ]
     single = Scenario(name="single", kind="single").build_requests(prompts)
     assert [r.prompt_id for r in single] == ["p0", "p1", "p2"]
     loop = Scenario(name="throughput", kind="throughput", concurrency=2, requests=7).build_requests(prompts)

@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-
 from infbench.results.bounds import bound_cells, bounds_for_run, decode_bound, mean_context
 
 ESTIMATE = {  # the fields of results/memory/{model}.json the bound reads
-    "dtype": "fp32", "kv_dtype": "fp32",
+    "dtype": "fp32",
+    "kv_dtype": "fp32",
     "weights_bytes": {"fp32": 4 * 10**8, "bf16": 2 * 10**8},
     "kv_cache": {"bytes_per_token": {"fp32": 1000, "bf16": 500}},
 }
@@ -18,14 +18,21 @@ ESTIMATE = {  # the fields of results/memory/{model}.json the bound reads
 
 def test_cpu_bound_uses_the_measured_bandwidth():
     memory = {"device": "cpu", "gpus": []}
-    bound = decode_bound("transformers", "m", ESTIMATE, memory,
-                         {"bandwidth_bytes_s": 8e9, "load_1min": 3.5}, context_tokens=1000)
+    bound = decode_bound(
+        "transformers", "m", ESTIMATE, memory, {"bandwidth_bytes_s": 8e9, "load_1min": 3.5}, context_tokens=1000
+    )
     assert bound.bytes_per_token == 4 * 10**8 + 1000 * 1000
     assert bound.tokens_s == pytest.approx(8e9 / (4 * 10**8 + 10**6))
     assert "measured read benchmark" in bound.bandwidth_source and "3.5" in bound.bandwidth_source
     # vLLM logged that it computed in bf16: the bound reads bf16 weights and KV.
-    vllm = decode_bound("vllm", "m", ESTIMATE, {**memory, "engine_reported": {"dtype": "bfloat16"}},
-                        {"bandwidth_bytes_s": 8e9}, context_tokens=0)
+    vllm = decode_bound(
+        "vllm",
+        "m",
+        ESTIMATE,
+        {**memory, "engine_reported": {"dtype": "bfloat16"}},
+        {"bandwidth_bytes_s": 8e9},
+        context_tokens=0,
+    )
     assert vllm.dtype == "bf16" and vllm.bytes_per_token == 2 * 10**8
     assert decode_bound("t", "m", ESTIMATE, memory, None, 10) is None  # not measured: no bound
 
@@ -66,13 +73,19 @@ def test_bounds_for_run_reads_the_pipeline_files(tmp_path):
 
 def test_with_bounds_adds_columns_to_single_scenarios_only(tmp_path):
     import polars as pl
-
     from infbench.results.bounds import with_bounds
 
     _write_pipeline_files(tmp_path)
-    df = pl.DataFrame({"engine": ["t", "t"], "model": ["m", "m"], "scenario": ["single", "load"],
-                       "tokens_per_s_mean": [5.0, 50.0], "prompt_tokens_mean": [0.0, 0.0],
-                       "completion_tokens_mean": [0.0, 0.0]})
+    df = pl.DataFrame(
+        {
+            "engine": ["t", "t"],
+            "model": ["m", "m"],
+            "scenario": ["single", "load"],
+            "tokens_per_s_mean": [5.0, 50.0],
+            "prompt_tokens_mean": [0.0, 0.0],
+            "completion_tokens_mean": [0.0, 0.0],
+        }
+    )
     out = with_bounds(df, tmp_path, {"single": "single", "load": "throughput"})
     assert out["decode_bound_tokens_s"].to_list() == [pytest.approx(10.0), None]
     assert out["pct_of_bound"].to_list() == [pytest.approx(50.0), None]
@@ -81,7 +94,6 @@ def test_with_bounds_adds_columns_to_single_scenarios_only(tmp_path):
 def test_details_and_csv_show_bound_and_flag_over_100(tmp_path):
     """The merge sets each single-request tok/s beside its bound; a bundle still verifies."""
     from fake_run import build_run, fake_config
-
     from infbench.fileio import write_json_atomic
     from infbench.results.bundle import make_bundle, verify_bundle
     from infbench.results.redact import Redactor
@@ -93,8 +105,10 @@ def test_details_and_csv_show_bound_and_flag_over_100(tmp_path):
     # A bound of 25 tok/s at the fake run's context (prompt ~21 + half of 8 completion tokens):
     # alpha's single run (20 tok/s) sits under it, beta's (30 tok/s) above.
     context = 21 + 8 / 2
-    write_json_atomic(results / "hardware" / "bandwidth.json",
-                      {"bandwidth_bytes_s": 25 * (4 * 10**8 + 1000 * context), "load_1min": 1.0})
+    write_json_atomic(
+        results / "hardware" / "bandwidth.json",
+        {"bandwidth_bytes_s": 25 * (4 * 10**8 + 1000 * context), "load_1min": 1.0},
+    )
     merge(results / "raw", results / "tables", run["plan"])
     details = (results / "tables" / "details.md").read_text()
     assert "| bound tok/s | % of bound |" in details

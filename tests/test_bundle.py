@@ -10,9 +10,8 @@ import tarfile
 
 import pytest
 from fake_run import FAKE_TOKEN, build_run, fake_config
-
-from infbench.results.bundle import UnsafeArchiveError, make_bundle, verify_bundle
 from infbench.cli import main
+from infbench.results.bundle import UnsafeArchiveError, make_bundle, verify_bundle
 from infbench.results.redact import REDACTED, Redactor, is_secret_env_name, is_secret_key, redact_config
 
 
@@ -64,10 +63,17 @@ def test_good_bundle_verifies(run_dir, capsys):
 def test_bundle_holds_results_and_logs_but_no_weights_or_venvs(run_dir):
     made = _bundle(run_dir)
     names = {name.split("/", 1)[1] for name in _members(made.path)}
-    for expected in ("manifest.json", "results/provenance.json", "results/tables/inference_speed.md",
-                     "results/tables/merge_plan.json", "results/raw/alpha/tiny/single.jsonl",
-                     "results/raw/alpha/tiny/memory.json", "results/envs/transformers.lock",
-                     "results/models/tiny.json", "logs/bench/alpha/tiny.log"):
+    for expected in (
+        "manifest.json",
+        "results/provenance.json",
+        "results/tables/inference_speed.md",
+        "results/tables/merge_plan.json",
+        "results/raw/alpha/tiny/single.jsonl",
+        "results/raw/alpha/tiny/memory.json",
+        "results/envs/transformers.lock",
+        "results/models/tiny.json",
+        "logs/bench/alpha/tiny.log",
+    ):
         assert expected in names
     assert not [n for n in names if "safetensors" in n or ".venvs" in n or n.startswith("resources")]
     assert not [n for n in names if n.startswith("results/bundles")]
@@ -141,7 +147,9 @@ def test_missing_file_fails_naming_it(run_dir, capsys):
     del members[next(n for n in members if n.endswith("results/raw/alpha/tiny/throughput.jsonl"))]
     _rewrite(made.path, members)
     result = verify_bundle(made.path)
-    assert "results/raw/alpha/tiny/throughput.jsonl: missing from the bundle (listed in manifest.json)" in result.problems
+    assert (
+        "results/raw/alpha/tiny/throughput.jsonl: missing from the bundle (listed in manifest.json)" in result.problems
+    )
     code, err = _verify_cli(made.path, capsys)
     assert code == 1 and "throughput.jsonl" in err
 
@@ -160,7 +168,9 @@ def test_tampered_table_with_a_matching_checksum_still_fails(run_dir, capsys):
     import hashlib
 
     manifest["files"]["results/tables/inference_speed.md"] = {
-        "sha256": hashlib.sha256(members[table]).hexdigest(), "size": len(members[table])}
+        "sha256": hashlib.sha256(members[table]).hexdigest(),
+        "size": len(members[table]),
+    }
     members[manifest_name] = json.dumps(manifest).encode()
     _rewrite(made.path, members)
     result = verify_bundle(made.path)
@@ -175,7 +185,10 @@ def test_extra_file_not_in_manifest_fails(run_dir):
     members = _members(made.path)
     members[f"{made.run_id}/results/raw/alpha/tiny/extra.jsonl"] = b"{}\n"
     _rewrite(made.path, members)
-    assert "results/raw/alpha/tiny/extra.jsonl: in the bundle but not in manifest.json" in verify_bundle(made.path).problems
+    assert (
+        "results/raw/alpha/tiny/extra.jsonl: in the bundle but not in manifest.json"
+        in verify_bundle(made.path).problems
+    )
 
 
 def _unsafe(kind: str) -> tarfile.TarInfo:
@@ -234,7 +247,11 @@ def test_secret_names_and_config_redaction():
 def test_bundle_cli_prints_the_path_and_needs_a_finished_run(run_dir, tmp_path, capsys):
     code = main(["bundle", "--root", str(run_dir), "--out-dir", str(tmp_path / "out")])
     out, err = capsys.readouterr()
-    assert code == 0 and out.strip().endswith(".tar.gz") and (tmp_path / "out").joinpath(out.strip().split("/")[-1]).exists()
+    assert (
+        code == 0
+        and out.strip().endswith(".tar.gz")
+        and (tmp_path / "out").joinpath(out.strip().split("/")[-1]).exists()
+    )
     assert "redacted 1 secret(s) in logs/bench/alpha/tiny.log" in err
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -269,10 +286,13 @@ def test_parquet_copies_are_made_from_the_redacted_jsonl_and_checked(run_dir, ca
     import hashlib
 
     relative = copy_name.split("/", 1)[1]
-    manifest["files"][relative] = {"sha256": hashlib.sha256(members[copy_name]).hexdigest(),
-                                   "size": len(members[copy_name])}
+    manifest["files"][relative] = {
+        "sha256": hashlib.sha256(members[copy_name]).hexdigest(),
+        "size": len(members[copy_name]),
+    }
     members[manifest_name] = json.dumps(manifest).encode()
     _rewrite(made.path, members)
     result = verify_bundle(made.path)
-    assert any(p.startswith("results/raw/alpha/tiny/single.jsonl: single.parquet holds other records")
-               for p in result.problems), result.problems
+    assert any(
+        p.startswith("results/raw/alpha/tiny/single.jsonl: single.parquet holds other records") for p in result.problems
+    ), result.problems

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, StreamClient
 from infbench.measure.runners import run_closed_loop, run_single
 from sse_server import ScriptedServer, chunk
@@ -48,8 +46,9 @@ def test_role_only_and_empty_chunks_are_not_tokens_and_usage_is_read():
 
 def test_request_body_carries_explicit_sampling_and_usage_option():
     script = [(0, chunk(content="x")), (0, chunk(finish="length")), (0, "data: [DONE]")]
-    settings = RequestSettings(model_name="m", max_tokens=7, temperature=0.0, top_p=1.0, seed=3,
-                               extra_body={"ignore_eos": True})
+    settings = RequestSettings(
+        model_name="m", max_tokens=7, temperature=0.0, top_p=1.0, seed=3, extra_body={"ignore_eos": True}
+    )
     with ScriptedServer(script) as server:
         _one(server, settings)
         body = server.requests[0]
@@ -93,8 +92,12 @@ def test_connection_refused_is_recorded_not_raised():
 
 
 def test_closed_loop_keeps_concurrency_and_sends_every_request():
-    script = [(0.1, chunk(content="x")), (0, chunk(finish="stop")),
-              (0, chunk(usage={"prompt_tokens": 1, "completion_tokens": 1})), (0, "data: [DONE]")]
+    script = [
+        (0.1, chunk(content="x")),
+        (0, chunk(finish="stop")),
+        (0, chunk(usage={"prompt_tokens": 1, "completion_tokens": 1})),
+        (0, "data: [DONE]"),
+    ]
     requests = [ChatRequest(f"throughput-{i:04d}", f"p{i % 3}", [{"role": "user", "content": "q"}]) for i in range(8)]
     ctx = RunContext(engine="e", model="m", scenario="throughput", concurrency=4)
     with ScriptedServer(script) as server:
@@ -112,5 +115,5 @@ def test_single_runs_one_at_a_time():
     requests = [ChatRequest(f"single-{i:04d}", f"p{i}", [{"role": "user", "content": "q"}]) for i in range(3)]
     with ScriptedServer(script) as server:
         records = asyncio.run(run_single(server.url, requests, SETTINGS, CTX))
-    for before, after in zip(records, records[1:]):
+    for before, after in zip(records, records[1:], strict=False):
         assert after.send_time >= before.send_time + before.latency_s - 1e-3

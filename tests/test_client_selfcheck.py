@@ -10,13 +10,12 @@ import threading
 import time
 
 import pytest
-
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, StreamClient
 from infbench.measure.eventloop import LagSelector, run_measured
-from infbench.measure.runners import run_closed_loop, run_open_loop
 from infbench.measure.metrics import inter_token_latencies, summarize
 from infbench.measure.records import RequestRecord, write_records
 from infbench.measure.refserver import RefServerProcess, RefSettings
+from infbench.measure.runners import run_closed_loop, run_open_loop
 from infbench.results.tables import MergePlan, merge
 from sse_server import ScriptedServer, chunk
 
@@ -78,8 +77,11 @@ def test_read_lag_flag_trips_when_the_client_loop_is_stalled():
     ctx = RunContext(engine="e", model="m", scenario="s", concurrency=2)
     with RefServerProcess(ref) as server:
         calm = run_measured(run_closed_loop(server.chat_url, _requests(4, "calm"), SETTINGS, ctx))
-        stalled = run_measured(_with_stalls(
-            run_closed_loop(server.chat_url, _requests(4, "stall"), SETTINGS, ctx), stall_s=0.03, every_s=0.05))
+        stalled = run_measured(
+            _with_stalls(
+                run_closed_loop(server.chat_url, _requests(4, "stall"), SETTINGS, ctx), stall_s=0.03, every_s=0.05
+            )
+        )
     calm_s, stalled_s = summarize(calm, "e", "m", "calm"), summarize(stalled, "e", "m", "stall")
     assert calm_s.errors == 0 and stalled_s.errors == 0
     # Chunks due every 4 ms wait through 30 ms stalls: each request sees many ms of read lag.
@@ -115,16 +117,36 @@ def _flagged_run(tmp_path, flagged: bool):
     raw.mkdir(parents=True)
     lag = 0.004 if flagged else 0.0001
     for scenario, concurrency in (("single", 1), ("throughput", 2)):
-        records = [RequestRecord(
-            request_id=f"{scenario}-{i}", prompt_id=f"p{i}", engine="e", model="m", scenario=scenario,
-            concurrency=concurrency, send_time=100.0 + i, ttft_s=0.1, latency_s=1.0, completion_tokens=10,
-            prompt_tokens=5, status=200, dispatch_lag_s=lag, read_lag_p99_s=lag, client_lag_limit_s=0.001,
-            chunk_times_s=[0.1 + 0.1 * k for k in range(10)], chunk_tokens=[1] * 10,
-        ) for i in range(3)]
+        records = [
+            RequestRecord(
+                request_id=f"{scenario}-{i}",
+                prompt_id=f"p{i}",
+                engine="e",
+                model="m",
+                scenario=scenario,
+                concurrency=concurrency,
+                send_time=100.0 + i,
+                ttft_s=0.1,
+                latency_s=1.0,
+                completion_tokens=10,
+                prompt_tokens=5,
+                status=200,
+                dispatch_lag_s=lag,
+                read_lag_p99_s=lag,
+                client_lag_limit_s=0.001,
+                chunk_times_s=[0.1 + 0.1 * k for k in range(10)],
+                chunk_tokens=[1] * 10,
+            )
+            for i in range(3)
+        ]
         write_records(raw / f"{scenario}.jsonl", records)
-    plan = MergePlan(engines={"e": "Engine"}, models={"m": "M1"}, scenarios={"single": "single", "throughput": "throughput"})
+    plan = MergePlan(
+        engines={"e": "Engine"}, models={"m": "M1"}, scenarios={"single": "single", "throughput": "throughput"}
+    )
     merge(tmp_path / "raw", tmp_path / "tables", plan)
-    return {name: (tmp_path / "tables" / name).read_text() for name in ("inference_speed.md", "throughput.md", "details.md")}
+    return {
+        name: (tmp_path / "tables" / name).read_text() for name in ("inference_speed.md", "throughput.md", "details.md")
+    }
 
 
 def test_flag_reaches_the_main_tables_and_details(tmp_path):
@@ -161,13 +183,18 @@ def _stream(script, token_counter=None):
 
 
 def test_token_ids_give_tokens_per_chunk_and_per_token_itl():
-    script = [(0.02, _content("a", token_ids=[1])), (0.04, _content("bcd", token_ids=[2, 3, 4])),
-              (0.02, _content("ef", token_ids=[5, 6])), (0, chunk(finish="stop")),
-              (0, chunk(usage={"prompt_tokens": 1, "completion_tokens": 6})), (0, "data: [DONE]")]
+    script = [
+        (0.02, _content("a", token_ids=[1])),
+        (0.04, _content("bcd", token_ids=[2, 3, 4])),
+        (0.02, _content("ef", token_ids=[5, 6])),
+        (0, chunk(finish="stop")),
+        (0, chunk(usage={"prompt_tokens": 1, "completion_tokens": 6})),
+        (0, "data: [DONE]"),
+    ]
     r = _stream(script)
     assert r.ok and r.chunk_tokens == [1, 3, 2] and r.chunk_tokens_counted_by == "token_ids"
     itls = inter_token_latencies(r)
-    gaps = [b - a for a, b in zip(r.chunk_times_s, r.chunk_times_s[1:])]
+    gaps = [b - a for a, b in zip(r.chunk_times_s, r.chunk_times_s[1:], strict=False)]
     assert itls == pytest.approx([gaps[0] / 3] * 3 + [gaps[1] / 2] * 2)
 
 
@@ -179,8 +206,13 @@ def test_a_tokenizer_counts_when_the_engine_says_nothing():
 
 
 def test_without_any_count_each_chunk_is_one_token_and_says_so():
-    script = [(0, _content("one two")), (0.01, _content(" three")), (0, chunk(finish="stop")),
-              (0, chunk(usage={"prompt_tokens": 1, "completion_tokens": 3})), (0, "data: [DONE]")]
+    script = [
+        (0, _content("one two")),
+        (0.01, _content(" three")),
+        (0, chunk(finish="stop")),
+        (0, chunk(usage={"prompt_tokens": 1, "completion_tokens": 3})),
+        (0, "data: [DONE]"),
+    ]
     r = _stream(script)
     assert r.chunk_tokens == [1, 1] and r.chunk_tokens_counted_by == "one_per_chunk"
     assert r.completion_tokens == 3 and r.tokens_counted_by == "usage"  # the total still comes from usage
@@ -191,8 +223,9 @@ def test_a_server_that_ends_the_body_late_after_done_is_not_client_lag():
     send is planned from there, so the server's slow close does not show up as the client's lag."""
     script = [(0, _content("a")), (0, chunk(finish="stop")), (0, "data: [DONE]"), (0.2, "")]
     with ScriptedServer(script) as server:
-        records = asyncio.run(run_closed_loop(server.url, _requests(2, "late-end"), SETTINGS,
-                                              RunContext("e", "m", "s", 1)))
+        records = asyncio.run(
+            run_closed_loop(server.url, _requests(2, "late-end"), SETTINGS, RunContext("e", "m", "s", 1))
+        )
     first, second = records
     assert first.ok and second.ok
     assert first.response_end_s >= first.latency_s + 0.15

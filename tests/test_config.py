@@ -6,9 +6,8 @@ import copy
 
 import pytest
 import yaml
-
-from infbench.pipeline.config import ConfigError, engine_spec, model_spec, validate_config
 from conftest import REPO
+from infbench.pipeline.config import ConfigError, engine_spec, model_spec, validate_config
 
 DEFAULT = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 

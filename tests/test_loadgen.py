@@ -6,11 +6,10 @@ from __future__ import annotations
 import statistics
 
 import pytest
-
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
-from infbench.pipeline.config import ConfigError, scenario_of, validate_config
 from infbench.measure.loadgen import LoadShape, SweepPlan, arrival_offsets, auto_workers, best_step, run_load, run_sweep
 from infbench.measure.refserver import RefServerProcess, RefSettings
+from infbench.pipeline.config import ConfigError, scenario_of, validate_config
 from infbench.pipeline.spec import Scenario
 
 SETTINGS = RequestSettings(model_name="m", max_tokens=1000, timeout_s=60)
@@ -21,7 +20,7 @@ def _requests(n: int, prefix: str = "lg") -> list[ChatRequest]:
 
 
 def _gaps(offsets: list[float]) -> list[float]:
-    return [b - a for a, b in zip(offsets, offsets[1:])]
+    return [b - a for a, b in zip(offsets, offsets[1:], strict=False)]
 
 
 # --- schedules (seeded: exact and deterministic, no timing) -----------------------------------------
@@ -56,10 +55,15 @@ def test_schedules_are_seeded_and_gamma_sets_burstiness():
     assert _gaps(arrival_offsets(5, 4.0, "constant")) == [0.25] * 4
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"rate": 0}, "rate"), ({"rate": float("inf")}, "rate"), ({"arrival": "uniform"}, "arrival"),
-    ({"arrival": "gamma", "burstiness": 0}, "burstiness"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"rate": 0}, "rate"),
+        ({"rate": float("inf")}, "rate"),
+        ({"arrival": "uniform"}, "arrival"),
+        ({"arrival": "gamma", "burstiness": 0}, "burstiness"),
+    ],
+)
 def test_bad_schedule_settings_name_the_culprit(kwargs, message):
     args = {"n": 3, "rate": 1.0, **kwargs}
     with pytest.raises(ValueError, match=message):
@@ -77,7 +81,7 @@ def test_open_loop_counts_latency_from_the_planned_time():
         log = server.fetch_log()
     assert all(r.ok for r in records), [r.error for r in records]
     start = records[0].send_mono - offsets[0]
-    for r, offset in zip(records, offsets):
+    for r, offset in zip(records, offsets, strict=True):
         assert r.send_mono == pytest.approx(start + offset, abs=1e-9)  # planned times, drawn in advance
         assert r.rate == 40.0 and r.dispatch_lag_s >= 0
     by_id = {e["id"]: e for e in log["requests"]}
@@ -116,8 +120,9 @@ def test_sweep_doubles_until_the_slo_fails_then_bisects():
     with RefServerProcess(RefSettings(ttft_s=0.01, itl_s=0.001, tokens=4)) as server:
         # Generous SLOs: every rate passes up to max_rate, nothing to refine.
         plan = SweepPlan(slo_ttft_s=5.0, slo_tpot_s=5.0, requests=6, start_rate=20.0, max_rate=80.0)
-        steps = run_sweep(server.chat_url, lambda step, n: _requests(n, f"sw{step}"), SETTINGS, ctx, plan,
-                          on_step=steps_seen.append)
+        steps = run_sweep(
+            server.chat_url, lambda step, n: _requests(n, f"sw{step}"), SETTINGS, ctx, plan, on_step=steps_seen.append
+        )
         assert [s.rate for s in steps] == [20.0, 40.0, 80.0] and all(s.passed for s in steps)
         assert steps_seen == steps and best_step(steps).rate == 80.0
         assert all(r.slo_ttft_s == 5.0 and r.rate == s.rate for s in steps for r in s.records)
@@ -137,14 +142,16 @@ def test_sweep_search_logic_without_a_server(monkeypatch):
         return [ctx.rate]
 
     def fake_judge(rate, records):
-        return loadgen.SweepStep(rate=rate, ttft_p99_s=None, tpot_p99_s=None, errors=0, goodput_rps=rate,
-                                 passed=rate < 30)
+        return loadgen.SweepStep(
+            rate=rate, ttft_p99_s=None, tpot_p99_s=None, errors=0, goodput_rps=rate, passed=rate < 30
+        )
 
     monkeypatch.setattr(loadgen, "run_load", fake_run_load)
     monkeypatch.setattr(loadgen, "judge_step", fake_judge)
     plan = SweepPlan(slo_ttft_s=1, slo_tpot_s=1, requests=2, start_rate=4, max_rate=1000, refine_steps=3)
-    steps = run_sweep("http://x/v1/chat/completions", lambda step, n: _requests(n), SETTINGS,
-                      RunContext("e", "m", "s", 0), plan)
+    steps = run_sweep(
+        "http://x/v1/chat/completions", lambda step, n: _requests(n), SETTINGS, RunContext("e", "m", "s", 0), plan
+    )
     assert [s.rate for s in steps] == [4, 8, 16, 32, 24, 28, 30]
     assert best_step(steps).rate == 28
 
@@ -154,34 +161,55 @@ def test_sweep_search_logic_without_a_server(monkeypatch):
 
 def _config(**scenarios):
     return {
-        "device": "cpu", "prompts": {"source": "builtin", "n": 4},
-        "models": {"m": {"source": "local:/x"}}, "engines": {"t": {"kind": "transformers", "env": "transformers"}},
-        "sampling": {}, "scenarios": scenarios,
+        "device": "cpu",
+        "prompts": {"source": "builtin", "n": 4},
+        "models": {"m": {"source": "local:/x"}},
+        "engines": {"t": {"kind": "transformers", "env": "transformers"}},
+        "sampling": {},
+        "scenarios": scenarios,
     }
 
 
 def test_open_loop_and_sweep_scenarios_are_validated_and_reach_the_spec():
-    config = validate_config(_config(
-        poisson={"kind": "open_loop", "rate": 2.5, "requests": 20, "arrival": "gamma", "burstiness": 0.5, "workers": "auto"},
-        capacity={"kind": "sweep", "slo_ttft_s": 1.0, "slo_tpot_s": 0.1, "rates": [1, 2, 4], "requests": 10},
-    ))
+    config = validate_config(
+        _config(
+            poisson={
+                "kind": "open_loop",
+                "rate": 2.5,
+                "requests": 20,
+                "arrival": "gamma",
+                "burstiness": 0.5,
+                "workers": "auto",
+            },
+            capacity={"kind": "sweep", "slo_ttft_s": 1.0, "slo_tpot_s": 0.1, "rates": [1, 2, 4], "requests": 10},
+        )
+    )
     open_loop = scenario_of(config, "poisson")
-    assert (open_loop.kind, open_loop.rate, open_loop.arrival, open_loop.burstiness, open_loop.workers) == \
-        ("open_loop", 2.5, "gamma", 0.5, "auto")
+    assert (open_loop.kind, open_loop.rate, open_loop.arrival, open_loop.burstiness, open_loop.workers) == (
+        "open_loop",
+        2.5,
+        "gamma",
+        0.5,
+        "auto",
+    )
     sweep = scenario_of(config, "capacity")
     assert sweep.rates == [1, 2, 4] and sweep.slo_ttft_s == 1.0 and sweep.requests == 10
     shape = open_loop.load_shape(20)
     assert shape.kind == "open" and len(shape.offsets_s) == 20 and shape.workers == auto_workers(2)
-    assert Scenario(name="t", kind="throughput", concurrency=6, requests=12, workers=2).load_shape(12) == \
-        LoadShape("closed", concurrency=6, workers=2)
+    assert Scenario(name="t", kind="throughput", concurrency=6, requests=12, workers=2).load_shape(12) == LoadShape(
+        "closed", concurrency=6, workers=2
+    )
 
 
-@pytest.mark.parametrize("scenario, key", [
-    ({"kind": "open_loop"}, "rate"),
-    ({"kind": "sweep", "slo_ttft_s": 1.0}, "slo_tpot_s"),
-    ({"kind": "open_loop", "rate": 1, "arrival": "uniform"}, "scenarios.s.arrival"),
-    ({"kind": "throughput", "workers": 0}, "scenarios.s.workers"),
-])
+@pytest.mark.parametrize(
+    "scenario, key",
+    [
+        ({"kind": "open_loop"}, "rate"),
+        ({"kind": "sweep", "slo_ttft_s": 1.0}, "slo_tpot_s"),
+        ({"kind": "open_loop", "rate": 1, "arrival": "uniform"}, "scenarios.s.arrival"),
+        ({"kind": "throughput", "workers": 0}, "scenarios.s.workers"),
+    ],
+)
 def test_bad_load_scenarios_name_the_key(scenario, key):
     with pytest.raises(ConfigError, match=key):
         validate_config(_config(s=scenario))
@@ -192,13 +220,15 @@ def test_bad_load_scenarios_name_the_key(scenario, key):
 
 def test_open_loop_and_sweep_scenarios_run_through_bench_and_reach_the_tables(tmp_path):
     from infbench.measure.bench import _run_scenario
-    from infbench.pipeline.prompts import Prompt
     from infbench.measure.records import write_records
+    from infbench.pipeline.prompts import Prompt
     from infbench.pipeline.spec import EngineSpec, ModelSpec
     from infbench.results.tables import MergePlan, merge
 
-    prompts = [Prompt(id=f"p{i}", messages=({"role": "user", "content": f"q{i}"},), source="t", source_index=i)
-               for i in range(3)]
+    prompts = [
+        Prompt(id=f"p{i}", messages=({"role": "user", "content": f"q{i}"},), source="t", source_index=i)
+        for i in range(3)
+    ]
     engine = EngineSpec(name="ref", kind="transformers", label="Ref", env="x", device="cpu")
     model = ModelSpec(name="m", path="x")
     open_loop = Scenario(name="poisson", kind="open_loop", requests=6, rate=30.0, seed=2)
@@ -215,7 +245,11 @@ def test_open_loop_and_sweep_scenarios_run_through_bench_and_reach_the_tables(tm
     plan = MergePlan(engines={"ref": "Ref"}, models={"m": "M"}, scenarios={"poisson": "open_loop", "capacity": "sweep"})
     df = merge(tmp_path / "raw", tmp_path / "tables", plan)
     assert set(df.select("scenario", "step_rate").iter_rows()) == {
-        ("poisson", None), ("capacity", None), ("capacity", 10.0), ("capacity", 20.0)}
+        ("poisson", None),
+        ("capacity", None),
+        ("capacity", 10.0),
+        ("capacity", 20.0),
+    }
     summary_csv = (tmp_path / "tables" / "summary.csv").read_text()
     assert "step_rate" not in summary_csv and ",capacity@10," in summary_csv  # the files label a step NAME@RATE
     assert df.filter(df["scenario"] == "poisson")["rate"].item() == 30.0

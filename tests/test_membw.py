@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from infbench.measure.membw import measure_read_bandwidth, write_measurement
 from infbench.memory.cli import main
 from infbench.results.provenance import HardwareInfo, collect
@@ -31,6 +30,7 @@ def test_cli_and_provenance_record_the_measurement(tmp_path, capsys):
     measured = json.loads(out.read_text())
     config = {"engines": {}, "device": "cpu", "models": {}}
     hw = HardwareInfo(cpu_model="x", cpu_cores_logical=2, cpu_cores_physical=2, ram_bytes=1)
-    prov = collect(config, tables=[], locks=[], model_metas=[], prompt_metas=[], servers=[],
-                   records=[], hardware=hw, bandwidth=out)
+    prov = collect(
+        config, tables=[], locks=[], model_metas=[], prompt_metas=[], servers=[], records=[], hardware=hw, bandwidth=out
+    )
     assert prov.to_dict()["memory_bandwidth"]["bandwidth_bytes_s"] == measured["bandwidth_bytes_s"]

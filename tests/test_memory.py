@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -22,11 +22,19 @@ from infbench.memory import quant  # noqa: E402
 from infbench.memory.cli import main  # noqa: E402
 from infbench.memory.errors import EstimateError  # noqa: E402
 from infbench.memory.estimate import (  # noqa: E402
-    CPU_RUNTIMES, build_estimate, estimate, model_facts)
+    CPU_RUNTIMES,
+    build_estimate,
+    estimate,
+    model_facts,
+)
 from infbench.memory.gpus import GIB, find_gpu  # noqa: E402
 from infbench.memory.kvcache import kv_layout  # noqa: E402
 from infbench.memory.params import (  # noqa: E402
-    TensorInfo, config_from_file, count_meta, count_safetensors)
+    TensorInfo,
+    config_from_file,
+    count_meta,
+    count_safetensors,
+)
 from infbench.memory.table import compare, render  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,16 +42,25 @@ MODELS = ROOT / "config" / "models"
 SMOLLM2 = ROOT / "tests" / "data" / "smollm2-135m-config.json"
 
 
-@lru_cache(maxsize=None)
+@cache
 def facts(name: str):
     """Model facts of one architecture file of the study (built once per test session)."""
     return model_facts(str(MODELS / f"{name}.json"), name)
 
 
 def tiny_llama(tmp_path: Path, tie: bool, **extra) -> Path:
-    cfg = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 128,
-           "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-           "vocab_size": 1000, "tie_word_embeddings": tie, "torch_dtype": "bfloat16", **extra}
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 1000,
+        "tie_word_embeddings": tie,
+        "torch_dtype": "bfloat16",
+        **extra,
+    }
     path = tmp_path / f"tiny-{'tied' if tie else 'untied'}.json"
     path.write_text(json.dumps(cfg))
     return path
@@ -112,11 +129,15 @@ def test_safetensors_header_shapes_and_roles(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    save_file({"model.embed_tokens.weight": torch.zeros(10, 4, dtype=torch.float16),
-               "model.layers.0.mlp.up_proj.weight": torch.zeros(8, 4, dtype=torch.float16),
-               "model.norm.weight": torch.zeros(4, dtype=torch.float32),
-               "lm_head.weight": torch.zeros(10, 4, dtype=torch.float16)},
-              str(tmp_path / "a.safetensors"))
+    save_file(
+        {
+            "model.embed_tokens.weight": torch.zeros(10, 4, dtype=torch.float16),
+            "model.layers.0.mlp.up_proj.weight": torch.zeros(8, 4, dtype=torch.float16),
+            "model.norm.weight": torch.zeros(4, dtype=torch.float32),
+            "lm_head.weight": torch.zeros(10, 4, dtype=torch.float16),
+        },
+        str(tmp_path / "a.safetensors"),
+    )
     counted = count_safetensors(tmp_path)
     assert counted.total == 40 + 32 + 4 + 40
     assert counted.by_role() == {"linear": 32, "embedding": 40, "lm_head": 40, "other": 4}
@@ -125,6 +146,7 @@ def test_safetensors_header_shapes_and_roles(tmp_path):
 
 
 # --- KV cache ---------------------------------------------------------------------------
+
 
 def test_kv_bytes_per_token_mha_gqa_mqa():
     fp16 = quant.KV_DTYPE_BYTES["fp16"]
@@ -149,10 +171,20 @@ def test_kv_per_gpu_splits_or_replicates_kv_heads():
 
 def test_kv_sliding_window_and_layer_types(tmp_path):
     mistral = tmp_path / "mistral.json"
-    mistral.write_text(json.dumps({
-        "model_type": "mistral", "hidden_size": 64, "intermediate_size": 128,
-        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 1,
-        "vocab_size": 100, "sliding_window": 16}))
+    mistral.write_text(
+        json.dumps(
+            {
+                "model_type": "mistral",
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 1,
+                "vocab_size": 100,
+                "sliding_window": 16,
+            }
+        )
+    )
     kv = kv_layout(config_from_file(mistral))
     per_token = 4 * 2 * 1 * 16 * 2
     assert kv.bytes_per_token(2) == per_token
@@ -160,12 +192,22 @@ def test_kv_sliding_window_and_layer_types(tmp_path):
     assert kv.bytes_for_context(1000, 2) == 16 * per_token  # capped at the window
 
     hybrid = tmp_path / "qwen2.json"
-    hybrid.write_text(json.dumps({
-        "model_type": "qwen2", "hidden_size": 64, "intermediate_size": 128,
-        "num_hidden_layers": 4, "num_attention_heads": 4, "num_key_value_heads": 2,
-        "vocab_size": 100, "sliding_window": 8, "use_sliding_window": True,
-        "layer_types": ["full_attention", "sliding_attention",
-                        "full_attention", "sliding_attention"]}))
+    hybrid.write_text(
+        json.dumps(
+            {
+                "model_type": "qwen2",
+                "hidden_size": 64,
+                "intermediate_size": 128,
+                "num_hidden_layers": 4,
+                "num_attention_heads": 4,
+                "num_key_value_heads": 2,
+                "vocab_size": 100,
+                "sliding_window": 8,
+                "use_sliding_window": True,
+                "layer_types": ["full_attention", "sliding_attention", "full_attention", "sliding_attention"],
+            }
+        )
+    )
     kv = kv_layout(config_from_file(hybrid))
     assert kv.kinds() == {"full": 2, "sliding": 2}
     layer = 2 * 2 * 16 * 2
@@ -173,6 +215,7 @@ def test_kv_sliding_window_and_layer_types(tmp_path):
 
 
 # --- weights per dtype / quantization ---------------------------------------------------
+
 
 def test_quantized_bytes_of_one_matrix():
     m = TensorInfo("layers.0.mlp.up_proj.weight", (4096, 4096), "linear")
@@ -204,10 +247,10 @@ def test_quantized_model_sizes_match_published_files():
     llama7 = quant.all_weight_bytes(facts("vicuna-7b-v1.3").params.tensors)
     assert llama7["gptq-int4"] == pytest.approx(3.90e9, rel=0.01)
     assert llama7["gguf-q8_0"] == pytest.approx(7.16e9, rel=0.005)
-    assert quant.weight_bytes("gguf-q8_0", facts("vicuna-13b-v1.5").params.tensors) == \
-        pytest.approx(13.83e9, rel=0.005)
-    assert quant.weight_bytes("gguf-q8_0", facts("oasst-sft-6-llama-30b").params.tensors) == \
-        pytest.approx(34.56e9, rel=0.005)
+    assert quant.weight_bytes("gguf-q8_0", facts("vicuna-13b-v1.5").params.tensors) == pytest.approx(13.83e9, rel=0.005)
+    assert quant.weight_bytes("gguf-q8_0", facts("oasst-sft-6-llama-30b").params.tensors) == pytest.approx(
+        34.56e9, rel=0.005
+    )
     # Ordering sanity across all schemes for the 70B model.
     w = quant.all_weight_bytes(facts("llama2-70b-chat").params.tensors)
     assert w["fp32"] == 2 * w["bf16"] == 2 * w["fp16"]
@@ -225,6 +268,7 @@ def test_dtype_names_and_errors():
 
 # --- vLLM fit ---------------------------------------------------------------------------
 
+
 def test_gpu_fit_llama2_70b():
     est = build_estimate(facts("llama2-70b-chat"), dtype="fp16", context=4096)
     fit = {f.gpu: f for f in est.fits}
@@ -234,15 +278,19 @@ def test_gpu_fit_llama2_70b():
     assert est.smallest.setup == "4x A100-40GB"
     h100 = fit["H100-80GB"]
     # The pool is what the budget leaves; tokens and sequences follow from it.
-    assert h100.kv_pool_bytes == (h100.budget_bytes - h100.weights_bytes - h100.activation_bytes
-                                  - h100.runtime_bytes - h100.graphs_in_budget_bytes)
+    assert h100.kv_pool_bytes == (
+        h100.budget_bytes
+        - h100.weights_bytes
+        - h100.activation_bytes
+        - h100.runtime_bytes
+        - h100.graphs_in_budget_bytes
+    )
     assert h100.budget_bytes == int(0.92 * h100.gpu_memory_bytes)  # vLLM >= 0.32's default
     per_token_gpu = 327680 // 2
     assert h100.kv_tokens == h100.kv_pool_bytes // (per_token_gpu * 16) * 16
     assert h100.max_sequences == h100.kv_pool_bytes // (per_token_gpu * 4096)
     # 4-bit weights fit one H200 with room for many sequences.
-    int4 = build_estimate(facts("llama2-70b-chat"), dtype="int4", context=4096,
-                          gpus=[find_gpu("h200")])
+    int4 = build_estimate(facts("llama2-70b-chat"), dtype="int4", context=4096, gpus=[find_gpu("h200")])
     assert int4.fits[0].tp == 1 and int4.fits[0].fits and int4.fits[0].max_sequences > 50
 
 
@@ -253,20 +301,21 @@ def test_gpu_fit_limits():
     assert not est.fits[0].fits and "71 attention heads" in est.fits[0].reason
     # A 10 GiB card cannot hold 12.9 GiB of bf16 weights, at any valid TP (only 1).
     from infbench.memory.gpus import custom_gpu
+
     est = build_estimate(falcon, gpus=[custom_gpu(10)])
     assert not est.fits[0].fits and est.smallest is None
     assert "exceed the budget" in est.fits[0].reason
     # The batch must fit in the KV pool too.
     one = build_estimate(facts("vicuna-13b-v1.5"), gpus=[find_gpu("A100-40")], context=4096)
     seqs = one.fits[0].max_sequences
-    many = build_estimate(facts("vicuna-13b-v1.5"), gpus=[find_gpu("A100-40")], context=4096,
-                          batch=seqs + 1, tp=1)
+    many = build_estimate(facts("vicuna-13b-v1.5"), gpus=[find_gpu("A100-40")], context=4096, batch=seqs + 1, tp=1)
     assert one.fits[0].fits and not many.fits[0].fits and "sequence(s)" in many.fits[0].reason
     with pytest.raises(EstimateError, match="unknown GPU 'V100'"):
         find_gpu("V100")
 
 
 # --- CLI --------------------------------------------------------------------------------
+
 
 def test_cli_json_shape(capsys):
     rc = main(["estimate", str(MODELS / "llama2-70b-chat.json"), "--json", "--gpu", "H100"])
@@ -276,8 +325,7 @@ def test_cli_json_shape(capsys):
     assert set(out["weights_bytes"]) == set(quant.SCHEMES)
     assert set(out["kv_cache"]["bytes_per_token"]) == {"fp32", "bf16", "fp16", "fp8"}
     assert out["kv_cache"]["bytes_per_token"]["fp16"] == 327680
-    assert {o["name"] for o in out["overheads"]} == {"cuda_context", "cuda_graphs", "activation_peak",
-                                                     "runtime"}
+    assert {o["name"] for o in out["overheads"]} == {"cuda_context", "cuda_graphs", "activation_peak", "runtime"}
     assert all(o["assumption"] for o in out["overheads"])
     assert [g["gpu"] for g in out["vllm"]["gpus"]] == ["H100-80GB"]
     assert out["vllm"]["smallest"]["setup"] == "2x H100-80GB"
@@ -294,8 +342,9 @@ def test_cli_bad_model_argument(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # never wait on the network in tests
     assert main(["estimate", "no-such-org/no-such-model"]) == 2
     err = capsys.readouterr().err
-    assert ("cannot fetch config for no-such-org/no-such-model: no network or gated; "
-            "pass a local config.json or directory") in err
+    assert (
+        "cannot fetch config for no-such-org/no-such-model: no network or gated; pass a local config.json or directory"
+    ) in err
     assert "Traceback" not in err
     assert main(["estimate", "missing/config.json"]) == 2
     assert "missing/config.json does not exist" in capsys.readouterr().err
@@ -308,13 +357,18 @@ def test_cli_memory_estimate_and_table(tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
     model_dir = tmp_path / "resources" / "tiny"
-    AutoModelForCausalLM.from_config(config_from_file(tiny_llama(tmp_path, tie=True)),
-                                     dtype=torch.bfloat16).save_pretrained(model_dir)
+    AutoModelForCausalLM.from_config(
+        config_from_file(tiny_llama(tmp_path, tie=True)), dtype=torch.bfloat16
+    ).save_pretrained(model_dir)
     meta = tmp_path / "tiny.json"
     meta.write_text(json.dumps({"name": "tiny", "path": str(model_dir), "dtype": "bfloat16"}))
     est_path = tmp_path / "memory" / "tiny.json"
-    assert main(["memory-estimate", "--model-meta", str(meta), "--name", "tiny",
-                 "--context", "256", "--out", str(est_path)]) == 0
+    assert (
+        main(
+            ["memory-estimate", "--model-meta", str(meta), "--name", "tiny", "--context", "256", "--out", str(est_path)]
+        )
+        == 0
+    )
     est = json.loads(est_path.read_text())
     assert est["model"] == "tiny" and est["dtype"] == "bf16" and est["context"] == 256
     assert est["parameters"]["source"] == "safetensors"
@@ -324,13 +378,22 @@ def test_cli_memory_estimate_and_table(tmp_path, capsys):
     measured = tmp_path / "raw" / "transformers" / "tiny" / "memory.json"
     measured.parent.mkdir(parents=True)
     # transformers serve memory-maps the weights: idle is the runtime alone.
-    measured.write_text(json.dumps({
-        "engine": "transformers", "model": "tiny", "device": "cpu", "samples": 10,
-        "interval_s": 0.25, "rss_idle_bytes": runtime,
-        "rss_peak_bytes": 2 * (weights + runtime), "gpus": []}))
+    measured.write_text(
+        json.dumps(
+            {
+                "engine": "transformers",
+                "model": "tiny",
+                "device": "cpu",
+                "samples": 10,
+                "interval_s": 0.25,
+                "rss_idle_bytes": runtime,
+                "rss_peak_bytes": 2 * (weights + runtime),
+                "gpus": [],
+            }
+        )
+    )
     table = tmp_path / "tables" / "memory.md"
-    assert main(["memory-table", "--estimates", str(est_path), "--measured", str(measured),
-                 "--out", str(table)]) == 0
+    assert main(["memory-table", "--estimates", str(est_path), "--measured", str(measured), "--out", str(table)]) == 0
     text = table.read_text()
     assert "| tiny | transformers | cpu |" in text
     assert "| +0.0% |" in text and "| -50.0% |" in text
@@ -341,35 +404,75 @@ def test_table_error_percent_cpu_and_gpu():
     est = json.loads(estimate(str(SMOLLM2), name="smollm2-135m").to_json_text())
     vllm_cpu = est["cpu_footprint"]["vllm"]
     assert vllm_cpu["idle_bytes"] == vllm_cpu["loaded_bytes"]  # vLLM copies weights at load
-    cpu = compare(est, {"engine": "vllm", "model": "smollm2-135m", "device": "cpu",
-                        "rss_idle_bytes": vllm_cpu["idle_bytes"] * 10 // 11, "rss_peak_bytes": 0})
+    cpu = compare(
+        est,
+        {
+            "engine": "vllm",
+            "model": "smollm2-135m",
+            "device": "cpu",
+            "rss_idle_bytes": vllm_cpu["idle_bytes"] * 10 // 11,
+            "rss_peak_bytes": 0,
+        },
+    )
     assert cpu.error_pct == pytest.approx(10.0, abs=0.01) and cpu.peak_error_pct is None
     # An engine without its own runtime term falls back to the plain python one.
-    other = compare(est, {"engine": "someengine", "model": "smollm2-135m", "device": "cpu",
-                          "rss_idle_bytes": 1, "rss_peak_bytes": 1})
+    other = compare(
+        est,
+        {"engine": "someengine", "model": "smollm2-135m", "device": "cpu", "rss_idle_bytes": 1, "rss_peak_bytes": 1},
+    )
     assert "python runtime" in other.compared
     # vLLM on a GPU: idle use is predicted as CUDA context + u x total of each GPU.
     total = 80 * GIB
     predicted = 512 * 2**20 + int(0.92 * total)  # pinned vLLM: u = 0.92, graphs inside it
-    gpu = compare(est, {"engine": "vllm", "model": "smollm2-135m", "device": "cuda",
-                        "rss_idle_bytes": 0, "rss_peak_bytes": 0,
-                        "gpus": [{"index": 0, "name": "H100", "used_idle_bytes": predicted,
-                                  "used_peak_bytes": predicted, "total_bytes": total}]})
+    gpu = compare(
+        est,
+        {
+            "engine": "vllm",
+            "model": "smollm2-135m",
+            "device": "cuda",
+            "rss_idle_bytes": 0,
+            "rss_peak_bytes": 0,
+            "gpus": [
+                {
+                    "index": 0,
+                    "name": "H100",
+                    "used_idle_bytes": predicted,
+                    "used_peak_bytes": predicted,
+                    "total_bytes": total,
+                }
+            ],
+        },
+    )
     assert gpu.error_pct == pytest.approx(0.0) and "preallocated" in gpu.compared
     assert gpu.peak_error_pct == pytest.approx(0.0)
     # With the KV pool reported, weights + overheads are compared directly.
     over = {o["name"]: o["bytes"] for o in est["overheads"]}
     non_kv = est["weights_bytes"]["bf16"] + over["cuda_context"] + over["cuda_graphs"] + over["runtime"]
-    direct = compare(est, {"engine": "vllm", "model": "smollm2-135m", "device": "cuda",
-                           "kv_cache_bytes": 10 * GIB,
-                           "gpus": [{"index": 0, "name": "H100", "used_idle_bytes": non_kv + 10 * GIB,
-                                     "used_peak_bytes": 0, "total_bytes": total}]})
+    direct = compare(
+        est,
+        {
+            "engine": "vllm",
+            "model": "smollm2-135m",
+            "device": "cuda",
+            "kv_cache_bytes": 10 * GIB,
+            "gpus": [
+                {
+                    "index": 0,
+                    "name": "H100",
+                    "used_idle_bytes": non_kv + 10 * GIB,
+                    "used_peak_bytes": 0,
+                    "total_bytes": total,
+                }
+            ],
+        },
+    )
     assert direct.error_pct == pytest.approx(0.0)
     md = render([est], [])
     assert "No measurements yet." in md and "smollm2-135m" in md
 
 
 # --- SmolLM2: estimate against the measured CPU footprint --------------------------------
+
 
 def test_smollm2_estimate():
     est = estimate(str(SMOLLM2), name="smollm2-135m")
@@ -389,9 +492,16 @@ SMOLLM2_SERVE_RSS_PEAK = 756_011_008
 
 def test_smollm2_estimate_against_measured_serve_footprint():
     est = json.loads(estimate(str(SMOLLM2), name="smollm2-135m").to_json_text())
-    row = compare(est, {"engine": "transformers", "model": "smollm2-135m", "device": "cpu",
-                        "rss_idle_bytes": SMOLLM2_SERVE_RSS_IDLE,
-                        "rss_peak_bytes": SMOLLM2_SERVE_RSS_PEAK})
+    row = compare(
+        est,
+        {
+            "engine": "transformers",
+            "model": "smollm2-135m",
+            "device": "cpu",
+            "rss_idle_bytes": SMOLLM2_SERVE_RSS_IDLE,
+            "rss_peak_bytes": SMOLLM2_SERVE_RSS_PEAK,
+        },
+    )
     # The runtime term was read off this server, so these two mostly check consistency...
     assert abs(row.error_pct) < 10 and abs(row.peak_error_pct) < 10
     # ...the independent check is the weights: they page in between idle and peak
@@ -429,11 +539,16 @@ def test_smollm2_estimate_against_measured_cpu_footprint(tmp_path):
         model_dir = real
     else:
         model_dir = tmp_path / "smollm2"
-        AutoModelForCausalLM.from_config(config_from_file(SMOLLM2),
-                                         dtype=torch.bfloat16).save_pretrained(model_dir)
+        AutoModelForCausalLM.from_config(config_from_file(SMOLLM2), dtype=torch.bfloat16).save_pretrained(model_dir)
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    out = subprocess.run([sys.executable, "-c", _MEASURE, str(model_dir)], capture_output=True,
-                         text=True, env=env, timeout=300, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(model_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=True,
+    )
     measured = json.loads(out.stdout.strip().splitlines()[-1])["rss"]
     est = estimate(str(model_dir), name="smollm2-135m", dtype="bf16")
     assert est.weights_bytes["bf16"] == pytest.approx(256.6 * 2**20, rel=0.001)
@@ -442,7 +557,8 @@ def test_smollm2_estimate_against_measured_cpu_footprint(tmp_path):
     # Weights are exact; the runtime term is a stated ~350 MiB baseline that moves with
     # allocator state and library versions: 20% of the ~600 MiB total covers that.
     assert predicted == pytest.approx(measured, rel=0.20), (
-        f"estimate {predicted / 2**20:.0f} MiB vs measured {measured / 2**20:.0f} MiB")
+        f"estimate {predicted / 2**20:.0f} MiB vs measured {measured / 2**20:.0f} MiB"
+    )
 
 
 def test_memory_table_pairs_by_kind_subtracts_the_cpu_kv_pool_and_explains_skips():
@@ -454,9 +570,29 @@ def test_memory_table_pairs_by_kind_subtracts_the_cpu_kv_pool_and_explains_skips
     assert est["cpu_footprint"]["transformers"]["idle_bytes"] == est["cpu_footprint"]["transformers"]["loaded_bytes"]
     assert cpu_footprint(10, cast_at_load=False)["transformers"]["weights_at_idle"] is False
     gib = 2**30
-    vllm = compare(est, {"engine": "fast", "kind": "vllm", "model": "m", "device": "cpu",
-                         "rss_idle_bytes": 4 * gib, "rss_peak_bytes": 4 * gib, "kv_cache_bytes": gib})
+    vllm = compare(
+        est,
+        {
+            "engine": "fast",
+            "kind": "vllm",
+            "model": "m",
+            "device": "cpu",
+            "rss_idle_bytes": 4 * gib,
+            "rss_peak_bytes": 4 * gib,
+            "kv_cache_bytes": gib,
+        },
+    )
     assert vllm.measured_idle == 3 * gib and "KV pool" in vllm.compared and vllm.compared.startswith("RSS idle vs vllm")
-    skipped = compare(est, {"engine": "tgi", "kind": "tgi", "model": "m", "device": "cpu", "status": "skipped",
-                            "reason": "n/a: no docker engine", "rss_idle_bytes": 0})
+    skipped = compare(
+        est,
+        {
+            "engine": "tgi",
+            "kind": "tgi",
+            "model": "m",
+            "device": "cpu",
+            "status": "skipped",
+            "reason": "n/a: no docker engine",
+            "rss_idle_bytes": 0,
+        },
+    )
     assert skipped.measured_idle is None and skipped.error_pct is None and "no docker engine" in skipped.compared

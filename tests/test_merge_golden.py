@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from infbench.results.tables import MergePlan, merge
 
 GOLDEN = Path(__file__).parent / "data" / "merge_golden"

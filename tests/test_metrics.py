@@ -9,9 +9,13 @@ import statistics
 
 import polars as pl
 import pytest
-
 from infbench.measure.metrics import (
-    inter_token_latencies, percentile, request_metrics, summarize, tokens_per_second, weighted_percentiles,
+    inter_token_latencies,
+    percentile,
+    request_metrics,
+    summarize,
+    tokens_per_second,
+    weighted_percentiles,
 )
 from infbench.measure.recordframe import records_frame
 from infbench.measure.records import RequestRecord, read_records, write_records
@@ -19,9 +23,19 @@ from infbench.measure.records import RequestRecord, read_records, write_records
 
 def rec(i, send, ttft, latency, completion, prompt=10, error=None, status=200, concurrency=1):
     return RequestRecord(
-        request_id=f"r{i}", prompt_id=f"p{i}", engine="e", model="m", scenario="s", concurrency=concurrency,
-        send_time=send, ttft_s=ttft, latency_s=latency, prompt_tokens=prompt, completion_tokens=completion,
-        status=status, error=error,
+        request_id=f"r{i}",
+        prompt_id=f"p{i}",
+        engine="e",
+        model="m",
+        scenario="s",
+        concurrency=concurrency,
+        send_time=send,
+        ttft_s=ttft,
+        latency_s=latency,
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        status=status,
+        error=error,
     )
 
 
@@ -40,9 +54,14 @@ def test_tpot_excludes_the_first_token():
 
 
 def test_live_tokens_per_second_agrees_with_the_expression():
-    records = [rec(0, 0.0, 0.5, 2.0, 50), rec(1, 0.0, 0.5, 0.0, 5), rec(2, 0.0, 0.5, 1.5, 0),
-               rec(3, 0.0, None, None, None, error="x", status=None), rec(4, 0.0, 0.1, 0.3, 7, status=503),
-               rec(5, 0.0, 0.1, 0.7, None)]
+    records = [
+        rec(0, 0.0, 0.5, 2.0, 50),
+        rec(1, 0.0, 0.5, 0.0, 5),
+        rec(2, 0.0, 0.5, 1.5, 0),
+        rec(3, 0.0, None, None, None, error="x", status=None),
+        rec(4, 0.0, 0.1, 0.3, 7, status=503),
+        rec(5, 0.0, 0.1, 0.7, None),
+    ]
     rng = random.Random(3)
     records += [rec(10 + i, 0.0, 0.1, rng.uniform(0.01, 30.0), rng.randint(1, 4000)) for i in range(200)]
     assert [tokens_per_second(r) for r in records] == _per_request(records)["tokens_per_s"].to_list()
@@ -100,7 +119,7 @@ def test_live_percentile_agrees_with_the_frame_percentiles_to_the_bit():
     for size in (1, 2, 3, 7, 100, 101, 201, 1001, 2001):
         values = [rng.lognormvariate(-3, 1) for _ in range(size)]
         weights = [rng.choice([1, 1, 2, 5]) for _ in range(size)]
-        expanded = sorted(v for v, w in zip(values, weights) for _ in range(w))
+        expanded = sorted(v for v, w in zip(values, weights, strict=True) for _ in range(w))
         frame = pl.DataFrame({"v": values, "w": weights}).sort("v")
         got = weighted_percentiles(frame["v"], frame["w"], (0, 1, 50, 90, 99, 99.9, 100))
         assert got == {q: percentile(expanded, q) for q in got}
@@ -133,7 +152,9 @@ def test_mean_and_sd_equal_the_statistics_module_to_the_bit():
     rng = random.Random(9)
     for size in (2, 3, 10, 257):
         for scale in (1e-3, 1.0, 1e6):
-            records = [rec(i, float(i), 0.01, rng.uniform(0.001, 3.0) * scale, rng.randint(1, 2000)) for i in range(size)]
+            records = [
+                rec(i, float(i), 0.01, rng.uniform(0.001, 3.0) * scale, rng.randint(1, 2000)) for i in range(size)
+            ]
             speeds = [tokens_per_second(r) for r in records]
             s = summarize(records, "e", "m", "s")
             assert s.tokens_per_s_mean == statistics.fmean(speeds)
@@ -151,5 +172,9 @@ def test_sweep_steps_are_summarized_per_rate():
     rows = summarize_frame(records_frame(records), "e", "m", "sw", sweep_steps=True)
     # Steps are data (step_rate), not names: the files label them sw@RATE (tables.labelled).
     assert [(s.scenario, s.step_rate, s.n, s.rate) for s in rows] == [
-        ("sw", None, 6, None), ("sw", 1.0, 1, 1.0), ("sw", 2.0, 2, 2.0), ("sw", 4.0, 3, 4.0)]
+        ("sw", None, 6, None),
+        ("sw", 1.0, 1, 1.0),
+        ("sw", 2.0, 2, 2.0),
+        ("sw", 4.0, 3, 4.0),
+    ]
     assert all(s.slo_passed for s in rows)

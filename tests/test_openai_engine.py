@@ -13,12 +13,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO, copy_workflow, write_built_files
 
 pytestmark = pytest.mark.slow
@@ -29,19 +27,37 @@ KEY = "sk-test-" + "7Qm2" * 8  # a made-up key: it must appear in no file the ru
 
 
 def _refserver_command(tokens: int = 8) -> list[str]:
-    return [sys.executable, "-m", "infbench.measure.refserver", "--host", "{host}", "--port", "{port}",
-            "--ttft", "0.02", "--itl", "0.005", "--tokens", str(tokens), "--model", "{served_model_name}"]
+    return [
+        sys.executable,
+        "-m",
+        "infbench.measure.refserver",
+        "--host",
+        "{host}",
+        "--port",
+        "{port}",
+        "--ttft",
+        "0.02",
+        "--itl",
+        "0.005",
+        "--tokens",
+        str(tokens),
+        "--model",
+        "{served_model_name}",
+    ]
 
 
 def _config(engines: dict) -> dict:
     return {
-        "device": "cpu", "tools_env": "tools",
+        "device": "cpu",
+        "tools_env": "tools",
         "prompts": {"source": "builtin", "n": 3, "seed": 1},
         "models": {"tiny": {"source": "local:/nowhere/tiny", "max_model_len": 512}},
         "engines": engines,
         "sampling": {"max_tokens": 8},
-        "scenarios": {"single": {"kind": "single"},
-                      "throughput": {"kind": "throughput", "concurrency": 2, "requests": 4}},
+        "scenarios": {
+            "single": {"kind": "single"},
+            "throughput": {"kind": "throughput", "concurrency": 2, "requests": 4},
+        },
         "bench": {"warmup_requests": 1, "request_timeout_s": 30},
     }
 
@@ -57,9 +73,16 @@ def _workdir(root: Path, config: dict) -> Path:
         "results/envs/tools.lock": "torch==0\n",
         "resources/models/tiny/config.json": (REPO / "tests/data/smollm2-135m-config.json").read_text(),
         "resources/models/tiny/generation_config.json": json.dumps({"eos_token_id": 2}),
-        "results/models/tiny.json": json.dumps({"name": "tiny", "source": "local:/nowhere/tiny",
-                                                "path": str(model_dir), "dtype": "bfloat16", "files": {},
-                                                "size_bytes": 0}),
+        "results/models/tiny.json": json.dumps(
+            {
+                "name": "tiny",
+                "source": "local:/nowhere/tiny",
+                "path": str(model_dir),
+                "dtype": "bfloat16",
+                "files": {},
+                "size_bytes": 0,
+            }
+        ),
     }
     write_built_files(workdir, files)
     (workdir / ".venvs/tools/bin").mkdir(parents=True)
@@ -74,8 +97,14 @@ def _env(workdir: Path, **extra: str) -> dict:
 
 
 def _snakemake(workdir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(["snakemake", "--cores", "2", *args, "--configfile", "config.yaml"], cwd=workdir,
-                          capture_output=True, text=True, timeout=600, env=_env(workdir, **(env or {})))
+    return subprocess.run(
+        ["snakemake", "--cores", "2", *args, "--configfile", "config.yaml"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=_env(workdir, **(env or {})),
+    )
 
 
 def _row(table: str) -> list[str]:
@@ -87,10 +116,19 @@ def test_command_and_base_url_through_the_whole_dag(tmp_path):
 
     with RefServerProcess(RefSettings(ttft_s=0.02, itl_s=0.005, tokens=8)) as endpoint:
         engines = {
-            "ref": {"kind": "openai", "label": "Ref (command)", "command": _refserver_command(),
-                    "server_env": {"PYTHONPATH": str(WORKFLOW)}, "startup_timeout_s": 60},
-            "remote": {"kind": "openai", "label": "Ref (base_url)", "base_url": endpoint.base_url,
-                       "api_key_env": KEY_VARIABLE},
+            "ref": {
+                "kind": "openai",
+                "label": "Ref (command)",
+                "command": _refserver_command(),
+                "server_env": {"PYTHONPATH": str(WORKFLOW)},
+                "startup_timeout_s": 60,
+            },
+            "remote": {
+                "kind": "openai",
+                "label": "Ref (base_url)",
+                "base_url": endpoint.base_url,
+                "api_key_env": KEY_VARIABLE,
+            },
         }
         workdir = _workdir(tmp_path / "run", _config(engines))
         result = _snakemake(workdir, env={KEY_VARIABLE: KEY})
@@ -125,17 +163,31 @@ def test_external_endpoint_without_its_key_fails_naming_the_variable(tmp_path):
     engines = {"remote": {"kind": "openai", "base_url": "http://127.0.0.1:9", "api_key_env": KEY_VARIABLE}}
     workdir = _workdir(tmp_path / "run", _config(engines))
     env = {k: v for k, v in _env(workdir).items() if k != KEY_VARIABLE}
-    result = subprocess.run(["snakemake", "--cores", "2", "results/raw/remote/tiny/server.json", "--configfile", "config.yaml"],
-                            cwd=workdir, capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(
+        ["snakemake", "--cores", "2", "results/raw/remote/tiny/server.json", "--configfile", "config.yaml"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert result.returncode != 0
-    assert f"environment variable {KEY_VARIABLE} (api_key_env) is not set" in (workdir / "logs/bench/remote/tiny.log").read_text()
+    assert (
+        f"environment variable {KEY_VARIABLE} (api_key_env) is not set"
+        in (workdir / "logs/bench/remote/tiny.log").read_text()
+    )
 
 
 def test_a_command_that_exits_early_fails_its_job_and_the_others_stand(tmp_path):
     crash = [sys.executable, "-c", "import sys; print('cannot start: no such device (port {port})'); sys.exit(3)"]
     engines = {
-        "ref": {"kind": "openai", "label": "Ref", "command": _refserver_command(),
-                "server_env": {"PYTHONPATH": str(WORKFLOW)}, "startup_timeout_s": 60},
+        "ref": {
+            "kind": "openai",
+            "label": "Ref",
+            "command": _refserver_command(),
+            "server_env": {"PYTHONPATH": str(WORKFLOW)},
+            "startup_timeout_s": 60,
+        },
         "broken": {"kind": "openai", "label": "Broken", "command": crash, "startup_timeout_s": 60},
     }
     workdir = _workdir(tmp_path / "run", _config(engines))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 from fake_run import build_run
-
 from infbench.results.plots import PLOT_FILES, PlotData, write_plots
 from infbench.results.reportpages import markdown_page, write_pages
 from infbench.results.tables import MergePlan

@@ -10,7 +10,6 @@ import types
 from pathlib import Path
 
 import pytest
-
 from infbench.pipeline.prompts import (
     Prompt,
     PromptSourceError,
@@ -102,7 +101,10 @@ def test_build_sample_is_byte_identical_and_round_trips(tmp_path: Path) -> None:
     assert meta_a == meta_b
     assert meta_a["sha256"] == hashlib.sha256(out_a.read_bytes()).hexdigest()
     assert {k: meta_a[k] for k in ("source", "n", "seed", "count")} == {
-        "source": "builtin", "n": 12, "seed": 42, "count": 12,
+        "source": "builtin",
+        "n": 12,
+        "seed": 42,
+        "count": 12,
     }
     sidecar = tmp_path / "a" / "sample.meta.json"
     assert json.loads(sidecar.read_text(encoding="utf-8")) == meta_a
@@ -128,15 +130,20 @@ def test_build_sample_is_byte_identical_and_round_trips(tmp_path: Path) -> None:
 
 
 def test_messages_format_keeps_system_and_first_user(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "chat.jsonl", [
-        {"messages": [
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "Hi there"},
-            {"role": "assistant", "content": "Hello!"},
-            {"role": "user", "content": "Second turn"},
-        ]},
-        {"messages": [{"role": "user", "content": "Only user", "name": "x"}]},
-    ])
+    path = write_jsonl(
+        tmp_path / "chat.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "system", "content": "Be brief."},
+                    {"role": "user", "content": "Hi there"},
+                    {"role": "assistant", "content": "Hello!"},
+                    {"role": "user", "content": "Second turn"},
+                ]
+            },
+            {"messages": [{"role": "user", "content": "Only user", "name": "x"}]},
+        ],
+    )
     prompts = load_source(f"jsonl:{path}")
     assert [p.id for p in prompts] == ["chat-0000", "chat-0001"]
     assert prompts[0].messages == (
@@ -148,13 +155,19 @@ def test_messages_format_keeps_system_and_first_user(tmp_path: Path) -> None:
 
 
 def test_conversations_and_turns_formats_use_first_string(tmp_path: Path) -> None:
-    lima = write_jsonl(tmp_path / "lima.jsonl", [
-        {"conversations": ["Write a poem.", "Roses are red..."], "source": "x"},
-        {"conversations": ["Explain tides."]},
-    ])
-    mt = write_jsonl(tmp_path / "mt.jsonl", [
-        {"question_id": 1, "turns": ["First question", "Follow-up"]},
-    ])
+    lima = write_jsonl(
+        tmp_path / "lima.jsonl",
+        [
+            {"conversations": ["Write a poem.", "Roses are red..."], "source": "x"},
+            {"conversations": ["Explain tides."]},
+        ],
+    )
+    mt = write_jsonl(
+        tmp_path / "mt.jsonl",
+        [
+            {"question_id": 1, "turns": ["First question", "Follow-up"]},
+        ],
+    )
     assert [p.messages for p in load_source(f"jsonl:{lima}")] == [
         ({"role": "user", "content": "Write a poem."},),
         ({"role": "user", "content": "Explain tides."},),
@@ -164,9 +177,7 @@ def test_conversations_and_turns_formats_use_first_string(tmp_path: Path) -> Non
 
 def test_relative_path_and_blank_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "d").mkdir()
-    (tmp_path / "d" / "q.jsonl").write_text(
-        '\n{"turns": ["a b c"]}\n   \n{"turns": ["d e f"]}\n', encoding="utf-8"
-    )
+    (tmp_path / "d" / "q.jsonl").write_text('\n{"turns": ["a b c"]}\n   \n{"turns": ["d e f"]}\n', encoding="utf-8")
     monkeypatch.chdir(tmp_path)
     prompts = load_source("jsonl:d/q.jsonl")
     assert [(p.id, p.source_index) for p in prompts] == [("q-0000", 0), ("q-0001", 1)]
@@ -197,11 +208,14 @@ def test_invalid_json_names_file_and_line(tmp_path: Path) -> None:
 
 
 def test_format_mismatch_names_line(tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "mixed.jsonl", [
-        {"turns": ["a"]},
-        {"turns": ["b"]},
-        {"conversations": ["c"]},
-    ])
+    path = write_jsonl(
+        tmp_path / "mixed.jsonl",
+        [
+            {"turns": ["a"]},
+            {"turns": ["b"]},
+            {"conversations": ["c"]},
+        ],
+    )
     with pytest.raises(PromptSourceError) as err:
         load_source(f"jsonl:{path}")
     msg = str(err.value)

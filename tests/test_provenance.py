@@ -6,7 +6,6 @@ import json
 import subprocess
 
 from fake_run import FAKE_TOKEN, build_run, fake_config
-
 from infbench.results.provenance import (
     SCHEMA,
     git_info,
@@ -54,8 +53,12 @@ def test_provenance_of_a_finished_run(tmp_path):
     assert times["measurement_started_at"] == "2027-01-15T08:00:00+00:00"
     assert times["measurement_finished_at"] > times["measurement_started_at"]
     assert times["bench_finished_at"] == "2027-01-15T08:02:00+0000"
-    assert set(times["meaning"]) == {"measurement_started_at", "measurement_finished_at", "bench_finished_at",
-                                     "written_at"}
+    assert set(times["meaning"]) == {
+        "measurement_started_at",
+        "measurement_finished_at",
+        "bench_finished_at",
+        "written_at",
+    }
 
 
 def test_results_hash_changes_with_any_record(tmp_path):
@@ -88,8 +91,9 @@ def test_gpus_driver_and_cuda_from_nvidia_smi(tmp_path):
     fake = tmp_path / "nvidia-smi"
     fake.write_text(
         "#!/bin/sh\n"
-        "case \"$1\" in\n"
-        "  --query-gpu=*) printf '0, NVIDIA H100 80GB HBM3, 81559, 550.54.15\\n1, NVIDIA H100 80GB HBM3, 81559, 550.54.15\\n';;\n"
+        'case "$1" in\n'
+        "  --query-gpu=*) printf '0, NVIDIA H100 80GB HBM3, 81559, 550.54.15\\n"
+        "1, NVIDIA H100 80GB HBM3, 81559, 550.54.15\\n';;\n"
         "  *) printf '| NVIDIA-SMI 550.54.15    Driver Version: 550.54.15    CUDA Version: 12.4     |\\n';;\n"
         "esac\n"
     )
@@ -116,12 +120,28 @@ def test_cli_writes_provenance(tmp_path, monkeypatch):
     monkeypatch.chdir(root)
     config = fake_config()
     tables = sorted(str(p.relative_to(root)) for p in (root / "results" / "tables").iterdir())
-    code = main(["provenance", "--config", json.dumps(config), "--tables", *tables,
-                 "--locks", "results/envs/transformers.lock", "results/envs/tgi.lock",
-                 "--models", "results/models/tiny.json", "--prompts-meta", "results/prompts/prompts.meta.json",
-                 "--servers", *sorted(str(p.relative_to(root)) for p in root.glob("results/raw/*/*/server.json")),
-                 "--records", *sorted(str(p.relative_to(root)) for p in root.glob("results/raw/*/*/*.jsonl")),
-                 "--out", "results/p2.json"])
+    code = main(
+        [
+            "provenance",
+            "--config",
+            json.dumps(config),
+            "--tables",
+            *tables,
+            "--locks",
+            "results/envs/transformers.lock",
+            "results/envs/tgi.lock",
+            "--models",
+            "results/models/tiny.json",
+            "--prompts-meta",
+            "results/prompts/prompts.meta.json",
+            "--servers",
+            *sorted(str(p.relative_to(root)) for p in root.glob("results/raw/*/*/server.json")),
+            "--records",
+            *sorted(str(p.relative_to(root)) for p in root.glob("results/raw/*/*/*.jsonl")),
+            "--out",
+            "results/p2.json",
+        ]
+    )
     assert code == 0
     written = json.loads((root / "results" / "p2.json").read_text())
     assert FAKE_TOKEN not in json.dumps(written)  # redacted even when the caller passed it in clear

@@ -9,11 +9,16 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-
 from infbench.fileio import write_bytes_atomic
 from infbench.measure.recordframe import (
-    RECORD_SCHEMA, copy_disagreement, parquet_copy_of, parquet_path, read_jsonl_frame, read_runs,
-    records_frame, usable_copy,
+    RECORD_SCHEMA,
+    copy_disagreement,
+    parquet_copy_of,
+    parquet_path,
+    read_jsonl_frame,
+    read_runs,
+    records_frame,
+    usable_copy,
 )
 from infbench.measure.records import RequestRecord, read_records, write_records
 from infbench.results.tables import MergePlan, merge
@@ -22,9 +27,21 @@ GOLDEN = Path(__file__).parent / "data" / "merge_golden" / "natural"
 
 
 def rec(i: int, tokens: int = 5, **extra) -> RequestRecord:
-    fields_ = dict(request_id=f"r{i}", prompt_id=f"p{i}", engine="e", model="m", scenario="s", concurrency=1,
-                   send_time=1.8e9 + i, ttft_s=0.1, latency_s=0.5 + i / 7, chunk_times_s=[0.1, 0.2, 0.35],
-                   chunk_tokens=[1, 2, 2], completion_tokens=tokens, status=200)
+    fields_ = dict(
+        request_id=f"r{i}",
+        prompt_id=f"p{i}",
+        engine="e",
+        model="m",
+        scenario="s",
+        concurrency=1,
+        send_time=1.8e9 + i,
+        ttft_s=0.1,
+        latency_s=0.5 + i / 7,
+        chunk_times_s=[0.1, 0.2, 0.35],
+        chunk_tokens=[1, 2, 2],
+        completion_tokens=tokens,
+        status=200,
+    )
     return RequestRecord(**{**fields_, **extra})
 
 
@@ -64,6 +81,7 @@ def test_a_copy_with_other_records_is_caught_even_with_a_matching_stamp(tmp_path
     stamp_source = path.read_bytes()
     frame = pl.read_parquet(forged)
     from infbench.measure.recordframe import _parquet_bytes
+
     write_bytes_atomic(parquet_path(path), _parquet_bytes(frame, stamp_source))
     assert "holds other records than single.jsonl" in copy_disagreement(path)
 
@@ -98,6 +116,7 @@ def test_runs_are_read_in_order_from_copies_and_jsonl_alike_and_an_old_copy_is_p
     parquet_path(paths[1]).unlink()
     old = pl.read_parquet(parquet_path(paths[2])).drop("slo_tpot_s")  # an older schema, same stamp
     from infbench.measure.recordframe import _parquet_bytes
+
     write_bytes_atomic(parquet_path(paths[2]), _parquet_bytes(old, paths[2].read_bytes()))
     assert usable_copy(paths[0]) and usable_copy(paths[1]) is None and usable_copy(paths[2]) is None
     frame = read_runs(paths, ["request_id", "completion_tokens"], "run")

@@ -10,13 +10,12 @@ import json
 import urllib.request
 
 import pytest
-
 from infbench.measure.calibrate import true_records, ttft_split
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.eventloop import run_measured
-from infbench.measure.runners import run_closed_loop
 from infbench.measure.metrics import inter_token_latencies, summarize
 from infbench.measure.refserver import RefServerProcess, RefSettings
+from infbench.measure.runners import run_closed_loop
 
 CTX = RunContext(engine="e", model="m", scenario="ref", concurrency=1)
 
@@ -27,7 +26,9 @@ def _requests(n: int, prefix: str = "ref") -> list[ChatRequest]:
 
 def _run(server: RefServerProcess, n: int = 3, concurrency: int = 1, max_tokens: int = 1000, **settings):
     ctx = RunContext(engine="e", model="m", scenario="ref", concurrency=concurrency)
-    records = run_measured(run_closed_loop(server.chat_url, _requests(n), RequestSettings("any-model", max_tokens, **settings), ctx))
+    records = run_measured(
+        run_closed_loop(server.chat_url, _requests(n), RequestSettings("any-model", max_tokens, **settings), ctx)
+    )
     return records, server.fetch_log(clear=True)
 
 
@@ -39,7 +40,7 @@ def test_chunks_follow_the_schedule_in_the_servers_own_log():
     assert len(log["requests"]) == 4
     for entry in log["requests"]:
         assert entry["tokens"] == 12 and entry["chunk_tokens"] == [1] * 12 and not entry["aborted"]
-        for i, (sent, lag) in enumerate(zip(entry["chunk_times"], entry["chunk_lags"])):
+        for i, (sent, lag) in enumerate(zip(entry["chunk_times"], entry["chunk_lags"], strict=True)):
             scheduled = entry["parsed"] + 0.03 + i * 0.01
             assert lag == pytest.approx(sent - scheduled, abs=1e-9)  # the lag it reports is the lag it had
             assert lag >= 0  # never early
@@ -103,7 +104,7 @@ def test_multi_token_chunks_with_continuous_usage_give_per_token_itl():
     itls = inter_token_latencies(r)
     assert len(itls) == 6  # the first chunk's 4 tokens are in TTFT
     # Per token, not per chunk: each value is a chunk gap divided by that chunk's tokens.
-    gaps = [b - a for a, b in zip(r.chunk_times_s, r.chunk_times_s[1:])]
+    gaps = [b - a for a, b in zip(r.chunk_times_s, r.chunk_times_s[1:], strict=False)]
     assert itls == pytest.approx([gaps[0] / 4] * 4 + [gaps[1] / 2] * 2)
     # The second chunk was due 4 ITLs after the first: per token that is one ITL, not four.
     assert entry["chunk_times"][1] >= entry["parsed"] + 0.01 + 7 * 0.004

@@ -7,17 +7,22 @@ import subprocess
 from pathlib import Path
 
 import infbench
-
 from conftest import copy_workflow
 
 
 def test_seed_config_plans_offline_with_gpu_resources(tmp_path):
     result = subprocess.run(
         ["snakemake", "-n", "--cores", "all", "--resources", "gpu=2", "--configfile", "config/seed.yaml"],
-        cwd=copy_workflow(tmp_path), capture_output=True, text=True, env={"PATH": __import__("os").environ["PATH"],
-                                                       "HF_HUB_OFFLINE": "1", "HOME": "/nonexistent",
-                                                       # the infbench under test, not the pip-installed one
-                                                       "PYTHONPATH": str(Path(infbench.__file__).parents[1])},
+        cwd=copy_workflow(tmp_path),
+        capture_output=True,
+        text=True,
+        env={
+            "PATH": __import__("os").environ["PATH"],
+            "HF_HUB_OFFLINE": "1",
+            "HOME": "/nonexistent",
+            # the infbench under test, not the pip-installed one
+            "PYTHONPATH": str(Path(infbench.__file__).parents[1]),
+        },
     )
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-3000:]

@@ -11,7 +11,6 @@ import time
 
 import psutil
 import pytest
-
 from infbench.engines.server import ManagedServer, ServerError, free_port
 
 # A real HTTP server with a /health route that also forks a worker, like engines do.
@@ -34,8 +33,11 @@ def _server(tmp_path, script: str, *args: str, timeout: float = 20.0) -> Managed
     path.write_text(script)
     port = free_port()
     return ManagedServer(
-        command=[sys.executable, str(path), str(port), *args], log_path=tmp_path / "server.log",
-        health_url=f"http://127.0.0.1:{port}/health", startup_timeout_s=timeout, stop_timeout_s=5.0,
+        command=[sys.executable, str(path), str(port), *args],
+        log_path=tmp_path / "server.log",
+        health_url=f"http://127.0.0.1:{port}/health",
+        startup_timeout_s=timeout,
+        stop_timeout_s=5.0,
     )
 
 
@@ -107,8 +109,8 @@ def test_server_dies_with_a_killed_bench_process(tmp_path):
         import sys, time
         from pathlib import Path
         from infbench.engines.server import ManagedServer
-        s = ManagedServer(command=[sys.executable, {str(tmp_path / 'server.py')!r}, "{port}", "0"],
-                          log_path=Path({str(tmp_path / 'server.log')!r}), health_url="http://127.0.0.1:{port}/health")
+        s = ManagedServer(command=[sys.executable, {str(tmp_path / "server.py")!r}, "{port}", "0"],
+                          log_path=Path({str(tmp_path / "server.log")!r}), health_url="http://127.0.0.1:{port}/health")
         s.start(); s.wait_healthy(); print(s.process.pid, flush=True); time.sleep(600)
     """)
     bench = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, text=True)

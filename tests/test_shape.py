@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from infbench.handoff import HandoffError, MemoryReport, MergePlan, ServerInfo
 from infbench.measure.bench import BenchPaths, tgi_native_command
 from infbench.measure.client import CLIENT_LAG_LIMIT_S, RequestSettings
@@ -20,14 +19,18 @@ from infbench.pipeline.spec import BenchSettings, EngineSpec, ModelSpec, read_en
 
 def _config(**extra) -> dict:
     return {
-        "device": "cpu", "prompts": {"source": "builtin", "n": 4},
-        "models": {"m": {"source": "local:/x"}}, "engines": {"t": {"kind": "transformers", "env": "transformers"}},
-        "sampling": {}, "scenarios": {
+        "device": "cpu",
+        "prompts": {"source": "builtin", "n": 4},
+        "models": {"m": {"source": "local:/x"}},
+        "engines": {"t": {"kind": "transformers", "env": "transformers"}},
+        "sampling": {},
+        "scenarios": {
             "single": {"kind": "single"},
             "load": {"kind": "throughput"},
             "poisson": {"kind": "open_loop", "rate": 3.0},
             "capacity": {"kind": "sweep", "slo_ttft_s": 1.0, "slo_tpot_s": 0.1},
-        }, **extra,
+        },
+        **extra,
     }
 
 
@@ -57,9 +60,23 @@ def test_scenarios_come_from_the_validated_config_and_survive_the_spec_file(tmp_
     write_spec(tmp_path / "t.json", spec)
     assert read_engine_spec(tmp_path / "t.json") == spec
     # a spec file from before the classes (every kind's keys on every scenario) still reads
-    old = {"name": "single", "kind": "single", "concurrency": 1, "requests": None, "workers": 1, "rate": None,
-           "arrival": "poisson", "burstiness": 1.0, "seed": 0, "rates": [], "start_rate": 1.0, "max_rate": 256.0,
-           "refine_steps": 3, "slo_ttft_s": None, "slo_tpot_s": None}
+    old = {
+        "name": "single",
+        "kind": "single",
+        "concurrency": 1,
+        "requests": None,
+        "workers": 1,
+        "rate": None,
+        "arrival": "poisson",
+        "burstiness": 1.0,
+        "seed": 0,
+        "rates": [],
+        "start_rate": 1.0,
+        "max_rate": 256.0,
+        "refine_steps": 3,
+        "slo_ttft_s": None,
+        "slo_tpot_s": None,
+    }
     assert Scenario.from_dict(old) == Single(name="single")
 
 
@@ -70,15 +87,29 @@ def test_each_kind_owns_its_load_shape_context_and_steps():
     assert (loop.load_shape(8).concurrency, loop.load_shape(8).workers) == (4, 2)
     assert opened.load_shape(6).kind == "open" and len(opened.load_shape(6).offsets_s) == 6
     assert opened.run_context("e", "m").rate == 5.0 and loop.run_context("e", "m").rate is None
-    records = [RequestRecord(request_id=str(i), prompt_id="p", engine="e", model="m", scenario="c", concurrency=1,
-                             send_time=0.0, rate=rate) for i, rate in enumerate([2.0, 1.0, 2.0])]
+    records = [
+        RequestRecord(
+            request_id=str(i),
+            prompt_id="p",
+            engine="e",
+            model="m",
+            scenario="c",
+            concurrency=1,
+            send_time=0.0,
+            rate=rate,
+        )
+        for i, rate in enumerate([2.0, 1.0, 2.0])
+    ]
     assert [(rate, len(step)) for rate, step in Sweep.steps(records)] == [(1.0, 1), (2.0, 2)]
     assert Throughput.steps(records) == []
 
 
 def test_the_merge_plan_asks_the_class_where_a_scenario_goes():
-    plan = MergePlan(engines={"e": "E"}, models={"m": "M"},
-                     scenarios={"s": "single", "t": "throughput", "o": "open_loop", "c": "sweep"})
+    plan = MergePlan(
+        engines={"e": "E"},
+        models={"m": "M"},
+        scenarios={"s": "single", "t": "throughput", "o": "open_loop", "c": "sweep"},
+    )
     assert plan.scenarios_where("in_speed_table") == ["s"]
     assert plan.scenarios_where("in_throughput_table") == ["t"]
     assert plan.scenarios_where("in_load_plot") == ["t", "o"]
@@ -93,11 +124,13 @@ def test_code_defaults_are_the_schemas():
     assert CLIENT_LAG_LIMIT_S == schema_default("bench.client_lag_limit_s")
     assert RequestSettings(model_name="m", max_tokens=1).timeout_s == schema_default("bench.request_timeout_s")
     assert BenchSettings().client_lag_limit_s == schema_default("bench.client_lag_limit_s")
-    assert EngineSpec(name="e", kind="vllm", label="E", env="x", device="cpu").startup_timeout_s == \
-        schema_default("engines.*.startup_timeout_s")
+    assert EngineSpec(name="e", kind="vllm", label="E", env="x", device="cpu").startup_timeout_s == schema_default(
+        "engines.*.startup_timeout_s"
+    )
     plan = SweepPlan(slo_ttft_s=1.0, slo_tpot_s=1.0, requests=4)
     assert (plan.start_rate, plan.max_rate, plan.refine_steps) == tuple(
-        schema_default(f"scenarios.*.{key}") for key in ("start_rate", "max_rate", "refine_steps"))
+        schema_default(f"scenarios.*.{key}") for key in ("start_rate", "max_rate", "refine_steps")
+    )
     with pytest.raises(KeyError, match="no default for scenarios.*.rate"):
         schema_default("scenarios.*.rate")
 
@@ -106,17 +139,26 @@ def test_code_defaults_are_the_schemas():
 
 
 def test_config_gpu_ids_reach_the_engine_spec():
-    config = validate_config({**_config(), "device": "cuda", "gpu_ids": [2, 3],
-                              "models": {"m": {"source": "local:/x", "gpus": 1}}})
+    config = validate_config(
+        {**_config(), "device": "cuda", "gpu_ids": [2, 3], "models": {"m": {"source": "local:/x", "gpus": 1}}}
+    )
     assert engine_spec(config, "t").gpu_ids == [2, 3]
     assert engine_spec(validate_config(_config()), "t").gpu_ids == []
 
 
 def test_the_tgi_native_client_gets_the_request_timeout(tmp_path):
-    engine = EngineSpec(name="tgi", kind="tgi", label="TGI", env="tgi", device="cpu",
-                        bench=BenchSettings(request_timeout_s=42.0))
-    paths = BenchPaths(engine_spec=tmp_path, model_spec=tmp_path, prompts=tmp_path, venv=tmp_path / "venv",
-                       lock=tmp_path, out_dir=tmp_path / "out", server_log=tmp_path)
+    engine = EngineSpec(
+        name="tgi", kind="tgi", label="TGI", env="tgi", device="cpu", bench=BenchSettings(request_timeout_s=42.0)
+    )
+    paths = BenchPaths(
+        engine_spec=tmp_path,
+        model_spec=tmp_path,
+        prompts=tmp_path,
+        venv=tmp_path / "venv",
+        lock=tmp_path,
+        out_dir=tmp_path / "out",
+        server_log=tmp_path,
+    )
     command = tgi_native_command("http://127.0.0.1:1", paths, engine, ModelSpec(name="m", path="/m"), tmp_path / "p")
     assert command[command.index("--timeout-s") + 1] == "42.0"
 
@@ -149,8 +191,14 @@ def test_a_bad_record_names_the_file_and_the_field(tmp_path):
 
 
 def test_memory_report_reads_back_with_its_gpus(tmp_path):
-    data = {"engine": "e", "model": "m", "device": "cuda", "samples": 3, "future_field": 1,
-            "gpus": [{"index": 0, "name": "H100", "total_bytes": 80, "used_peak_bytes": 40}]}
+    data = {
+        "engine": "e",
+        "model": "m",
+        "device": "cuda",
+        "samples": 3,
+        "future_field": 1,
+        "gpus": [{"index": 0, "name": "H100", "total_bytes": 80, "used_peak_bytes": 40}],
+    }
     Path(tmp_path / "memory.json").write_text(json.dumps(data))
     report = MemoryReport.read(tmp_path / "memory.json")
     assert report.samples == 3 and report.gpus[0].name == "H100" and report.gpus[0].used_peak_bytes == 40

@@ -24,7 +24,6 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-
 from conftest import REPO, copy_workflow
 
 pytestmark = pytest.mark.slow
@@ -73,8 +72,9 @@ def ci_profile(workdir: Path) -> Path:
     profile["set-threads"] = {"bench": cpus, "bench_tgi": cpus, "memory_bandwidth": cpus}
     for rule in ("bench", "bench_tgi", "env", "model"):
         profile["set-resources"][rule].update(runtime=30, mem_mb=4000)
-    profile.update({"jobs": 4, "latency-wait": 10, "slurm-status-command": "squeue",
-                    "slurm-init-seconds-before-status-checks": 3})
+    profile.update(
+        {"jobs": 4, "latency-wait": 10, "slurm-status-command": "squeue", "slurm-init-seconds-before-status-checks": 3}
+    )
     dest = workdir / "profiles" / "slurm-ci"
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "config.yaml").write_text(yaml.safe_dump(profile, sort_keys=False))
@@ -83,8 +83,9 @@ def ci_profile(workdir: Path) -> Path:
 
 def squeue_jobs() -> dict[str, dict[str, str]]:
     """Every job slurmctld still knows (finished ones stay MinJobAge = 10 min): id -> state, comment."""
-    out = subprocess.run(["squeue", "-h", "-t", "all", "-o", "%i|%T|%k"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        ["squeue", "-h", "-t", "all", "-o", "%i|%T|%k"], capture_output=True, text=True, check=True
+    ).stdout
     jobs = {}
     for line in out.splitlines():
         job_id, state, comment = line.split("|", 2)
@@ -99,8 +100,14 @@ class Watched:
         self.seen: dict[str, set[str]] = {}
         self.comments: dict[str, str] = {}
         self.log = open(workdir / f"snakemake-{time.monotonic_ns()}.log", "w+")
-        self.proc = subprocess.Popen(["snakemake", "--profile", "profiles/slurm-ci", *args], cwd=workdir, env=_env(),
-                                     stdout=self.log, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(
+            ["snakemake", "--profile", "profiles/slurm-ci", *args],
+            cwd=workdir,
+            env=_env(),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
 
     def poll(self) -> bool:
         for job_id, job in squeue_jobs().items():
@@ -121,8 +128,11 @@ class Watched:
         return self.proc.returncode, self.log.read()
 
     def jobs_of(self, rule: str) -> list[str]:
-        return [job_id for job_id, comment in self.comments.items() if comment.startswith(f"rule_{rule}_")
-                or comment == f"rule_{rule}"]
+        return [
+            job_id
+            for job_id, comment in self.comments.items()
+            if comment.startswith(f"rule_{rule}_") or comment == f"rule_{rule}"
+        ]
 
 
 def _config(workdir: Path) -> Path:
@@ -191,8 +201,13 @@ def test_provenance_says_which_node_and_job_ran_each_bench(slurm_run):
 
 def test_rerun_does_nothing(slurm_run):
     workdir, config, _, _ = slurm_run
-    dry = subprocess.run(["snakemake", "--profile", "profiles/slurm-ci", "--configfile", str(config), "-n"],
-                         cwd=workdir, env=_env(), capture_output=True, text=True)
+    dry = subprocess.run(
+        ["snakemake", "--profile", "profiles/slurm-ci", "--configfile", str(config), "-n"],
+        cwd=workdir,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "Nothing to be done" in dry.stdout + dry.stderr
 
@@ -242,8 +257,13 @@ def test_scancel_of_a_bench_job_leaves_no_server_and_it_is_rerun(slurm_run):
     assert not leftovers, leftovers
     assert not (workdir / f"results/raw/{ENGINE}/{MODEL}/server.json").exists()  # no half result kept
     # The next invocation runs the bench job again (and what reads its results), nothing else.
-    dry = subprocess.run(["snakemake", "--profile", "profiles/slurm-ci", "--configfile", str(config), "-n"],
-                         cwd=workdir, env=_env(), capture_output=True, text=True)
+    dry = subprocess.run(
+        ["snakemake", "--profile", "profiles/slurm-ci", "--configfile", str(config), "-n"],
+        cwd=workdir,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
     assert re.search(r"^bench\s+1\s*$", dry.stdout, re.M), dry.stdout[-3000:]
     assert not re.search(r"^(env|model|prompts)\s+\d", dry.stdout, re.M), dry.stdout[-3000:]
     rerun = Watched(workdir, "--configfile", str(config))
@@ -253,7 +273,7 @@ def test_scancel_of_a_bench_job_leaves_no_server_and_it_is_rerun(slurm_run):
     assert again not in (first_job, job_id) and again in rerun.jobs_of("bench")
 
 
-GPU_WORKFLOW = '''
+GPU_WORKFLOW = """
 rule all:
     input: expand("out/{name}.json", name=["two_a", "two_b", "one"])
 
@@ -262,9 +282,9 @@ rule probe:
     output: "out/{name}.json"
     resources: gpu=lambda wc: 1 if wc.name == "one" else 2
     shell: "{PYTHON} -m infbench_probe {output} {resources.gpu}"
-'''
+"""
 
-GPU_PROBE = '''
+GPU_PROBE = """
 import json, os, sys, time
 from infbench.engines.gpus import GpuLease, visible_gpu_ids
 out, count = sys.argv[1], int(sys.argv[2])
@@ -275,7 +295,7 @@ with GpuLease(count, visible_gpu_ids(), wait_s=5) as lease:
 tres = os.popen("scontrol show job " + os.environ["SLURM_JOB_ID"]).read()
 json.dump({"job": os.environ["SLURM_JOB_ID"], "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "ids": ids,
            "scheduler_owned": owned, "start": start, "end": time.time(), "tres": tres}, open(out, "w"))
-'''
+"""
 
 
 def test_gpu_requests_reach_slurm_and_are_scheduled(slurm_cluster, tmp_path):
@@ -294,8 +314,10 @@ def test_gpu_requests_reach_slurm_and_are_scheduled(slurm_cluster, tmp_path):
         assert f"TresPerJob=gres:gpu:{want}" in probe["tres"], probe["tres"]
         assert len(probe["ids"]) == want and probe["ids"] == probe["cuda"].split(",") and probe["scheduler_owned"]
     for name, probe in probes.items():
-        print(f"GPU probe {name}: Slurm job {probe['job']}, CUDA_VISIBLE_DEVICES={probe['cuda']}, "
-              f"{probe['start']:.1f}..{probe['end']:.1f}")
+        print(
+            f"GPU probe {name}: Slurm job {probe['job']}, CUDA_VISIBLE_DEVICES={probe['cuda']}, "
+            f"{probe['start']:.1f}..{probe['end']:.1f}"
+        )
     a, b = probes["two_a"], probes["two_b"]
     assert a["end"] <= b["start"] or b["end"] <= a["start"], (a, b)
     assert sorted(run.jobs_of("probe")) == sorted(p["job"] for p in probes.values())

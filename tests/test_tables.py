@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 from infbench.fileio import write_json_atomic
 from infbench.measure.records import RequestRecord, write_records
 from infbench.results.tables import MergePlan, merge
@@ -12,25 +10,47 @@ from infbench.results.tables import MergePlan, merge
 def _records(engine, scenario, speed_tokens, prompt_tokens=20, concurrency=1, output_length="natural", max_tokens=64):
     out = []
     for i, tokens in enumerate(speed_tokens):
-        out.append(RequestRecord(
-            request_id=f"{scenario}-{i:04d}", prompt_id=f"p{i}", engine=engine, model="m1", scenario=scenario,
-            concurrency=concurrency, send_time=1000.0 + i, ttft_s=0.1, latency_s=1.0, prompt_tokens=prompt_tokens,
-            completion_tokens=tokens, status=200, output_length=output_length, max_tokens=max_tokens,
-        ))
+        out.append(
+            RequestRecord(
+                request_id=f"{scenario}-{i:04d}",
+                prompt_id=f"p{i}",
+                engine=engine,
+                model="m1",
+                scenario=scenario,
+                concurrency=concurrency,
+                send_time=1000.0 + i,
+                ttft_s=0.1,
+                latency_s=1.0,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=tokens,
+                status=200,
+                output_length=output_length,
+                max_tokens=max_tokens,
+            )
+        )
     return out
 
 
 def _run(tmp_path, fast_prompt_tokens=20, output_length="natural"):
     raw = tmp_path / "raw"
-    plan = MergePlan(engines={"a": "Engine A", "b": "Engine B", "c": "Engine C"}, models={"m1": "model-1"},
-                     scenarios={"single": "single", "throughput": "throughput"}, native_engines=["c"])
+    plan = MergePlan(
+        engines={"a": "Engine A", "b": "Engine B", "c": "Engine C"},
+        models={"m1": "model-1"},
+        scenarios={"single": "single", "throughput": "throughput"},
+        native_engines=["c"],
+    )
     for engine, tokens, prompt_tokens in (("a", [10, 30], 20), ("b", [50, 50], fast_prompt_tokens)):
-        write_records(raw / engine / "m1" / "single.jsonl",
-                      _records(engine, "single", tokens, prompt_tokens, output_length=output_length))
-        write_records(raw / engine / "m1" / "throughput.jsonl",
-                      _records(engine, "throughput", tokens, prompt_tokens, concurrency=2))
-        write_json_atomic(raw / engine / "m1" / "server.json",
-                          {"status": "ok", "version": "1.0", "command": [engine, "serve"]})
+        write_records(
+            raw / engine / "m1" / "single.jsonl",
+            _records(engine, "single", tokens, prompt_tokens, output_length=output_length),
+        )
+        write_records(
+            raw / engine / "m1" / "throughput.jsonl",
+            _records(engine, "throughput", tokens, prompt_tokens, concurrency=2),
+        )
+        write_json_atomic(
+            raw / engine / "m1" / "server.json", {"status": "ok", "version": "1.0", "command": [engine, "serve"]}
+        )
     for name in ("single", "throughput", "native-single"):
         write_records(raw / "c" / "m1" / f"{name}.jsonl", [])
     write_json_atomic(raw / "c" / "m1" / "server.json", {"status": "skipped", "reason": "n/a: no docker engine"})

@@ -5,7 +5,7 @@ decode speed bound. Ground truth: tests/data/vllm_ground_truth.json (each row na
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ DATA = Path(__file__).resolve().parent / "data"
 GROUND_TRUTH = json.loads((DATA / "vllm_ground_truth.json").read_text())["rows"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def facts(config: str):
     return model_facts(str(DATA / config))
 
@@ -35,9 +35,16 @@ def fit_for(row):
     gpu = find_gpu(row["gpu"])
     if rep["total_gpu_memory_gib"]:  # the log's own capacity, keeping the GPU's identity
         gpu = custom_gpu(rep["total_gpu_memory_gib"], like=gpu)
-    est = build_estimate(facts(row["config"]), dtype=row["dtype"], context=row["max_model_len"],
-                         gpus=[gpu], tp=row["tp"], gpu_util=row["gpu_memory_utilization"],
-                         vllm_version=row["vllm_version"], sampler=row["sampler"] or "native")
+    est = build_estimate(
+        facts(row["config"]),
+        dtype=row["dtype"],
+        context=row["max_model_len"],
+        gpus=[gpu],
+        tp=row["tp"],
+        gpu_util=row["gpu_memory_utilization"],
+        vllm_version=row["vllm_version"],
+        sampler=row["sampler"] or "native",
+    )
     return est, est.fits[0]
 
 
@@ -61,8 +68,9 @@ def test_estimate_matches_published_vllm_startup(row):
     assert fit.kv_tokens == pytest.approx(tokens, rel=0.03)
 
 
-@pytest.mark.parametrize("row", [r for r in GROUND_TRUTH if r["reported"]["total_gpu_memory_gib"]],
-                         ids=lambda r: r["id"])
+@pytest.mark.parametrize(
+    "row", [r for r in GROUND_TRUTH if r["reported"]["total_gpu_memory_gib"]], ids=lambda r: r["id"]
+)
 def test_catalogue_capacity_is_what_cuda_reports(row):
     # The catalogue holds CUDA's figure (vLLM's total_gpu_memory), not the nvidia-smi total.
     gpu = find_gpu(row["gpu"])
@@ -73,8 +81,10 @@ def test_activation_peak_does_not_shrink_with_tp():
     # vllm PR 10511: Llama-3-8B on an H100 peaked at 1.26 GiB at TP=1 and at TP=2.
     row = GROUND_TRUTH[0]
     llama = facts(row["config"])
-    one, two = (build_estimate(llama, context=8192, gpus=[find_gpu("H100")], tp=tp,
-                               vllm_version="0.6.5").fits[0] for tp in (1, 2))
+    one, two = (
+        build_estimate(llama, context=8192, gpus=[find_gpu("H100")], tp=tp, vllm_version="0.6.5").fits[0]
+        for tp in (1, 2)
+    )
     assert one.activation_bytes == two.activation_bytes
     assert one.activation_bytes / GIB == pytest.approx(1.26, rel=0.06)
 
@@ -111,8 +121,7 @@ def test_server_defaults_follow_the_gpu_and_the_version():
 
 def test_nccl_is_outside_the_v1_budget():
     llama = facts("configs/meta-llama-3-8b.json")
-    fits = {tp: build_estimate(llama, context=8192, gpus=[find_gpu("H100")], tp=tp).fits[0]
-            for tp in (1, 2)}
+    fits = {tp: build_estimate(llama, context=8192, gpus=[find_gpu("H100")], tp=tp).fits[0] for tp in (1, 2)}
     assert fits[1].runtime_bytes == int(0.13 * GIB)  # non-torch growth while profiling only
     assert fits[2].runtime_bytes == int(0.13 * GIB) + int(0.42 * GIB)
     # The v0 engine charged everything non-torch since start-up (1.79 GiB at TP=1).
@@ -121,20 +130,28 @@ def test_nccl_is_outside_the_v1_budget():
 
 
 def test_sequences_are_capped_at_max_num_seqs():
-    est = build_estimate(facts("configs/qwen2-7b-instruct.json"), context=512,
-                         gpus=[find_gpu("H100")], tp=1)
+    est = build_estimate(facts("configs/qwen2-7b-instruct.json"), context=512, gpus=[find_gpu("H100")], tp=1)
     fit = est.fits[0]
     assert fit.kv_concurrency > 1024 and fit.max_sequences == 1024 == fit.max_num_seqs
-    too_many = build_estimate(facts("configs/qwen2-7b-instruct.json"), context=512,
-                              gpus=[find_gpu("H100")], tp=1, batch=1025).fits[0]
+    too_many = build_estimate(
+        facts("configs/qwen2-7b-instruct.json"), context=512, gpus=[find_gpu("H100")], tp=1, batch=1025
+    ).fits[0]
     assert not too_many.fits and "max_num_seqs=1024" in too_many.reason
 
 
 def test_sliding_window_layers_cost_their_window(tmp_path):
-    cfg = {"model_type": "mistral", "hidden_size": 512, "intermediate_size": 1024,
-           "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 2,
-           "vocab_size": 1000, "sliding_window": 4096, "max_position_embeddings": 32768,
-           "torch_dtype": "bfloat16"}
+    cfg = {
+        "model_type": "mistral",
+        "hidden_size": 512,
+        "intermediate_size": 1024,
+        "num_hidden_layers": 4,
+        "num_attention_heads": 8,
+        "num_key_value_heads": 2,
+        "vocab_size": 1000,
+        "sliding_window": 4096,
+        "max_position_embeddings": 32768,
+        "torch_dtype": "bfloat16",
+    }
     path = tmp_path / "swa.json"
     path.write_text(json.dumps(cfg))
     swa = model_facts(str(path))
@@ -157,10 +174,17 @@ def test_group_size_and_resident_weights(tmp_path):
     with pytest.raises(EstimateError, match="group size"):
         quant.tensor_bytes("gptq-int4", m, 0)
     # The config's quantization_config sets the group size; --group-size overrides it.
-    cfg = {"model_type": "llama", "hidden_size": 256, "intermediate_size": 512, "num_hidden_layers": 2,
-           "num_attention_heads": 4, "num_key_value_heads": 2, "vocab_size": 1000,
-           "torch_dtype": "float16",
-           "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 32}}
+    cfg = {
+        "model_type": "llama",
+        "hidden_size": 256,
+        "intermediate_size": 512,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "vocab_size": 1000,
+        "torch_dtype": "float16",
+        "quantization_config": {"quant_method": "gptq", "bits": 4, "group_size": 32},
+    }
     (tmp_path / "q.json").write_text(json.dumps(cfg))
     q = model_facts(str(tmp_path / "q.json"))
     assert q.quantized_as == "gptq-int4" and q.quant_group_size == 32
@@ -176,8 +200,9 @@ def test_decode_bound():
     # One request reads weights + the context's KV cache per token.
     assert decode_bound_tokens_s(1e12, 10**9, 10**5, 0) == pytest.approx(1000)
     assert decode_bound_tokens_s(1e12, 10**9, 10**5, 10**4) == pytest.approx(500)
-    est = build_estimate(facts("configs/meta-llama-3-8b.json"), context=4096,
-                         gpus=[find_gpu("H100")], tp=1, cpu_bandwidth=(20e9, "test"))
+    est = build_estimate(
+        facts("configs/meta-llama-3-8b.json"), context=4096, gpus=[find_gpu("H100")], tp=1, cpu_bandwidth=(20e9, "test")
+    )
     fit = est.fits[0]
     assert fit.decode_bytes_per_token == fit.weights_bytes + 4096 * 131072
     assert fit.decode_bound_tokens_s == pytest.approx(3.35e12 / fit.decode_bytes_per_token)
@@ -190,8 +215,24 @@ def test_cli_shows_fit_and_speed_bound(capsys):
     text = capsys.readouterr().out
     assert "A100-80GB" in text and "79.1 GiB" in text and "tok/s" in text
     assert "Local CPU: 12.5 GB/s" in text and "vLLM 0.33.0" in text
-    assert main(["estimate", cfg, "--gpu", "A100-80GB", "--gpu-mem", "70", "--json",
-                 "--cpu-bandwidth", "1", "--vllm-version", "0.7.3"]) == 0
+    assert (
+        main(
+            [
+                "estimate",
+                cfg,
+                "--gpu",
+                "A100-80GB",
+                "--gpu-mem",
+                "70",
+                "--json",
+                "--cpu-bandwidth",
+                "1",
+                "--vllm-version",
+                "0.7.3",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["vllm"]["accounting"].startswith("v0") and out["vllm"]["gpus"][0]["gpu"] == "A100-80GB@70GiB"
     assert main(["estimate", cfg, "--vllm-version", "0.4.0", "--cpu-bandwidth", "1"]) == 2
@@ -220,9 +261,11 @@ def test_parse_vllm_startup_lines(tmp_path):
     assert got.weights_bytes == int(14.2488 * GIB) and got.kv_cache_bytes == int(24.83 * GIB)
     assert (got.kv_tokens, got.max_concurrency, got.concurrency_context) == (464848, 28.37, 16384)
     # vLLM >= 0.32 logs capacity and concurrency on one line, "CPU" on the CPU; v0 logged blocks.
-    one_line = parse_vllm_startup("CPU KV cache size: 1,024 tokens, Maximum concurrency for "
-                                  "8,192 tokens per request: 0.12x\nExplicitly set (1.00/23.47) "
-                                  "GiB for KV cache on node 0.")
+    one_line = parse_vllm_startup(
+        "CPU KV cache size: 1,024 tokens, Maximum concurrency for "
+        "8,192 tokens per request: 0.12x\nExplicitly set (1.00/23.47) "
+        "GiB for KV cache on node 0."
+    )
     assert (one_line.kv_tokens, one_line.max_concurrency, one_line.kv_cache_bytes) == (1024, 0.12, GIB)
     assert parse_vllm_startup("INFO ... # GPU blocks: 7351, # CPU blocks: 2048").kv_tokens == 7351 * 16
     assert read_vllm_startup(tmp_path / "missing.log") is None
@@ -234,14 +277,31 @@ def test_memory_table_sets_estimate_beside_logged_kv_capacity():
     from infbench.memory.table import kv_capacity, render
     from infbench.memory.vllmlog import parse_vllm_startup
 
-    est = json.loads(build_estimate(facts("configs/qwen2-7b-instruct.json"), context=16384,
-                                    gpu_util=0.5, vllm_version="0.10.1.1", sampler="flashinfer")
-                     .to_json_text())
+    est = json.loads(
+        build_estimate(
+            facts("configs/qwen2-7b-instruct.json"),
+            context=16384,
+            gpu_util=0.5,
+            vllm_version="0.10.1.1",
+            sampler="flashinfer",
+        ).to_json_text()
+    )
     est["model"] = "qwen2-7b"
-    meas = {"engine": "vllm", "model": "qwen2-7b", "device": "cuda",
-            "gpus": [{"index": 0, "name": "NVIDIA A100-SXM4-80GB", "used_idle_bytes": 0,
-                      "used_peak_bytes": 0, "total_bytes": int(79.15 * GIB)}],
-            "engine_reported": parse_vllm_startup(QWEN2_A100_LOG).to_dict()}
+    meas = {
+        "engine": "vllm",
+        "model": "qwen2-7b",
+        "device": "cuda",
+        "gpus": [
+            {
+                "index": 0,
+                "name": "NVIDIA A100-SXM4-80GB",
+                "used_idle_bytes": 0,
+                "used_peak_bytes": 0,
+                "total_bytes": int(79.15 * GIB),
+            }
+        ],
+        "engine_reported": parse_vllm_startup(QWEN2_A100_LOG).to_dict(),
+    }
     row = kv_capacity(est, meas)
     assert row.tokens_logged == 464848 and abs(row.error_pct) < 0.1  # per-token pricing exact
     assert abs(row.pool_error_pct) < 3  # the budget arithmetic, against the logged pool
@@ -276,10 +336,20 @@ def test_kv_capacity_of_the_default_vllm_cpu_run():
     from infbench.memory.vllmlog import parse_vllm_startup
 
     smollm2 = Path(__file__).resolve().parent / "data" / "smollm2-135m-config.json"
-    est = json.loads(build_estimate(model_facts(str(smollm2), "smollm2-135m"), dtype="fp32",
-                                    context=2048).to_json_text())
-    row = kv_capacity(est, {"engine": "vllm", "model": "smollm2-135m", "device": "cpu", "gpus": [],
-                            "kv_cache_bytes": GIB, "engine_reported": parse_vllm_startup(VLLM_CPU_LOG).to_dict()})
+    est = json.loads(
+        build_estimate(model_facts(str(smollm2), "smollm2-135m"), dtype="fp32", context=2048).to_json_text()
+    )
+    row = kv_capacity(
+        est,
+        {
+            "engine": "vllm",
+            "model": "smollm2-135m",
+            "device": "cpu",
+            "gpus": [],
+            "kv_cache_bytes": GIB,
+            "engine_reported": parse_vllm_startup(VLLM_CPU_LOG).to_dict(),
+        },
+    )
     # 1 GiB of fp32 KV at 46,080 bytes a token, in blocks of 16: exactly what vLLM-CPU logged.
     assert (row.tokens_estimate, row.tokens_logged) == (23296, 23296)
     assert row.concurrency_logged == 11.38 and row.pool_error_pct == 0

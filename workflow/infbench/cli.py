@@ -20,7 +20,9 @@ def _cmd_prompts(args) -> int:
     except PromptSourceError as err:
         print(f"error: prompts: {err}", file=sys.stderr)
         return 2
-    print(f"{meta['count']} prompts from {meta['source']} (seed {meta['seed']}), sha256 {meta['sha256']}", file=sys.stderr)
+    print(
+        f"{meta['count']} prompts from {meta['source']} (seed {meta['seed']}), sha256 {meta['sha256']}", file=sys.stderr
+    )
     return 0
 
 
@@ -51,8 +53,14 @@ def _cmd_bench(args) -> int:
         check_writable([args.log.parent])
     _log_to(args.log)
     paths = BenchPaths(
-        engine_spec=args.engine_spec, model_spec=args.model_spec, prompts=args.prompts, venv=args.venv,
-        lock=args.lock, out_dir=args.out_dir, server_log=args.server_log, threads=args.threads,
+        engine_spec=args.engine_spec,
+        model_spec=args.model_spec,
+        prompts=args.prompts,
+        venv=args.venv,
+        lock=args.lock,
+        out_dir=args.out_dir,
+        server_log=args.server_log,
+        threads=args.threads,
     )
     log = logging.getLogger("infbench.measure.bench")
     try:
@@ -61,8 +69,11 @@ def _cmd_bench(args) -> int:
         # Recorded: server.json says "failed" and why, the tables show it, and the next run repeats
         # this job. The job itself succeeds, so that the merge still runs under -k.
         log.error("%s", err)
-        print(f"error: bench {args.out_dir}: {str(err).splitlines()[0]} (recorded in {args.out_dir}/server.json; "
-              f"the tables show it; the next run repeats this job)", file=sys.stderr)
+        print(
+            f"error: bench {args.out_dir}: {str(err).splitlines()[0]} (recorded in {args.out_dir}/server.json; "
+            f"the tables show it; the next run repeats this job)",
+            file=sys.stderr,
+        )
         return 0
     except (KeyboardInterrupt, SystemExit):
         log.warning("interrupted: the server was stopped and no partial result was written")
@@ -83,8 +94,13 @@ def _cmd_provenance(args) -> int:
     from infbench.results.provenance import collect, write_provenance
 
     prov = collect(
-        json.loads(args.config), tables=args.tables, locks=args.locks, model_metas=args.models,
-        prompt_metas=args.prompts_meta, servers=args.servers, records=args.records,
+        json.loads(args.config),
+        tables=args.tables,
+        locks=args.locks,
+        model_metas=args.models,
+        prompt_metas=args.prompts_meta,
+        servers=args.servers,
+        records=args.records,
         bandwidth=args.bandwidth,
     )
     write_provenance(args.out, prov)
@@ -93,8 +109,8 @@ def _cmd_provenance(args) -> int:
 
 
 def _cmd_plots(args) -> int:
-    from infbench.results.plots import write_plots
     from infbench.handoff import MergePlan
+    from infbench.results.plots import write_plots
 
     paths = write_plots(args.raw_dir, MergePlan.from_json(args.plan.read_text()), args.out_dir)
     print("plots: " + ", ".join(str(p) for p in paths), file=sys.stderr)
@@ -128,13 +144,18 @@ def _cmd_bundle(args) -> int:
 
 
 def _report_bundle(result) -> None:
-    print(f"bundle {result.path}: run {result.run_id}, {result.files} files, {result.size_bytes / 1e6:.2f} MB",
-          file=sys.stderr)
+    print(
+        f"bundle {result.path}: run {result.run_id}, {result.files} files, {result.size_bytes / 1e6:.2f} MB",
+        file=sys.stderr,
+    )
     for name, count in sorted(result.redacted.items()):
         print(f"  redacted {count} secret(s) in {name}", file=sys.stderr)
     if result.short_secrets:
-        print(f"  warning: {result.short_secrets} secret value(s) shorter than 8 characters were redacted only "
-              "under secret keys, not searched for as bare text", file=sys.stderr)
+        print(
+            f"  warning: {result.short_secrets} secret value(s) shorter than 8 characters were redacted only "
+            "under secret keys, not searched for as bare text",
+            file=sys.stderr,
+        )
     print(result.path)  # stdout: the path alone, for scripts
 
 
@@ -152,8 +173,11 @@ def _cmd_verify(args) -> int:
     for problem in result.problems:
         print(f"FAIL {problem}", file=sys.stderr)
     if result.ok:
-        print(f"OK {args.bundle}: run {result.run_id}, {result.checked_files} checksums match, "
-              f"{len(result.recomputed_tables)} tables recomputed from the raw records match", file=sys.stderr)
+        print(
+            f"OK {args.bundle}: run {result.run_id}, {result.checked_files} checksums match, "
+            f"{len(result.recomputed_tables)} tables recomputed from the raw records match",
+            file=sys.stderr,
+        )
         return 0
     print(f"FAILED {args.bundle}: {len(result.problems)} problem(s)", file=sys.stderr)
     return 1
@@ -163,11 +187,24 @@ def _cmd_calibrate(args) -> int:
     from infbench.measure.calibrate import calibrate, format_report
     from infbench.measure.refserver import RefSettings
 
-    settings = RefSettings(ttft_s=args.ttft, itl_s=args.itl, tokens=args.tokens, tokens_per_chunk=args.tokens_per_chunk,
-                           role_chunk=args.role_chunk, usage=not args.no_usage, continuous_usage=args.continuous_usage)
+    settings = RefSettings(
+        ttft_s=args.ttft,
+        itl_s=args.itl,
+        tokens=args.tokens,
+        tokens_per_chunk=args.tokens_per_chunk,
+        role_chunk=args.role_chunk,
+        usage=not args.no_usage,
+        continuous_usage=args.continuous_usage,
+    )
     workers = args.workers if args.workers == "auto" else int(args.workers)
-    rows = calibrate(args.concurrency, settings, args.requests_per_stream, workers=workers,
-                     lag_limit_s=args.lag_limit_ms / 1e3, progress=lambda line: print(line, file=sys.stderr))
+    rows = calibrate(
+        args.concurrency,
+        settings,
+        args.requests_per_stream,
+        workers=workers,
+        lag_limit_s=args.lag_limit_ms / 1e3,
+        progress=lambda line: print(line, file=sys.stderr),
+    )
     report = format_report(rows, settings)
     print(report)
     if args.out:
@@ -205,8 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", type=Path, required=True)
     p.set_defaults(func=_cmd_build_env)
 
-    p = sub.add_parser("existing-env", help="use an existing interpreter as an engine env: check it, write its "
-                       "pip freeze as the lock, link it under .venvs/NAME (nothing is installed)")
+    p = sub.add_parser(
+        "existing-env",
+        help="use an existing interpreter as an engine env: check it, write its "
+        "pip freeze as the lock, link it under .venvs/NAME (nothing is installed)",
+    )
     p.add_argument("--name", required=True, help="the env's name (.venvs/NAME, results/envs/NAME.lock)")
     p.add_argument("--engine", required=True, help="the engine using it (named in errors)")
     p.add_argument("--kind", required=True, help="the engine's kind: which packages must be there")
@@ -231,7 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("merge", help="merge raw records into markdown tables and a CSV")
     p.add_argument("--raw-dir", type=Path, default=Path("results/raw"))
     p.add_argument("--out-dir", type=Path, default=Path("results/tables"))
-    p.add_argument("--plan", required=True, help="JSON: {engines: {name: label}, models: {...}, scenarios: {name: kind}}")
+    p.add_argument(
+        "--plan", required=True, help="JSON: {engines: {name: label}, models: {...}, scenarios: {name: kind}}"
+    )
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("provenance", help="write results/provenance.json (what ran, on what, when)")
@@ -261,16 +303,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bundle", help="write results/bundles/RUN_ID.tar.gz (secrets redacted, with a manifest)")
     p.add_argument("--root", type=Path, default=Path("."), help="the workflow directory (holds results/, logs/)")
     p.add_argument("--out-dir", type=Path, default=Path("results/bundles"))
-    p.add_argument("--configfile", type=Path, action="append", default=[],
-                   help="config file(s) whose secret values (see `secrets:`) must not reach the bundle")
+    p.add_argument(
+        "--configfile",
+        type=Path,
+        action="append",
+        default=[],
+        help="config file(s) whose secret values (see `secrets:`) must not reach the bundle",
+    )
     p.set_defaults(func=_cmd_bundle)
 
     p = sub.add_parser("verify", help="check a bundle: checksums, recomputed tables, safe paths")
     p.add_argument("bundle", type=Path, metavar="BUNDLE")
     p.set_defaults(func=_cmd_verify)
 
-    p = sub.add_parser("calibrate", help="run the client against a reference server with known timing; "
-                       "print measured against true TTFT, TPOT, ITL and tokens/s per concurrency")
+    p = sub.add_parser(
+        "calibrate",
+        help="run the client against a reference server with known timing; "
+        "print measured against true TTFT, TPOT, ITL and tokens/s per concurrency",
+    )
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     p.add_argument("--requests-per-stream", type=int, default=8, help="requests = this x concurrency (at least 16)")
     p.add_argument("--ttft", type=float, default=0.02, help="reference server: seconds to the first token")
@@ -281,8 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-usage", action="store_true", help="no usage chunk: the client counts tokens itself")
     p.add_argument("--continuous-usage", action="store_true", help="cumulative usage in every chunk")
     p.add_argument("--workers", default="1", help="client processes: a number or auto")
-    p.add_argument("--lag-limit-ms", type=float, default=schema_default("bench.client_lag_limit_s") * 1e3,
-                   help="client lag p99 that flags a run")
+    p.add_argument(
+        "--lag-limit-ms",
+        type=float,
+        default=schema_default("bench.client_lag_limit_s") * 1e3,
+        help="client lag p99 that flags a run",
+    )
     p.add_argument("--out", type=Path, help="also write the report (markdown) here")
     p.set_defaults(func=_cmd_calibrate)
 
@@ -303,7 +357,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _log_traceback(message: str) -> None:
-    record = logging.getLogger("infbench").makeRecord("infbench", logging.ERROR, __file__, 0, message, (), sys.exc_info())
+    record = logging.getLogger("infbench").makeRecord(
+        "infbench", logging.ERROR, __file__, 0, message, (), sys.exc_info()
+    )
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)

@@ -64,8 +64,9 @@ class HandoffRecord:
                     raise HandoffError(f"{where}{cls.__name__}: missing field {f.name!r}")
                 continue
             if not _check(data[f.name], hints[f.name]):
-                raise HandoffError(f"{where}{cls.__name__}: field {f.name!r} should be {hints[f.name]}, "
-                                   f"got {data[f.name]!r}")
+                raise HandoffError(
+                    f"{where}{cls.__name__}: field {f.name!r} should be {hints[f.name]}, got {data[f.name]!r}"
+                )
             values[f.name] = data[f.name]
         return cls(**values)  # unknown keys: ignored (a newer writer may add fields)
 
@@ -152,10 +153,12 @@ class MemoryReport(HandoffRecord):
     engine_reported: dict | None = None
 
     @classmethod
-    def from_dict(cls, data: Any, source: str = "") -> "MemoryReport":
+    def from_dict(cls, data: Any, source: str = "") -> MemoryReport:
         report = super().from_dict(data, source)
-        report.gpus = [g if isinstance(g, GpuMemory) else GpuMemory.from_dict(g, f"{source} gpus[{i}]")
-                       for i, g in enumerate(report.gpus)]
+        report.gpus = [
+            g if isinstance(g, GpuMemory) else GpuMemory.from_dict(g, f"{source} gpus[{i}]")
+            for i, g in enumerate(report.gpus)
+        ]
         return report
 
 
@@ -173,7 +176,7 @@ class MergePlan(HandoffRecord):
             self.scenario_class(name)  # an unknown kind is named here, not deep inside the merge
 
     @classmethod
-    def from_json(cls, text: str) -> "MergePlan":
+    def from_json(cls, text: str) -> MergePlan:
         return cls.from_dict(json.loads(text), "merge plan")
 
     def to_json(self) -> str:

@@ -11,17 +11,17 @@ rule bench:
         records=[f"results/raw/{{engine}}/{{model}}/{scenario}.jsonl" for scenario in SCENARIOS],
         server="results/raw/{engine}/{model}/server.json",
         memory="results/raw/{engine}/{model}/memory.json",
-    params:
-        venv=lambda wc: f".venvs/{engine_env(wc.engine) or 'none'}",
-        lock=lambda wc: f"results/envs/{engine_env(wc.engine)}.lock" if engine_env(wc.engine) else "none",
-    threads: bench_threads
-    resources:
-        gpu=model_gpus,
     log:
         bench="logs/bench/{engine}/{model}.log",
         server="logs/bench/{engine}/{model}.server.log",
     wildcard_constraints:
         engine=one_of(OPENAI_ONLY_ENGINES),
+    threads: bench_threads
+    resources:
+        gpu=model_gpus,
+    params:
+        venv=lambda wc: f".venvs/{engine_env(wc.engine) or 'none'}",
+        lock=lambda wc: f"results/envs/{engine_env(wc.engine)}.lock" if engine_env(wc.engine) else "none",
     shell:
         "infbench bench --engine-spec {input.engine_spec} --model-spec {input.model_spec} "
         "--prompts {input.prompts} --venv {params.venv} --lock {params.lock} --threads {threads} "

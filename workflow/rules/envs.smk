@@ -18,14 +18,14 @@ rule existing_env:
     output:
         lock="results/envs/{env}.lock",
         marker=".venvs/{env}/.infbench-built",
-    params:
-        engine=lambda wc: EXISTING_ENVS[wc.env][0],
-        kind=lambda wc: EXISTING_ENVS[wc.env][1],
-        python=lambda wc: EXISTING_ENVS[wc.env][2],
     log:
         "logs/envs/{env}.log",
     wildcard_constraints:
         env=one_of(list(EXISTING_ENVS)),
+    params:
+        engine=lambda wc: EXISTING_ENVS[wc.env][0],
+        kind=lambda wc: EXISTING_ENVS[wc.env][1],
+        python=lambda wc: EXISTING_ENVS[wc.env][2],
     shell:
         "infbench existing-env --name {wildcards.env} --engine {params.engine} --kind {params.kind} "
         "--python {params.python:q} --venv .venvs/{wildcards.env} --lock {output.lock} "

@@ -8,13 +8,13 @@ rule memory_estimate:
         unpack(memory_estimate_input),
     output:
         "results/memory/{model}.json",
+    log:
+        "logs/memory/{model}.log",
     params:
         python=memory_python(),
         flag=memory_source_flag,
         dtype=lambda wc: model_spec(config, wc.model).dtype,  # the dtype engines compute in
         context=lambda wc: config["models"][wc.model]["max_model_len"],
-    log:
-        "logs/memory/{model}.log",
     shell:
         "PYTHONPATH=workflow {params.python} -m infbench.memory.cli memory-estimate "
         "{params.flag} {input.source:q} --name {wildcards.model} --dtype {params.dtype} "
@@ -29,10 +29,10 @@ rule memory_table:
         measured=memory_measured(),
     output:
         "results/tables/memory.md",
-    params:
-        python=memory_python(),
     log:
         "logs/memory/table.log",
+    params:
+        python=memory_python(),
     shell:
         "PYTHONPATH=workflow {params.python} -m infbench.memory.cli memory-table "
         "--estimates {input.estimates} --measured {input.measured} --out {output} > {log} 2>&1"
@@ -43,8 +43,8 @@ rule memory_table:
 rule memory_bandwidth:
     output:
         "results/hardware/bandwidth.json",
-    threads: all_cores
     log:
         "logs/memory/bandwidth.log",
+    threads: all_cores
     shell:
         "infbench memory-bandwidth --out {output} > {log} 2>&1"

@@ -14,9 +14,9 @@ rule merge:
         details="results/tables/details.md",
         csv="results/tables/summary.csv",
         plan="results/tables/merge_plan.json",
-    params:
-        plan=merge_plan(),
     log:
         "logs/merge.log",
+    params:
+        plan=merge_plan(),
     shell:
         "infbench merge --raw-dir results/raw --out-dir results/tables --plan {params.plan:q} > {log} 2>&1"

@@ -5,13 +5,13 @@ rule model:
     output:
         directory("resources/models/{model}"),
         meta="results/models/{model}.json",
+    log:
+        "logs/models/{model}.log",
     params:
         source=lambda wc: model_source(config["models"][wc.model]),
         dtype=model_build_dtype,
         seed=lambda wc: config["models"][wc.model]["seed"],
         python=f".venvs/{config['tools_env']}/bin/python",
-    log:
-        "logs/models/{model}.log",
     shell:
         "PYTHONPATH=workflow {params.python} -m infbench.pipeline.models --name {wildcards.model} "
         "--source {params.source:q} --dtype {params.dtype} --out resources/models/{wildcards.model} "
@@ -25,11 +25,11 @@ rule gguf:
         model="results/models/{model}.json",
     output:
         meta="results/models/{model}.gguf.json",
+    log:
+        "logs/models/{model}.gguf.log",
     params:
         dtype=gguf_dtype,
         python=f".venvs/{config['tools_env']}/bin/python",
-    log:
-        "logs/models/{model}.gguf.log",
     shell:
         "PYTHONPATH=workflow {params.python} -m infbench.pipeline.gguf_export --name {wildcards.model} "
         "--model-dir resources/models/{wildcards.model} --dtype {params.dtype} "

@@ -31,8 +31,17 @@ rule plots:
 # Record what ran, on what and when: git, redacted config, locks, hashes, hardware, versions, times.
 rule provenance:
     input:
-        tables=[f"results/tables/{name}" for name in
-                ("inference_speed.md", "throughput.md", "details.md", "summary.csv", "merge_plan.json", "memory.md")],
+        tables=[
+            f"results/tables/{name}"
+            for name in (
+                "inference_speed.md",
+                "throughput.md",
+                "details.md",
+                "summary.csv",
+                "merge_plan.json",
+                "memory.md",
+            )
+        ],
         locks=sorted({f"results/envs/{engine_env(e)}.lock" for e in ENGINES if engine_env(e)}),
         models=[f"results/models/{m}.json" for m in MODELS],
         prompts=f"results/prompts/{PROMPTS_NAME}.meta.json",
@@ -46,12 +55,12 @@ rule provenance:
             caption="../report/provenance.rst",
             labels={"file": "provenance.json (machine-readable)"},
         ),
+    log:
+        "logs/report/provenance.log",
     params:
         # Redacted here already: the config never reaches a command line or a log with its secrets.
         # (a function, so that braces in the config, e.g. an openai command's {port}, stay as they are)
         config=lambda wildcards: json.dumps(redact_config(config), sort_keys=True),
-    log:
-        "logs/report/provenance.log",
     shell:
         "infbench provenance --config {params.config:q} --tables {input.tables} --locks {input.locks} "
         "--models {input.models} --prompts-meta {input.prompts} --servers {input.servers} "

@@ -2,10 +2,10 @@
 rule engine_spec:
     output:
         "results/specs/engines/{engine}.json",
-    params:
-        spec=lambda wc: asdict(engine_spec(config, wc.engine)),
     log:
         "logs/specs/engines/{engine}.log",
+    params:
+        spec=lambda wc: asdict(engine_spec(config, wc.engine)),
     run:
         write_spec_file(output[0], params.spec, log[0])
 
@@ -14,9 +14,9 @@ rule engine_spec:
 rule model_spec:
     output:
         "results/specs/models/{model}.json",
-    params:
-        spec=lambda wc: asdict(model_spec(config, wc.model)),
     log:
         "logs/specs/models/{model}.log",
+    params:
+        spec=lambda wc: asdict(model_spec(config, wc.model)),
     run:
         write_spec_file(output[0], params.spec, log[0])

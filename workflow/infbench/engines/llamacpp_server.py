@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, required=True, help="threads for generation and prompt processing")
     parser.add_argument("--parallel", type=int, required=True, help="slots: requests decoded together")
     parser.add_argument("--ctx-size", type=int, required=True, help="KV cache tokens, shared by all slots")
-    parser.add_argument("--batch-size", type=int, default=None, help="logical batch (n_batch); llama.cpp's default if unset")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="logical batch (n_batch); llama.cpp's default if unset"
+    )
     parser.add_argument("--no-cont-batching", action="store_true", help="turn continuous batching off")
     parser.add_argument("--verbosity", type=int, default=None)
     args = parser.parse_args(argv)
@@ -52,8 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.verbosity is not None:
         params.verbosity = args.verbosity
     print(f"llama.cpp (xllamacpp {xllamacpp.__version__}): {xllamacpp.get_system_info()}", flush=True)
-    print(f"llama.cpp: model {args.model} as {args.alias!r} on {args.host}:{args.port}, threads {args.threads}, "
-          f"parallel {args.parallel}, ctx {args.ctx_size}, cont_batching {params.cont_batching}", flush=True)
+    print(
+        f"llama.cpp: model {args.model} as {args.alias!r} on {args.host}:{args.port}, threads {args.threads}, "
+        f"parallel {args.parallel}, ctx {args.ctx_size}, cont_batching {params.cont_batching}",
+        flush=True,
+    )
 
     def stop(signum, frame):
         # The C++ server's threads go with the process; nothing of ours needs flushing.

@@ -98,8 +98,10 @@ def listener_pids(port: int, root_pid: int) -> tuple[bool, list[int]]:
         tree = []
     for proc in tree:
         try:
-            if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
-                   for c in proc.net_connections(kind="inet")):
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port
+                for c in proc.net_connections(kind="inet")
+            ):
                 return True, []
         except psutil.Error:
             continue
@@ -141,8 +143,12 @@ class ManagedServer:
         log = open(self.log_path, "ab")
         try:
             self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env or None, preexec_fn=_own_group_dying_with_parent,
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env or None,
+                preexec_fn=_own_group_dying_with_parent,
             )
         finally:
             log.close()  # the child holds its own copy
@@ -159,11 +165,12 @@ class ManagedServer:
                 if code is not None:
                     tail = log_tail(self.log_path)
                     if stranger is not None or any(m in tail.lower() for m in PORT_IN_USE_MARKERS):
-                        raise PortClashError(f"port {self.port} was taken by another process "
-                                             f"(pid {_pids(stranger)}) before the server bound it")
+                        raise PortClashError(
+                            f"port {self.port} was taken by another process "
+                            f"(pid {_pids(stranger)}) before the server bound it"
+                        )
                     raise ServerError(
-                        f"server exited with code {code} before it was healthy; "
-                        f"last lines of {self.log_path}:\n{tail}"
+                        f"server exited with code {code} before it was healthy; last lines of {self.log_path}:\n{tail}"
                     )
                 try:
                     if client.get(self.health_url).status_code == 200:
@@ -177,8 +184,10 @@ class ManagedServer:
                     pass
                 if time.monotonic() > deadline:
                     if stranger is not None:
-                        raise PortClashError(f"port {self.port} answers, but not from the server we started "
-                                             f"(it is held by pid {_pids(stranger)})")
+                        raise PortClashError(
+                            f"port {self.port} answers, but not from the server we started "
+                            f"(it is held by pid {_pids(stranger)})"
+                        )
                     raise ServerError(
                         f"server not healthy at {self.health_url} after {self.startup_timeout_s:.0f} s "
                         f"(raise the engine's startup_timeout_s if it is just slow); "
@@ -203,7 +212,7 @@ class ManagedServer:
         self.process.wait()
         self.process = None
 
-    def __enter__(self) -> "ManagedServer":
+    def __enter__(self) -> ManagedServer:
         if self.process is None:  # a server started (and checked) before the block is kept
             self.start()
         return self

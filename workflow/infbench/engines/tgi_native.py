@@ -37,16 +37,30 @@ def render_prompt(template: str, specials: dict, messages: list[dict]) -> str:
     return env.from_string(template).render(messages=messages, add_generation_prompt=True, **specials)
 
 
-async def measure(base_url: str, prompts: list[dict], template: str, specials: dict, max_tokens: int,
-                  engine: str, model: str, timeout_s: float) -> list[RequestRecord]:
+async def measure(
+    base_url: str,
+    prompts: list[dict],
+    template: str,
+    specials: dict,
+    max_tokens: int,
+    engine: str,
+    model: str,
+    timeout_s: float,
+) -> list[RequestRecord]:
     from text_generation import AsyncClient
 
     client = AsyncClient(f"{base_url}/generate_stream", timeout=int(timeout_s))
     records = []
     for index, prompt in enumerate(prompts):  # concurrency 1, like the single scenario
         record = RequestRecord(
-            request_id=f"native-single-{index:04d}", prompt_id=prompt["id"], engine=engine, model=model,
-            scenario="native-single", concurrency=1, send_time=time.time(), max_tokens=max_tokens,
+            request_id=f"native-single-{index:04d}",
+            prompt_id=prompt["id"],
+            engine=engine,
+            model=model,
+            scenario="native-single",
+            concurrency=1,
+            send_time=time.time(),
+            max_tokens=max_tokens,
             tokens_counted_by="events",
         )
         text = render_prompt(template, specials, prompt["messages"])
@@ -83,13 +97,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, required=True)
     parser.add_argument("--engine", default="tgi")
     parser.add_argument("--model", default="model")
-    parser.add_argument("--timeout-s", type=float, required=True, help="per request (the bench settings' request_timeout_s)")
+    parser.add_argument(
+        "--timeout-s", type=float, required=True, help="per request (the bench settings' request_timeout_s)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     prompts = [json.loads(line) for line in args.prompts.read_text().splitlines() if line.strip()]
     template, specials = chat_template(args.model_dir)
-    records = asyncio.run(measure(args.base_url, prompts, template, specials, args.max_tokens,
-                                  args.engine, args.model, args.timeout_s))
+    records = asyncio.run(
+        measure(args.base_url, prompts, template, specials, args.max_tokens, args.engine, args.model, args.timeout_s)
+    )
     write_records(args.out, records)
     failed = sum(r.error is not None for r in records)
     print(f"native /generate_stream: {len(records)} requests, {failed} failed", file=sys.stderr)

@@ -1,1 +1,2 @@
-"""Measuring a server: the bench job, scenario kinds, the HTTP client, load shapes, records, metrics, the reference server and calibration."""
+"""Measuring a server: the bench job, scenario kinds, the HTTP client, load shapes, records, metrics,
+the reference server and calibration."""

@@ -20,27 +20,39 @@ import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import infbench
-from infbench.memory.vllmlog import read_vllm_startup
-from infbench.measure.client import RequestSettings, RunContext
-from infbench.measure.runners import run_single
 from infbench.engines.adapters import ServerPlan, adapter_for
-from infbench.handoff import MemoryReport, ServerInfo
 from infbench.engines.gpus import GpuLease, this_node, visible_gpu_ids
-from infbench.measure.scenarios import Scenario, Single
+from infbench.engines.server import (
+    ManagedServer,
+    PortClashError,
+    ServerError,
+    exit_when_parent_dies,
+    free_port,
+    log_tail,
+)
+from infbench.fileio import check_writable, write_json_atomic
+from infbench.handoff import MemoryReport, ServerInfo
+from infbench.measure.busy import LoadWatch
+from infbench.measure.client import RequestSettings, RunContext
 from infbench.measure.memwatch import MemoryWatcher
 from infbench.measure.recordmath import tokens_per_second
-from infbench.pipeline.prompts import read_sample
 from infbench.measure.records import RequestRecord, write_records
-from infbench.engines.server import (ManagedServer, PortClashError, ServerError, exit_when_parent_dies, free_port,
-                                     log_tail)
-from infbench.fileio import check_writable, write_json_atomic
-from infbench.measure.busy import LoadWatch
+from infbench.measure.runners import run_single
+from infbench.measure.scenarios import Scenario, Single
+from infbench.memory.vllmlog import read_vllm_startup
+from infbench.pipeline.prompts import read_sample
 from infbench.pipeline.spec import EngineSpec, ModelSpec, read_engine_spec, read_model_spec
 
 log = logging.getLogger("infbench.measure.bench")
 
-THREAD_COUNT_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
-                          "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+THREAD_COUNT_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 
 
 @dataclass(frozen=True)
@@ -122,7 +134,6 @@ def run_bench(paths: BenchPaths) -> None:
         raise
 
 
-
 def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, adapter) -> None:
     with GpuLease(count=model.gpus, candidates=visible_gpu_ids(engine.gpu_ids) if model.gpus else []) as lease:
         host = engine.bench.host
@@ -133,8 +144,11 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
             env = _server_env(engine, paths.venv, lease.env(), plan.env)
             log.info("server command: %s", " ".join(plan.command))
             server = ManagedServer(
-                command=plan.command, log_path=paths.server_log, health_url=f"http://{host}:{port}{plan.health_path}",
-                env=env, startup_timeout_s=engine.startup_timeout_s,
+                command=plan.command,
+                log_path=paths.server_log,
+                health_url=f"http://{host}:{port}{plan.health_path}",
+                env=env,
+                startup_timeout_s=engine.startup_timeout_s,
                 port=None if plan.command[0] == "docker" else port,  # docker's proxy is not our child
             )
             server.start()
@@ -151,9 +165,14 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
                 raise
         with server:  # started above; leaving this block always stops it
             log.info("server healthy after %.1f s", startup_s)
-            memory = MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind,
-                                  interval_s=engine.bench.memory_sample_interval_s,
-                                  kv_cache_bytes=_cpu_kv_pool_bytes(engine, env))
+            memory = MemoryReport(
+                engine=engine.name,
+                model=model.name,
+                device=engine.device,
+                kind=engine.kind,
+                interval_s=engine.bench.memory_sample_interval_s,
+                kv_cache_bytes=_cpu_kv_pool_bytes(engine, env),
+            )
             watcher = MemoryWatcher(server.process.pid, memory, lease.ids)
             watcher.mark_idle()
             watcher.start()
@@ -189,13 +208,25 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
             startup = read_vllm_startup(paths.server_log)
             memory.engine_reported = startup.to_dict() if startup else None
         memory.write(paths.out_dir / "memory.json")
-        _server_info(engine, model, gpu_ids=list(lease.ids), command=plan.command, version=version,
-                     startup_s=round(startup_s, 3), fixed_length_control=plan.fixed_length_control,
-                     notes=plan.notes, settings=plan.settings, server_env=_shown_env(plan.env),
-                     status="failed" if died else "ok", reason=died,
-                     machine_load=loads).write(paths.out_dir / "server.json")
+        _server_info(
+            engine,
+            model,
+            gpu_ids=list(lease.ids),
+            command=plan.command,
+            version=version,
+            startup_s=round(startup_s, 3),
+            fixed_length_control=plan.fixed_length_control,
+            notes=plan.notes,
+            settings=plan.settings,
+            server_env=_shown_env(plan.env),
+            status="failed" if died else "ok",
+            reason=died,
+            machine_load=loads,
+        ).write(paths.out_dir / "server.json")
         if died:
-            write_json_atomic(failure_marker(paths.out_dir), {"reason": died, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            write_json_atomic(
+                failure_marker(paths.out_dir), {"reason": died, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            )
             raise ServerDied(died)
 
 
@@ -237,18 +268,33 @@ def run_external(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompt
         records = _run_scenario(url, prompts, scenario, settings, engine, model)
         write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
     version = _server_version(base, plan)
-    MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status="skipped",
-                 reason="external endpoint: memory not measured").write(paths.out_dir / "memory.json")
-    _server_info(engine, model, version=version, fixed_length_control=plan.fixed_length_control, notes=plan.notes,
-                 settings=plan.settings, external=True, base_url=base).write(paths.out_dir / "server.json")
+    MemoryReport(
+        engine=engine.name,
+        model=model.name,
+        device=engine.device,
+        kind=engine.kind,
+        status="skipped",
+        reason="external endpoint: memory not measured",
+    ).write(paths.out_dir / "memory.json")
+    _server_info(
+        engine,
+        model,
+        version=version,
+        fixed_length_control=plan.fixed_length_control,
+        notes=plan.notes,
+        settings=plan.settings,
+        external=True,
+        base_url=base,
+    ).write(paths.out_dir / "server.json")
 
 
 def forced_output_length(engine: EngineSpec, model: ModelSpec) -> EngineSpec:
     """Random weights never stop at EOS meaningfully: their runs always generate max_tokens."""
     if model.weights != "random" or engine.sampling.output_length == "fixed":
         return engine
-    log.info("model %s has random weights: output_length forced to fixed (%d tokens)", model.name,
-             engine.sampling.max_tokens)
+    log.info(
+        "model %s has random weights: output_length forced to fixed (%d tokens)", model.name, engine.sampling.max_tokens
+    )
     return replace(engine, sampling=replace(engine.sampling, output_length="fixed"))
 
 
@@ -265,16 +311,25 @@ def _write_unmeasured(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, s
         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
     if engine.kind == "tgi":
         write_records(paths.out_dir / "native-single.jsonl", [])
-    MemoryReport(engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status=status,
-                 reason=reason).write(paths.out_dir / "memory.json")
+    MemoryReport(
+        engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status=status, reason=reason
+    ).write(paths.out_dir / "memory.json")
     _server_info(engine, model, status=status, reason=reason).write(paths.out_dir / "server.json")
 
 
 def _server_info(engine: EngineSpec, model: ModelSpec, **run) -> ServerInfo:
     """server.json: the engine and model it ran, plus what this run adds (command, version, ...)."""
-    return ServerInfo(engine=engine.name, kind=engine.kind, label=engine.label, model=model.name,
-                      device=engine.device, sampling=vars(engine.sampling), weights=model.weights,
-                      node=asdict(this_node()), **run)
+    return ServerInfo(
+        engine=engine.name,
+        kind=engine.kind,
+        label=engine.label,
+        model=model.name,
+        device=engine.device,
+        sampling=vars(engine.sampling),
+        weights=model.weights,
+        node=asdict(this_node()),
+        **run,
+    )
 
 
 def _cpu_kv_pool_bytes(engine: EngineSpec, env: dict[str, str]) -> int | None:
@@ -305,35 +360,56 @@ def _tgi_native(base_url: str, paths: BenchPaths, engine: EngineSpec, model: Mod
     prompts = read_sample(paths.prompts)
     sample.write_text("".join(json.dumps({"id": p.id, "messages": list(p.messages)}) + "\n" for p in prompts))
     env = dict(os.environ, PYTHONPATH=str(Path(infbench.__file__).resolve().parent.parent))
-    result = subprocess.run(tgi_native_command(base_url, paths, engine, model, sample), env=env,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        tgi_native_command(base_url, paths, engine, model, sample), env=env, capture_output=True, text=True
+    )
     sample.unlink(missing_ok=True)
     log.info("native /generate_stream: %s", result.stderr.strip()[-500:])
     if result.returncode not in (0, 1):  # 1: some requests failed, counted in the records
         raise RuntimeError(f"TGI native measurement failed: {result.stderr[-2000:]}")
 
 
-def tgi_native_command(base_url: str, paths: BenchPaths, engine: EngineSpec, model: ModelSpec,
-                       sample: Path) -> list[str]:
+def tgi_native_command(
+    base_url: str, paths: BenchPaths, engine: EngineSpec, model: ModelSpec, sample: Path
+) -> list[str]:
     """The native client's command line: the same max_tokens and request timeout as the chat scenarios."""
     return [
-        str(paths.venv / "bin" / "python"), "-m", "infbench.engines.tgi_native", "--base-url", base_url,
-        "--model-dir", model.path, "--prompts", str(sample), "--max-tokens", str(engine.sampling.max_tokens),
-        "--engine", engine.name, "--model", model.name, "--timeout-s", str(engine.bench.request_timeout_s),
-        "--out", str(paths.out_dir / "native-single.jsonl"),
+        str(paths.venv / "bin" / "python"),
+        "-m",
+        "infbench.engines.tgi_native",
+        "--base-url",
+        base_url,
+        "--model-dir",
+        model.path,
+        "--prompts",
+        str(sample),
+        "--max-tokens",
+        str(engine.sampling.max_tokens),
+        "--engine",
+        engine.name,
+        "--model",
+        model.name,
+        "--timeout-s",
+        str(engine.bench.request_timeout_s),
+        "--out",
+        str(paths.out_dir / "native-single.jsonl"),
     ]
 
 
-def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str], plan_env: dict[str, str] = {}) -> dict[str, str]:
+def _server_env(
+    engine: EngineSpec, venv: Path, gpu_env: dict[str, str], plan_env: dict[str, str] | None = None
+) -> dict[str, str]:
     env = dict(os.environ)
-    env.update({
-        "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
-        "VIRTUAL_ENV": str(venv),
-        # Models are prepared beforehand: a server must never reach out to a hub mid-benchmark.
-        "HF_HUB_OFFLINE": "1",
-        "HF_HUB_DISABLE_TELEMETRY": "1",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "VIRTUAL_ENV": str(venv),
+            # Models are prepared beforehand: a server must never reach out to a hub mid-benchmark.
+            "HF_HUB_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     env.pop("PYTHONPATH", None)  # the server runs in its own venv, not on the harness's path
     # Snakemake sets these to the job's threads; an engine picks its own threading (vLLM-CPU keeps a
     # core for its front end: forced to 2 OpenMP threads on 2 cores its decode is ~50x slower).
@@ -341,12 +417,14 @@ def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str], plan_en
     for name in THREAD_COUNT_VARIABLES:
         env.pop(name, None)
     env.update(gpu_env)
-    env.update(plan_env)  # the engine's documented setup (binding, preloads); server_env overrides it
+    env.update(plan_env or {})  # the engine's documented setup (binding, preloads); server_env overrides it
     env.update(engine.server_env)
     for name, source in engine.server_env_from.items():  # secrets: resolved here, at server start, only
         if source not in os.environ:
-            raise BenchFailure(f"engines.{engine.name}.server_env.{name}: environment variable {source} is not set; "
-                               f"export it before running snakemake")
+            raise BenchFailure(
+                f"engines.{engine.name}.server_env.{name}: environment variable {source} is not set; "
+                f"export it before running snakemake"
+            )
         env[name] = os.environ[source]
     return env
 
@@ -354,10 +432,17 @@ def _server_env(engine: EngineSpec, venv: Path, gpu_env: dict[str, str], plan_en
 def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None = None) -> RequestSettings:
     s = engine.sampling
     extra = {"api_key": api_key} if api_key else {}
-    return RequestSettings(**extra,
-        model_name=plan.model_name, max_tokens=s.max_tokens, temperature=s.temperature, top_p=s.top_p,
-        seed=s.seed, output_length=s.output_length, extra_body=plan.extra_body,
-        timeout_s=engine.bench.request_timeout_s, client_lag_limit_s=engine.bench.client_lag_limit_s,
+    return RequestSettings(
+        **extra,
+        model_name=plan.model_name,
+        max_tokens=s.max_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=s.seed,
+        output_length=s.output_length,
+        extra_body=plan.extra_body,
+        timeout_s=engine.bench.request_timeout_s,
+        client_lag_limit_s=engine.bench.client_lag_limit_s,
         continuous_usage=plan.continuous_usage,
     )
 
@@ -377,13 +462,18 @@ def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, serve
     log.info("warm-up: %d request(s) done", len(records))
 
 
-def _run_scenario(url, prompts, scenario: Scenario, settings, engine: EngineSpec, model: ModelSpec) -> list[RequestRecord]:
+def _run_scenario(
+    url, prompts, scenario: Scenario, settings, engine: EngineSpec, model: ModelSpec
+) -> list[RequestRecord]:
     ctx = scenario.run_context(engine.name, model.name)
     tokens = 0
     started = time.monotonic()
     with Progress(
         TextColumn(f"[bold]{engine.name}/{model.name}[/] {scenario.name} ({scenario.load_label})"),
-        BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"), TimeElapsedColumn(),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
     ) as progress:
         task = progress.add_task("requests", total=scenario.progress_total(prompts), rate="")
 
@@ -406,9 +496,14 @@ def _run_scenario(url, prompts, scenario: Scenario, settings, engine: EngineSpec
         return records
     lag = summarize(records, engine.name, model.name, scenario.name)
     if lag.client_lag_flag:
-        log.warning("%s: client lag over %.1f ms at p99 (dispatch %s ms, read %s ms): the figures include the "
-                    "client's own delay; see details.md", scenario.name, (lag.client_lag_limit_s or 0) * 1e3,
-                    _ms(lag.dispatch_lag_p99_s), _ms(lag.read_lag_p99_s))
+        log.warning(
+            "%s: client lag over %.1f ms at p99 (dispatch %s ms, read %s ms): the figures include the "
+            "client's own delay; see details.md",
+            scenario.name,
+            (lag.client_lag_limit_s or 0) * 1e3,
+            _ms(lag.dispatch_lag_p99_s),
+            _ms(lag.read_lag_p99_s),
+        )
     return records
 
 

@@ -44,14 +44,20 @@ class MachineLoad:
         return {**asdict(self), "busy": self.busy}
 
     def summary(self) -> str:
-        parts = [f"other processes used {self.other_cpu_s:.1f} CPU s in {self.wall_s:.1f} s "
-                 f"({self.other_cpu_share:.0%} of {self.cpus} CPUs; limit {self.limit:.0%})"]
+        parts = [
+            f"other processes used {self.other_cpu_s:.1f} CPU s in {self.wall_s:.1f} s "
+            f"({self.other_cpu_share:.0%} of {self.cpus} CPUs; limit {self.limit:.0%})"
+        ]
         if self.culprits:
-            parts.append("top: " + ", ".join(f"{c['name']} (pid {c['pid']}, {c['user']}) {c['cpu_s']:.1f} s"
-                                             for c in self.culprits))
+            parts.append(
+                "top: "
+                + ", ".join(f"{c['name']} (pid {c['pid']}, {c['user']}) {c['cpu_s']:.1f} s" for c in self.culprits)
+            )
         if self.gpu_others:
-            parts.append("on the leased GPUs: " + ", ".join(
-                f"{g['name']} (pid {g['pid']}) on GPU {g['gpu']}" for g in self.gpu_others))
+            parts.append(
+                "on the leased GPUs: "
+                + ", ".join(f"{g['name']} (pid {g['pid']}) on GPU {g['gpu']}" for g in self.gpu_others)
+            )
         return "; ".join(parts)
 
 
@@ -78,8 +84,11 @@ def _process_cpu() -> dict[tuple[int, float], tuple[str, str, float, float]]:
         if times is None:
             continue
         table[(proc.pid, info.get("create_time") or 0.0)] = (
-            info.get("name") or "?", info.get("username") or "?", times.user + times.system,
-            getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0))
+            info.get("name") or "?",
+            info.get("username") or "?",
+            times.user + times.system,
+            getattr(times, "children_user", 0.0) + getattr(times, "children_system", 0.0),
+        )
     return table
 
 
@@ -105,8 +114,13 @@ class LoadWatch:
 
     def _snapshot(self) -> _Snapshot:
         tree = tree_pids(self.root_pid)
-        return _Snapshot(time.monotonic(), _busy_seconds(), _process_cpu(), tree,
-                         gpu_other_processes(self.nvml, self.gpu_ids, tree) if self.nvml else [])
+        return _Snapshot(
+            time.monotonic(),
+            _busy_seconds(),
+            _process_cpu(),
+            tree,
+            gpu_other_processes(self.nvml, self.gpu_ids, tree) if self.nvml else [],
+        )
 
     def start(self) -> None:
         self._start = self._snapshot()
@@ -117,7 +131,9 @@ class LoadWatch:
         tree = start.tree | end.tree
         ours = 0.0
         for snap, sign in ((end, 1.0), (start, -1.0)):  # reaped workers move into their parent's children time
-            ours += sign * sum(own + children for (pid, _), (_, _, own, children) in snap.processes.items() if pid in tree)
+            ours += sign * sum(
+                own + children for (pid, _), (_, _, own, children) in snap.processes.items() if pid in tree
+            )
         wall = max(end.at - start.at, 1e-9)
         other = max(0.0, (end.busy_s - start.busy_s) - ours)
         cpus = psutil.cpu_count() or 1
@@ -132,9 +148,16 @@ class LoadWatch:
         culprits.sort(key=lambda c: -c["cpu_s"])
         seen = {(g["gpu"], g["pid"]) for g in end.gpu}
         gpu_others = end.gpu + [g for g in start.gpu if (g["gpu"], g["pid"]) not in seen]
-        return MachineLoad(scenario=scenario, wall_s=round(wall, 3), cpus=cpus, other_cpu_s=round(other, 2),
-                           other_cpu_share=round(other / (wall * cpus), 4), limit=self.limit,
-                           culprits=culprits[:top], gpu_others=gpu_others)
+        return MachineLoad(
+            scenario=scenario,
+            wall_s=round(wall, 3),
+            cpus=cpus,
+            other_cpu_s=round(other, 2),
+            other_cpu_share=round(other / (wall * cpus), 4),
+            limit=self.limit,
+            culprits=culprits[:top],
+            gpu_others=gpu_others,
+        )
 
 
 def _load_nvml():
@@ -168,6 +191,7 @@ def gpu_other_processes(nvml, gpu_ids: list[str], tree: set[int]) -> list[dict]:
                 name = psutil.Process(proc.pid).name()
             except psutil.Error:
                 name = "?"
-            found.append({"gpu": str(gpu), "pid": proc.pid, "name": name,
-                          "used_bytes": getattr(proc, "usedGpuMemory", None)})
+            found.append(
+                {"gpu": str(gpu), "pid": proc.pid, "name": name, "used_bytes": getattr(proc, "usedGpuMemory", None)}
+            )
     return found

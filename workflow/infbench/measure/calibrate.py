@@ -34,11 +34,20 @@ def true_records(log: dict, scenario: str = "truth", concurrency: int = 0) -> li
         parsed = entry["parsed"]
         done = entry["end"] is not None and not entry["aborted"]
         record = RequestRecord(
-            request_id=entry["id"], prompt_id="", engine="refserver", model="refserver", scenario=scenario,
-            concurrency=concurrency, send_time=parsed, send_mono=parsed, status=200,
+            request_id=entry["id"],
+            prompt_id="",
+            engine="refserver",
+            model="refserver",
+            scenario=scenario,
+            concurrency=concurrency,
+            send_time=parsed,
+            send_mono=parsed,
+            status=200,
             error=None if done else "aborted",
-            chunk_times_s=[t - parsed for t in entry["chunk_times"]], chunk_tokens=list(entry["chunk_tokens"]),
-            completion_tokens=entry["tokens"], chunk_tokens_counted_by="server",
+            chunk_times_s=[t - parsed for t in entry["chunk_times"]],
+            chunk_tokens=list(entry["chunk_tokens"]),
+            completion_tokens=entry["tokens"],
+            chunk_tokens_counted_by="server",
         )
         if done and entry["chunk_times"]:
             record.ttft_s = entry["chunk_times"][0] - parsed
@@ -82,8 +91,13 @@ class CpuMeter:
         # Worker processes are reaped within the run, so RUSAGE_CHILDREN holds them; the server (reaped
         # only at the very end) reports its own CPU time in its log.
         client = self._own() - self.own
-        return CpuWindow(wall_s=wall, machine_busy=1 - idle / total if total > 0 else 0.0, client_cores=client / wall,
-                         server_cores=(server_cpu_s - self.server) / wall, load_avg_1m=os.getloadavg()[0])
+        return CpuWindow(
+            wall_s=wall,
+            machine_busy=1 - idle / total if total > 0 else 0.0,
+            client_cores=client / wall,
+            server_cores=(server_cpu_s - self.server) / wall,
+            load_avg_1m=os.getloadavg()[0],
+        )
 
 
 @dataclass
@@ -114,8 +128,10 @@ class Comparison:
         if self.server_lag_p99_s is not None and self.server_lag_p99_s > self.lag_limit_s:
             parts.append("rig saturated: server late")
         if self.cpu.machine_busy >= CPU_SATURATED:
-            parts.append(f"rig saturated: CPU {self.cpu.machine_busy:.0%} busy, other processes "
-                         f"{self.cpu.others_cores:.1f} of {os.cpu_count()} cores")
+            parts.append(
+                f"rig saturated: CPU {self.cpu.machine_busy:.0%} busy, other processes "
+                f"{self.cpu.others_cores:.1f} of {os.cpu_count()} cores"
+            )
         return "; ".join(parts) or "ok"
 
 
@@ -162,36 +178,74 @@ def ideal_throughput(settings: RefSettings, concurrency: int, tokens: int) -> fl
     return concurrency * tokens / per_request if per_request > 0 else float("inf")
 
 
-def compare(records: list[RequestRecord], log: dict, settings: RefSettings, concurrency: int, workers: int,
-            cpu: CpuWindow, lag_limit_s: float, tokens: int) -> Comparison:
+def compare(
+    records: list[RequestRecord],
+    log: dict,
+    settings: RefSettings,
+    concurrency: int,
+    workers: int,
+    cpu: CpuWindow,
+    lag_limit_s: float,
+    tokens: int,
+) -> Comparison:
     truth = true_records(log, concurrency=concurrency)
     lags = [lag for entry in log["requests"] for lag in entry["chunk_lags"]]
     split, unmatched = ttft_split(records, log)
     return Comparison(
-        concurrency=concurrency, requests=len(records), workers=workers,
+        concurrency=concurrency,
+        requests=len(records),
+        workers=workers,
         measured=summarize(records, "infbench", "refserver", f"c{concurrency}"),
         true=summarize(truth, "refserver", "refserver", f"c{concurrency}"),
-        true_tokens_per_s=true_throughput(log), ideal_tokens_per_s=ideal_throughput(settings, concurrency, tokens),
-        server_lag_p99_s=percentile(lags, 99), split=split, cpu=cpu, lag_limit_s=lag_limit_s, unmatched=unmatched,
+        true_tokens_per_s=true_throughput(log),
+        ideal_tokens_per_s=ideal_throughput(settings, concurrency, tokens),
+        server_lag_p99_s=percentile(lags, 99),
+        split=split,
+        cpu=cpu,
+        lag_limit_s=lag_limit_s,
+        unmatched=unmatched,
     )
 
 
 def requests_for(prefix: str, n: int) -> list[ChatRequest]:
-    return [ChatRequest(request_id=f"{prefix}-{i:05d}", prompt_id="calibration",
-                        messages=[{"role": "user", "content": "Count to one hundred."}]) for i in range(n)]
+    return [
+        ChatRequest(
+            request_id=f"{prefix}-{i:05d}",
+            prompt_id="calibration",
+            messages=[{"role": "user", "content": "Count to one hundred."}],
+        )
+        for i in range(n)
+    ]
 
 
-def run_ours(server: RefServerProcess, concurrency: int, n: int, tokens: int, workers: int | str = 1,
-             lag_limit_s: float = CLIENT_LAG_LIMIT_S, continuous_usage: bool = False) -> Comparison:
+def run_ours(
+    server: RefServerProcess,
+    concurrency: int,
+    n: int,
+    tokens: int,
+    workers: int | str = 1,
+    lag_limit_s: float = CLIENT_LAG_LIMIT_S,
+    continuous_usage: bool = False,
+) -> Comparison:
     """One closed-loop run of our client at `concurrency` against a running reference server."""
     before = server.fetch_log(clear=True)  # forget earlier runs; its cpu_s is our baseline
     n_workers = auto_workers(concurrency) if workers == "auto" else int(workers)
-    settings = RequestSettings(model_name="refserver", max_tokens=tokens, client_lag_limit_s=lag_limit_s,
-                               continuous_usage=continuous_usage, timeout_s=120)
+    settings = RequestSettings(
+        model_name="refserver",
+        max_tokens=tokens,
+        client_lag_limit_s=lag_limit_s,
+        continuous_usage=continuous_usage,
+        timeout_s=120,
+    )
     ctx = RunContext(engine="infbench", model="refserver", scenario=f"c{concurrency}", concurrency=concurrency)
     meter = CpuMeter(before["cpu_s"])
-    records = run_load(server.chat_url, requests_for(f"ours-c{concurrency}", n), settings, ctx,
-                       LoadShape(kind="closed", concurrency=concurrency, workers=n_workers))
+    records = run_load(
+        server.chat_url,
+        requests_for(f"ours-c{concurrency}", n),
+        settings,
+        ctx,
+        LoadShape(kind="closed", concurrency=concurrency, workers=n_workers),
+    )
     log = server.fetch_log(clear=True)
     cpu = meter.stop(log["cpu_s"])
     return compare(records, log, server.settings, concurrency, n_workers, cpu, lag_limit_s, tokens)
@@ -220,14 +274,25 @@ def format_report(rows: list[Comparison], settings: RefSettings) -> str:
     ]
     for c in rows:
         m, t = c.measured, c.true
-        lines.append(" | ".join([
-            str(c.concurrency), str(c.requests), str(c.workers),
-            _f(m.output_tokens_per_s), _f(c.true_tokens_per_s), _pct(c.tokens_per_s_error), _f(c.ideal_tokens_per_s),
-            f"{_ms(m.ttft_p50_s)} / {_ms(t.ttft_p50_s)}", f"{_ms(m.ttft_p99_s)} / {_ms(t.ttft_p99_s)}",
-            f"{_ms(m.tpot_p50_s, 3)} / {_ms(t.tpot_p50_s, 3)}",
-            f"{_ms(m.itl_p50_s, 3)} / {_ms(t.itl_p50_s, 3)}", f"{_ms(m.itl_p99_s, 3)} / {_ms(t.itl_p99_s, 3)}",
-            c.verdict(),
-        ]))
+        lines.append(
+            " | ".join(
+                [
+                    str(c.concurrency),
+                    str(c.requests),
+                    str(c.workers),
+                    _f(m.output_tokens_per_s),
+                    _f(c.true_tokens_per_s),
+                    _pct(c.tokens_per_s_error),
+                    _f(c.ideal_tokens_per_s),
+                    f"{_ms(m.ttft_p50_s)} / {_ms(t.ttft_p50_s)}",
+                    f"{_ms(m.ttft_p99_s)} / {_ms(t.ttft_p99_s)}",
+                    f"{_ms(m.tpot_p50_s, 3)} / {_ms(t.tpot_p50_s, 3)}",
+                    f"{_ms(m.itl_p50_s, 3)} / {_ms(t.itl_p50_s, 3)}",
+                    f"{_ms(m.itl_p99_s, 3)} / {_ms(t.itl_p99_s, 3)}",
+                    c.verdict(),
+                ]
+            )
+        )
     lines += [
         "",
         "TTFT split, p50 / p99 ms (dispatch: late start; connect: new TCP connection; upload: written to parsed; "
@@ -239,19 +304,36 @@ def format_report(rows: list[Comparison], settings: RefSettings) -> str:
     ]
     for c in rows:
         s = c.split
-        lines.append(" | ".join([
-            str(c.concurrency),
-            *(f"{_ms(s[k][0])} / {_ms(s[k][1])}" for k in ("dispatch", "connect", "upload", "server", "delivery", "total")),
-            _ms(c.measured.read_lag_p99_s), _ms(c.server_lag_p99_s),
-            f"{c.cpu.machine_busy:.0%}", f"{c.cpu.client_cores:.2f}", f"{c.cpu.server_cores:.2f}",
-            f"{c.cpu.others_cores:.2f}", f"{c.cpu.load_avg_1m:.2f}",
-        ]))
+        lines.append(
+            " | ".join(
+                [
+                    str(c.concurrency),
+                    *(
+                        f"{_ms(s[k][0])} / {_ms(s[k][1])}"
+                        for k in ("dispatch", "connect", "upload", "server", "delivery", "total")
+                    ),
+                    _ms(c.measured.read_lag_p99_s),
+                    _ms(c.server_lag_p99_s),
+                    f"{c.cpu.machine_busy:.0%}",
+                    f"{c.cpu.client_cores:.2f}",
+                    f"{c.cpu.server_cores:.2f}",
+                    f"{c.cpu.others_cores:.2f}",
+                    f"{c.cpu.load_avg_1m:.2f}",
+                ]
+            )
+        )
     for c in rows:
         if c.unmatched:
-            lines.append(f"- C={c.concurrency}: {c.unmatched} request(s) missing from the server's log (not in the split)")
-    lines += ["", f"Verdicts: client lag = the client's dispatch or read lag p99 passed {_ms(rows[0].lag_limit_s if rows else CLIENT_LAG_LIMIT_S)} ms; "
-              "rig saturated = the reference server sent late (its lag p99 over the same limit) or the machine's "
-              f"CPUs were {CPU_SATURATED:.0%}+ busy: then the rig, not the client, limits the run."]
+            lines.append(
+                f"- C={c.concurrency}: {c.unmatched} request(s) missing from the server's log (not in the split)"
+            )
+    limit_ms = _ms(rows[0].lag_limit_s if rows else CLIENT_LAG_LIMIT_S)
+    lines += [
+        "",
+        f"Verdicts: client lag = the client's dispatch or read lag p99 passed {limit_ms} ms; "
+        "rig saturated = the reference server sent late (its lag p99 over the same limit) or the machine's "
+        f"CPUs were {CPU_SATURATED:.0%}+ busy: then the rig, not the client, limits the run.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -259,13 +341,29 @@ def _f(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f}"
 
 
-def calibrate(concurrencies: list[int], settings: RefSettings, requests_per_stream: int = 8, min_requests: int = 16,
-              workers: int | str = 1, lag_limit_s: float = CLIENT_LAG_LIMIT_S, progress=print) -> list[Comparison]:
+def calibrate(
+    concurrencies: list[int],
+    settings: RefSettings,
+    requests_per_stream: int = 8,
+    min_requests: int = 16,
+    workers: int | str = 1,
+    lag_limit_s: float = CLIENT_LAG_LIMIT_S,
+    progress=print,
+) -> list[Comparison]:
     rows = []
     with RefServerProcess(settings) as server:
         for concurrency in concurrencies:
             n = max(min_requests, requests_per_stream * concurrency)
             progress(f"calibrate: C={concurrency}, {n} requests ...")
-            rows.append(run_ours(server, concurrency, n, settings.tokens, workers, lag_limit_s,
-                                 continuous_usage=settings.continuous_usage))
+            rows.append(
+                run_ours(
+                    server,
+                    concurrency,
+                    n,
+                    settings.tokens,
+                    workers,
+                    lag_limit_s,
+                    continuous_usage=settings.continuous_usage,
+                )
+            )
     return rows

@@ -112,7 +112,7 @@ class StreamClient:
         self.wall_offset = wall_offset() if wall_offset_s is None else wall_offset_s
         self.pool = ConnectionPool(self.host, self.port, self.ssl)
 
-    async def __aenter__(self) -> "StreamClient":
+    async def __aenter__(self) -> StreamClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -128,26 +128,44 @@ class StreamClient:
     def _request_bytes(self, request: ChatRequest, settings: RequestSettings) -> bytes:
         body = json.dumps(settings.body(request.messages)).encode()
         head = (
-            b"POST " + self.path.encode() + b" HTTP/1.1\r\nHost: " + self.host_header
+            b"POST "
+            + self.path.encode()
+            + b" HTTP/1.1\r\nHost: "
+            + self.host_header
             + b"\r\nContent-Type: application/json\r\nAccept: text/event-stream\r\nUser-Agent: infbench\r\n"
             + (b"Authorization: Bearer " + settings.api_key.encode() + b"\r\n" if settings.api_key else b"")
-            + b"X-Request-Id: " + request.request_id.encode("ascii", "replace")
-            + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            + b"X-Request-Id: "
+            + request.request_id.encode("ascii", "replace")
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
         )
         return head + body
 
-    async def chat(self, request: ChatRequest, settings: RequestSettings, ctx: RunContext,
-                   planned: float | None = None) -> RequestRecord:
+    async def chat(
+        self, request: ChatRequest, settings: RequestSettings, ctx: RunContext, planned: float | None = None
+    ) -> RequestRecord:
         """Send one streaming chat request and time it from `planned` (default: now); never raises
         for server or network faults: they land in record.error."""
         started = time.monotonic()
         planned = started if planned is None else planned
         record = RequestRecord(
-            request_id=request.request_id, prompt_id=request.prompt_id, engine=ctx.engine, model=ctx.model,
-            scenario=ctx.scenario, concurrency=ctx.concurrency, send_time=planned + self.wall_offset,
-            max_tokens=settings.max_tokens, output_length=settings.output_length,
-            send_mono=planned, dispatch_lag_s=started - planned, rate=ctx.rate, worker=ctx.worker,
-            client_lag_limit_s=settings.client_lag_limit_s, slo_ttft_s=ctx.slo_ttft_s, slo_tpot_s=ctx.slo_tpot_s,
+            request_id=request.request_id,
+            prompt_id=request.prompt_id,
+            engine=ctx.engine,
+            model=ctx.model,
+            scenario=ctx.scenario,
+            concurrency=ctx.concurrency,
+            send_time=planned + self.wall_offset,
+            max_tokens=settings.max_tokens,
+            output_length=settings.output_length,
+            send_mono=planned,
+            dispatch_lag_s=started - planned,
+            rate=ctx.rate,
+            worker=ctx.worker,
+            client_lag_limit_s=settings.client_lag_limit_s,
+            slo_ttft_s=ctx.slo_ttft_s,
+            slo_tpot_s=ctx.slo_tpot_s,
         )
         payload = self._request_bytes(request, settings)  # built before connecting: no work between connect and write
         stream = StreamRecorder(record, planned, self.token_counter, running_lag_selector())
@@ -224,4 +242,3 @@ class StreamClient:
             record.response_end_s = max(conn.completed_at - stream.planned, record.latency_s)
         if not stream.saw_done and record.finish_reason is None:
             record.error = "stream closed before [DONE] or a finish_reason"
-

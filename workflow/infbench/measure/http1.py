@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 READ_BUFFER_LIMIT = 1 << 20  # an unframed response head larger than this is a protocol error
 
@@ -94,7 +94,7 @@ class ResponseParser:
         while pos < size_buf and not self.complete:
             if self.left:
                 take = min(self.left, size_buf - pos)
-                self._body(bytes(buf[pos: pos + take]), t)
+                self._body(bytes(buf[pos : pos + take]), t)
                 pos += take
                 self.left -= take
                 if not self.left:
@@ -111,7 +111,7 @@ class ResponseParser:
                 pos = end + 2
                 if size == 0:
                     self.complete = True  # trailers, if any, are ignored (the connection is not reused)
-                    self.keep_alive = self.keep_alive and buf[pos: pos + 2] == b"\r\n"
+                    self.keep_alive = self.keep_alive and buf[pos : pos + 2] == b"\r\n"
                     break
                 self.left = size
         del buf[:pos]

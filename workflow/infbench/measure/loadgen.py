@@ -21,16 +21,16 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
-from typing import Callable
 
+from infbench.engines.server import die_with_parent
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.eventloop import run_measured, wall_offset
+from infbench.measure.records import RequestRecord
 from infbench.measure.runners import ProgressCallback, run_closed_loop, run_open_loop
 from infbench.measure.sse import TokenCounter
-from infbench.measure.records import RequestRecord
-from infbench.engines.server import die_with_parent
 from infbench.pipeline.defaults import schema_default
 
 ARRIVALS = ("poisson", "gamma", "constant")
@@ -38,9 +38,13 @@ START_MARGIN_S = 0.2  # between the workers' ready signal and the common start: 
 STREAMS_PER_WORKER = 256  # "auto" workers: one more process per this many concurrent streams
 
 
-def arrival_offsets(n: int, rate: float, arrival: str = schema_default("scenarios.*.arrival"),
-                    burstiness: float = schema_default("scenarios.*.burstiness"),
-                    seed: int = schema_default("scenarios.*.seed")) -> list[float]:
+def arrival_offsets(
+    n: int,
+    rate: float,
+    arrival: str = schema_default("scenarios.*.arrival"),
+    burstiness: float = schema_default("scenarios.*.burstiness"),
+    seed: int = schema_default("scenarios.*.seed"),
+) -> list[float]:
     """n send times (seconds after the start, the first at 0) of a process with mean rate `rate`/s.
 
     poisson: exponential gaps; gamma: gamma gaps with shape `burstiness` (1 is Poisson, < 1 burstier,
@@ -101,8 +105,14 @@ class _Job:
     token_counter: TokenCounter | None = None
 
 
-def _split(shape: LoadShape, url: str, requests: list[ChatRequest], settings: RequestSettings, ctx: RunContext,
-           token_counter: TokenCounter | None) -> list[_Job]:
+def _split(
+    shape: LoadShape,
+    url: str,
+    requests: list[ChatRequest],
+    settings: RequestSettings,
+    ctx: RunContext,
+    token_counter: TokenCounter | None,
+) -> list[_Job]:
     workers = min(shape.workers, len(requests)) or 1
     if shape.kind == "closed":
         workers = min(workers, shape.concurrency)
@@ -111,23 +121,57 @@ def _split(shape: LoadShape, url: str, requests: list[ChatRequest], settings: Re
     for w in range(workers):
         share = requests[w::workers]
         concurrency = shape.concurrency // workers + (1 if w < shape.concurrency % workers else 0)
-        jobs.append(_Job(url=url, requests=share, settings=settings, ctx=replace(ctx, worker=w), kind=shape.kind,
-                         concurrency=concurrency, offsets_s=list(shape.offsets_s[w::workers]),
-                         wall_offset_s=offset, token_counter=token_counter))
+        jobs.append(
+            _Job(
+                url=url,
+                requests=share,
+                settings=settings,
+                ctx=replace(ctx, worker=w),
+                kind=shape.kind,
+                concurrency=concurrency,
+                offsets_s=list(shape.offsets_s[w::workers]),
+                wall_offset_s=offset,
+                token_counter=token_counter,
+            )
+        )
     return jobs
 
 
 async def _run_job(job: _Job, start_at: float, on_done: ProgressCallback | None) -> list[RequestRecord]:
     if job.kind == "closed":
-        return await run_closed_loop(job.url, job.requests, job.settings, job.ctx, on_done, job.token_counter,
-                                     concurrency=job.concurrency, start_at=start_at, wall_offset_s=job.wall_offset_s)
+        return await run_closed_loop(
+            job.url,
+            job.requests,
+            job.settings,
+            job.ctx,
+            on_done,
+            job.token_counter,
+            concurrency=job.concurrency,
+            start_at=start_at,
+            wall_offset_s=job.wall_offset_s,
+        )
     planned = [start_at + o for o in job.offsets_s]
-    return await run_open_loop(job.url, job.requests, planned, job.settings, job.ctx, on_done, job.token_counter,
-                               wall_offset_s=job.wall_offset_s)
+    return await run_open_loop(
+        job.url,
+        job.requests,
+        planned,
+        job.settings,
+        job.ctx,
+        on_done,
+        job.token_counter,
+        wall_offset_s=job.wall_offset_s,
+    )
 
 
-def run_load(url: str, requests: list[ChatRequest], settings: RequestSettings, ctx: RunContext, shape: LoadShape,
-             on_done: ProgressCallback | None = None, token_counter: TokenCounter | None = None) -> list[RequestRecord]:
+def run_load(
+    url: str,
+    requests: list[ChatRequest],
+    settings: RequestSettings,
+    ctx: RunContext,
+    shape: LoadShape,
+    on_done: ProgressCallback | None = None,
+    token_counter: TokenCounter | None = None,
+) -> list[RequestRecord]:
     """Run one load shape to the end and return every record, sorted by request id."""
     if shape.kind == "open" and len(shape.offsets_s) != len(requests):
         raise ValueError(f"open loop: {len(shape.offsets_s)} send times for {len(requests)} requests")
@@ -168,7 +212,9 @@ class _Worker:
             return self.inbox.recv()
         except EOFError:
             code = self.process.wait(timeout=5)
-            raise RuntimeError(f"load worker {self.index} (pid {self.process.pid}) died without a word, exit code {code}") from None
+            raise RuntimeError(
+                f"load worker {self.index} (pid {self.process.pid}) died without a word, exit code {code}"
+            ) from None
 
 
 def _start_worker(index: int, job: _Job) -> _Worker:
@@ -177,8 +223,9 @@ def _start_worker(index: int, job: _Job) -> _Worker:
     to_child_r, to_child_w = os.pipe()
     from_child_r, from_child_w = os.pipe()
     code = f"from infbench.measure.loadgen import worker_main; worker_main({to_child_r}, {from_child_w})"
-    process = subprocess.Popen([sys.executable, "-c", code], pass_fds=(to_child_r, from_child_w),
-                               preexec_fn=die_with_parent)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], pass_fds=(to_child_r, from_child_w), preexec_fn=die_with_parent
+    )
     os.close(to_child_r)
     os.close(from_child_w)
     worker = _Worker(index, process, Connection(from_child_r, writable=False), Connection(to_child_w, readable=False))
@@ -258,14 +305,27 @@ def judge_step(rate: float, records: list[RequestRecord]) -> SweepStep:
     from infbench.measure.metrics import summarize  # polars: only sweeps summarize while measuring
 
     s = summarize(records, "", "", "")
-    return SweepStep(rate=rate, ttft_p99_s=s.ttft_p99_s, tpot_p99_s=s.tpot_p99_s, errors=s.errors,
-                     goodput_rps=s.goodput_rps, passed=bool(s.slo_passed), records=records)
+    return SweepStep(
+        rate=rate,
+        ttft_p99_s=s.ttft_p99_s,
+        tpot_p99_s=s.tpot_p99_s,
+        errors=s.errors,
+        goodput_rps=s.goodput_rps,
+        passed=bool(s.slo_passed),
+        records=records,
+    )
 
 
-def run_sweep(url: str, make_requests: Callable[[int, int], list[ChatRequest]], settings: RequestSettings,
-              ctx: RunContext, plan: SweepPlan, on_done: ProgressCallback | None = None,
-              on_step: Callable[[SweepStep], None] | None = None,
-              token_counter: TokenCounter | None = None) -> list[SweepStep]:
+def run_sweep(
+    url: str,
+    make_requests: Callable[[int, int], list[ChatRequest]],
+    settings: RequestSettings,
+    ctx: RunContext,
+    plan: SweepPlan,
+    on_done: ProgressCallback | None = None,
+    on_step: Callable[[SweepStep], None] | None = None,
+    token_counter: TokenCounter | None = None,
+) -> list[SweepStep]:
     """Open loops at rising rates. make_requests(step, n) gives a step's requests (ids unique per step).
 
     Explicit `rates` are all run. Otherwise: double from start_rate until a step fails the SLOs (or

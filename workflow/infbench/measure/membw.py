@@ -40,8 +40,9 @@ class BandwidthMeasurement:
         return asdict(self)
 
 
-def measure_read_bandwidth(buffer_mib: int = DEFAULT_BUFFER_MIB, repeats: int = DEFAULT_REPEATS,
-                           threads: int | None = None) -> BandwidthMeasurement:
+def measure_read_bandwidth(
+    buffer_mib: int = DEFAULT_BUFFER_MIB, repeats: int = DEFAULT_REPEATS, threads: int | None = None
+) -> BandwidthMeasurement:
     """Best of `repeats` timed reads (sums) of `buffer_mib` MiB per thread, on `threads` threads."""
     import numpy as np  # a dependency of matplotlib, which infbench requires
 
@@ -58,7 +59,7 @@ def measure_read_bandwidth(buffer_mib: int = DEFAULT_BUFFER_MIB, repeats: int = 
     for _ in range(repeats):
         barrier = threading.Barrier(threads + 1)
 
-        def read(i: int) -> None:
+        def read(i: int, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             sources[i].sum()
 
@@ -72,9 +73,16 @@ def measure_read_bandwidth(buffer_mib: int = DEFAULT_BUFFER_MIB, repeats: int = 
         elapsed = time.perf_counter() - start
         samples.append(size * threads / elapsed)  # each byte read once
     return BandwidthMeasurement(
-        bandwidth_bytes_s=max(samples), method="numpy sum of float32 buffers, one per thread, best of repeats (bytes read)",
-        threads=threads, buffer_bytes=size, repeats=repeats, samples_bytes_s=samples,
-        load_1min=load, cpu=platform.processor() or platform.machine(), measured_at=time.time())
+        bandwidth_bytes_s=max(samples),
+        method="numpy sum of float32 buffers, one per thread, best of repeats (bytes read)",
+        threads=threads,
+        buffer_bytes=size,
+        repeats=repeats,
+        samples_bytes_s=samples,
+        load_1min=load,
+        cpu=platform.processor() or platform.machine(),
+        measured_at=time.time(),
+    )
 
 
 def write_measurement(path: str | Path, measurement: BandwidthMeasurement) -> None:

@@ -28,34 +28,43 @@ from fractions import Fraction
 
 import polars as pl
 
-from infbench.measure.records import RequestRecord
 # Per-record figures live in a polars-free module (the bench job runs without polars); re-exported here.
 from infbench.measure.recordmath import _interpolated, _rank, percentile, tokens_per_second  # noqa: F401
+from infbench.measure.records import RequestRecord
 
 QUANTILES = (50, 90, 99)
 
 # -- per request --------------------------------------------------------------------------------
 
-OK = (pl.col("error").is_null() & pl.col("status").eq_missing(200) & pl.col("latency_s").is_not_null())
+OK = pl.col("error").is_null() & pl.col("status").eq_missing(200) & pl.col("latency_s").is_not_null()
 _ok = pl.col("ok")
-TOKENS_PER_S = pl.when(_ok & (pl.col("completion_tokens").fill_null(0) != 0) & (pl.col("latency_s").fill_null(0.0) != 0.0)
-                       ).then(pl.col("completion_tokens") / pl.col("latency_s"))
-TPOT = pl.when(_ok & pl.col("ttft_s").is_not_null() & (pl.col("completion_tokens").fill_null(0) >= 2)
-               ).then((pl.col("latency_s") - pl.col("ttft_s")) / (pl.col("completion_tokens") - 1))
+TOKENS_PER_S = pl.when(
+    _ok & (pl.col("completion_tokens").fill_null(0) != 0) & (pl.col("latency_s").fill_null(0.0) != 0.0)
+).then(pl.col("completion_tokens") / pl.col("latency_s"))
+TPOT = pl.when(_ok & pl.col("ttft_s").is_not_null() & (pl.col("completion_tokens").fill_null(0) >= 2)).then(
+    (pl.col("latency_s") - pl.col("ttft_s")) / (pl.col("completion_tokens") - 1)
+)
 # Success with TTFT and TPOT within the record's SLOs (an absent SLO is met).
-MEETS_SLO = (_ok & pl.col("ttft_s").is_not_null()
-             & (pl.col("slo_ttft_s").is_null() | (pl.col("ttft_s") <= pl.col("slo_ttft_s")))
-             & (pl.col("slo_tpot_s").is_null() | pl.col("tpot_s").is_null() | (pl.col("tpot_s") <= pl.col("slo_tpot_s")))
-             ).fill_null(False)
+MEETS_SLO = (
+    _ok
+    & pl.col("ttft_s").is_not_null()
+    & (pl.col("slo_ttft_s").is_null() | (pl.col("ttft_s") <= pl.col("slo_ttft_s")))
+    & (pl.col("slo_tpot_s").is_null() | pl.col("tpot_s").is_null() | (pl.col("tpot_s") <= pl.col("slo_tpot_s")))
+).fill_null(False)
 
 
 def request_metrics(records: pl.LazyFrame) -> pl.LazyFrame:
     """The records with ok, tokens_per_s, tpot_s, end_time (send + latency) and meets_slo added."""
-    return (records.with_columns(ok=OK)
-            .with_columns(tokens_per_s=TOKENS_PER_S, tpot_s=TPOT,
-                          end_time=pl.col("send_time") + pl.col("latency_s"),
-                          chunk_tokens_sum=pl.col("chunk_tokens").list.sum())
-            .with_columns(meets_slo=MEETS_SLO))
+    return (
+        records.with_columns(ok=OK)
+        .with_columns(
+            tokens_per_s=TOKENS_PER_S,
+            tpot_s=TPOT,
+            end_time=pl.col("send_time") + pl.col("latency_s"),
+            chunk_tokens_sum=pl.col("chunk_tokens").list.sum(),
+        )
+        .with_columns(meets_slo=MEETS_SLO)
+    )
 
 
 def itl_samples(records: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
@@ -66,12 +75,18 @@ def itl_samples(records: pl.LazyFrame, keys: list[str]) -> pl.LazyFrame:
     known = tokens.list.len() == times.list.len()
     # Each chunk after the first beside the one before it, as lists flattened together (list slices
     # are cheap views; a gap down one flat column would need shifts across records).
-    return (records.filter(OK)
-            .select(*keys, time=times.list.slice(1), previous=times.list.head(after_first),
-                    weight=pl.when(known).then(tokens.list.slice(1)).otherwise(pl.lit(1, pl.Int64).repeat_by(after_first)))
-            .explode(["time", "previous", "weight"])
-            .with_columns(pl.col("weight").clip(lower_bound=1))
-            .select(*keys, value=(pl.col("time") - pl.col("previous")) / pl.col("weight"), weight="weight"))
+    return (
+        records.filter(OK)
+        .select(
+            *keys,
+            time=times.list.slice(1),
+            previous=times.list.head(after_first),
+            weight=pl.when(known).then(tokens.list.slice(1)).otherwise(pl.lit(1, pl.Int64).repeat_by(after_first)),
+        )
+        .explode(["time", "previous", "weight"])
+        .with_columns(pl.col("weight").clip(lower_bound=1))
+        .select(*keys, value=(pl.col("time") - pl.col("previous")) / pl.col("weight"), weight="weight")
+    )
 
 
 def inter_token_latencies(record: RequestRecord) -> list[float]:
@@ -108,25 +123,52 @@ def grouped_percentiles(samples: pl.LazyFrame, qs=QUANTILES) -> pl.DataFrame:
     bucket (cumulated in bucket order) says which bucket holds the position, and only those buckets'
     values are sorted and cumulated to pick it."""
     value, weight, key = pl.col("value"), pl.col("weight"), pl.col("key")
-    lf = samples.select(value, weight, key=pl.col("group").cast(pl.Int64) * _GROUP
-                        + _order_key(value) // _BUCKET + _GROUP // 2).collect().lazy()
-    hist = (lf.group_by(key).agg(weight.sum()).sort(key).with_columns(group=key // _GROUP)
-            .with_columns(end=weight.cum_sum().over("group")).with_columns(start=pl.col("end") - weight).collect())
+    lf = (
+        samples.select(
+            value, weight, key=pl.col("group").cast(pl.Int64) * _GROUP + _order_key(value) // _BUCKET + _GROUP // 2
+        )
+        .collect()
+        .lazy()
+    )
+    hist = (
+        lf.group_by(key)
+        .agg(weight.sum())
+        .sort(key)
+        .with_columns(group=key // _GROUP)
+        .with_columns(end=weight.cum_sum().over("group"))
+        .with_columns(start=pl.col("end") - weight)
+        .collect()
+    )
     totals = hist.group_by("group", maintain_order=True).agg(n=pl.col("end").max())
     wanted = []  # (group, q, position): the floor and ceiling of each rank
     for group, n in totals.iter_rows():
         for q in qs:
             _, low, high = _rank(n, q)
             wanted += [(group, q, low), (group, q, high)]
-    positions = (pl.DataFrame(wanted, schema={"group": pl.Int64, "q": pl.Float64, "position": pl.Int64}, orient="row")
-                 .sort("position").join_asof(hist.select("group", "key", "start").sort("start"), left_on="position",
-                                             right_on="start", by="group", check_sortedness=False)
-                 .with_columns(offset=pl.col("position") - pl.col("start")))
-    in_bucket = (lf.filter(key.is_in(positions["key"].unique().implode()))
-                 .sort(key, value).with_columns(after=weight.cum_sum().over(key))
-                 .select(key, value, offset=pl.col("after") - weight).collect())
+    positions = (
+        pl.DataFrame(wanted, schema={"group": pl.Int64, "q": pl.Float64, "position": pl.Int64}, orient="row")
+        .sort("position")
+        .join_asof(
+            hist.select("group", "key", "start").sort("start"),
+            left_on="position",
+            right_on="start",
+            by="group",
+            check_sortedness=False,
+        )
+        .with_columns(offset=pl.col("position") - pl.col("start"))
+    )
+    in_bucket = (
+        lf.filter(key.is_in(positions["key"].unique().implode()))
+        .sort(key, value)
+        .with_columns(after=weight.cum_sum().over(key))
+        .select(key, value, offset=pl.col("after") - weight)
+        .collect()
+    )
     picked = positions.sort("offset").join_asof(in_bucket.sort("offset"), on="offset", by="key", check_sortedness=False)
-    found = {(group, q, position): v for group, q, position, v in picked.select("group", "q", "position", "value").iter_rows()}
+    found = {
+        (group, q, position): v
+        for group, q, position, v in picked.select("group", "q", "position", "value").iter_rows()
+    }
     rows = []
     for group, n in totals.iter_rows():
         row = {"group": group}
@@ -158,6 +200,7 @@ def weighted_percentiles(values: pl.Series, weights: pl.Series, qs=QUANTILES) ->
 
 
 # -- per scenario -------------------------------------------------------------------------------
+
 
 @dataclass
 class ScenarioSummary:
@@ -206,33 +249,73 @@ class ScenarioSummary:
 RUN = "run"  # which scenario run (engine, model, scenario) of a batch a record belongs to
 STEP = "step"  # null for a whole scenario, the offered rate for one sweep step
 PART = "part"  # one integer per (run, step): the key every figure is grouped by
-_PERCENTILE_METRICS = {"ttft": "ttft_s", "tpot": "tpot_s", "latency": "latency_s",
-                       "dispatch_lag": "dispatch_lag_s", "read_lag": "read_lag_p99_s", "itl": None}
+_PERCENTILE_METRICS = {
+    "ttft": "ttft_s",
+    "tpot": "tpot_s",
+    "latency": "latency_s",
+    "dispatch_lag": "dispatch_lag_s",
+    "read_lag": "read_lag_p99_s",
+    "itl": None,
+}
 _METRIC = pl.Enum(list(_PERCENTILE_METRICS))
 # The record fields the summaries read: a merge reads only these (and the request columns it shows).
-SUMMARY_FIELDS = ["error", "status", "latency_s", "ttft_s", "completion_tokens", "prompt_tokens", "send_time",
-                  "chunk_times_s", "chunk_tokens", "chunk_tokens_counted_by", "concurrency", "worker", "rate",
-                  "slo_ttft_s", "slo_tpot_s", "client_lag_limit_s", "dispatch_lag_s", "read_lag_p99_s", "connect_s"]
+SUMMARY_FIELDS = [
+    "error",
+    "status",
+    "latency_s",
+    "ttft_s",
+    "completion_tokens",
+    "prompt_tokens",
+    "send_time",
+    "chunk_times_s",
+    "chunk_tokens",
+    "chunk_tokens_counted_by",
+    "concurrency",
+    "worker",
+    "rate",
+    "slo_ttft_s",
+    "slo_tpot_s",
+    "client_lag_limit_s",
+    "dispatch_lag_s",
+    "read_lag_p99_s",
+    "connect_s",
+]
 
 
 def summarize_runs(records: pl.LazyFrame, sweep_runs: list[int]) -> dict[tuple[int, float | None], dict]:
     """Raw records (at least SUMMARY_FIELDS, plus an integer RUN column) summarized by one group_by
     per figure: a row of ScenarioSummary figures per (run, step), step None for the whole run and,
     for the runs in `sweep_runs`, each offered rate."""
-    frame = request_metrics(records.select(RUN, *SUMMARY_FIELDS)).with_columns(
-        pl.col(RUN).cast(pl.UInt32).alias(PART), _step_part(sweep_runs)).collect().rechunk()
+    frame = (
+        request_metrics(records.select(RUN, *SUMMARY_FIELDS))
+        .with_columns(pl.col(RUN).cast(pl.UInt32).alias(PART), _step_part(sweep_runs))
+        .collect()
+        .rechunk()
+    )
     # A sweep step's records count twice: in their run's part and in their step's (STEP_PART).
     per_request = frame.drop("chunk_times_s", "chunk_tokens").lazy()
-    per_request = pl.concat([per_request.with_columns(pl.lit(None, pl.Float64).alias(STEP)),
-                             _as_steps(per_request).with_columns(pl.col("rate").alias(STEP))])
-    itl = itl_samples(frame.lazy(), [PART, STEP_PART]).select(PART, STEP_PART, metric=pl.lit("itl", _METRIC),
-                                                              value="value", weight="weight").collect().lazy()
+    per_request = pl.concat(
+        [
+            per_request.with_columns(pl.lit(None, pl.Float64).alias(STEP)),
+            _as_steps(per_request).with_columns(pl.col("rate").alias(STEP)),
+        ]
+    )
+    itl = (
+        itl_samples(frame.lazy(), [PART, STEP_PART])
+        .select(PART, STEP_PART, metric=pl.lit("itl", _METRIC), value="value", weight="weight")
+        .collect()
+        .lazy()
+    )
     samples = pl.concat([_metric_samples(per_request), itl.drop(STEP_PART), _as_steps(itl).drop(STEP_PART)])
-    table = (per_request.group_by(PART).agg(pl.col(RUN, STEP).first()).collect()
-             .join(_group_figures(per_request).collect(), on=PART, how="left")
-             .join(_percentiles(samples), on=PART, how="left")
-             .join(_exact_means(per_request), on=PART, how="left")
-             .with_columns(_derived()))
+    table = (
+        per_request.group_by(PART)
+        .agg(pl.col(RUN, STEP).first())
+        .collect()
+        .join(_group_figures(per_request).collect(), on=PART, how="left")
+        .join(_percentiles(samples), on=PART, how="left")
+        .join(_exact_means(per_request), on=PART, how="left")
+        .with_columns(_derived())
+    )
     return {(row[RUN], row[STEP]): row for row in table.to_dicts()}
 
 
@@ -250,8 +333,9 @@ def _as_steps(lf: pl.LazyFrame) -> pl.LazyFrame:
     return lf.filter(pl.col(STEP_PART).is_not_null()).with_columns(pl.col(STEP_PART).alias(PART))
 
 
-def scenario_summaries(rows: dict[tuple[int, float | None], dict], run: int, engine: str, model: str,
-                       scenario: str) -> list[ScenarioSummary]:
+def scenario_summaries(
+    rows: dict[tuple[int, float | None], dict], run: int, engine: str, model: str, scenario: str
+) -> list[ScenarioSummary]:
     """One run's summaries from summarize_runs: the whole scenario, then its steps by rate (step_rate set)."""
     out = [_summary(rows.get((run, None)) or _empty_row(), engine, model, scenario)]
     for rate in sorted(step for r, step in rows if r == run and step is not None):
@@ -259,8 +343,9 @@ def scenario_summaries(rows: dict[tuple[int, float | None], dict], run: int, eng
     return out
 
 
-def summarize_frame(records: pl.DataFrame | pl.LazyFrame, engine: str, model: str, scenario: str,
-                    sweep_steps: bool = False) -> list[ScenarioSummary]:
+def summarize_frame(
+    records: pl.DataFrame | pl.LazyFrame, engine: str, model: str, scenario: str, sweep_steps: bool = False
+) -> list[ScenarioSummary]:
     """One scenario's raw records summarized (with sweep_steps: and each offered rate's)."""
     rows = summarize_runs(records.lazy().with_columns(pl.lit(0, pl.Int32).alias(RUN)), [0] if sweep_steps else [])
     return scenario_summaries(rows, 0, engine, model, scenario)
@@ -283,8 +368,10 @@ def _group_figures(lf: pl.LazyFrame) -> pl.LazyFrame:
         completion_total=ok_only("completion_tokens").fill_null(0).sum(),
         first_send=ok_only("send_time").min(),
         last_end=ok_only("end_time").max(),
-        prompt_sum=ok_only("prompt_tokens").sum(), prompt_n=ok_only("prompt_tokens").count(),
-        completion_sum=ok_only("completion_tokens").sum(), completion_n=ok_only("completion_tokens").count(),
+        prompt_sum=ok_only("prompt_tokens").sum(),
+        prompt_n=ok_only("prompt_tokens").count(),
+        completion_sum=ok_only("completion_tokens").sum(),
+        completion_n=ok_only("completion_tokens").count(),
         client_lag_limit_s=pl.col("client_lag_limit_s").max(),
         workers=pl.col("worker").n_unique().cast(pl.Int64),
         chunk_tokens_counted_by=counted_by.filter(_ok & (counted_by.fill_null("") != "")).unique().sort().str.join("+"),
@@ -299,10 +386,13 @@ def _group_figures(lf: pl.LazyFrame) -> pl.LazyFrame:
 def _metric_samples(lf: pl.LazyFrame) -> pl.LazyFrame:
     """Long frame (part, metric, value, weight=1) of every per-request metric with percentiles but ITL."""
     columns = {metric: column for metric, column in _PERCENTILE_METRICS.items() if column}
-    return (lf.filter(_ok).select(PART, *(pl.col(column).alias(metric) for metric, column in columns.items()))
-            .unpivot(index=PART, variable_name="metric", value_name="value")
-            .filter(pl.col("value").is_not_null())
-            .select(PART, pl.col("metric").cast(_METRIC), "value", weight=pl.lit(1, pl.Int64)))
+    return (
+        lf.filter(_ok)
+        .select(PART, *(pl.col(column).alias(metric) for metric, column in columns.items()))
+        .unpivot(index=PART, variable_name="metric", value_name="value")
+        .filter(pl.col("value").is_not_null())
+        .select(PART, pl.col("metric").cast(_METRIC), "value", weight=pl.lit(1, pl.Int64))
+    )
 
 
 def _percentiles(samples: pl.LazyFrame) -> pl.DataFrame:
@@ -310,28 +400,42 @@ def _percentiles(samples: pl.LazyFrame) -> pl.DataFrame:
     metrics = len(_PERCENTILE_METRICS)
     group = pl.col(PART).cast(pl.Int64) * metrics + pl.col("metric").to_physical()
     wide = grouped_percentiles(samples.with_columns(group=group)).select(
-        (pl.col("group") // metrics).cast(pl.UInt32).alias(PART), (pl.col("group") % metrics).alias("metric"), pl.exclude("group"))
+        (pl.col("group") // metrics).cast(pl.UInt32).alias(PART),
+        (pl.col("group") % metrics).alias("metric"),
+        pl.exclude("group"),
+    )
     codes = {metric: code for code, metric in enumerate(_PERCENTILE_METRICS)}
-    columns = {f"{metric}_p{q}_s": pl.col(f"p{q}").filter(pl.col("metric") == codes[metric]).first()
-               for metric in _PERCENTILE_METRICS for q in QUANTILES}
+    columns = {
+        f"{metric}_p{q}_s": pl.col(f"p{q}").filter(pl.col("metric") == codes[metric]).first()
+        for metric in _PERCENTILE_METRICS
+        for q in QUANTILES
+    }
     return wide.group_by(PART).agg(**columns)
 
 
 def _exact_means(lf: pl.LazyFrame) -> pl.DataFrame:
     """Per part: tokens_per_s mean and sd, connect_s mean, to the last bit (see the module doc)."""
-    samples = pl.concat([
-        lf.filter(pl.col("tokens_per_s").is_not_null()).select(PART, metric=pl.lit("tokens_per_s"), value="tokens_per_s"),
-        lf.filter(_ok & (pl.col("connect_s").fill_null(0.0) != 0.0)).select(PART, metric=pl.lit("connect"), value="connect_s"),
-    ])
+    samples = pl.concat(
+        [
+            lf.filter(pl.col("tokens_per_s").is_not_null()).select(
+                PART, metric=pl.lit("tokens_per_s"), value="tokens_per_s"
+            ),
+            lf.filter(_ok & (pl.col("connect_s").fill_null(0.0) != 0.0)).select(
+                PART, metric=pl.lit("connect"), value="connect_s"
+            ),
+        ]
+    )
     bits = pl.col("value").reinterpret(dtype=pl.Int64)
     magnitude = bits & pl.lit(0x7FFF_FFFF_FFFF_FFFF, pl.Int64)
     biased = magnitude // (1 << 52)
     mantissa = (magnitude & pl.lit((1 << 52) - 1, pl.Int64)) + pl.when(biased > 0).then(1 << 52).otherwise(0)
     signed = pl.when(bits < 0).then(-mantissa).otherwise(mantissa).cast(pl.Int128)
-    partials = (samples.with_columns(exponent=pl.max_horizontal(biased, 1) - 1075, m=signed)
-                .group_by(PART, "metric", "exponent")
-                .agg(n=pl.len(), sx=pl.col("m").sum(), sxx=(pl.col("m") * pl.col("m")).sum())
-                .collect())
+    partials = (
+        samples.with_columns(exponent=pl.max_horizontal(biased, 1) - 1075, m=signed)
+        .group_by(PART, "metric", "exponent")
+        .agg(n=pl.len(), sx=pl.col("m").sum(), sxx=(pl.col("m") * pl.col("m")).sum())
+        .collect()
+    )
     sums: dict = {}
     for row in partials.iter_rows(named=True):
         entry = sums.setdefault((row[PART], row["metric"]), [0, Fraction(0), Fraction(0)])
@@ -340,7 +444,9 @@ def _exact_means(lf: pl.LazyFrame) -> pl.DataFrame:
         entry[2] += Fraction(row["sxx"]) * Fraction(2) ** (2 * row["exponent"])
     out: dict = {}
     for (part, metric), (n, sx, sxx) in sums.items():
-        row = out.setdefault(part, {PART: part, "tokens_per_s_mean": None, "tokens_per_s_sd": None, "connect_mean_s": None})
+        row = out.setdefault(
+            part, {PART: part, "tokens_per_s_mean": None, "tokens_per_s_sd": None, "connect_mean_s": None}
+        )
         mean = float(sx) / n
         if metric == "connect":
             row["connect_mean_s"] = mean
@@ -348,7 +454,12 @@ def _exact_means(lf: pl.LazyFrame) -> pl.DataFrame:
         row["tokens_per_s_mean"] = mean
         if n > 1:
             row["tokens_per_s_sd"] = _sqrt_of_fraction((n * sxx - sx * sx) / n / (n - 1))
-    schema = {PART: pl.UInt32, "tokens_per_s_mean": pl.Float64, "tokens_per_s_sd": pl.Float64, "connect_mean_s": pl.Float64}
+    schema = {
+        PART: pl.UInt32,
+        "tokens_per_s_mean": pl.Float64,
+        "tokens_per_s_sd": pl.Float64,
+        "connect_mean_s": pl.Float64,
+    }
     return pl.DataFrame(list(out.values()), schema=schema)
 
 
@@ -374,17 +485,28 @@ def _derived() -> list[pl.Expr]:
         (pl.col("ok_n") / wall * 60.0).alias("requests_per_min"),
         (pl.col("completion_total") / wall).alias("output_tokens_per_s"),
         pl.when(pl.col("prompt_n") > 0).then(pl.col("prompt_sum") / pl.col("prompt_n")).alias("prompt_tokens_mean"),
-        pl.when(pl.col("completion_n") > 0).then(pl.col("completion_sum") / pl.col("completion_n")
-                                                 ).alias("completion_tokens_mean"),
-        (limit.is_not_null() & ((pl.col("dispatch_lag_p99_s") > limit).fill_null(False)
-                                | (pl.col("read_lag_p99_s") > limit).fill_null(False))).alias("client_lag_flag"),
+        pl.when(pl.col("completion_n") > 0)
+        .then(pl.col("completion_sum") / pl.col("completion_n"))
+        .alias("completion_tokens_mean"),
+        (
+            limit.is_not_null()
+            & (
+                (pl.col("dispatch_lag_p99_s") > limit).fill_null(False)
+                | (pl.col("read_lag_p99_s") > limit).fill_null(False)
+            )
+        ).alias("client_lag_flag"),
         pl.when(pl.col("rates") == 1).then(pl.col("rate")).alias("rate"),
         pl.when(has_slo & wall.is_not_null()).then(pl.col("met_slo") / wall).alias("goodput_rps"),
-        pl.when(has_slo).then(
-            (pl.col("ok_n") == pl.col("n")) & ttft_p99.is_not_null()
+        pl.when(has_slo)
+        .then(
+            (pl.col("ok_n") == pl.col("n"))
+            & ttft_p99.is_not_null()
             & (pl.col("slo_ttft_s").is_null() | (ttft_p99 <= pl.col("slo_ttft_s"))).fill_null(False)
-            & (pl.col("slo_tpot_s").is_null() | tpot_p99.is_null() | (tpot_p99 <= pl.col("slo_tpot_s"))).fill_null(False)
-        ).alias("slo_passed"),
+            & (pl.col("slo_tpot_s").is_null() | tpot_p99.is_null() | (tpot_p99 <= pl.col("slo_tpot_s"))).fill_null(
+                False
+            )
+        )
+        .alias("slo_passed"),
     ]
 
 
@@ -395,21 +517,42 @@ def _empty_row() -> dict:
 def _summary(row: dict, engine: str, model: str, scenario: str, step_rate: float | None = None) -> ScenarioSummary:
     get = lambda name: row.get(name)  # noqa: E731  (absent: a scenario without records)
     return ScenarioSummary(
-        engine=engine, model=model, scenario=scenario,
+        engine=engine,
+        model=model,
+        scenario=scenario,
         concurrency=get("concurrency") if get("concurrency") is not None else 0,
-        n=row["n"], errors=row["n"] - row["ok_n"],
-        tokens_per_s_mean=get("tokens_per_s_mean"), tokens_per_s_sd=get("tokens_per_s_sd"),
-        requests_per_min=get("requests_per_min"), output_tokens_per_s=get("output_tokens_per_s"),
-        ttft_p50_s=get("ttft_p50_s"), ttft_p90_s=get("ttft_p90_s"), ttft_p99_s=get("ttft_p99_s"),
-        tpot_p50_s=get("tpot_p50_s"), tpot_p90_s=get("tpot_p90_s"), tpot_p99_s=get("tpot_p99_s"),
-        latency_p50_s=get("latency_p50_s"), latency_p90_s=get("latency_p90_s"), latency_p99_s=get("latency_p99_s"),
-        prompt_tokens_mean=get("prompt_tokens_mean"), completion_tokens_mean=get("completion_tokens_mean"),
+        n=row["n"],
+        errors=row["n"] - row["ok_n"],
+        tokens_per_s_mean=get("tokens_per_s_mean"),
+        tokens_per_s_sd=get("tokens_per_s_sd"),
+        requests_per_min=get("requests_per_min"),
+        output_tokens_per_s=get("output_tokens_per_s"),
+        ttft_p50_s=get("ttft_p50_s"),
+        ttft_p90_s=get("ttft_p90_s"),
+        ttft_p99_s=get("ttft_p99_s"),
+        tpot_p50_s=get("tpot_p50_s"),
+        tpot_p90_s=get("tpot_p90_s"),
+        tpot_p99_s=get("tpot_p99_s"),
+        latency_p50_s=get("latency_p50_s"),
+        latency_p90_s=get("latency_p90_s"),
+        latency_p99_s=get("latency_p99_s"),
+        prompt_tokens_mean=get("prompt_tokens_mean"),
+        completion_tokens_mean=get("completion_tokens_mean"),
         wall_time_s=get("wall_time_s"),
-        itl_p50_s=get("itl_p50_s"), itl_p90_s=get("itl_p90_s"), itl_p99_s=get("itl_p99_s"),
-        dispatch_lag_p99_s=get("dispatch_lag_p99_s"), read_lag_p99_s=get("read_lag_p99_s"),
-        connect_mean_s=get("connect_mean_s"), client_lag_limit_s=get("client_lag_limit_s"),
-        client_lag_flag=bool(row["client_lag_flag"]), workers=row["workers"] or 1,
-        chunk_tokens_counted_by=get("chunk_tokens_counted_by") or None, rate=get("rate"),
-        slo_ttft_s=get("slo_ttft_s"), slo_tpot_s=get("slo_tpot_s"), goodput_rps=get("goodput_rps"),
-        slo_passed=get("slo_passed"), step_rate=step_rate,
+        itl_p50_s=get("itl_p50_s"),
+        itl_p90_s=get("itl_p90_s"),
+        itl_p99_s=get("itl_p99_s"),
+        dispatch_lag_p99_s=get("dispatch_lag_p99_s"),
+        read_lag_p99_s=get("read_lag_p99_s"),
+        connect_mean_s=get("connect_mean_s"),
+        client_lag_limit_s=get("client_lag_limit_s"),
+        client_lag_flag=bool(row["client_lag_flag"]),
+        workers=row["workers"] or 1,
+        chunk_tokens_counted_by=get("chunk_tokens_counted_by") or None,
+        rate=get("rate"),
+        slo_ttft_s=get("slo_ttft_s"),
+        slo_tpot_s=get("slo_tpot_s"),
+        goodput_rps=get("goodput_rps"),
+        slo_passed=get("slo_passed"),
+        step_rate=step_rate,
     )

@@ -34,7 +34,9 @@ class ConnectionPool:
 
     async def prewarm(self, n: int, timeout_s: float = 30.0) -> None:
         """Open n connections ahead of a run (a closed loop's C users hold theirs all along)."""
-        opened = await asyncio.wait_for(asyncio.gather(*(self.connect() for _ in range(n)), return_exceptions=True), timeout_s)
+        opened = await asyncio.wait_for(
+            asyncio.gather(*(self.connect() for _ in range(n)), return_exceptions=True), timeout_s
+        )
         self.idle.extend(conn for conn, _ in (o for o in opened if not isinstance(o, BaseException)))
 
     async def connect(self) -> tuple[HttpConnection, float]:

@@ -23,15 +23,38 @@ from infbench.measure.records import RequestRecord
 
 # One polars type per RequestRecord field (tests/test_recordframe.py checks both list the same names).
 RECORD_SCHEMA: dict[str, pl.DataType] = {
-    "request_id": pl.String(), "prompt_id": pl.String(), "engine": pl.String(), "model": pl.String(),
-    "scenario": pl.String(), "concurrency": pl.Int64(), "send_time": pl.Float64(), "ttft_s": pl.Float64(),
-    "latency_s": pl.Float64(), "response_end_s": pl.Float64(), "chunk_times_s": pl.List(pl.Float64()),
-    "prompt_tokens": pl.Int64(), "completion_tokens": pl.Int64(), "tokens_counted_by": pl.String(),
-    "chunk_tokens": pl.List(pl.Int64()), "chunk_tokens_counted_by": pl.String(), "send_mono": pl.Float64(),
-    "dispatch_lag_s": pl.Float64(), "connect_s": pl.Float64(), "read_lag_p99_s": pl.Float64(),
-    "read_lag_max_s": pl.Float64(), "client_lag_limit_s": pl.Float64(), "worker": pl.Int64(), "rate": pl.Float64(),
-    "slo_ttft_s": pl.Float64(), "slo_tpot_s": pl.Float64(), "max_tokens": pl.Int64(), "output_length": pl.String(),
-    "finish_reason": pl.String(), "status": pl.Int64(), "error": pl.String(), "output_text": pl.String(),
+    "request_id": pl.String(),
+    "prompt_id": pl.String(),
+    "engine": pl.String(),
+    "model": pl.String(),
+    "scenario": pl.String(),
+    "concurrency": pl.Int64(),
+    "send_time": pl.Float64(),
+    "ttft_s": pl.Float64(),
+    "latency_s": pl.Float64(),
+    "response_end_s": pl.Float64(),
+    "chunk_times_s": pl.List(pl.Float64()),
+    "prompt_tokens": pl.Int64(),
+    "completion_tokens": pl.Int64(),
+    "tokens_counted_by": pl.String(),
+    "chunk_tokens": pl.List(pl.Int64()),
+    "chunk_tokens_counted_by": pl.String(),
+    "send_mono": pl.Float64(),
+    "dispatch_lag_s": pl.Float64(),
+    "connect_s": pl.Float64(),
+    "read_lag_p99_s": pl.Float64(),
+    "read_lag_max_s": pl.Float64(),
+    "client_lag_limit_s": pl.Float64(),
+    "worker": pl.Int64(),
+    "rate": pl.Float64(),
+    "slo_ttft_s": pl.Float64(),
+    "slo_tpot_s": pl.Float64(),
+    "max_tokens": pl.Int64(),
+    "output_length": pl.String(),
+    "finish_reason": pl.String(),
+    "status": pl.Int64(),
+    "error": pl.String(),
+    "output_text": pl.String(),
 }
 # A record that leaves out a field gets the dataclass default, as RequestRecord.from_dict gives it.
 _DEFAULTS = {f.name: f.default for f in fields(RequestRecord) if f.default not in (None, MISSING)}
@@ -91,7 +114,8 @@ def usable_copy(jsonl: Path) -> Path | None:
 
 def _complete(frame: pl.LazyFrame) -> pl.LazyFrame:
     return frame.with_columns(pl.col(name).fill_null(value) for name, value in _DEFAULTS.items()).with_columns(
-        pl.col("chunk_times_s").fill_null([]), pl.col("chunk_tokens").fill_null([]))
+        pl.col("chunk_times_s").fill_null([]), pl.col("chunk_tokens").fill_null([])
+    )
 
 
 def read_jsonl_frame(jsonl: Path) -> pl.DataFrame:
@@ -123,13 +147,17 @@ def read_runs(jsonls: list[Path], columns: list[str], index: str) -> pl.DataFram
     """The records of several raw files, only `columns`, each with `index` = its file's position in
     `jsonls`, in that order. Files with a usable Parquet copy are scanned together (polars reads them
     in parallel and decodes only `columns`); the others are parsed from their JSONL."""
-    copies = {str(copy): position for position, jsonl in enumerate(jsonls)
-              if jsonl.exists() and (copy := usable_copy(jsonl)) is not None}
+    copies = {
+        str(copy): position
+        for position, jsonl in enumerate(jsonls)
+        if jsonl.exists() and (copy := usable_copy(jsonl)) is not None
+    }
     parts = []
     if copies:
         scan = pl.scan_parquet(list(copies), include_file_paths="_file")
-        parts.append(scan.select(*columns, pl.col("_file").replace_strict(copies, return_dtype=pl.Int32).alias(index))
-                     .collect())
+        parts.append(
+            scan.select(*columns, pl.col("_file").replace_strict(copies, return_dtype=pl.Int32).alias(index)).collect()
+        )
     from_copies = set(copies.values())
     for position, jsonl in enumerate(jsonls):
         if position not in from_copies:

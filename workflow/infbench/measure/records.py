@@ -58,7 +58,7 @@ class RequestRecord:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, row: dict) -> "RequestRecord":
+    def from_dict(cls, row: dict) -> RequestRecord:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in row.items() if k in known})
 

@@ -71,7 +71,7 @@ def _frame(data: bytes) -> bytes:
 class _Stream:
     """One response: its schedule, pre-rendered chunk bytes and log entry."""
 
-    def __init__(self, conn: "_Connection", log: LoggedRequest, body: dict, settings: RefSettings) -> None:
+    def __init__(self, conn: _Connection, log: LoggedRequest, body: dict, settings: RefSettings) -> None:
         self.conn = conn
         self.log = log
         self.settings = settings
@@ -83,8 +83,10 @@ class _Stream:
         self.continuous = self.want_usage and (settings.continuous_usage or bool(options.get("continuous_usage_stats")))
         self.prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
         model = json.dumps(str(body.get("model") or settings.model))
-        self.prefix = ('data: {"id":"chatcmpl-%s","object":"chat.completion.chunk","created":%d,"model":%s,'
-                       % (log.id, int(time.time()), model)).encode()
+        self.prefix = (
+            'data: {"id":"chatcmpl-%s","object":"chat.completion.chunk","created":%d,"model":%s,'  # noqa: UP031
+            % (log.id, int(time.time()), model)
+        ).encode()
         self.sent_tokens = 0
         self.handle: asyncio.TimerHandle | None = None
         self._rendered: dict[int, bytes] = {}  # k -> a plain k-token chunk: rendered once per response
@@ -97,19 +99,25 @@ class _Stream:
         return self._rendered[k]
 
     def _chunk(self, delta: dict, finish: str | None) -> bytes:
-        body = '"choices":[{"index":0,"delta":%s,"finish_reason":%s}]' % (
-            json.dumps(delta), json.dumps(finish))
+        body = '"choices":[{"index":0,"delta":%s,"finish_reason":%s}]' % (json.dumps(delta), json.dumps(finish))  # noqa: UP031
         if self.continuous:
             body += ',"usage":' + self._usage()
         return self.prefix + body.encode() + b"}\n\n"
 
     def _usage(self) -> str:
-        return json.dumps({"prompt_tokens": self.prompt_tokens, "completion_tokens": self.sent_tokens,
-                           "total_tokens": self.prompt_tokens + self.sent_tokens})
+        return json.dumps(
+            {
+                "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.sent_tokens,
+                "total_tokens": self.prompt_tokens + self.sent_tokens,
+            }
+        )
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        head = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-                b"Transfer-Encoding: chunked\r\n\r\n")
+        head = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         if self.settings.role_chunk:
             head += _frame(self._chunk({"role": "assistant", "content": ""}, None))
         self.conn.transport.write(head)
@@ -143,7 +151,11 @@ class _Stream:
 
     def _end(self, now: float, data: bytes) -> None:
         if self.want_usage:
-            data += b'data: {"id":"x","object":"chat.completion.chunk","choices":[],"usage":' + self._usage().encode() + b"}\n\n"
+            data += (
+                b'data: {"id":"x","object":"chat.completion.chunk","choices":[],"usage":'
+                + self._usage().encode()
+                + b"}\n\n"
+            )
         data += b"data: [DONE]\n\n"
         self.conn.transport.write(_frame(data) + b"0\r\n\r\n")
         self.log.end = now
@@ -158,7 +170,7 @@ class _Stream:
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, server: "RefServer") -> None:
+    def __init__(self, server: RefServer) -> None:
         self.server = server
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
@@ -199,7 +211,7 @@ class _Connection(asyncio.Protocol):
         length = int(headers.get("content-length") or 0)
         if len(self.buf) < end + 4 + length:
             return
-        body = bytes(self.buf[end + 4: end + 4 + length])
+        body = bytes(self.buf[end + 4 : end + 4 + length])
         del self.buf[: end + 4 + length]
         received, self.received = self.received, (time.monotonic() if self.buf else None)
         parts = request_line.split(" ")
@@ -209,8 +221,11 @@ class _Connection(asyncio.Protocol):
     def respond(self, status: int, payload: dict | list, close: bool = False) -> None:
         data = json.dumps(payload).encode()
         reason = {200: "OK", 400: "Bad Request", 404: "Not Found"}.get(status, "Error")
-        self.transport.write(b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
-                             % (status, reason.encode(), len(data), b"Connection: close\r\n" if close else b"") + data)
+        self.transport.write(
+            b"HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n%s\r\n"
+            % (status, reason.encode(), len(data), b"Connection: close\r\n" if close else b"")
+            + data
+        )
         if close:
             self.transport.close()
         elif self.buf:
@@ -236,7 +251,9 @@ class RefServer:
                 return
             parsed = time.monotonic()
             self.sequence += 1
-            entry = LoggedRequest(id=headers.get("x-request-id") or f"ref-{self.sequence}", received=received, parsed=parsed)
+            entry = LoggedRequest(
+                id=headers.get("x-request-id") or f"ref-{self.sequence}", received=received, parsed=parsed
+            )
             self.log.append(entry)
             conn.stream = _Stream(conn, entry, parsed_body, self.settings)
             conn.stream.start(conn.loop)
@@ -257,9 +274,12 @@ class RefServer:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         done = [r for r in self.log if r.end is not None or r.aborted]
         payload = {
-            "settings": asdict(self.settings), "clock": "time.monotonic (CLOCK_MONOTONIC)",
-            "now": time.monotonic(), "cpu_s": usage.ru_utime + usage.ru_stime,
-            "in_flight": len(self.log) - len(done), "requests": [asdict(r) for r in done],
+            "settings": asdict(self.settings),
+            "clock": "time.monotonic (CLOCK_MONOTONIC)",
+            "now": time.monotonic(),
+            "cpu_s": usage.ru_utime + usage.ru_stime,
+            "in_flight": len(self.log) - len(done),
+            "requests": [asdict(r) for r in done],
         }
         if clear:
             self.log = [r for r in self.log if r not in done]
@@ -296,14 +316,22 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.tokens_per_chunk < 1 or args.tokens < 0 or args.ttft < 0 or args.itl < 0:
         p.error("--tokens-per-chunk must be >= 1; --tokens, --ttft and --itl must be >= 0")
-    settings = RefSettings(ttft_s=args.ttft, itl_s=args.itl, tokens=args.tokens, tokens_per_chunk=args.tokens_per_chunk,
-                           role_chunk=args.role_chunk, usage=not args.no_usage,
-                           continuous_usage=args.continuous_usage, model=args.model)
+    settings = RefSettings(
+        ttft_s=args.ttft,
+        itl_s=args.itl,
+        tokens=args.tokens,
+        tokens_per_chunk=args.tokens_per_chunk,
+        role_chunk=args.role_chunk,
+        usage=not args.no_usage,
+        continuous_usage=args.continuous_usage,
+        model=args.model,
+    )
     loop = MeasuredLoop()
     asyncio.set_event_loop(loop)
     try:
-        loop.run_until_complete(serve(settings, args.host, args.port,
-                                      ready=lambda url: print(f"refserver listening on {url}", flush=True)))
+        loop.run_until_complete(
+            serve(settings, args.host, args.port, ready=lambda url: print(f"refserver listening on {url}", flush=True))
+        )
     finally:
         loop.close()
     return 0
@@ -323,15 +351,36 @@ class RefServerProcess:
     def chat_url(self) -> str:
         return f"{self.base_url}/v1/chat/completions"
 
-    def __enter__(self) -> "RefServerProcess":
+    def __enter__(self) -> RefServerProcess:
         s = self.settings
-        command = [sys.executable, "-m", "infbench.measure.refserver", "--host", self.host, "--port", "0",
-                   "--ttft", repr(s.ttft_s), "--itl", repr(s.itl_s), "--tokens", str(s.tokens),
-                   "--tokens-per-chunk", str(s.tokens_per_chunk), "--model", s.model]
-        command += ["--role-chunk"] * s.role_chunk + ["--no-usage"] * (not s.usage) + ["--continuous-usage"] * s.continuous_usage
+        command = [
+            sys.executable,
+            "-m",
+            "infbench.measure.refserver",
+            "--host",
+            self.host,
+            "--port",
+            "0",
+            "--ttft",
+            repr(s.ttft_s),
+            "--itl",
+            repr(s.itl_s),
+            "--tokens",
+            str(s.tokens),
+            "--tokens-per-chunk",
+            str(s.tokens_per_chunk),
+            "--model",
+            s.model,
+        ]
+        command += (
+            ["--role-chunk"] * s.role_chunk
+            + ["--no-usage"] * (not s.usage)
+            + ["--continuous-usage"] * s.continuous_usage
+        )
         stderr = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=stderr, text=True,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=stderr, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
         line = self.process.stdout.readline()
         if not line.startswith("refserver listening on "):
             self.__exit__(None, None, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, StreamClient
 from infbench.measure.records import RequestRecord
@@ -15,17 +15,27 @@ ProgressCallback = Callable[[RequestRecord], None]
 
 
 async def run_single(
-    url: str, requests: list[ChatRequest], settings: RequestSettings, ctx: RunContext,
-    on_done: ProgressCallback | None = None, token_counter: TokenCounter | None = None,
+    url: str,
+    requests: list[ChatRequest],
+    settings: RequestSettings,
+    ctx: RunContext,
+    on_done: ProgressCallback | None = None,
+    token_counter: TokenCounter | None = None,
 ) -> list[RequestRecord]:
     """Each prompt alone, one after the other (concurrency 1): the study's inference speed."""
     return await run_closed_loop(url, requests, settings, ctx, on_done, token_counter, concurrency=1)
 
 
 async def run_closed_loop(
-    url: str, requests: list[ChatRequest], settings: RequestSettings, ctx: RunContext,
-    on_done: ProgressCallback | None = None, token_counter: TokenCounter | None = None,
-    concurrency: int | None = None, start_at: float | None = None, wall_offset_s: float | None = None,
+    url: str,
+    requests: list[ChatRequest],
+    settings: RequestSettings,
+    ctx: RunContext,
+    on_done: ProgressCallback | None = None,
+    token_counter: TokenCounter | None = None,
+    concurrency: int | None = None,
+    start_at: float | None = None,
+    wall_offset_s: float | None = None,
 ) -> list[RequestRecord]:
     """`concurrency` (default ctx.concurrency) workers; each sends its next request as soon as its
     previous one ends. A request's planned time is the end of the previous one (or `start_at`), so the
@@ -61,8 +71,13 @@ async def run_closed_loop(
 
 
 async def run_open_loop(
-    url: str, requests: list[ChatRequest], planned: list[float], settings: RequestSettings, ctx: RunContext,
-    on_done: ProgressCallback | None = None, token_counter: TokenCounter | None = None,
+    url: str,
+    requests: list[ChatRequest],
+    planned: list[float],
+    settings: RequestSettings,
+    ctx: RunContext,
+    on_done: ProgressCallback | None = None,
+    token_counter: TokenCounter | None = None,
     wall_offset_s: float | None = None,
 ) -> list[RequestRecord]:
     """Send request i at monotonic time planned[i], whatever is in flight (no concurrency cap)."""
@@ -81,7 +96,7 @@ async def run_open_loop(
         def start(request: ChatRequest, when: float) -> None:
             tasks.append(loop.create_task(one(request, when)))
 
-        for request, when in zip(requests, planned):
+        for request, when in zip(requests, planned, strict=True):
             loop.call_at(when, start, request, when)  # loop.time() is time.monotonic()
         await asyncio.sleep(max(max(planned, default=0.0) - time.monotonic(), 0.0))
         while len(tasks) < len(requests):  # the last timers may fire a hair after the sleep ends

@@ -12,11 +12,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.loadgen import (
-    LoadShape, SweepPlan, arrival_offsets, auto_workers, best_step, run_load, run_sweep,
+    LoadShape,
+    SweepPlan,
+    arrival_offsets,
+    auto_workers,
+    best_step,
+    run_load,
+    run_sweep,
 )
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import ProgressCallback
@@ -24,19 +30,19 @@ from infbench.pipeline.defaults import schema_default
 
 log = logging.getLogger("infbench.measure.scenarios")
 
-SCENARIO_KINDS: dict[str, type["Scenario"]] = {}
+SCENARIO_KINDS: dict[str, type[Scenario]] = {}
 
 
 def _default(key: str):
     return schema_default(f"scenarios.*.{key}")
 
 
-def _register(cls: type["Scenario"]) -> type["Scenario"]:
+def _register(cls: type[Scenario]) -> type[Scenario]:
     SCENARIO_KINDS[cls.__dataclass_fields__["kind"].default] = cls
     return cls
 
 
-def scenario_class(kind: str) -> type["Scenario"]:
+def scenario_class(kind: str) -> type[Scenario]:
     """The class registered for a kind; a clear error for an unknown one."""
     try:
         return SCENARIO_KINDS[kind]
@@ -69,24 +75,27 @@ class Scenario:
             raise ValueError(f"scenario {self.name}: kind {self.kind!r} does not match {type(self).__name__}")
 
     @staticmethod
-    def from_config(config: dict, name: str) -> "Scenario":
+    def from_config(config: dict, name: str) -> Scenario:
         """The scenario `name` of a validated config (defaults filled from the schema)."""
         settings = config["scenarios"][name]
         return scenario_class(settings["kind"]).from_settings(name, settings, config["prompts"]["n"])
 
     @staticmethod
-    def from_dict(data: dict) -> "Scenario":
+    def from_dict(data: dict) -> Scenario:
         """A spec file's scenario: its kind's class, from the keys that class has (a spec written by
         an older version may hold keys of other kinds, all at their defaults)."""
         cls = scenario_class(data["kind"])
         return cls(**{key: value for key, value in data.items() if key in cls.__dataclass_fields__})
 
     @classmethod
-    def from_settings(cls, name: str, settings: dict, sample_size: int) -> "Scenario":
+    def from_settings(cls, name: str, settings: dict, sample_size: int) -> Scenario:
         concurrency = settings["concurrency"]
         requests = settings.get("requests") or max(2 * concurrency, sample_size)
-        own = {key: settings[key] for key in cls.__dataclass_fields__
-               if key in settings and key not in ("kind", "requests", "concurrency")}  # this kind's keys only
+        own = {
+            key: settings[key]
+            for key in cls.__dataclass_fields__
+            if key in settings and key not in ("kind", "requests", "concurrency")
+        }  # this kind's keys only
         return cls(name=name, concurrency=concurrency, requests=requests, **own)
 
     # --- what it sends ----------------------------------------------------------------------------
@@ -98,8 +107,11 @@ class Scenario:
         """The sample cycled to the request count (a sweep: per step, with the step in the id)."""
         prefix = self.name if step is None else f"{self.name}-s{step:02d}"
         return [
-            ChatRequest(request_id=f"{prefix}-{i:04d}", prompt_id=prompts[i % len(prompts)].id,
-                        messages=list(prompts[i % len(prompts)].messages))
+            ChatRequest(
+                request_id=f"{prefix}-{i:04d}",
+                prompt_id=prompts[i % len(prompts)].id,
+                messages=list(prompts[i % len(prompts)].messages),
+            )
             for i in range(self.request_count(prompts))
         ]
 
@@ -123,8 +135,9 @@ class Scenario:
         """Requests the progress bar counts to (None: not known ahead)."""
         return self.request_count(prompts)
 
-    def run(self, url: str, prompts, settings: RequestSettings, ctx: RunContext,
-            on_done: ProgressCallback | None = None) -> list[RequestRecord]:
+    def run(
+        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
+    ) -> list[RequestRecord]:
         requests = self.build_requests(prompts)
         return run_load(url, requests, settings, ctx, self.load_shape(len(requests)), on_done=on_done)
 
@@ -146,7 +159,7 @@ class Single(Scenario):
     in_speed_table: ClassVar[bool] = True
 
     @classmethod
-    def from_settings(cls, name: str, settings: dict, sample_size: int) -> "Scenario":
+    def from_settings(cls, name: str, settings: dict, sample_size: int) -> Scenario:
         return cls(name=name)  # every prompt once at concurrency 1, whatever else the entry says
 
     def request_count(self, prompts) -> int:
@@ -215,25 +228,44 @@ class Sweep(Scenario):
 
     def plan(self) -> SweepPlan:
         return SweepPlan(
-            slo_ttft_s=self.slo_ttft_s, slo_tpot_s=self.slo_tpot_s, requests=self.requests, rates=tuple(self.rates),
-            start_rate=self.start_rate, max_rate=self.max_rate, refine_steps=self.refine_steps, arrival=self.arrival,
-            burstiness=self.burstiness, seed=self.seed, workers=self._workers_for(int(self.max_rate)),
+            slo_ttft_s=self.slo_ttft_s,
+            slo_tpot_s=self.slo_tpot_s,
+            requests=self.requests,
+            rates=tuple(self.rates),
+            start_rate=self.start_rate,
+            max_rate=self.max_rate,
+            refine_steps=self.refine_steps,
+            arrival=self.arrival,
+            burstiness=self.burstiness,
+            seed=self.seed,
+            workers=self._workers_for(int(self.max_rate)),
         )
 
-    def run(self, url: str, prompts, settings: RequestSettings, ctx: RunContext,
-            on_done: ProgressCallback | None = None) -> list[RequestRecord]:
+    def run(
+        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
+    ) -> list[RequestRecord]:
         """Every step's records go to the scenario's file, each with its step's rate."""
 
         def on_step(step) -> None:
-            log.info("%s: %.3g requests/s: TTFT p99 %s ms, TPOT p99 %s ms, %d errors, goodput %s requests/s: %s",
-                     self.name, step.rate, _ms(step.ttft_p99_s), _ms(step.tpot_p99_s), step.errors,
-                     "n/a" if step.goodput_rps is None else f"{step.goodput_rps:.3g}", "pass" if step.passed else "FAIL")
+            log.info(
+                "%s: %.3g requests/s: TTFT p99 %s ms, TPOT p99 %s ms, %d errors, goodput %s requests/s: %s",
+                self.name,
+                step.rate,
+                _ms(step.ttft_p99_s),
+                _ms(step.tpot_p99_s),
+                step.errors,
+                "n/a" if step.goodput_rps is None else f"{step.goodput_rps:.3g}",
+                "pass" if step.passed else "FAIL",
+            )
 
-        make_requests: Callable[[int, int], list[ChatRequest]] = lambda step, n: self.build_requests(prompts, step)
+        def make_requests(step: int, n: int) -> list[ChatRequest]:
+            return self.build_requests(prompts, step)
+
         steps = run_sweep(url, make_requests, settings, ctx, self.plan(), on_done=on_done, on_step=on_step)
         best = best_step(steps)
-        log.info("%s: highest rate that met the SLOs: %s", self.name,
-                 "none" if best is None else f"{best.rate:g} requests/s")
+        log.info(
+            "%s: highest rate that met the SLOs: %s", self.name, "none" if best is None else f"{best.rate:g} requests/s"
+        )
         return [record for step in steps for record in step.records]
 
     @classmethod

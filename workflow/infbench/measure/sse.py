@@ -4,7 +4,7 @@ tokens per chunk, finish reason, usage, and the read lag of each chunk."""
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 from infbench.measure.eventloop import LagSelector
 from infbench.measure.recordmath import percentile
@@ -16,8 +16,9 @@ TokenCounter = Callable[[str], int]  # a tokenizer's count of a text, for tokens
 class StreamRecorder:
     """Turns one response's SSE lines into a RequestRecord, stamping content chunks as they arrive."""
 
-    def __init__(self, record: RequestRecord, planned: float, token_counter: TokenCounter | None,
-                 selector: LagSelector | None) -> None:
+    def __init__(
+        self, record: RequestRecord, planned: float, token_counter: TokenCounter | None, selector: LagSelector | None
+    ) -> None:
         self.record = record
         self.planned = planned
         self.token_counter = token_counter

@@ -18,82 +18,116 @@ from infbench.memory.vllm import PINNED_VERSION, SAMPLERS
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the memory subcommands on an argparse subparsers object."""
     p = subparsers.add_parser(
-        "estimate", help="estimate model memory and GPU fit (no weights downloaded)",
+        "estimate",
+        help="estimate model memory and GPU fit (no weights downloaded)",
         description="Estimate weights, KV cache and overheads of MODEL, and which GPUs "
-                    "fit it under vLLM. MODEL is a hub id, a local model directory or a "
-                    "config.json file.")
+        "fit it under vLLM. MODEL is a hub id, a local model directory or a "
+        "config.json file.",
+    )
     p.add_argument("model", metavar="MODEL")
     _add_shape_args(p)
     p.add_argument("--gpu", metavar="NAME", help="fit on this GPU only (e.g. H100, A100-40, L4)")
-    p.add_argument("--gpu-mem", metavar="GiB", type=float,
-                   help="GPU memory as CUDA reports it (vLLM's total_gpu_memory); with --gpu it "
-                        "overrides that GPU's capacity and keeps its identity (vLLM's defaults "
-                        "depend on the device name)")
-    p.add_argument("--bandwidth", metavar="GB/s", type=float,
-                   help="GPU memory bandwidth for the decode bound (default: the catalogue's)")
-    p.add_argument("--tp", type=int, metavar="N",
-                   help="tensor-parallel size (default: the smallest that fits)")
-    p.add_argument("--cpu-bandwidth", metavar="GB/s", type=float,
-                   help="local CPU memory bandwidth for its decode bound (default: measured now "
-                        "with a short read benchmark)")
+    p.add_argument(
+        "--gpu-mem",
+        metavar="GiB",
+        type=float,
+        help="GPU memory as CUDA reports it (vLLM's total_gpu_memory); with --gpu it "
+        "overrides that GPU's capacity and keeps its identity (vLLM's defaults "
+        "depend on the device name)",
+    )
+    p.add_argument(
+        "--bandwidth",
+        metavar="GB/s",
+        type=float,
+        help="GPU memory bandwidth for the decode bound (default: the catalogue's)",
+    )
+    p.add_argument("--tp", type=int, metavar="N", help="tensor-parallel size (default: the smallest that fits)")
+    p.add_argument(
+        "--cpu-bandwidth",
+        metavar="GB/s",
+        type=float,
+        help="local CPU memory bandwidth for its decode bound (default: measured now with a short read benchmark)",
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.set_defaults(func=run_estimate)
 
-    p = subparsers.add_parser(
-        "memory-estimate", help="write one model's memory estimate as JSON (pipeline rule)")
+    p = subparsers.add_parser("memory-estimate", help="write one model's memory estimate as JSON (pipeline rule)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model-dir", metavar="DIR", help="HF model directory (config.json, *.safetensors)")
     src.add_argument("--config", metavar="FILE", help="architecture file (config.json facts)")
-    src.add_argument("--model-meta", metavar="FILE",
-                     help="results/models/NAME.json of the models rule: its 'path' is the "
-                          "model directory and its 'dtype' the default --dtype")
+    src.add_argument(
+        "--model-meta",
+        metavar="FILE",
+        help="results/models/NAME.json of the models rule: its 'path' is the "
+        "model directory and its 'dtype' the default --dtype",
+    )
     p.add_argument("--name", required=True, help="model name used in tables")
     _add_shape_args(p)
     p.add_argument("--out", required=True, metavar="FILE", help="results/memory/NAME.json")
     p.set_defaults(func=run_memory_estimate)
 
     p = subparsers.add_parser(
-        "memory-bandwidth", help="measure this machine's memory bandwidth (read benchmark) as JSON",
+        "memory-bandwidth",
+        help="measure this machine's memory bandwidth (read benchmark) as JSON",
         description="A short read benchmark, one thread per core: the bandwidth the "
-                    "single-request decode bound of CPU runs is computed from.")
+        "single-request decode bound of CPU runs is computed from.",
+    )
     p.add_argument("--buffer-mib", type=int, default=128, help="MiB read per thread (default %(default)s)")
     p.add_argument("--repeats", type=int, default=5, help="timed reads; the best counts (default %(default)s)")
     p.add_argument("--out", required=True, metavar="FILE", help="results/hardware/bandwidth.json")
     p.set_defaults(func=run_memory_bandwidth)
 
-    p = subparsers.add_parser(
-        "memory-table", help="write results/tables/memory.md from estimates and measurements")
+    p = subparsers.add_parser("memory-table", help="write results/tables/memory.md from estimates and measurements")
     p.add_argument("--estimates", nargs="+", required=True, metavar="FILE")
     p.add_argument("--measured", nargs="*", default=[], metavar="FILE")
-    p.add_argument("--gpu-util", type=float,
-                   help="gpu_memory_utilization the engines ran with (default: each estimate's, "
-                        "i.e. its vLLM version's default)")
+    p.add_argument(
+        "--gpu-util",
+        type=float,
+        help="gpu_memory_utilization the engines ran with (default: each estimate's, i.e. its vLLM version's default)",
+    )
     p.add_argument("--out", required=True, metavar="FILE")
     p.set_defaults(func=run_memory_table)
 
 
 def _add_shape_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dtype", metavar="D",
-                   help="weight dtype: torch name (float16, bfloat16, ...) or short form "
-                        "(fp32, bf16, fp16, fp8, int8, int4/gptq, awq, nf4, q8_0, q4_k); "
-                        "default: the config's")
+    p.add_argument(
+        "--dtype",
+        metavar="D",
+        help="weight dtype: torch name (float16, bfloat16, ...) or short form "
+        "(fp32, bf16, fp16, fp8, int8, int4/gptq, awq, nf4, q8_0, q4_k); "
+        "default: the config's",
+    )
     p.add_argument("--kv-dtype", metavar="D", help="KV-cache dtype (default: the activation dtype)")
-    p.add_argument("--context", type=int, metavar="N",
-                   help="sequence length L (default: the config's maximum)")
-    p.add_argument("--batch", type=int, default=1, metavar="B",
-                   help="concurrent sequences of length L that must fit (default 1)")
-    p.add_argument("--gpu-util", type=float, metavar="U",
-                   help="vLLM gpu_memory_utilization (default: the vLLM version's, 0.92 since 0.32)")
-    p.add_argument("--vllm-version", default=PINNED_VERSION, metavar="V",
-                   help="vLLM version whose start-up accounting to follow (default: the pinned "
-                        "%(default)s; 0.6.5-0.7.x use the v0 engine's)")
-    p.add_argument("--sampler", choices=SAMPLERS,
-                   help="sampler vLLM profiles: PyTorch top-k/top-p (native, the larger peak) or "
-                        "FlashInfer's (logged as 'Using FlashInfer for top-p & top-k sampling'); "
-                        "default: the version's (FlashInfer since 0.32)")
-    p.add_argument("--group-size", type=int, metavar="G",
-                   help="GPTQ/AWQ group size (default: the config's quantization_config, else 128; "
-                        "-1 = one group per column)")
+    p.add_argument("--context", type=int, metavar="N", help="sequence length L (default: the config's maximum)")
+    p.add_argument(
+        "--batch", type=int, default=1, metavar="B", help="concurrent sequences of length L that must fit (default 1)"
+    )
+    p.add_argument(
+        "--gpu-util",
+        type=float,
+        metavar="U",
+        help="vLLM gpu_memory_utilization (default: the vLLM version's, 0.92 since 0.32)",
+    )
+    p.add_argument(
+        "--vllm-version",
+        default=PINNED_VERSION,
+        metavar="V",
+        help="vLLM version whose start-up accounting to follow (default: the pinned "
+        "%(default)s; 0.6.5-0.7.x use the v0 engine's)",
+    )
+    p.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        help="sampler vLLM profiles: PyTorch top-k/top-p (native, the larger peak) or "
+        "FlashInfer's (logged as 'Using FlashInfer for top-p & top-k sampling'); "
+        "default: the version's (FlashInfer since 0.32)",
+    )
+    p.add_argument(
+        "--group-size",
+        type=int,
+        metavar="G",
+        help="GPTQ/AWQ group size (default: the config's quantization_config, else 128; -1 = one group per column)",
+    )
 
 
 def _guarded(name: str, func, args: argparse.Namespace) -> int:
@@ -123,10 +157,20 @@ def _estimate(args: argparse.Namespace) -> int:
     elif like is not None:
         gpus = [like]
     facts = model_facts(args.model)  # a bad MODEL fails here, before any measuring
-    est = build_estimate(facts, dtype=args.dtype, kv_dtype=args.kv_dtype, context=args.context,
-                         batch=args.batch, gpus=gpus, tp=args.tp, gpu_util=args.gpu_util,
-                         vllm_version=args.vllm_version, sampler=args.sampler, group_size=args.group_size,
-                         cpu_bandwidth=_cpu_bandwidth(args.cpu_bandwidth))
+    est = build_estimate(
+        facts,
+        dtype=args.dtype,
+        kv_dtype=args.kv_dtype,
+        context=args.context,
+        batch=args.batch,
+        gpus=gpus,
+        tp=args.tp,
+        gpu_util=args.gpu_util,
+        vllm_version=args.vllm_version,
+        sampler=args.sampler,
+        group_size=args.group_size,
+        cpu_bandwidth=_cpu_bandwidth(args.cpu_bandwidth),
+    )
     print(est.to_json_text() if args.json else render_text(est))
     return 0
 
@@ -159,14 +203,25 @@ def _memory_estimate(args: argparse.Namespace) -> int:
             raise EstimateError(f"model metadata {args.model_meta} has no 'path'")
         model, dtype = str(meta["path"]), dtype or meta.get("dtype")
         stored_dtype = meta.get("dtype")  # as prepared on disk; engines may cast it at load
-    est = estimate(model, name=args.name, dtype=dtype, kv_dtype=args.kv_dtype,
-                   context=args.context, batch=args.batch, gpu_util=args.gpu_util,
-                   stored_dtype=stored_dtype, vllm_version=args.vllm_version,
-                   sampler=args.sampler, group_size=args.group_size)
+    est = estimate(
+        model,
+        name=args.name,
+        dtype=dtype,
+        kv_dtype=args.kv_dtype,
+        context=args.context,
+        batch=args.batch,
+        gpu_util=args.gpu_util,
+        stored_dtype=stored_dtype,
+        vllm_version=args.vllm_version,
+        sampler=args.sampler,
+        group_size=args.group_size,
+    )
     out = Path(args.out)
     write_text_atomic(out, est.to_json_text() + "\n")  # never a half-written estimate
-    print(f"wrote {out}: {est.facts.params.total:,} parameters, "
-          f"smallest vLLM setup {est.smallest.setup if est.smallest else 'none'}")
+    print(
+        f"wrote {out}: {est.facts.params.total:,} parameters, "
+        f"smallest vLLM setup {est.smallest.setup if est.smallest else 'none'}"
+    )
     return 0
 
 
@@ -174,8 +229,7 @@ def run_memory_bandwidth(args: argparse.Namespace) -> int:
     from infbench.measure.membw import measure_read_bandwidth, write_measurement
 
     if args.buffer_mib <= 0 or args.repeats <= 0:
-        print("infbench memory-bandwidth: error: --buffer-mib and --repeats must be positive",
-              file=sys.stderr)
+        print("infbench memory-bandwidth: error: --buffer-mib and --repeats must be positive", file=sys.stderr)
         return 2
     m = measure_read_bandwidth(args.buffer_mib, args.repeats)
     write_measurement(args.out, m)
@@ -192,8 +246,7 @@ def _memory_table(args: argparse.Namespace) -> int:
     from infbench.memory.table import write_table
 
     out = Path(args.out)
-    write_table([Path(p) for p in args.estimates], [Path(p) for p in args.measured], out,
-                args.gpu_util)
+    write_table([Path(p) for p in args.estimates], [Path(p) for p in args.measured], out, args.gpu_util)
     print(f"wrote {out}")
     return 0
 

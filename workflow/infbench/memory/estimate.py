@@ -35,8 +35,10 @@ BLOCK_TOKENS = vllm_rules.BLOCK_TOKENS
 DEFAULT_GPU_UTIL = 0.9  # vLLM's gpu_memory_utilization before 0.32 (0.92 since: vllm.py)
 
 CUDA_CONTEXT = 512 * MIB
-CUDA_CONTEXT_WHY = ("CUDA driver context + cuBLAS handles, ~0.3-0.6 GiB per GPU with "
-                    "lazy module loading; outside vLLM's budget (measured after it exists)")
+CUDA_CONTEXT_WHY = (
+    "CUDA driver context + cuBLAS handles, ~0.3-0.6 GiB per GPU with "
+    "lazy module loading; outside vLLM's budget (measured after it exists)"
+)
 # CUDA graphs are captured after the KV pool is allocated, so they live in the (1 - u) share
 # beside the context: "Graph capturing finished ..., took 0.50 GiB" (TP=1) and 0.65 GiB (TP=2)
 # in the vLLM 0.10.1.1 A100 logs of dennislee22/vLLM-benchmarking.
@@ -55,19 +57,34 @@ class CpuRuntime:
 
 # Keyed by engine kind; "python" is the fallback for engines not listed.
 CPU_RUNTIMES: dict[str, CpuRuntime] = {
-    "transformers": CpuRuntime(452 * MIB, False, (
-        "`transformers serve` process tree ~452 MiB besides the weights (measured: RSS after "
-        "one request minus the weights; transformers 5.23, torch 2.13 CPU); safetensors are "
-        "memory-mapped, so the weights are resident only after the first request, unless they "
-        "are cast to another dtype at load (served dtype != stored dtype)")),
-    "vllm": CpuRuntime(2290 * MIB, True, (
-        "vLLM-CPU's three processes (API server ~0.73 GiB, engine core ~0.65 GiB, worker "
-        "~0.85 GiB) besides weights and KV pool: measured idle RSS minus fp32 weights minus "
-        "VLLM_CPU_KVCACHE_SPACE (vllm-cpu 0.32, torch 2.13 CPU, --enforce-eager); weights "
-        "are copied in at load; the KV pool is counted when the bench reports it")),
-    "python": CpuRuntime(352 * MIB, False, (
-        "one python process with torch + transformers and the model code imported, ~350 MiB "
-        "(measured, torch 2.13 CPU); weights memory-mapped, resident once used")),
+    "transformers": CpuRuntime(
+        452 * MIB,
+        False,
+        (
+            "`transformers serve` process tree ~452 MiB besides the weights (measured: RSS after "
+            "one request minus the weights; transformers 5.23, torch 2.13 CPU); safetensors are "
+            "memory-mapped, so the weights are resident only after the first request, unless they "
+            "are cast to another dtype at load (served dtype != stored dtype)"
+        ),
+    ),
+    "vllm": CpuRuntime(
+        2290 * MIB,
+        True,
+        (
+            "vLLM-CPU's three processes (API server ~0.73 GiB, engine core ~0.65 GiB, worker "
+            "~0.85 GiB) besides weights and KV pool: measured idle RSS minus fp32 weights minus "
+            "VLLM_CPU_KVCACHE_SPACE (vllm-cpu 0.32, torch 2.13 CPU, --enforce-eager); weights "
+            "are copied in at load; the KV pool is counted when the bench reports it"
+        ),
+    ),
+    "python": CpuRuntime(
+        352 * MIB,
+        False,
+        (
+            "one python process with torch + transformers and the model code imported, ~350 MiB "
+            "(measured, torch 2.13 CPU); weights memory-mapped, resident once used"
+        ),
+    ),
 }
 
 
@@ -210,13 +227,15 @@ class Estimate:
                 "context": self.context,
                 "batch": self.batch,
                 "gpus": [asdict(g) for g in self.fits],
-                "smallest": None if self.smallest is None else {
-                    "gpu": self.smallest.gpu, "tp": self.smallest.tp,
-                    "setup": self.smallest.setup},
+                "smallest": None
+                if self.smallest is None
+                else {"gpu": self.smallest.gpu, "tp": self.smallest.tp, "setup": self.smallest.setup},
             },
             "speed_bound": {
-                "what": ("single-request decode tokens/s <= memory bandwidth / (resident weights "
-                         f"+ KV cache of {self.context} tokens), per GPU at the fitted TP"),
+                "what": (
+                    "single-request decode tokens/s <= memory bandwidth / (resident weights "
+                    f"+ KV cache of {self.context} tokens), per GPU at the fitted TP"
+                ),
                 "cpu": None if self.cpu_bound is None else self.cpu_bound.to_json(),
             },
             "notes": list(self.notes),
@@ -235,7 +254,7 @@ def model_facts(model: str, name: str | None = None) -> ModelFacts:
     cfg = source.config
     text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
     params = count_params(source)
-    hidden = int(getattr(text, "hidden_size"))
+    hidden = int(text.hidden_size)
     return ModelFacts(
         name=name or _default_name(model),
         source=source.description,
@@ -333,10 +352,8 @@ def build_estimate(
 ) -> Estimate:
     """cpu_bandwidth: (bytes/s, where the figure comes from) for the local-CPU speed bound."""
     notes: list[str] = []
-    scheme = quant.parse_weight_dtype(dtype) if dtype else (
-        facts.quantized_as or facts.model_dtype or "bf16")
-    kv_name = quant.parse_kv_dtype(kv_dtype) if kv_dtype else quant.default_kv_dtype(
-        scheme, facts.model_dtype)
+    scheme = quant.parse_weight_dtype(dtype) if dtype else (facts.quantized_as or facts.model_dtype or "bf16")
+    kv_name = quant.parse_kv_dtype(kv_dtype) if kv_dtype else quant.default_kv_dtype(scheme, facts.model_dtype)
     if context is None:
         context = facts.max_context or 2048
         if facts.max_context is None:
@@ -371,15 +388,17 @@ def build_estimate(
     # Overheads are reported for the recommended setup (else the first GPU at TP=1).
     ref_gpu = gpus[[f.gpu for f in fits].index(best.gpu)] if best else gpus[0]
     ref_tp = best.tp if best else (tp or 1)
-    notes.append(f"overheads shown for {ref_tp}x {ref_gpu.name}; vLLM {vllm_version} "
-                 f"({profile.name}), {sampler} sampler")
+    notes.append(
+        f"overheads shown for {ref_tp}x {ref_gpu.name}; vLLM {vllm_version} ({profile.name}), {sampler} sampler"
+    )
     notes.extend(profile.notes)
     resident = quant.resident_bytes(scheme, facts.params.tensors, 1, group)
     cpu_bound = None
     if cpu_bandwidth is not None:
         bytes_per_token = weights[scheme] + facts.kv.bytes_for_context(context, kv_elem)
-        cpu_bound = SpeedBound("local CPU", cpu_bandwidth[0], cpu_bandwidth[1], bytes_per_token,
-                               cpu_bandwidth[0] / bytes_per_token)
+        cpu_bound = SpeedBound(
+            "local CPU", cpu_bandwidth[0], cpu_bandwidth[1], bytes_per_token, cpu_bandwidth[0] / bytes_per_token
+        )
     return Estimate(
         facts=facts,
         dtype=scheme,
@@ -392,7 +411,8 @@ def build_estimate(
         kv_bytes_per_sequence=facts.kv.bytes_for_context(context, kv_elem),
         overheads=overheads_for(facts, shape, ref_gpu, ref_tp),
         cpu_footprint=cpu_footprint(
-            weights[scheme], cast_at_load=bool(stored_dtype) and quant.parse_weight_dtype(stored_dtype) != scheme),
+            weights[scheme], cast_at_load=bool(stored_dtype) and quant.parse_weight_dtype(stored_dtype) != scheme
+        ),
         fits=fits,
         smallest=best,
         notes=tuple(notes),
@@ -452,19 +472,38 @@ def overheads_for(facts: ModelFacts, shape: _Shape, gpu: GPU, tp: int) -> tuple[
     seqs = vllm_rules.max_num_seqs(gpu, shape.vllm_version)
     act_elem = 4 if shape.scheme == "fp32" else 2
     activation, peak_from = vllm_rules.activation_peak(
-        hidden=facts.hidden_size, intermediate=facts.intermediate_size, vocab=facts.vocab_size,
-        tp=tp, act_bytes=act_elem, batched_tokens=batched, seqs=seqs, sampler=shape.sampler)
+        hidden=facts.hidden_size,
+        intermediate=facts.intermediate_size,
+        vocab=facts.vocab_size,
+        tp=tp,
+        act_bytes=act_elem,
+        batched_tokens=batched,
+        seqs=seqs,
+        sampler=shape.sampler,
+    )
     non_torch = profile.non_torch_tp1 + (profile.non_torch_tp_extra if tp > 1 else 0)
     return (
         Overhead("cuda_context", CUDA_CONTEXT, CUDA_CONTEXT_WHY),
-        Overhead("cuda_graphs", CUDA_GRAPHS, CUDA_GRAPHS_WHY + (
-            "; captured after the KV pool exists, so outside the budget, in the (1 - u) headroom"
-            if profile.graphs_outside_budget else
-            "; this version charges its estimate inside the budget (VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1)")),
-        Overhead("activation_peak", activation, (
-            f"{peak_from} (max_num_batched_tokens={batched}, max_num_seqs={seqs}: vLLM "
-            f"{shape.vllm_version} server defaults on this GPU); not split by TP except the MLP "
-            f"share of the forward; {vllm_rules.SAMPLER_SOURCE}; {vllm_rules.FORWARD_SOURCE}")),
+        Overhead(
+            "cuda_graphs",
+            CUDA_GRAPHS,
+            CUDA_GRAPHS_WHY
+            + (
+                "; captured after the KV pool exists, so outside the budget, in the (1 - u) headroom"
+                if profile.graphs_outside_budget
+                else "; this version charges its estimate inside the budget "
+                "(VLLM_MEMORY_PROFILER_ESTIMATE_CUDAGRAPHS=1)"
+            ),
+        ),
+        Overhead(
+            "activation_peak",
+            activation,
+            (
+                f"{peak_from} (max_num_batched_tokens={batched}, max_num_seqs={seqs}: vLLM "
+                f"{shape.vllm_version} server defaults on this GPU); not split by TP except the MLP "
+                f"share of the forward; {vllm_rules.SAMPLER_SOURCE}; {vllm_rules.FORWARD_SOURCE}"
+            ),
+        ),
         Overhead("runtime", non_torch, profile.non_torch_source),
     )
 
@@ -509,8 +548,9 @@ def fit_one(facts: ModelFacts, gpu: GPU, tp: int, shape: _Shape) -> GpuFit:
     """vLLM's memory layout on `tp` GPUs of one type."""
     weights = quant.resident_bytes(shape.scheme, facts.params.tensors, tp, shape.group_size)
     over = {o.name: o.bytes for o in overheads_for(facts, shape, gpu, tp)}
-    act_from = next(o.assumption for o in overheads_for(facts, shape, gpu, tp)
-                    if o.name == "activation_peak").split(" (max_num")[0]
+    act_from = next(o.assumption for o in overheads_for(facts, shape, gpu, tp) if o.name == "activation_peak").split(
+        " (max_num"
+    )[0]
     budget = int(gpu.memory_bytes * shape.gpu_util)
     graphs_inside = 0 if vllm_rules.profile_for(shape.vllm_version).graphs_outside_budget else CUDA_GRAPHS
     pool = budget - weights - over["activation_peak"] - over["runtime"] - graphs_inside
@@ -531,29 +571,65 @@ def fit_one(facts: ModelFacts, gpu: GPU, tp: int, shape: _Shape) -> GpuFit:
     outside = over["cuda_context"] + (over["cuda_graphs"] if not graphs_inside else 0)
     if headroom < over["cuda_context"]:
         # vLLM refuses to start when free memory is below u x total once its context exists.
-        fits, reason = False, (f"gpu_memory_utilization {shape.gpu_util} leaves {_gib(headroom)}, "
-                               f"less than the CUDA context ({_gib(over['cuda_context'])})")
+        fits, reason = (
+            False,
+            (
+                f"gpu_memory_utilization {shape.gpu_util} leaves {_gib(headroom)}, "
+                f"less than the CUDA context ({_gib(over['cuda_context'])})"
+            ),
+        )
     elif pool <= 0:
         fits, reason = False, f"weights + overheads exceed the budget by {_gib(-pool)} per GPU"
     elif int(concurrency) < 1:
-        fits, reason = False, (f"KV pool holds {kv_tokens:,} tokens, less than one "
-                               f"{shape.context}-token sequence (vLLM refuses to start)")
+        fits, reason = (
+            False,
+            (
+                f"KV pool holds {kv_tokens:,} tokens, less than one "
+                f"{shape.context}-token sequence (vLLM refuses to start)"
+            ),
+        )
     elif max_seqs < shape.batch:
-        why = (f"max_num_seqs={seqs_cap}" if int(concurrency) >= shape.batch
-               else f"the KV pool holds {int(concurrency)} sequence(s) of {shape.context} tokens")
+        why = (
+            f"max_num_seqs={seqs_cap}"
+            if int(concurrency) >= shape.batch
+            else f"the KV pool holds {int(concurrency)} sequence(s) of {shape.context} tokens"
+        )
         fits, reason = False, f"{shape.batch} sequences needed; {why}"
     elif headroom < outside:
-        fits, reason = True, (f"fits, but the {_gib(headroom)} outside the budget may not hold the "
-                              f"CUDA context and graphs ({_gib(outside)}): lower u or --enforce-eager")
+        fits, reason = (
+            True,
+            (
+                f"fits, but the {_gib(headroom)} outside the budget may not hold the "
+                f"CUDA context and graphs ({_gib(outside)}): lower u or --enforce-eager"
+            ),
+        )
     else:
         fits, reason = True, "fits"
     decode_bytes = weights + facts.kv.bytes_for_context(shape.context, shape.kv_elem, tp)
     bound = gpu.bandwidth_bytes_s / decode_bytes if gpu.bandwidth_bytes_s and decode_bytes else None
-    return GpuFit(gpu.name, gpu.memory_bytes, tp, fits, reason, budget, weights,
-                  over["activation_peak"], over["runtime"], over["cuda_context"],
-                  pool, kv_tokens, max_seqs, round(concurrency, 2), seqs_cap,
-                  vllm_rules.max_num_batched_tokens(gpu, shape.vllm_version, shape.context),
-                  act_from, gpu.bandwidth_bytes_s, decode_bytes, bound, graphs_inside)
+    return GpuFit(
+        gpu.name,
+        gpu.memory_bytes,
+        tp,
+        fits,
+        reason,
+        budget,
+        weights,
+        over["activation_peak"],
+        over["runtime"],
+        over["cuda_context"],
+        pool,
+        kv_tokens,
+        max_seqs,
+        round(concurrency, 2),
+        seqs_cap,
+        vllm_rules.max_num_batched_tokens(gpu, shape.vllm_version, shape.context),
+        act_from,
+        gpu.bandwidth_bytes_s,
+        decode_bytes,
+        bound,
+        graphs_inside,
+    )
 
 
 def smallest_setup(fits: tuple[GpuFit, ...]) -> GpuFit | None:
@@ -562,8 +638,9 @@ def smallest_setup(fits: tuple[GpuFit, ...]) -> GpuFit | None:
     return min(ok, key=lambda f: (f.tp * f.gpu_memory_bytes, f.tp)) if ok else None
 
 
-def decode_bound_tokens_s(bandwidth_bytes_s: float, weights_bytes: int, kv_bytes_per_token: int,
-                          context_tokens: float) -> float:
+def decode_bound_tokens_s(
+    bandwidth_bytes_s: float, weights_bytes: int, kv_bytes_per_token: int, context_tokens: float
+) -> float:
     """Single-request decode bound: bandwidth / (weights + KV cache of the context)."""
     if bandwidth_bytes_s <= 0 or weights_bytes <= 0:
         raise ValueError("bandwidth and weights must be positive")
@@ -618,8 +695,7 @@ def render_text(est: Estimate) -> str:
         f"KV cache     {kv.attention}: {kv.num_layers} layers ({kinds}) x {kv.num_kv_heads} KV "
         f"heads (of {kv.num_heads}) x head_dim {kv.head_dim}",
         "  per token  " + "  ".join(f"{k} {fmt_bytes(b)}" for k, b in est.kv_bytes_per_token.items()),
-        f"  one sequence of {est.context} tokens ({est.kv_dtype}): "
-        f"{fmt_bytes(est.kv_bytes_per_sequence)}",
+        f"  one sequence of {est.context} tokens ({est.kv_dtype}): {fmt_bytes(est.kv_bytes_per_sequence)}",
     ]
     if kv.windows():
         lines.append(f"  sliding windows: {kv.windows()} tokens")
@@ -630,11 +706,16 @@ def render_text(est: Estimate) -> str:
         lines.append(f"  {o.name:<16} {fmt_bytes(o.bytes):>10}  {o.assumption}")
     lines += ["", f"CPU footprint (RSS: {est.dtype} weights + engine runtime)"]
     for engine, cpu in est.cpu_footprint.items():
-        lines.append(f"  {engine:<13} loaded {fmt_bytes(cpu['loaded_bytes']):>10}, idle "
-                     f"{fmt_bytes(cpu['idle_bytes']):>10}  ({cpu['assumption']})")
+        lines.append(
+            f"  {engine:<13} loaded {fmt_bytes(cpu['loaded_bytes']):>10}, idle "
+            f"{fmt_bytes(cpu['idle_bytes']):>10}  ({cpu['assumption']})"
+        )
     if est.file_bytes is not None:
-        lines += ["", f"Checkpoint files {fmt_bytes(est.file_bytes)}; vLLM holds "
-                      f"{fmt_bytes(est.resident_bytes)} on one GPU (tied head once, vocab padded to 64)"]
+        lines += [
+            "",
+            f"Checkpoint files {fmt_bytes(est.file_bytes)}; vLLM holds "
+            f"{fmt_bytes(est.resident_bytes)} on one GPU (tied head once, vocab padded to 64)",
+        ]
     lines += [
         "",
         f"vLLM {est.vllm_version} at gpu_memory_utilization={est.gpu_util}, {est.dtype} weights, "
@@ -650,16 +731,20 @@ def render_text(est: Estimate) -> str:
             f"{fmt_bytes(g.gpu_memory_bytes):>10} "
             f"{fmt_bytes(g.weights_bytes):>11} {fmt_bytes(g.activation_bytes):>9} "
             f"{fmt_bytes(max(g.kv_pool_bytes, 0)):>11} {g.kv_tokens:>10,} {g.max_sequences:>5} "
-            f"{bound:>13}" + ("" if g.fits else f"  {g.reason}") + cap)
+            f"{bound:>13}" + ("" if g.fits else f"  {g.reason}") + cap
+        )
     lines.append("")
-    lines.append("Smallest setup: " + (est.smallest.setup if est.smallest else
-                                       "none of these GPUs, even at TP=8"))
-    lines.append(f"Decode bound: one request, {est.context} tokens of context: memory bandwidth / "
-                 "(resident weights + KV cache) per GPU; published bandwidths (gpus.py)")
+    lines.append("Smallest setup: " + (est.smallest.setup if est.smallest else "none of these GPUs, even at TP=8"))
+    lines.append(
+        f"Decode bound: one request, {est.context} tokens of context: memory bandwidth / "
+        "(resident weights + KV cache) per GPU; published bandwidths (gpus.py)"
+    )
     if est.cpu_bound is not None:
         c = est.cpu_bound
-        lines.append(f"Local CPU: {c.bandwidth_bytes_s / GB:.1f} GB/s ({c.bandwidth_source}) / "
-                     f"{fmt_bytes(c.bytes_per_token)} per token = {c.tokens_s:.3g} tok/s at most")
+        lines.append(
+            f"Local CPU: {c.bandwidth_bytes_s / GB:.1f} GB/s ({c.bandwidth_source}) / "
+            f"{fmt_bytes(c.bytes_per_token)} per token = {c.tokens_s:.3g} tok/s at most"
+        )
     for note in est.notes:
         lines.append(f"Note: {note}")
     return "\n".join(lines)

@@ -16,8 +16,7 @@ from typing import Any
 from infbench.memory.errors import EstimateError
 
 # layer_types values (transformers configs) that cache nothing per token.
-_STATE_LAYERS = {"linear_attention", "mamba", "mamba2", "conv", "recurrent",
-                 "ssm", "moe_ssm", "hybrid_mamba"}
+_STATE_LAYERS = {"linear_attention", "mamba", "mamba2", "conv", "recurrent", "ssm", "moe_ssm", "hybrid_mamba"}
 
 
 @dataclass(frozen=True)
@@ -86,10 +85,8 @@ def kv_layout(config: Any) -> KVLayout:
         rope_dim = int(getattr(cfg, "qk_rope_head_dim", 0) or 0)
         per_layer = LayerKV("full", None, 1, int(kv_lora_rank) + rope_dim, True)
         notes.append(f"MLA: caches kv_lora_rank {kv_lora_rank} + rope dim {rope_dim} per layer")
-        layers = tuple(_apply_type(per_layer, t, cfg, notes)
-                       for t in _layer_types(cfg, num_layers))
-        return KVLayout("MLA", num_layers, num_heads, 1, int(kv_lora_rank) + rope_dim,
-                        layers, tuple(notes))
+        layers = tuple(_apply_type(per_layer, t, cfg, notes) for t in _layer_types(cfg, num_layers))
+        return KVLayout("MLA", num_layers, num_heads, 1, int(kv_lora_rank) + rope_dim, layers, tuple(notes))
 
     kv_heads = _kv_heads(cfg, num_heads)
     head_dim = getattr(cfg, "head_dim", None)
@@ -147,8 +144,7 @@ def _layer_types(cfg: Any, num_layers: int) -> list[str]:
     types = getattr(cfg, "layer_types", None)
     if types:
         if len(types) != num_layers:
-            raise EstimateError(
-                f"config layer_types has {len(types)} entries for {num_layers} layers")
+            raise EstimateError(f"config layer_types has {len(types)} entries for {num_layers} layers")
         return list(types)
     # Mistral-style: one sliding_window for every layer (unless switched off).
     window = getattr(cfg, "sliding_window", None)
@@ -161,8 +157,11 @@ def _apply_type(base: LayerKV, layer_type: str, cfg: Any, notes: list[str]) -> L
     if layer_type == "full_attention":
         return base
     if layer_type in ("sliding_attention", "chunked_attention"):
-        window = (getattr(cfg, "attention_chunk_size", None)
-                  if layer_type == "chunked_attention" else getattr(cfg, "sliding_window", None))
+        window = (
+            getattr(cfg, "attention_chunk_size", None)
+            if layer_type == "chunked_attention"
+            else getattr(cfg, "sliding_window", None)
+        )
         if not window:
             return base
         return LayerKV("sliding", int(window), base.kv_heads, base.elems_per_head, base.replicated)

@@ -36,16 +36,35 @@ ROLES = ("linear", "embedding", "lm_head", "other")
 
 # safetensors dtype tag -> bytes per element
 SAFETENSORS_DTYPE_BYTES = {
-    "F64": 8, "I64": 8, "U64": 8,
-    "F32": 4, "I32": 4, "U32": 4,
-    "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
-    "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
+    "F64": 8,
+    "I64": 8,
+    "U64": 8,
+    "F32": 4,
+    "I32": 4,
+    "U32": 4,
+    "F16": 2,
+    "BF16": 2,
+    "I16": 2,
+    "U16": 2,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
 }
 
 # Name fragments that mark embeddings / output heads in checkpoints whose
 # module tree we do not walk (safetensors path).
-_EMBEDDING_NAMES = ("embed_tokens", "wte", "wpe", "word_embeddings", "embed_in",
-                    "tok_embeddings", "embed_positions", "position_embeddings")
+_EMBEDDING_NAMES = (
+    "embed_tokens",
+    "wte",
+    "wpe",
+    "word_embeddings",
+    "embed_in",
+    "tok_embeddings",
+    "embed_positions",
+    "position_embeddings",
+)
 _HEAD_NAMES = ("lm_head", "embed_out")
 
 
@@ -142,8 +161,7 @@ def _config_from_hub(model: str) -> Any:
         except Exception as exc:  # hub errors come in many types; all mean the same here
             error = type(exc).__name__
     raise EstimateError(
-        f"cannot fetch config for {model}: no network or gated; "
-        f"pass a local config.json or directory ({error})"
+        f"cannot fetch config for {model}: no network or gated; pass a local config.json or directory ({error})"
     )
 
 
@@ -162,9 +180,7 @@ def config_from_file(path: Path) -> Any:
     try:
         return AutoConfig.for_model(model_type, **data)
     except (ValueError, KeyError) as exc:
-        raise EstimateError(
-            f"config {path}: transformers does not know model_type {model_type!r} ({exc})"
-        ) from None
+        raise EstimateError(f"config {path}: transformers does not know model_type {model_type!r} ({exc})") from None
 
 
 def count_params(source: ModelSource) -> ParamCount:
@@ -186,11 +202,9 @@ def count_meta(config: Any) -> ParamCount:
     model = _build_on_meta(config)
     in_emb = _call_or_none(model.get_input_embeddings)
     out_emb = _call_or_none(model.get_output_embeddings)
-    embedding_ids = {id(m.weight) for m in model.modules()
-                     if isinstance(m, nn.Embedding)}
+    embedding_ids = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     head_id = id(out_emb.weight) if out_emb is not None else None
-    tied = (out_emb is not None and in_emb is not None
-            and out_emb.weight is in_emb.weight)
+    tied = out_emb is not None and in_emb is not None and out_emb.weight is in_emb.weight
 
     tensors: list[TensorInfo] = []
     # named_parameters() yields a shared (tied) Parameter only once.
@@ -222,16 +236,18 @@ def _build_on_meta(config: Any) -> Any:
     transformers = _require("transformers")
     errors = []
     # Causal LM first (what inference engines serve), then wider fallbacks.
-    for auto in (transformers.AutoModelForCausalLM, transformers.AutoModelForImageTextToText,
-                 transformers.AutoModelForSeq2SeqLM, transformers.AutoModel):
+    for auto in (
+        transformers.AutoModelForCausalLM,
+        transformers.AutoModelForImageTextToText,
+        transformers.AutoModelForSeq2SeqLM,
+        transformers.AutoModel,
+    ):
         try:
             with torch.device("meta"):
                 return auto.from_config(config)
         except ValueError as exc:  # "Unrecognized configuration class ..."
             errors.append(f"{auto.__name__}: {exc}")
-    raise EstimateError(
-        f"transformers cannot build model_type {config.model_type!r}: " + "; ".join(errors)
-    )
+    raise EstimateError(f"transformers cannot build model_type {config.model_type!r}: " + "; ".join(errors))
 
 
 def read_safetensors_header(path: Path) -> dict[str, Any]:

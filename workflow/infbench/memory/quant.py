@@ -10,8 +10,8 @@ the input dimension, as in the GPTQ, AWQ and GGUF layouts.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from infbench.memory.errors import EstimateError
 from infbench.memory.params import TensorInfo
@@ -29,52 +29,114 @@ class WeightScheme:
     assumption: str
 
 
-SCHEMES: dict[str, WeightScheme] = {s.name: s for s in (
-    WeightScheme("fp32", "fp32", "4 bytes per parameter"),
-    WeightScheme("bf16", "bf16", "2 bytes per parameter"),
-    WeightScheme("fp16", "fp16", "2 bytes per parameter"),
-    WeightScheme("fp8", "fp8", (
-        "block matrices 1 byte/weight + one fp32 scale per tensor (vLLM fp8, "
-        "per-tensor); embeddings, lm_head, norms and biases stay 16-bit")),
-    WeightScheme("int8", "int8", (
-        "block matrices 1 byte/weight + one fp32 scale per output row "
-        "(bitsandbytes LLM.int8 layout); embeddings, lm_head, norms stay 16-bit")),
-    WeightScheme("gptq-int4", "GPTQ 4-bit", (
-        f"block matrices: 4-bit weights packed in int32, per group of {GROUP_SIZE} "
-        "inputs one fp16 scale and one 4-bit zero per output, plus an int32 g_idx "
-        "per input; embeddings, lm_head, norms stay 16-bit")),
-    WeightScheme("awq-int4", "AWQ 4-bit", (
-        f"block matrices: 4-bit weights packed in int32, per group of {GROUP_SIZE} "
-        "inputs one fp16 scale and one 4-bit zero per output (no g_idx); "
-        "embeddings, lm_head, norms stay 16-bit")),
-    WeightScheme("nf4", "bnb NF4", (
-        f"block matrices: 4-bit NF4 + one fp32 absmax per {NF4_BLOCK} weights "
-        "(bitsandbytes default, no double quantization); embeddings, lm_head, "
-        "norms stay 16-bit")),
-    WeightScheme("gguf-q8_0", "GGUF Q8_0", (
-        "every 2-D tensor (embeddings and output too) in blocks of 32: 32 int8 + "
-        "fp16 scale = 34 bytes; 1-D tensors f32; rows not divisible by 32 stay f16")),
-    WeightScheme("gguf-q4_k", "GGUF Q4_K", (
-        "every 2-D tensor in Q4_K super-blocks of 256 = 144 bytes (4.5 bits/weight); "
-        "rows not divisible by 256 fall back to Q5_0 (22 bytes per 32), as "
-        "llama.cpp does; 1-D tensors f32. A pure Q4_K file: Q4_K_M keeps some "
-        "tensors in Q6_K and is ~5-10% larger")),
-)}
+SCHEMES: dict[str, WeightScheme] = {
+    s.name: s
+    for s in (
+        WeightScheme("fp32", "fp32", "4 bytes per parameter"),
+        WeightScheme("bf16", "bf16", "2 bytes per parameter"),
+        WeightScheme("fp16", "fp16", "2 bytes per parameter"),
+        WeightScheme(
+            "fp8",
+            "fp8",
+            (
+                "block matrices 1 byte/weight + one fp32 scale per tensor (vLLM fp8, "
+                "per-tensor); embeddings, lm_head, norms and biases stay 16-bit"
+            ),
+        ),
+        WeightScheme(
+            "int8",
+            "int8",
+            (
+                "block matrices 1 byte/weight + one fp32 scale per output row "
+                "(bitsandbytes LLM.int8 layout); embeddings, lm_head, norms stay 16-bit"
+            ),
+        ),
+        WeightScheme(
+            "gptq-int4",
+            "GPTQ 4-bit",
+            (
+                f"block matrices: 4-bit weights packed in int32, per group of {GROUP_SIZE} "
+                "inputs one fp16 scale and one 4-bit zero per output, plus an int32 g_idx "
+                "per input; embeddings, lm_head, norms stay 16-bit"
+            ),
+        ),
+        WeightScheme(
+            "awq-int4",
+            "AWQ 4-bit",
+            (
+                f"block matrices: 4-bit weights packed in int32, per group of {GROUP_SIZE} "
+                "inputs one fp16 scale and one 4-bit zero per output (no g_idx); "
+                "embeddings, lm_head, norms stay 16-bit"
+            ),
+        ),
+        WeightScheme(
+            "nf4",
+            "bnb NF4",
+            (
+                f"block matrices: 4-bit NF4 + one fp32 absmax per {NF4_BLOCK} weights "
+                "(bitsandbytes default, no double quantization); embeddings, lm_head, "
+                "norms stay 16-bit"
+            ),
+        ),
+        WeightScheme(
+            "gguf-q8_0",
+            "GGUF Q8_0",
+            (
+                "every 2-D tensor (embeddings and output too) in blocks of 32: 32 int8 + "
+                "fp16 scale = 34 bytes; 1-D tensors f32; rows not divisible by 32 stay f16"
+            ),
+        ),
+        WeightScheme(
+            "gguf-q4_k",
+            "GGUF Q4_K",
+            (
+                "every 2-D tensor in Q4_K super-blocks of 256 = 144 bytes (4.5 bits/weight); "
+                "rows not divisible by 256 fall back to Q5_0 (22 bytes per 32), as "
+                "llama.cpp does; 1-D tensors f32. A pure Q4_K file: Q4_K_M keeps some "
+                "tensors in Q6_K and is ~5-10% larger"
+            ),
+        ),
+    )
+}
 
 # Aliases accepted on the command line -> canonical scheme name.
 _ALIASES = {
-    "float32": "fp32", "float": "fp32", "f32": "fp32", "fp32": "fp32",
-    "bfloat16": "bf16", "bf16": "bf16",
-    "float16": "fp16", "half": "fp16", "f16": "fp16", "fp16": "fp16",
-    "float8": "fp8", "fp8": "fp8", "float8_e4m3fn": "fp8", "float8_e5m2": "fp8",
-    "fp8_e4m3": "fp8", "fp8_e5m2": "fp8",
-    "int8": "int8", "i8": "int8", "w8": "int8", "llm.int8": "int8",
+    "float32": "fp32",
+    "float": "fp32",
+    "f32": "fp32",
+    "fp32": "fp32",
+    "bfloat16": "bf16",
+    "bf16": "bf16",
+    "float16": "fp16",
+    "half": "fp16",
+    "f16": "fp16",
+    "fp16": "fp16",
+    "float8": "fp8",
+    "fp8": "fp8",
+    "float8_e4m3fn": "fp8",
+    "float8_e5m2": "fp8",
+    "fp8_e4m3": "fp8",
+    "fp8_e5m2": "fp8",
+    "int8": "int8",
+    "i8": "int8",
+    "w8": "int8",
+    "llm.int8": "int8",
     # "int4" means the most common 4-bit format served by vLLM: GPTQ g128.
-    "int4": "gptq-int4", "gptq": "gptq-int4", "gptq-int4": "gptq-int4", "gptq4": "gptq-int4",
-    "awq": "awq-int4", "awq-int4": "awq-int4", "awq4": "awq-int4",
-    "nf4": "nf4", "bnb-nf4": "nf4", "bnb4": "nf4", "bitsandbytes": "nf4",
-    "q8_0": "gguf-q8_0", "gguf-q8_0": "gguf-q8_0",
-    "q4_k": "gguf-q4_k", "gguf-q4_k": "gguf-q4_k",
+    "int4": "gptq-int4",
+    "gptq": "gptq-int4",
+    "gptq-int4": "gptq-int4",
+    "gptq4": "gptq-int4",
+    "awq": "awq-int4",
+    "awq-int4": "awq-int4",
+    "awq4": "awq-int4",
+    "nf4": "nf4",
+    "bnb-nf4": "nf4",
+    "bnb4": "nf4",
+    "bitsandbytes": "nf4",
+    "q8_0": "gguf-q8_0",
+    "gguf-q8_0": "gguf-q8_0",
+    "q4_k": "gguf-q4_k",
+    "gguf-q4_k": "gguf-q4_k",
 }
 
 # KV-cache element types: name -> bytes per element.
@@ -184,8 +246,7 @@ def replicated_bytes(scheme: str, tensors: Iterable[TensorInfo], group_size: int
 VOCAB_PADDING = 64
 
 
-def resident_bytes(scheme: str, tensors: Iterable[TensorInfo], tp: int = 1,
-                   group_size: int = GROUP_SIZE) -> int:
+def resident_bytes(scheme: str, tensors: Iterable[TensorInfo], tp: int = 1, group_size: int = GROUP_SIZE) -> int:
     """Bytes vLLM holds on one GPU at tensor-parallel size tp.
 
     Differs from the checkpoint file: a tied lm_head is held once even when the file stores a

@@ -24,9 +24,15 @@ GIB = 2**30
 
 # Columns of the estimate table: (weights key, header).
 WEIGHT_COLUMNS = (
-    ("fp32", "fp32"), ("bf16", "bf16/fp16"), ("fp8", "fp8"), ("int8", "int8"),
-    ("gptq-int4", "GPTQ-4"), ("awq-int4", "AWQ-4"), ("nf4", "NF4"),
-    ("gguf-q8_0", "Q8_0"), ("gguf-q4_k", "Q4_K"),
+    ("fp32", "fp32"),
+    ("bf16", "bf16/fp16"),
+    ("fp8", "fp8"),
+    ("int8", "int8"),
+    ("gptq-int4", "GPTQ-4"),
+    ("awq-int4", "AWQ-4"),
+    ("nf4", "NF4"),
+    ("gguf-q8_0", "Q8_0"),
+    ("gguf-q4_k", "Q4_K"),
 )
 
 # Engines that preallocate a KV pool filling gpu_memory_utilization of each GPU.
@@ -71,8 +77,7 @@ def load_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def compare(est: dict[str, Any] | None, meas: dict[str, Any],
-            gpu_util: float | None = None) -> Comparison:
+def compare(est: dict[str, Any] | None, meas: dict[str, Any], gpu_util: float | None = None) -> Comparison:
     """Set the matching estimate terms against one measurement."""
     engine = str(meas.get("engine", "?"))
     model = str(meas.get("model", "?"))
@@ -90,14 +95,24 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any],
         kind = str(meas.get("kind") or engine).lower()
         key = next((k for k in cpu if kind.startswith(k)), "python")
         term = cpu[key]
-        at_idle = (f"{key} runtime + {est['dtype']} weights" if term["weights_at_idle"]
-                   else f"{key} runtime (weights mmapped, resident after the 1st request)")
+        at_idle = (
+            f"{key} runtime + {est['dtype']} weights"
+            if term["weights_at_idle"]
+            else f"{key} runtime (weights mmapped, resident after the 1st request)"
+        )
         kv = int(meas.get("kv_cache_bytes") or 0)  # a preallocated CPU KV pool (vLLM-CPU)
         if kv:
             at_idle += f"; measured minus the {_gib(kv)} KV pool"
-        return Comparison(model, engine, device,
-                          f"RSS idle vs {at_idle}; peak vs runtime + weights",
-                          int(term["idle_bytes"]), idle - kv, int(term["loaded_bytes"]), peak - kv)
+        return Comparison(
+            model,
+            engine,
+            device,
+            f"RSS idle vs {at_idle}; peak vs runtime + weights",
+            int(term["idle_bytes"]),
+            idle - kv,
+            int(term["loaded_bytes"]),
+            peak - kv,
+        )
 
     gpus = meas.get("gpus") or []
     if not gpus:
@@ -110,31 +125,53 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any],
     over = {o["name"]: int(o["bytes"]) for o in est["overheads"]}
     # Outside the KV pool: weights, and per GPU the context, CUDA graphs and non-torch memory
     # (the activation peak is freed after profiling).
-    non_kv = (int(est["weights_bytes"][est["dtype"]])
-              + n * (over["cuda_context"] + over.get("cuda_graphs", 0) + over["runtime"]))
+    non_kv = int(est["weights_bytes"][est["dtype"]]) + n * (
+        over["cuda_context"] + over.get("cuda_graphs", 0) + over["runtime"]
+    )
     if "kv_cache_bytes" in meas:
         # The bench may report the engine's KV pool: then weights + overheads
         # can be checked directly against used memory minus that pool.
         kv = int(meas["kv_cache_bytes"])
-        return Comparison(model, engine, device, "used - KV pool vs weights + overheads",
-                          non_kv, idle - kv, non_kv + n * over["activation_peak"], peak - kv)
+        return Comparison(
+            model,
+            engine,
+            device,
+            "used - KV pool vs weights + overheads",
+            non_kv,
+            idle - kv,
+            non_kv + n * over["activation_peak"],
+            peak - kv,
+        )
     if gpu_util is None:  # what the estimate assumed: the vLLM version's default
         gpu_util = float(est.get("vllm", {}).get("gpu_memory_utilization", DEFAULT_GPU_UTIL))
     if engine.lower().startswith(PREALLOCATING_ENGINES):
         # vLLM fills u * total with weights + KV pool, so what it uses is
         # CUDA context + u * total, whatever the weights are.
         graphs = 0 if est.get("vllm", {}).get("graphs_in_budget") else over.get("cuda_graphs", 0)
-        predicted = sum(over["cuda_context"] + graphs + int(gpu_util * int(g["total_bytes"]))
-                        for g in gpus)
-        return Comparison(model, engine, device,
-                          f"used vs CUDA context + {gpu_util} x total (KV pool preallocated)",
-                          predicted, idle, predicted, peak)
-    return Comparison(model, engine, device, "used vs weights + overheads (peak: + activations)",
-                      non_kv, idle, non_kv + n * over["activation_peak"], peak)
+        predicted = sum(over["cuda_context"] + graphs + int(gpu_util * int(g["total_bytes"])) for g in gpus)
+        return Comparison(
+            model,
+            engine,
+            device,
+            f"used vs CUDA context + {gpu_util} x total (KV pool preallocated)",
+            predicted,
+            idle,
+            predicted,
+            peak,
+        )
+    return Comparison(
+        model,
+        engine,
+        device,
+        "used vs weights + overheads (peak: + activations)",
+        non_kv,
+        idle,
+        non_kv + n * over["activation_peak"],
+        peak,
+    )
 
 
-def render(estimates: list[dict[str, Any]], measured: list[dict[str, Any]],
-           gpu_util: float | None = None) -> str:
+def render(estimates: list[dict[str, Any]], measured: list[dict[str, Any]], gpu_util: float | None = None) -> str:
     lines = ["# Memory: estimate and measurement", ""]
     lines += _estimate_table(estimates)
     lines += ["", "## Estimate vs measured", ""]
@@ -143,15 +180,18 @@ def render(estimates: list[dict[str, Any]], measured: list[dict[str, Any]],
     if not rows:
         lines.append("No measurements yet.")
     else:
-        lines.append("| Model | Engine | Device | Est. idle | Measured idle | Error | "
-                     "Est. loaded | Measured peak | Error | Compared |")
+        lines.append(
+            "| Model | Engine | Device | Est. idle | Measured idle | Error | "
+            "Est. loaded | Measured peak | Error | Compared |"
+        )
         lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---|")
         for r in sorted(rows, key=lambda r: (r.model, r.engine)):
             lines.append(
                 f"| {r.model} | {r.engine} | {r.device} | {_gib_or_dash(r.estimate_idle)} | "
                 f"{_gib_or_dash(r.measured_idle)} | {_pct(r.error_pct)} | "
                 f"{_gib_or_dash(r.estimate_loaded)} | {_gib_or_dash(r.measured_peak)} | "
-                f"{_pct(r.peak_error_pct)} | {r.compared} |")
+                f"{_pct(r.peak_error_pct)} | {r.compared} |"
+            )
     lines += ["", *_kv_capacity_section(by_model, measured)]
     lines += ["", *_notes(estimates)]
     return "\n".join(lines) + "\n"
@@ -197,8 +237,11 @@ def kv_capacity(est: dict[str, Any] | None, meas: dict[str, Any]) -> KvCapacity 
         return KvCapacity(model, engine, device, None, pool, None, tokens, conc, "no estimate")
     kv = est["kv_cache"]
     dtype = str(logged.get("kv_cache_dtype") or "auto")
-    dtype = _KV_DTYPES.get(str(logged.get("dtype")), est["kv_dtype"]) if dtype == "auto" else (
-        "fp8" if dtype.startswith("fp8") else _KV_DTYPES.get(dtype, est["kv_dtype"]))
+    dtype = (
+        _KV_DTYPES.get(str(logged.get("dtype")), est["kv_dtype"])
+        if dtype == "auto"
+        else ("fp8" if dtype.startswith("fp8") else _KV_DTYPES.get(dtype, est["kv_dtype"]))
+    )
     gpus = meas.get("gpus") or []
     tp = max(len(gpus), 1)
     # KV heads split over the TP ranks (a single MQA head is replicated on every rank).
@@ -208,8 +251,9 @@ def kv_capacity(est: dict[str, Any] | None, meas: dict[str, Any]) -> KvCapacity 
     if pool and per_token:
         if kv.get("sliding_windows"):
             # Sliding layers stop at their window: vLLM counts concurrency x max_model_len.
-            seq = est["kv_cache"]["bytes_per_sequence"] * (kv["bytes_per_token"][dtype]
-                                                          / kv["bytes_per_token"][est["kv_dtype"]])
+            seq = est["kv_cache"]["bytes_per_sequence"] * (
+                kv["bytes_per_token"][dtype] / kv["bytes_per_token"][est["kv_dtype"]]
+            )
             tokens_est = int(pool / (seq * max(1, heads // tp) / heads) * est["context"])
         else:
             block = 16 * per_token
@@ -220,8 +264,11 @@ def kv_capacity(est: dict[str, Any] | None, meas: dict[str, Any]) -> KvCapacity 
     else:
         fit = _matching_fit(est, gpus)
         pool_est = fit["kv_pool_bytes"] if fit else None
-        basis = (f"{dtype} KV, TP={tp}; pool estimated for {fit['gpu']}" if fit
-                 else f"{dtype} KV, TP={tp}; no catalogue GPU at this TP to estimate the pool")
+        basis = (
+            f"{dtype} KV, TP={tp}; pool estimated for {fit['gpu']}"
+            if fit
+            else f"{dtype} KV, TP={tp}; no catalogue GPU at this TP to estimate the pool"
+        )
     return KvCapacity(model, engine, device, pool_est, pool, tokens_est, tokens, conc, basis)
 
 
@@ -244,8 +291,10 @@ def _kv_capacity_section(by_model: dict[str, dict[str, Any]], measured: list[dic
     lines = ["## KV cache capacity: estimate vs vLLM's start-up log", ""]
     if not rows:
         return lines + ["No engine logged its KV cache capacity (vLLM does at start-up)."]
-    lines.append("| Model | Engine | Device | Est. KV pool/GPU | Logged KV pool/GPU | Error | "
-                 "Est. KV tokens | Logged KV tokens | Error | Logged max concurrency | Basis |")
+    lines.append(
+        "| Model | Engine | Device | Est. KV pool/GPU | Logged KV pool/GPU | Error | "
+        "Est. KV tokens | Logged KV tokens | Error | Logged max concurrency | Basis |"
+    )
     lines.append("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|")
     for r in sorted(rows, key=lambda r: (r.model, r.engine)):
         conc = "-" if r.concurrency_logged is None else f"{r.concurrency_logged:.2f}x"
@@ -253,9 +302,13 @@ def _kv_capacity_section(by_model: dict[str, dict[str, Any]], measured: list[dic
             f"| {r.model} | {r.engine} | {r.device} | {_gib_or_dash(r.pool_estimate)} | "
             f"{_gib_or_dash(r.pool_logged)} | {_pct(r.pool_error_pct)} | "
             f"{_int_or_dash(r.tokens_estimate)} | {_int_or_dash(r.tokens_logged)} | "
-            f"{_pct(r.error_pct)} | {conc} | {r.basis} |")
-    lines += ["", "Est. KV tokens prices the pool vLLM logged with the estimator's bytes per token "
-              "(a check of the per-token term); Est. KV pool is the estimator's own budget arithmetic."]
+            f"{_pct(r.error_pct)} | {conc} | {r.basis} |"
+        )
+    lines += [
+        "",
+        "Est. KV tokens prices the pool vLLM logged with the estimator's bytes per token "
+        "(a check of the per-token term); Est. KV pool is the estimator's own budget arithmetic.",
+    ]
     return lines
 
 
@@ -264,11 +317,17 @@ def _int_or_dash(n: int | None) -> str:
 
 
 def _estimate_table(estimates: list[dict[str, Any]]) -> list[str]:
-    head = (["Model", "Params", "Dtype"] + [h for _, h in WEIGHT_COLUMNS]
-            + ["KV/token", "KV/context", "Smallest vLLM setup"])
-    lines = ["## Estimate (weights in GiB)", "",
-             "| " + " | ".join(head) + " |",
-             "|---|---:|---|" + "---:|" * len(WEIGHT_COLUMNS) + "---:|---:|---|"]
+    head = (
+        ["Model", "Params", "Dtype"]
+        + [h for _, h in WEIGHT_COLUMNS]
+        + ["KV/token", "KV/context", "Smallest vLLM setup"]
+    )
+    lines = [
+        "## Estimate (weights in GiB)",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|---|---:|---|" + "---:|" * len(WEIGHT_COLUMNS) + "---:|---:|---|",
+    ]
     for e in estimates:
         kv = e["kv_cache"]
         smallest = e["vllm"]["smallest"]
@@ -298,8 +357,7 @@ def _notes(estimates: list[dict[str, Any]]) -> list[str]:
         "CUDA context + u x total per GPU; weights + overheads are checked directly only when "
         "the bench reports the KV pool size (kv_cache_bytes).",
     ]
-    for name, why in sorted({(k, v) for e in estimates
-                             for k, v in e.get("weights_assumptions", {}).items()}):
+    for name, why in sorted({(k, v) for e in estimates for k, v in e.get("weights_assumptions", {}).items()}):
         notes.append(f"- {name}: {why}")
     return notes
 
@@ -316,8 +374,9 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f}%"
 
 
-def write_table(estimate_paths: list[Path], measured_paths: list[Path], out: Path,
-                gpu_util: float | None = None) -> None:
+def write_table(
+    estimate_paths: list[Path], measured_paths: list[Path], out: Path, gpu_util: float | None = None
+) -> None:
     estimates = [load_json(p, "estimate") for p in estimate_paths]
     measured = []
     for p in measured_paths:

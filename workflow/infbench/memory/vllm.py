@@ -48,12 +48,16 @@ class VllmProfile:
 # config_explorer/empirical-vllm-memory-results.md): non-torch 0.13-0.14 GiB for four models at
 # TP=1, 0.55 GiB for Llama-3.3-70B-FP8 at TP=2 (lazily allocated all-reduce memory).
 V1 = VllmProfile(
-    name="v1 engine (vLLM >= 0.8)", engine="v1",
-    non_torch_tp1=int(0.13 * GIB), non_torch_tp_extra=int(0.42 * GIB),
-    non_torch_source=("non-torch growth during profiling: 0.13 GiB at TP=1, +0.42 GiB at TP>1 "
-                      "(llm-d-benchmark empirical-vllm-memory-results.md, H100 logs); the CUDA "
-                      "context and NCCL start-up buffers predate the snapshot, so they sit "
-                      "outside the budget"),
+    name="v1 engine (vLLM >= 0.8)",
+    engine="v1",
+    non_torch_tp1=int(0.13 * GIB),
+    non_torch_tp_extra=int(0.42 * GIB),
+    non_torch_source=(
+        "non-torch growth during profiling: 0.13 GiB at TP=1, +0.42 GiB at TP>1 "
+        "(llm-d-benchmark empirical-vllm-memory-results.md, H100 logs); the CUDA "
+        "context and NCCL start-up buffers predate the snapshot, so they sit "
+        "outside the budget"
+    ),
     graphs_outside_budget=True,
 )
 
@@ -64,23 +68,32 @@ V1 = VllmProfile(
 # gpu_memory_utilization to 0.92. When those two changes landed between 0.11 and 0.32 was not
 # checked, so versions before 0.32 keep the V1 rules above.
 V1_GRAPHS = VllmProfile(
-    name="v1 engine, CUDA graphs in the budget (vLLM >= 0.32)", engine="v1",
-    non_torch_tp1=V1.non_torch_tp1, non_torch_tp_extra=V1.non_torch_tp_extra,
+    name="v1 engine, CUDA graphs in the budget (vLLM >= 0.32)",
+    engine="v1",
+    non_torch_tp1=V1.non_torch_tp1,
+    non_torch_tp_extra=V1.non_torch_tp_extra,
     non_torch_source=V1.non_torch_source,
-    graphs_outside_budget=False, default_gpu_util=0.92,
+    graphs_outside_budget=False,
+    default_gpu_util=0.92,
 )
 
 # v0 engine after the profiling overhaul (vllm PR 10511, released in 0.6.5): non-torch memory
 # since process start is charged inside the budget; the PR's own sanity check on an H100 logs
 # 1.79 GiB at TP=1 and 3.58 GiB at TP=2 (CUDA context, cuBLAS, NCCL and custom all-reduce).
 V0 = VllmProfile(
-    name="v0 engine (vLLM 0.6.5-0.7.x)", engine="v0",
-    non_torch_tp1=int(1.79 * GIB), non_torch_tp_extra=int((3.58 - 1.79) * GIB),
-    non_torch_source=("non-torch memory since start-up, inside the budget: 1.79 GiB at TP=1, "
-                      "3.58 GiB at TP=2 (https://github.com/vllm-project/vllm/pull/10511, H100)"),
+    name="v0 engine (vLLM 0.6.5-0.7.x)",
+    engine="v0",
+    non_torch_tp1=int(1.79 * GIB),
+    non_torch_tp_extra=int((3.58 - 1.79) * GIB),
+    non_torch_source=(
+        "non-torch memory since start-up, inside the budget: 1.79 GiB at TP=1, "
+        "3.58 GiB at TP=2 (https://github.com/vllm-project/vllm/pull/10511, H100)"
+    ),
     graphs_outside_budget=True,
-    notes=("v0 profiles max(max_model_len, 2048) tokens unless chunked prefill is on "
-           "(max_model_len > 32K), so long contexts profile far larger activation peaks",),
+    notes=(
+        "v0 profiles max(max_model_len, 2048) tokens unless chunked prefill is on "
+        "(max_model_len > 32K), so long contexts profile far larger activation peaks",
+    ),
 )
 
 # Sampler on the dummy logits of max_num_seqs requests: it dominates the activation peak of
@@ -92,16 +105,20 @@ V0 = VllmProfile(
 #  flashinfer: FlashInfer's fused top-k/top-p ("Using FlashInfer for top-p & top-k sampling"):
 #   ~2.7 copies, from the Qwen2-7B A100 logs of dennislee22/vLLM-benchmarking (vLLM 0.10.1.1).
 SAMPLER_COPIES = {"native": 9.85, "flashinfer": 2.7}
-SAMPLER_SOURCE = ("fp32 [max_num_seqs x vocab] logits and the sampler's temporaries: 9.85 copies "
-                  "for PyTorch top-k/top-p, 2.7 with FlashInfer (fitted to published vLLM logs, "
-                  "see tests/data/vllm_ground_truth.json)")
+SAMPLER_SOURCE = (
+    "fp32 [max_num_seqs x vocab] logits and the sampler's temporaries: 9.85 copies "
+    "for PyTorch top-k/top-p, 2.7 with FlashInfer (fitted to published vLLM logs, "
+    "see tests/data/vllm_ground_truth.json)"
+)
 
 # Forward pass of the profiling batch, per token: the MLP's gate/up output and its activated half
 # live together (3 x intermediate / TP), plus the residual stream, its normed copy and the layer
 # input (3 x hidden); checked against vllm issue 10517 (v0, Llama-3.1-8B, 20000 tokens -> 2.07
 # GiB, 29000 -> 2.99 GiB: 110 KB per token, = (3 x 4096 + 3 x 14336) x 2 bytes).
-FORWARD_SOURCE = ("profiling forward: (3 x hidden + 3 x intermediate / TP) activations per "
-                  "batched token (https://github.com/vllm-project/vllm/issues/10517)")
+FORWARD_SOURCE = (
+    "profiling forward: (3 x hidden + 3 x intermediate / TP) activations per "
+    "batched token (https://github.com/vllm-project/vllm/issues/10517)"
+)
 
 
 def parse_version(text: str) -> tuple[int, int, int]:
@@ -116,7 +133,8 @@ def profile_for(version: str) -> VllmProfile:
     if v < (0, 6, 5):
         raise EstimateError(
             f"vLLM {version} predates the profiling of vllm PR 10511 (0.6.5); its accounting is "
-            "not modelled (use --vllm-version 0.6.5 or later)")
+            "not modelled (use --vllm-version 0.6.5 or later)"
+        )
     if v < (0, 8, 0):
         return V0
     return V1 if v < (0, 32, 0) else V1_GRAPHS
@@ -170,8 +188,9 @@ def _large_defaults(gpu: GPU, v: tuple[int, int, int]) -> bool:
     return big
 
 
-def activation_peak(*, hidden: int, intermediate: int, vocab: int, tp: int, act_bytes: int,
-                    batched_tokens: int, seqs: int, sampler: str) -> tuple[int, str]:
+def activation_peak(
+    *, hidden: int, intermediate: int, vocab: int, tp: int, act_bytes: int, batched_tokens: int, seqs: int, sampler: str
+) -> tuple[int, str]:
     """Profiling peak per GPU: the larger of the forward pass and the sampler step."""
     if sampler not in SAMPLER_COPIES:
         raise EstimateError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")

@@ -22,13 +22,18 @@ from typing import Any
 GIB = 2**30
 
 _PATTERNS = {
-    "weights_gib": [r"Model loading took ([\d.]+) ?GiB", r"Loading model weights took ([\d.]+) ?GB",
-                    r"model weights take\s+([\d.]+) ?GiB"],
-    "kv_cache_gib": [r"Available KV cache memory: (-?[\d.]+) ?GiB",
-                     r"available_kv_cache_memory\s+(-?[\d.]+) ?GiB",
-                     r"reserved for KV Cache is (-?[\d.]+) ?GiB",
-                     r"Explicitly set \(([\d.]+)/[\d.]+\) GiB for KV cache",
-                     r"Auto set \(([\d.]+)/[\d.]+\) GiB for KV cache"],
+    "weights_gib": [
+        r"Model loading took ([\d.]+) ?GiB",
+        r"Loading model weights took ([\d.]+) ?GB",
+        r"model weights take\s+([\d.]+) ?GiB",
+    ],
+    "kv_cache_gib": [
+        r"Available KV cache memory: (-?[\d.]+) ?GiB",
+        r"available_kv_cache_memory\s+(-?[\d.]+) ?GiB",
+        r"reserved for KV Cache is (-?[\d.]+) ?GiB",
+        r"Explicitly set \(([\d.]+)/[\d.]+\) GiB for KV cache",
+        r"Auto set \(([\d.]+)/[\d.]+\) GiB for KV cache",
+    ],
     "kv_tokens": [r"(?:GPU|CPU|XPU|TPU)[^\n]*? KV cache size: ([\d,]+) tokens"],
     "max_concurrency": [r"Maximum concurrency for ([\d,]+) tokens per request: ([\d.]+)x"],
     "gpu_blocks": [r"# (?:GPU|cuda|CUDA) blocks: (\d+)"],
@@ -83,7 +88,9 @@ def parse_vllm_startup(text: str) -> VllmStartup:
         tokens = number("gpu_blocks") * 16  # v0's default block of 16 tokens
     conc = _last(text, _PATTERNS["max_concurrency"])
     return VllmStartup(
-        version=word("version"), dtype=word("dtype"), kv_cache_dtype=word("kv_cache_dtype"),
+        version=word("version"),
+        dtype=word("dtype"),
+        kv_cache_dtype=word("kv_cache_dtype"),
         weights_bytes=None if weights is None else int(weights * GIB),
         kv_cache_bytes=None if kv is None else int(kv * GIB),
         kv_tokens=None if tokens is None else int(tokens),

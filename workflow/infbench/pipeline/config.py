@@ -15,16 +15,29 @@ import yaml
 from infbench.pipeline.defaults import load_schema
 from infbench.pipeline.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
 
-ENGINE_LABELS = {"transformers": "Transformers", "vllm": "vLLM", "tgi": "TGI", "llamacpp": "llama.cpp",
-                 "openai": "OpenAI-compatible", "sglang": "SGLang"}
+ENGINE_LABELS = {
+    "transformers": "Transformers",
+    "vllm": "vLLM",
+    "tgi": "TGI",
+    "llamacpp": "llama.cpp",
+    "openai": "OpenAI-compatible",
+    "sglang": "SGLang",
+}
 
 # Engine keys that belong to one kind only: set on another kind, they stop the run naming the key.
 KIND_ONLY_KEYS = {
-    "launcher": ("tgi",), "image": ("tgi",),
-    "threads": ("llamacpp",), "parallel": ("llamacpp",), "ctx_size": ("llamacpp",),
+    "launcher": ("tgi",),
+    "image": ("tgi",),
+    "threads": ("llamacpp",),
+    "parallel": ("llamacpp",),
+    "ctx_size": ("llamacpp",),
     "continuous_batching": ("transformers",),
-    "command": ("openai",), "health_path": ("openai",), "version_path": ("openai",), "base_url": ("openai",),
-    "api_key_env": ("openai",), "served_model_name": ("openai",),
+    "command": ("openai",),
+    "health_path": ("openai",),
+    "version_path": ("openai",),
+    "base_url": ("openai",),
+    "api_key_env": ("openai",),
+    "served_model_name": ("openai",),
 }
 
 
@@ -40,7 +53,8 @@ def _describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         return f"config error at {_key_path(error)}: {error.message} (check the spelling; see config/README.md)"
     if error.validator == "oneOf":
-        return f"config error at {_key_path(error)}: {error.instance!r} is not valid: {error.schema.get('description', error.message)}"
+        description = error.schema.get("description", error.message)
+        return f"config error at {_key_path(error)}: {error.instance!r} is not valid: {description}"
     return f"config error at {_key_path(error)}: {error.message}"
 
 
@@ -150,7 +164,8 @@ def _check_no_secret_values(name: str, engine: dict) -> None:
             raise ConfigError(
                 f"config error at engines.{name}.server_env.{var}: looks like a secret, and its value would be "
                 f"written to spec files and Snakemake's logs; write `{var}: {{from_env: {var}}}` and export "
-                f"{var} before running (the bench job reads it when it starts the server)")
+                f"{var} before running (the bench job reads it when it starts the server)"
+            )
 
 
 def _check_random_source(name: str, model: dict) -> None:
@@ -161,9 +176,11 @@ def _check_random_source(name: str, model: dict) -> None:
 
     architecture = model_architecture(model)
     if not architecture:
-        raise ConfigError(f"config error at models.{name}.source: model {name!r} has random weights but no "
-                          "architecture config: write random:PATH/config.json (e.g. random:config/models/"
-                          f"vicuna-7b-v1.3.json) or set models.{name}.architecture")
+        raise ConfigError(
+            f"config error at models.{name}.source: model {name!r} has random weights but no "
+            "architecture config: write random:PATH/config.json (e.g. random:config/models/"
+            f"vicuna-7b-v1.3.json) or set models.{name}.architecture"
+        )
     try:
         read_architecture(Path(architecture))
     except RandomModelError as err:
@@ -178,7 +195,7 @@ def is_random(model: dict) -> bool:
 def model_architecture(model: dict) -> str | None:
     """The architecture config.json of a model: random:PATH's path, else the architecture key."""
     if model["source"].startswith("random:") and model["source"] != "random:":
-        return model["source"][len("random:"):]
+        return model["source"][len("random:") :]
     return model.get("architecture") or None
 
 
@@ -198,18 +215,23 @@ def _check_engine_kind_keys(name: str, engine: dict) -> None:
     kind = engine["kind"]
     for key, kinds in KIND_ONLY_KEYS.items():
         if key in engine and kind not in kinds:
-            raise ConfigError(f"config error at engines.{name}.{key}: only for kind {' or '.join(kinds)} "
-                              f"(this engine is kind {kind})")
+            raise ConfigError(
+                f"config error at engines.{name}.{key}: only for kind {' or '.join(kinds)} (this engine is kind {kind})"
+            )
     if kind != "openai":
         if "env" not in engine:
             raise ConfigError(f"config error at engines.{name}.env: required for kind {kind}")
         return
     if ("command" in engine) == ("base_url" in engine):
-        raise ConfigError(f"config error at engines.{name}: kind openai needs exactly one of command (a server "
-                          "the pipeline starts) or base_url (an endpoint already running)")
+        raise ConfigError(
+            f"config error at engines.{name}: kind openai needs exactly one of command (a server "
+            "the pipeline starts) or base_url (an endpoint already running)"
+        )
     if "base_url" in engine:
         if "env" in engine:
-            raise ConfigError(f"config error at engines.{name}.env: a base_url endpoint is not started, so it has no env")
+            raise ConfigError(
+                f"config error at engines.{name}.env: a base_url endpoint is not started, so it has no env"
+            )
         return
     from infbench.engines.adapters import OPENAI_PLACEHOLDERS, fill_command
 
@@ -218,7 +240,9 @@ def _check_engine_kind_keys(name: str, engine: dict) -> None:
     except ValueError as err:
         raise ConfigError(f"config error at engines.{name}.command: {err}") from None
     if not any("{port}" in part for part in engine["command"]):
-        raise ConfigError(f"config error at engines.{name}.command: it must contain {{port}} (the pipeline picks a free port)")
+        raise ConfigError(
+            f"config error at engines.{name}.command: it must contain {{port}} (the pipeline picks a free port)"
+        )
 
 
 def resolve_env(engine: dict, device: str, engine_name: str = "?") -> str | None:
@@ -250,9 +274,21 @@ def engine_spec(config: dict, name: str) -> EngineSpec:
         startup_timeout_s=engine["startup_timeout_s"],
         launcher=engine.get("launcher"),
         image=engine.get("image"),
-        **{key: engine[key] for key in ("threads", "parallel", "ctx_size", "continuous_batching", "health_path",
-                                        "version_path", "base_url", "api_key_env", "served_model_name")
-           if key in engine},
+        **{
+            key: engine[key]
+            for key in (
+                "threads",
+                "parallel",
+                "ctx_size",
+                "continuous_batching",
+                "health_path",
+                "version_path",
+                "base_url",
+                "api_key_env",
+                "served_model_name",
+            )
+            if key in engine
+        },
         command=list(engine.get("command", [])),
         gpu_ids=list(config.get("gpu_ids", [])),
         sampling=Sampling(**config["sampling"]),

@@ -22,9 +22,7 @@ DIRECTIVE = "# infbench:"
 
 def directives(requirements: Path) -> list[list[str]]:
     return [
-        line[len(DIRECTIVE):].split()
-        for line in requirements.read_text().splitlines()
-        if line.startswith(DIRECTIVE)
+        line[len(DIRECTIVE) :].split() for line in requirements.read_text().splitlines() if line.startswith(DIRECTIVE)
     ]
 
 
@@ -118,7 +116,8 @@ def check_existing_env(engine_name: str, kind: str, python: str) -> dict:
             f"engine {engine_name!r} ({kind}): the existing interpreter {python} lacks "
             f"{', '.join(probe['missing'])} (nothing is installed into an existing env: install "
             f"{'transformers[serving]' if kind == 'transformers' else ', '.join(probe['missing'])} there, "
-            "or use an env file under envs/)")
+            "or use an env file under envs/)"
+        )
     return probe
 
 
@@ -136,22 +135,32 @@ def freeze(python: str) -> str:
     if result.returncode == 0:
         return result.stdout
     listing = subprocess.run(
-        [python, "-c", "import importlib.metadata as m; print('\\n'.join(sorted(f\"{d.metadata['Name']}=="
-                       "{d.version}\" for d in m.distributions())))"],
-        capture_output=True, text=True, check=True)
+        [
+            python,
+            "-c",
+            "import importlib.metadata as m; print('\\n'.join(sorted(f\"{d.metadata['Name']}=="
+            '{d.version}" for d in m.distributions())))',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return listing.stdout
 
 
-def link_existing_env(name: str, engine_name: str, kind: str, python: str, venv: Path, lock: Path,
-                      marker: Path) -> None:
+def link_existing_env(
+    name: str, engine_name: str, kind: str, python: str, venv: Path, lock: Path, marker: Path
+) -> None:
     """Check the interpreter, write its freeze as the lock, and make .venvs/NAME/bin/ point at it:
     bin/python runs the interpreter and bin/NAME each console script it has, so the engine adapters
     find `transformers` or `python` exactly as in a venv the pipeline built."""
     python = interpreter_path(python)
     probe = check_existing_env(engine_name, kind, python)
     frozen = freeze(python)
-    header = (f"# infbench: existing interpreter {python} (Python {probe['version']}), "
-              "not built by the pipeline: nothing was installed into it\n")
+    header = (
+        f"# infbench: existing interpreter {python} (Python {probe['version']}), "
+        "not built by the pipeline: nothing was installed into it\n"
+    )
     if venv.exists():
         shutil.rmtree(venv)
     bin_dir = venv / "bin"
@@ -161,13 +170,15 @@ def link_existing_env(name: str, engine_name: str, kind: str, python: str, venv:
     # package's console scripts may live outside the interpreter's own bin/ (system site packages,
     # containers), so each is started through its entry point, as pip's own scripts do.
     for name_ in ("python", "python3"):
-        _write_wrapper(bin_dir / name_, f"exec {interpreter} \"$@\"")
+        _write_wrapper(bin_dir / name_, f'exec {interpreter} "$@"')
     for script, target in sorted(probe["console_scripts"].items()):
         if "/" in script or script.startswith(".") or script in ("python", "python3"):
             continue
-        code = (f"import sys; from importlib.metadata import EntryPoint; sys.argv[0] = {script!r}; "
-                f"sys.exit(EntryPoint({script!r}, {target!r}, 'console_scripts').load()())")
-        _write_wrapper(bin_dir / script, f"exec {interpreter} -c {shlex.quote(code)} \"$@\"")
+        code = (
+            f"import sys; from importlib.metadata import EntryPoint; sys.argv[0] = {script!r}; "
+            f"sys.exit(EntryPoint({script!r}, {target!r}, 'console_scripts').load()())"
+        )
+        _write_wrapper(bin_dir / script, f'exec {interpreter} -c {shlex.quote(code)} "$@"')
     write_text_atomic(lock, header + frozen)
     marker.write_text(f"existing interpreter {python}, not built by the pipeline\n")
     print(f"env {name}: existing interpreter {python} (Python {probe['version']}), lock {lock}", file=sys.stderr)

@@ -54,9 +54,7 @@ def permute_rotary(weight, n_head: int):
     expects them as pairs (x0, x(d/2)), (x1, x(d/2+1)), ...: reorder the rows of a Q or K weight."""
     rows = weight.shape[0]
     head_dim = rows // n_head
-    return (weight.reshape(n_head, 2, head_dim // 2, *weight.shape[1:])
-            .swapaxes(1, 2)
-            .reshape(weight.shape))
+    return weight.reshape(n_head, 2, head_dim // 2, *weight.shape[1:]).swapaxes(1, 2).reshape(weight.shape)
 
 
 def _tokenizer_pre_of(model_dir: Path) -> str:
@@ -108,9 +106,18 @@ def write_gguf(model_name: str, model_dir: Path, dtype: str, out: Path, meta_pat
     elif rope_type != "default":
         unsupported = f"n/a: no GGUF writer for rope scaling {rope_type!r}"
     if unsupported:
-        meta = GgufMeta(model=model_name, status="unsupported", reason=unsupported,
-                        path=None, file_type=None, source_dtype=None, tokenizer=None, tokenizer_pre=None,
-                        sha256=None, size_bytes=None)
+        meta = GgufMeta(
+            model=model_name,
+            status="unsupported",
+            reason=unsupported,
+            path=None,
+            file_type=None,
+            source_dtype=None,
+            tokenizer=None,
+            tokenizer_pre=None,
+            sha256=None,
+            size_bytes=None,
+        )
         write_json_atomic(meta_path, asdict(meta))
         return meta
 
@@ -136,8 +143,13 @@ def write_gguf(model_name: str, model_dir: Path, dtype: str, out: Path, meta_pat
     writer.add_rope_freq_base(float(rope.get("rope_theta", 10000.0)))
     writer.add_layer_norm_rms_eps(float(config.get("rms_norm_eps", 1e-5)))
     writer.add_vocab_size(config["vocab_size"])
-    writer.add_file_type({"F32": gguf.LlamaFileType.ALL_F32, "F16": gguf.LlamaFileType.MOSTLY_F16,
-                          "BF16": gguf.LlamaFileType.MOSTLY_BF16}[file_type])
+    writer.add_file_type(
+        {
+            "F32": gguf.LlamaFileType.ALL_F32,
+            "F16": gguf.LlamaFileType.MOSTLY_F16,
+            "BF16": gguf.LlamaFileType.MOSTLY_BF16,
+        }[file_type]
+    )
 
     vocab = _vocab(model_dir)
     tokens, scores, types = [], [], []
@@ -197,15 +209,26 @@ def write_gguf(model_name: str, model_dir: Path, dtype: str, out: Path, meta_pat
 
     from infbench.pipeline.models import sha256_file
 
-    meta = GgufMeta(model=model_name, status="ok", reason=None, path=str(out), file_type=file_type,
-                    source_dtype=source_dtype, tokenizer=vocab.tokenizer_model, tokenizer_pre=pre,
-                    sha256=sha256_file(out), size_bytes=out.stat().st_size)
+    meta = GgufMeta(
+        model=model_name,
+        status="ok",
+        reason=None,
+        path=str(out),
+        file_type=file_type,
+        source_dtype=source_dtype,
+        tokenizer=vocab.tokenizer_model,
+        tokenizer_pre=pre,
+        sha256=sha256_file(out),
+        size_bytes=out.stat().st_size,
+    )
     write_json_atomic(meta_path, asdict(meta))
     return meta
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infbench.pipeline.gguf_export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m infbench.pipeline.gguf_export", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--name", required=True)
     parser.add_argument("--model-dir", required=True, type=Path)
     parser.add_argument("--dtype", required=True, choices=sorted(GGUF_TYPES))
@@ -216,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     if meta.status != "ok":
         print(f"model {args.name}: {meta.reason}", file=sys.stderr)
     else:
-        print(f"model {args.name}: {meta.file_type} GGUF, {meta.size_bytes / 1e6:.1f} MB in {meta.path}", file=sys.stderr)
+        print(
+            f"model {args.name}: {meta.file_type} GGUF, {meta.size_bytes / 1e6:.1f} MB in {meta.path}", file=sys.stderr
+        )
     return 0
 
 

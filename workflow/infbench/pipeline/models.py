@@ -39,7 +39,7 @@ class ModelSource:
     member: str = ""  # the .gguf path inside the package
 
     @classmethod
-    def parse(cls, text: str) -> "ModelSource":
+    def parse(cls, text: str) -> ModelSource:
         kind, sep, rest = text.partition(":")
         if kind in ("hf", "local") and sep and rest:
             return cls(kind, rest)
@@ -162,8 +162,10 @@ def _record_gguf_source(gguf_path: Path, work: Path) -> None:
 def _random_weights(source: ModelSource, dtype: str, seed: int, work: Path, device: str) -> None:
     from infbench.pipeline.randommodel import RandomModelError, build_random_model
 
-    print(f"building {source.location} with seeded random weights (seed {seed}, {dtype}, drawn on {device})",
-          file=sys.stderr)
+    print(
+        f"building {source.location} with seeded random weights (seed {seed}, {dtype}, drawn on {device})",
+        file=sys.stderr,
+    )
     try:
         params = build_random_model(Path(source.location), dtype, seed, work, device)
     except RandomModelError as err:
@@ -171,8 +173,16 @@ def _random_weights(source: ModelSource, dtype: str, seed: int, work: Path, devi
     print(f"{params:,} parameters written", file=sys.stderr)
 
 
-def prepare(name: str, source_text: str, dtype: str, out_dir: Path, meta_path: Path, downloads: Path,
-            seed: int = 0, init_device: str = "cpu") -> ModelMeta:
+def prepare(
+    name: str,
+    source_text: str,
+    dtype: str,
+    out_dir: Path,
+    meta_path: Path,
+    downloads: Path,
+    seed: int = 0,
+    init_device: str = "cpu",
+) -> ModelMeta:
     source = ModelSource.parse(source_text)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     # Build in a sibling temp dir and rename at the end: no half-prepared model is ever in place.
@@ -194,11 +204,13 @@ def prepare(name: str, source_text: str, dtype: str, out_dir: Path, meta_path: P
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    files = {
-        str(p.relative_to(out_dir)): sha256_file(p) for p in sorted(out_dir.rglob("*")) if p.is_file()
-    }
+    files = {str(p.relative_to(out_dir)): sha256_file(p) for p in sorted(out_dir.rglob("*")) if p.is_file()}
     meta = ModelMeta(
-        name=name, source=source_text, path=str(out_dir), dtype=dtype, files=files,
+        name=name,
+        source=source_text,
+        path=str(out_dir),
+        dtype=dtype,
+        files=files,
         size_bytes=sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()),
     )
     write_json_atomic(meta_path, asdict(meta))
@@ -206,7 +218,9 @@ def prepare(name: str, source_text: str, dtype: str, out_dir: Path, meta_path: P
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m infbench.pipeline.models", description="Prepare a model directory.")
+    parser = argparse.ArgumentParser(
+        prog="python -m infbench.pipeline.models", description="Prepare a model directory."
+    )
     parser.add_argument("--name", required=True)
     parser.add_argument("--source", required=True)
     parser.add_argument("--dtype", default="bfloat16")
@@ -217,8 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init-device", default="cpu", help="random: sources: draw the weights on cpu or cuda")
     args = parser.parse_args(argv)
     try:
-        meta = prepare(args.name, args.source, args.dtype, args.out, args.meta, args.downloads, args.seed,
-                       args.init_device)
+        meta = prepare(
+            args.name, args.source, args.dtype, args.out, args.meta, args.downloads, args.seed, args.init_device
+        )
     except ModelSourceError as err:
         print(f"error: model {args.name}: {err}", file=sys.stderr)
         return 2

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from infbench.fileio import write_bytes_atomic
 
@@ -118,8 +119,10 @@ def _parse_record(record: Any, fmt: str, detected: str) -> list[dict]:
     if fmt not in record:
         # Mixed formats usually mean concatenated files; say which line set the format.
         found = [f for f in FORMATS if f in record]
-        got = f"this record has {found[0]!r} instead" if found else "this record has keys " + (
-            ", ".join(map(repr, sorted(record))) or "none"
+        got = (
+            f"this record has {found[0]!r} instead"
+            if found
+            else "this record has keys " + (", ".join(map(repr, sorted(record))) or "none")
         )
         raise _RecordError(f"expected key {fmt!r} ({detected}), but {got}")
     if fmt == "messages":
@@ -198,9 +201,7 @@ def _load_jsonl(source: str, path_text: str, id_prefix: str | None = None) -> li
     where = f"prompts file {path_text}"
     if not path.is_file():
         reason = "is a directory" if path.is_dir() else "not found"
-        raise PromptSourceError(
-            f"{where} {reason} (source {source!r}; resolved to {path.resolve()})"
-        )
+        raise PromptSourceError(f"{where} {reason} (source {source!r}; resolved to {path.resolve()})")
     return _prompts_from_records(
         _jsonl_records(path, where),
         source=source,
@@ -261,9 +262,9 @@ def load_source(source: str) -> list[Prompt]:
     if source == "builtin":
         return _load_jsonl(source, str(BUILTIN_FILE), id_prefix="builtin")
     if source.startswith("jsonl:"):
-        return _load_jsonl(source, source[len("jsonl:"):])
+        return _load_jsonl(source, source[len("jsonl:") :])
     if source.startswith("hf:"):
-        return _load_hf(source, source[len("hf:"):])
+        return _load_hf(source, source[len("hf:") :])
     raise PromptSourceError(f"unknown prompt source {source!r}: expected {SOURCE_FORMS}")
 
 
@@ -274,7 +275,7 @@ def load_source(source: str) -> list[Prompt]:
 
 def _rank_key(seed: int, prompt: Prompt) -> tuple[str, int]:
     # sha256 is stable across machines and Python versions (unlike random/hash()).
-    digest = hashlib.sha256(f"{seed}:{prompt.id}".encode("utf-8")).hexdigest()
+    digest = hashlib.sha256(f"{seed}:{prompt.id}".encode()).hexdigest()
     return digest, prompt.source_index
 
 
@@ -284,9 +285,7 @@ def sample_prompts(prompts: list[Prompt], n: int, seed: int) -> list[Prompt]:
         raise PromptSourceError(f"number of prompts must be an integer >= 1, got {n!r}")
     if n > len(prompts):
         origin = prompts[0].source if prompts else "the source"
-        raise PromptSourceError(
-            f"asked for {n} prompts but {origin!r} has only {len(prompts)}"
-        )
+        raise PromptSourceError(f"asked for {n} prompts but {origin!r} has only {len(prompts)}")
     return sorted(prompts, key=lambda p: _rank_key(seed, p))[:n]
 
 

@@ -86,8 +86,9 @@ def _tensor_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-def write_random_safetensors(path: Path, tensors: list[PlannedTensor], dtype: str, seed: int, std: float,
-                             device: str = "cpu") -> int:
+def write_random_safetensors(
+    path: Path, tensors: list[PlannedTensor], dtype: str, seed: int, std: float, device: str = "cpu"
+) -> int:
     """Stream seeded random tensors into one safetensors file; returns its size in bytes.
 
     device "cuda" draws on the GPU (a 7B model in seconds instead of a minute); the values are then
@@ -100,8 +101,11 @@ def write_random_safetensors(path: Path, tensors: list[PlannedTensor], dtype: st
     offset = 0
     for tensor in tensors:
         size = tensor.numel * width
-        header[tensor.name] = {"dtype": SAFETENSORS_DTYPES[dtype], "shape": list(tensor.shape),
-                               "data_offsets": [offset, offset + size]}
+        header[tensor.name] = {
+            "dtype": SAFETENSORS_DTYPES[dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + size],
+        }
         offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # the format pads the header to 8 bytes with spaces
@@ -145,13 +149,16 @@ def train_tokenizer(vocab_size: int, specials: dict[int, str]):
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     if vocab_size < len(alphabet) + len(specials):
-        raise RandomModelError(f"vocab_size {vocab_size} is too small for a byte-level tokenizer "
-                               f"({len(alphabet)} bytes + {len(specials)} special tokens)")
+        raise RandomModelError(
+            f"vocab_size {vocab_size} is too small for a byte-level tokenizer "
+            f"({len(alphabet)} bytes + {len(specials)} special tokens)"
+        )
     texts = [message["content"] for prompt in load_source("builtin") for message in prompt.messages]
     trained = Tokenizer(models.BPE())
     trained.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size - len(specials), initial_alphabet=alphabet,
-                                  show_progress=False, min_frequency=1)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(specials), initial_alphabet=alphabet, show_progress=False, min_frequency=1
+    )
     trained.train_from_iterator(texts, trainer=trainer)
     data = json.loads(trained.to_str())
     ordered = [token for token, _ in sorted(data["model"]["vocab"].items(), key=lambda item: item[1])]
@@ -168,8 +175,15 @@ def train_tokenizer(vocab_size: int, specials: dict[int, str]):
         vocab[token] = token_id
     data["model"]["vocab"] = vocab
     data["added_tokens"] = [
-        {"id": token_id, "content": name, "single_word": False, "lstrip": False, "rstrip": False,
-         "normalized": False, "special": True}
+        {
+            "id": token_id,
+            "content": name,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
         for token_id, name in sorted(specials.items())
     ]
     tokenizer = Tokenizer.from_str(json.dumps(data))
@@ -183,8 +197,9 @@ def _write_tokenizer(work: Path, arch: dict, max_len: int) -> None:
     specials = special_tokens(arch)
     tokenizer = train_tokenizer(arch["vocab_size"], specials)
     tokenizer.save(str(work / "tokenizer.json"))
-    names = {key: SPECIAL_NAMES[key] for key in SPECIAL_NAMES
-             if isinstance(arch.get(key), int) and arch[key] in specials}
+    names = {
+        key: SPECIAL_NAMES[key] for key in SPECIAL_NAMES if isinstance(arch.get(key), int) and arch[key] in specials
+    }
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": max_len,
@@ -216,5 +231,6 @@ def build_random_model(architecture: Path, dtype: str, seed: int, work: Path, de
     _write_tokenizer(work, arch, max_len)
     (work / "RANDOM_WEIGHTS.txt").write_text(
         f"Seeded random weights (seed {seed}, drawn on {device}) for the architecture in {architecture}: "
-        "for speed and memory measurements only, never for output quality.\n")
+        "for speed and memory measurements only, never for output quality.\n"
+    )
     return sum(t.numel for t in tensors)

@@ -70,7 +70,7 @@ class EngineSpec:
     bench: BenchSettings = BenchSettings()
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EngineSpec":
+    def from_dict(cls, data: dict) -> EngineSpec:
         data = dict(data)
         data["sampling"] = Sampling(**data.get("sampling", {}))
         data["scenarios"] = [Scenario.from_dict(s) for s in data.get("scenarios", [])]
@@ -88,7 +88,7 @@ class ModelSpec:
     weights: str = "real"  # real | random (seeded random weights: output length forced to fixed)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelSpec":
+    def from_dict(cls, data: dict) -> ModelSpec:
         return cls(**data)
 
 

@@ -68,9 +68,14 @@ def _bandwidth(memory: dict[str, Any], cpu: dict[str, Any] | None) -> tuple[floa
     return None
 
 
-def decode_bound(engine: str, model: str, estimate: dict[str, Any] | None,
-                 memory: dict[str, Any] | None, cpu_bandwidth: dict[str, Any] | None,
-                 context_tokens: float) -> DecodeBound | None:
+def decode_bound(
+    engine: str,
+    model: str,
+    estimate: dict[str, Any] | None,
+    memory: dict[str, Any] | None,
+    cpu_bandwidth: dict[str, Any] | None,
+    context_tokens: float,
+) -> DecodeBound | None:
     """The bound for one (engine, model) run, or None when an input is missing."""
     if not estimate or not memory:
         return None
@@ -84,21 +89,24 @@ def decode_bound(engine: str, model: str, estimate: dict[str, Any] | None,
     kv_dtype = dtype if dtype in estimate["kv_cache"]["bytes_per_token"] else estimate["kv_dtype"]
     kv_per_token = estimate["kv_cache"]["bytes_per_token"][kv_dtype]
     per_rank = (weights + kv_per_token * max(context_tokens, 0.0)) / ranks
-    return DecodeBound(engine, model, bandwidth / per_rank, bandwidth, source, int(per_rank), dtype,
-                       context_tokens)
+    return DecodeBound(engine, model, bandwidth / per_rank, bandwidth, source, int(per_rank), dtype, context_tokens)
 
 
 def mean_context(records: list[dict[str, Any]]) -> float:
     """Mean context a request decodes over: its prompt plus half its completion."""
-    sizes = [(r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0) / 2
-             for r in records if r.get("completion_tokens")]
+    sizes = [
+        (r.get("prompt_tokens") or 0) + (r.get("completion_tokens") or 0) / 2
+        for r in records
+        if r.get("completion_tokens")
+    ]
     return sum(sizes) / len(sizes) if sizes else 0.0
 
 
 def bounds_for_run(results: Path, engine: str, model: str, records: list[dict[str, Any]]) -> DecodeBound | None:
     """Read the pipeline's files under results/ for one (engine, model)."""
     return decode_bound(
-        engine, model,
+        engine,
+        model,
         _read(results / "memory" / f"{model}.json"),
         _read(results / "raw" / engine / model / "memory.json"),
         _read(results / "hardware" / "bandwidth.json"),
@@ -128,14 +136,21 @@ def with_bounds(df: Any, results_dir: Path, scenario_kinds: dict[str, str]) -> A
             if model not in estimates:
                 estimates[model] = _read(results_dir / "memory" / f"{model}.json")
             context = (row.get("prompt_tokens_mean") or 0.0) + (row.get("completion_tokens_mean") or 0.0) / 2
-            bound = decode_bound(engine, model, estimates[model],
-                                 _read(results_dir / "raw" / engine / model / "memory.json"), cpu, context)
+            bound = decode_bound(
+                engine,
+                model,
+                estimates[model],
+                _read(results_dir / "raw" / engine / model / "memory.json"),
+                cpu,
+                context,
+            )
         bounds.append(None if bound is None else bound.tokens_s)
         pcts.append(None if bound is None else bound.percent(row.get("tokens_per_s_mean")))
     if all(b is None for b in bounds):  # nothing measured to bound with: the tables stay as they were
         return df
-    return df.with_columns(pl.Series("decode_bound_tokens_s", bounds, dtype=pl.Float64),
-                           pl.Series("pct_of_bound", pcts, dtype=pl.Float64))
+    return df.with_columns(
+        pl.Series("decode_bound_tokens_s", bounds, dtype=pl.Float64), pl.Series("pct_of_bound", pcts, dtype=pl.Float64)
+    )
 
 
 BOUND_COLUMNS = [("decode_bound_tokens_s", "bound tok/s", 2), ("pct_of_bound", "% of bound", "pct")]
@@ -158,8 +173,10 @@ def bound_notes(df: Any) -> list[str]:
     for row in df.iter_rows(named=True):
         pct = row.get("pct_of_bound")
         if pct is not None and pct > 100:
-            lines.append(f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: {row['tokens_per_s_mean']:.2f} "
-                         f"tok/s is {pct:.0f}% of its decode bound ({row['decode_bound_tokens_s']:.2f} tok/s)")
+            lines.append(
+                f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: {row['tokens_per_s_mean']:.2f} "
+                f"tok/s is {pct:.0f}% of its decode bound ({row['decode_bound_tokens_s']:.2f} tok/s)"
+            )
     return lines
 
 
@@ -170,8 +187,10 @@ def pct_cell(pct: float | None) -> str:
     return f"{pct:.0f}%" + (" ⚠ over bound" if pct > 100 else "")
 
 
-BOUND_NOTE = ("bound tok/s: single-request decode bound = memory bandwidth / (resident weights + KV cache of "
-              "the mean context: prompt + half the completion); CPU bandwidth measured by the pipeline "
-              "(results/hardware/bandwidth.json, also in provenance.json), GPU bandwidth from the datasheet. "
-              "tok/s counts the whole request (prefill too), so it sits below the bound; above 100% "
-              "(⚠) means the measurement or the bandwidth figure is wrong.")
+BOUND_NOTE = (
+    "bound tok/s: single-request decode bound = memory bandwidth / (resident weights + KV cache of "
+    "the mean context: prompt + half the completion); CPU bandwidth measured by the pipeline "
+    "(results/hardware/bandwidth.json, also in provenance.json), GPU bandwidth from the datasheet. "
+    "tok/s counts the whole request (prefill too), so it sits below the bound; above 100% "
+    "(⚠) means the measurement or the bandwidth figure is wrong."
+)

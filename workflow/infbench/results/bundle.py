@@ -31,12 +31,36 @@ FORMAT = "infbench-bundle/1"
 MANIFEST = "manifest.json"
 # What a bundle holds, relative to the workflow directory.
 INCLUDE = (
-    "results/provenance.json", "results/tables", "results/raw", "results/memory", "results/hardware", "results/specs",
-    "results/envs", "results/models", "results/prompts", "results/plots", "results/report", "logs",
+    "results/provenance.json",
+    "results/tables",
+    "results/raw",
+    "results/memory",
+    "results/hardware",
+    "results/specs",
+    "results/envs",
+    "results/models",
+    "results/prompts",
+    "results/plots",
+    "results/report",
+    "logs",
 )
 # Never in a bundle, wherever it sits: weights, archives, temp files.
-EXCLUDED_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth", ".ckpt", ".onnx", ".h5", ".msgpack",
-                     ".whl", ".tar", ".gz", ".zip", ".tmp")
+EXCLUDED_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".gguf",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".onnx",
+    ".h5",
+    ".msgpack",
+    ".whl",
+    ".tar",
+    ".gz",
+    ".zip",
+    ".tmp",
+)
 EXCLUDED_DIRS = {".venvs", "resources", "bundles", "__pycache__", ".snakemake"}
 EXCLUDED_FILES = {"logs/bundle.log"}  # written while bundling: it would differ between two bundles
 MEMORY_TABLE = "results/tables/memory.md"
@@ -79,8 +103,12 @@ def sha256_bytes(data: bytes) -> str:
 
 
 def _excluded(relative: PurePosixPath) -> bool:
-    return (str(relative) in EXCLUDED_FILES or any(part in EXCLUDED_DIRS for part in relative.parts)
-            or relative.name.endswith(EXCLUDED_SUFFIXES) or relative.name.startswith("."))
+    return (
+        str(relative) in EXCLUDED_FILES
+        or any(part in EXCLUDED_DIRS for part in relative.parts)
+        or relative.name.endswith(EXCLUDED_SUFFIXES)
+        or relative.name.startswith(".")
+    )
 
 
 @dataclass(frozen=True)
@@ -96,13 +124,17 @@ class RunScope:
     prompts: str
 
     @classmethod
-    def from_provenance(cls, provenance: dict) -> "RunScope | None":
+    def from_provenance(cls, provenance: dict) -> RunScope | None:
         config = provenance.get("config") or {}
         if not config.get("engines") or not config.get("models"):
             return None
         envs = {e.get("env") for e in provenance.get("engines", [])} | {config.get("tools_env", "transformers")}
-        return cls(frozenset(config["engines"]), frozenset(config["models"]), frozenset(e for e in envs if e),
-                   (config.get("prompts") or {}).get("name", "prompts"))
+        return cls(
+            frozenset(config["engines"]),
+            frozenset(config["models"]),
+            frozenset(e for e in envs if e),
+            (config.get("prompts") or {}).get("name", "prompts"),
+        )
 
     def holds(self, relative: PurePosixPath) -> bool:
         p, name = relative.parts, relative.name
@@ -113,17 +145,27 @@ class RunScope:
         if p[:2] in (("results", "raw"), ("logs", "bench")):
             if len(p) < 4 or p[2] not in self.engines:
                 return False
-            return p[3] in self.models if p[0] == "results" else (len(p) == 4 and files(self.models, ".log", ".server.log"))
+            return (
+                p[3] in self.models
+                if p[0] == "results"
+                else (len(p) == 4 and files(self.models, ".log", ".server.log"))
+            )
         scoped = {
-            ("results", "specs", "engines"): (self.engines, ".json"), ("results", "specs", "models"): (self.models, ".json"),
-            ("results", "envs"): (self.envs, ".lock"), ("results", "models"): (self.models, ".json"),
-            ("results", "memory"): (self.models, ".json"), ("results", "prompts"): ({self.prompts}, ".jsonl", ".meta.json"),
-            ("logs", "specs", "engines"): (self.engines, ".log"), ("logs", "specs", "models"): (self.models, ".log"),
-            ("logs", "envs"): (self.envs, ".log"), ("logs", "models"): (self.models, ".log"),
-            ("logs", "memory"): (self.models | {"table"}, ".log"), ("logs", "prompts"): ({self.prompts}, ".log"),
+            ("results", "specs", "engines"): (self.engines, ".json"),
+            ("results", "specs", "models"): (self.models, ".json"),
+            ("results", "envs"): (self.envs, ".lock"),
+            ("results", "models"): (self.models, ".json"),
+            ("results", "memory"): (self.models, ".json"),
+            ("results", "prompts"): ({self.prompts}, ".jsonl", ".meta.json"),
+            ("logs", "specs", "engines"): (self.engines, ".log"),
+            ("logs", "specs", "models"): (self.models, ".log"),
+            ("logs", "envs"): (self.envs, ".log"),
+            ("logs", "models"): (self.models, ".log"),
+            ("logs", "memory"): (self.models | {"table"}, ".log"),
+            ("logs", "prompts"): ({self.prompts}, ".log"),
         }
         for prefix, (names, *suffixes) in scoped.items():
-            if p[:len(prefix)] == prefix:
+            if p[: len(prefix)] == prefix:
                 return len(p) == len(prefix) + 1 and files(names, *suffixes)
         return True
 
@@ -222,8 +264,14 @@ def make_bundle(root: Path, out_dir: Path, redactor: Redactor) -> BundleResult:
                 tar.addfile(_tarinfo(f"{run_id}/{name}", len(data), mtime), io.BytesIO(data))
     target = out_dir / f"{run_id}.tar.gz"
     write_bytes_atomic(target, buffer.getvalue())
-    return BundleResult(path=target, run_id=run_id, files=len(contents), size_bytes=len(buffer.getvalue()),
-                        redacted=redacted, short_secrets=redactor.short_values)
+    return BundleResult(
+        path=target,
+        run_id=run_id,
+        files=len(contents),
+        size_bytes=len(buffer.getvalue()),
+        redacted=redacted,
+        short_secrets=redactor.short_values,
+    )
 
 
 def check_tables_match_raw(root: Path) -> None:
@@ -232,8 +280,10 @@ def check_tables_match_raw(root: Path) -> None:
     probe = VerifyResult(bundle=root)
     _recompute_tables(root, probe)
     if probe.problems:
-        raise BundleError("the tables do not match the raw records, so they would not verify; run "
-                          "`snakemake --cores all` to measure again what is missing: " + "; ".join(probe.problems))
+        raise BundleError(
+            "the tables do not match the raw records, so they would not verify; run "
+            "`snakemake --cores all` to measure again what is missing: " + "; ".join(probe.problems)
+        )
 
 
 # --- verify --------------------------------------------------------------------------------------
@@ -267,7 +317,7 @@ def check_members(members: list[tarfile.TarInfo]) -> str:
 
 def _first_difference(expected: bytes, actual: bytes) -> str:
     left, right = expected.decode(errors="replace").splitlines(), actual.decode(errors="replace").splitlines()
-    for number, (a, b) in enumerate(zip(left, right), start=1):
+    for number, (a, b) in enumerate(zip(left, right, strict=False), start=1):
         if a != b:
             return f"line {number}: archived {b[:120]!r}, recomputed {a[:120]!r}"
     return f"archived {len(right)} lines, recomputed {len(left)}"
@@ -299,8 +349,10 @@ def _recompute_tables(folder: Path, result: VerifyResult) -> None:
             if not archived.exists():
                 result.problems.append(f"{name}: missing from the bundle")
             elif archived.read_bytes() != made.read_bytes():
-                result.problems.append(f"{name}: differs from the table recomputed from results/raw "
-                                       f"({_first_difference(made.read_bytes(), archived.read_bytes())})")
+                result.problems.append(
+                    f"{name}: differs from the table recomputed from results/raw "
+                    f"({_first_difference(made.read_bytes(), archived.read_bytes())})"
+                )
             result.recomputed_tables.append(name)
         _recompute_memory_table(folder, plan, result)
 
@@ -337,8 +389,10 @@ def _recompute_memory_table(folder: Path, plan, result: VerifyResult) -> None:
         result.problems.append(f"{MEMORY_TABLE}: cannot recompute ({type(err).__name__}: {err})")
         return
     if made != archived.read_bytes():
-        result.problems.append(f"{MEMORY_TABLE}: differs from the table recomputed from results/memory and "
-                               f"results/raw ({_first_difference(made, archived.read_bytes())})")
+        result.problems.append(
+            f"{MEMORY_TABLE}: differs from the table recomputed from results/memory and "
+            f"results/raw ({_first_difference(made, archived.read_bytes())})"
+        )
     result.recomputed_tables.append(MEMORY_TABLE)
 
 
@@ -386,8 +440,9 @@ def verify_bundle(bundle: Path) -> VerifyResult:
                 continue
             digest = sha256_bytes(path.read_bytes())
             if digest != listed[name].get("sha256"):
-                result.problems.append(f"{name}: checksum mismatch (manifest {listed[name].get('sha256')}, "
-                                       f"file {digest})")
+                result.problems.append(
+                    f"{name}: checksum mismatch (manifest {listed[name].get('sha256')}, file {digest})"
+                )
             result.checked_files += 1
         for name in sorted(present - set(listed) - {MANIFEST}):
             result.problems.append(f"{name}: in the bundle but not in {MANIFEST}")

@@ -36,7 +36,7 @@ class PlotData:
     skipped: dict[tuple[str, str], str]  # (engine, model) -> why it did not run
 
     @classmethod
-    def load(cls, raw_dir: Path, plan: MergePlan) -> "PlotData":
+    def load(cls, raw_dir: Path, plan: MergePlan) -> PlotData:
         df, servers, requests = load_summaries(raw_dir, plan)
         skipped = {key: s.get("reason") or "skipped" for key, s in servers.items() if s.get("status") == "skipped"}
         return cls(plan, df, requests, skipped)
@@ -47,7 +47,9 @@ class PlotData:
 
     def value(self, engine: str, model: str, scenario: str, column: str) -> float | None:
         row = self.summaries.filter(
-            (pl.col("engine") == engine) & (pl.col("model") == model) & (pl.col("scenario") == scenario)
+            (pl.col("engine") == engine)
+            & (pl.col("model") == model)
+            & (pl.col("scenario") == scenario)
             & pl.col("step_rate").is_null()  # the whole scenario, not one of a sweep's steps
         )
         return row[column].item() if row.height else None
@@ -83,8 +85,15 @@ def _grouped_bars(ax, data: PlotData, scenario: str, column: str, sd_column: str
                 ax.text(x, 0, " n/a", ha="center", va="bottom", fontsize=8, rotation=90, color="dimgray")
                 continue
             sd = data.value(engine, model, scenario, sd_column) if sd_column else None
-            ax.bar(x, value, width, yerr=sd, capsize=3, color=data.colour(engine),
-                   label=data.plan.engines[engine] if m_index == 0 else None)
+            ax.bar(
+                x,
+                value,
+                width,
+                yerr=sd,
+                capsize=3,
+                color=data.colour(engine),
+                label=data.plan.engines[engine] if m_index == 0 else None,
+            )
             ax.text(x, value + (sd or 0.0), f"{value:.1f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(models)), [data.plan.models[m] for m in models], rotation=20, ha="right")
     ax.set_xlim(-0.5, len(models) - 0.5)  # every engine's slot shows, an n/a one included
@@ -104,9 +113,10 @@ def _no_data(ax, text: str = "no measured scenario of this kind") -> None:
 
 def plot_tokens_per_s(data: PlotData, path: Path) -> None:
     singles = data.scenarios("in_speed_table")
-    fig, axes = plt.subplots(1, max(len(singles), 1), figsize=(max(6, 1.6 * len(data.plan.models) + 4), 4.2),
-                             squeeze=False)
-    for ax, scenario in zip(axes[0], singles or [None]):
+    fig, axes = plt.subplots(
+        1, max(len(singles), 1), figsize=(max(6, 1.6 * len(data.plan.models) + 4), 4.2), squeeze=False
+    )
+    for ax, scenario in zip(axes[0], singles or [None], strict=True):
         if scenario is None:
             _no_data(ax)
             continue
@@ -128,18 +138,30 @@ def _plot_cdf(data: PlotData, path: Path, column: str, scale: float, unit: str, 
     scenarios = data.all_scenarios()
     fig, axes = plt.subplots(1, len(scenarios), figsize=(5.2 * len(scenarios), 4.2), squeeze=False)
     styles = ["-", "--", ":", "-."]
-    for ax, scenario in zip(axes[0], scenarios):
+    for ax, scenario in zip(axes[0], scenarios, strict=True):
         drawn = 0
         for engine in data.plan.engines:
             for m_index, model in enumerate(data.plan.models):
-                values = (data.requests.filter((pl.col("engine") == engine) & (pl.col("model") == model)
-                                               & (pl.col("scenario") == scenario) & pl.col("ok"))
-                          [column].drop_nulls() * scale).to_list()
+                values = (
+                    data.requests.filter(
+                        (pl.col("engine") == engine)
+                        & (pl.col("model") == model)
+                        & (pl.col("scenario") == scenario)
+                        & pl.col("ok")
+                    )[column].drop_nulls()
+                    * scale
+                ).to_list()
                 if not values:
                     continue
                 xs, ys = _ecdf(values)
-                ax.step(xs, ys, where="post", color=data.colour(engine), linestyle=styles[m_index % len(styles)],
-                        label=f"{data.plan.engines[engine]} / {data.plan.models[model]} (n={len(values)})")
+                ax.step(
+                    xs,
+                    ys,
+                    where="post",
+                    color=data.colour(engine),
+                    linestyle=styles[m_index % len(styles)],
+                    label=f"{data.plan.engines[engine]} / {data.plan.models[model]} (n={len(values)})",
+                )
                 drawn += 1
         if not drawn:
             _no_data(ax, "no successful request")
@@ -171,8 +193,10 @@ def plot_throughput(data: PlotData, path: Path) -> None:
         else:
             rates = ran["rate"].drop_nulls().unique().sort().to_list()
             load = "open loop" + (f", {rates[0]:g} req/s offered" if len(rates) == 1 else "")
-        for ax, column, label in ((axes[row][0], "requests_per_min", "requests/min"),
-                                  (axes[row][1], "output_tokens_per_s", "output tokens/s")):
+        for ax, column, label in (
+            (axes[row][0], "requests_per_min", "requests/min"),
+            (axes[row][1], "output_tokens_per_s", "output tokens/s"),
+        ):
             _grouped_bars(ax, data, scenario, column, None)
             ax.set_title(f"{label}, scenario {scenario} ({load})", fontsize=10)
             ax.set_ylabel(label)
@@ -183,8 +207,10 @@ def plot_throughput(data: PlotData, path: Path) -> None:
 
 def _note_skipped(fig, data: PlotData) -> None:
     if data.skipped:
-        lines = [f"not measured: {data.plan.engines.get(e, e)} on {data.plan.models.get(m, m)}: "
-                 f"{why.removeprefix('n/a: ')}" for (e, m), why in sorted(data.skipped.items())]
+        lines = [
+            f"not measured: {data.plan.engines.get(e, e)} on {data.plan.models.get(m, m)}: {why.removeprefix('n/a: ')}"
+            for (e, m), why in sorted(data.skipped.items())
+        ]
         fig.text(0.01, -0.02, "\n".join(lines), fontsize=7, va="top", color="grey", wrap=True)
 
 

@@ -14,16 +14,17 @@ import platform
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from infbench import __version__
+from infbench.fileio import read_jsonl, write_json_atomic
 from infbench.handoff import ServerInfo
 from infbench.pipeline.config import engine_label, existing_python, resolve_env
-from infbench.fileio import read_jsonl, write_json_atomic
 from infbench.results.redact import redact_config
 
 SCHEMA = "infbench-provenance/1"
@@ -100,8 +101,10 @@ class HardwareInfo:
     gpu_driver: str | None = None
     cuda_version: str | None = None  # the highest CUDA version the driver supports
     gpu_source: str = "none"  # nvml | nvidia-smi | none
-    note: str = ("the host that ran the provenance rule; in a local run, bench jobs ran on it too; "
-                 "on a cluster, engines[].bench_nodes says which node and Slurm job ran each bench job")
+    note: str = (
+        "the host that ran the provenance rule; in a local run, bench jobs ran on it too; "
+        "on a cluster, engines[].bench_nodes says which node and Slurm job ran each bench job"
+    )
 
 
 @dataclass(frozen=True)
@@ -167,8 +170,11 @@ def git_info(repo: str | Path = ".") -> GitInfo:
         return GitInfo(commit=None, dirty=None)
     status = _run(["git", "status", "--porcelain"], cwd=repo)
     branch = _run(["git", "rev-parse", "--abbrev-ref", "HEAD"], cwd=repo)
-    return GitInfo(commit=commit.strip(), dirty=None if status is None else bool(status.strip()),
-                   branch=branch.strip() if branch else None)
+    return GitInfo(
+        commit=commit.strip(),
+        dirty=None if status is None else bool(status.strip()),
+        branch=branch.strip() if branch else None,
+    )
 
 
 def cpu_model() -> str:
@@ -195,14 +201,20 @@ def _gpus_from_nvml() -> tuple[list[GpuInfo], str | None, str | None] | None:
     except Exception:  # no driver: NVMLError_LibraryNotFound and friends
         return None
     try:
+
         def text(value):
             return value.decode() if isinstance(value, bytes) else str(value)
 
         gpus = []
         for index in range(pynvml.nvmlDeviceGetCount()):
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-            gpus.append(GpuInfo(index=index, name=text(pynvml.nvmlDeviceGetName(handle)),
-                                memory_total_bytes=int(pynvml.nvmlDeviceGetMemoryInfo(handle).total)))
+            gpus.append(
+                GpuInfo(
+                    index=index,
+                    name=text(pynvml.nvmlDeviceGetName(handle)),
+                    memory_total_bytes=int(pynvml.nvmlDeviceGetMemoryInfo(handle).total),
+                )
+            )
         driver = text(pynvml.nvmlSystemGetDriverVersion())
         cuda = pynvml.nvmlSystemGetCudaDriverVersion()  # e.g. 12040
         return gpus, driver, f"{cuda // 1000}.{cuda % 1000 // 10}"
@@ -242,9 +254,14 @@ def hardware_info(nvidia_smi: str = "nvidia-smi", use_nvml: bool = True) -> Hard
         source = "nvidia-smi"
     gpus, driver, cuda = found or ([], None, None)
     return HardwareInfo(
-        cpu_model=cpu_model(), cpu_cores_logical=psutil.cpu_count(logical=True),
-        cpu_cores_physical=psutil.cpu_count(logical=False), ram_bytes=psutil.virtual_memory().total,
-        gpus=gpus, gpu_driver=driver, cuda_version=cuda, gpu_source=source,
+        cpu_model=cpu_model(),
+        cpu_cores_logical=psutil.cpu_count(logical=True),
+        cpu_cores_physical=psutil.cpu_count(logical=False),
+        ram_bytes=psutil.virtual_memory().total,
+        gpus=gpus,
+        gpu_driver=driver,
+        cuda_version=cuda,
+        gpu_source=source,
     )
 
 
@@ -253,8 +270,9 @@ def software_info() -> SoftwareInfo:
         snakemake = metadata.version("snakemake")
     except metadata.PackageNotFoundError:
         snakemake = None
-    return SoftwareInfo(python=platform.python_version(), snakemake=snakemake, infbench=__version__,
-                        platform=platform.platform())
+    return SoftwareInfo(
+        python=platform.python_version(), snakemake=snakemake, infbench=__version__, platform=platform.platform()
+    )
 
 
 def _iso(ts: float | None) -> str | None:
@@ -292,10 +310,20 @@ def _read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path], model_metas: list[Path],
-            prompt_metas: list[Path], servers: list[Path], records: list[Path], repo: str | Path = ".",
-            hardware: HardwareInfo | None = None, now: datetime | None = None,
-            bandwidth: Path | None = None) -> Provenance:
+def collect(
+    config: Mapping[str, Any],
+    *,
+    tables: list[Path],
+    locks: list[Path],
+    model_metas: list[Path],
+    prompt_metas: list[Path],
+    servers: list[Path],
+    records: list[Path],
+    repo: str | Path = ".",
+    hardware: HardwareInfo | None = None,
+    now: datetime | None = None,
+    bandwidth: Path | None = None,
+) -> Provenance:
     servers_by_engine: dict[str, dict[str, dict]] = {}
     for path in servers:
         server = _read_json(path)
@@ -311,44 +339,76 @@ def collect(config: Mapping[str, Any], *, tables: list[Path], locks: list[Path],
         lock = locks_by_env.get(env)
         runs = servers_by_engine.get(name, {})
         versions = sorted({s["version"] for s in runs.values() if s.get("version")})
-        engines.append(EngineInfo(
-            name=name, kind=engine["kind"], label=engine_label(dict(config), name), env=env,
-            lock_file=str(lock) if lock else f"results/envs/{env}.lock",
-            lock_sha256=sha256_file(lock) if lock and lock.exists() else None,
-            lock=lock.read_text().splitlines() if lock and lock.exists() else [],
-            version=", ".join(versions) or None,
-            server_commands={model: list(s.get("command", [])) for model, s in sorted(runs.items())},
-            env_built_by_pipeline=existing_python(engine) is None, env_python=existing_python(engine),
-            server_settings={model: {**s.get("settings", {}), **({"base_url": s["base_url"]} if s.get("external") else {})}
-                             for model, s in sorted(runs.items())},
-            bench_nodes={model: s["node"] for model, s in sorted(runs.items()) if s.get("node")},
-        ))
+        engines.append(
+            EngineInfo(
+                name=name,
+                kind=engine["kind"],
+                label=engine_label(dict(config), name),
+                env=env,
+                lock_file=str(lock) if lock else f"results/envs/{env}.lock",
+                lock_sha256=sha256_file(lock) if lock and lock.exists() else None,
+                lock=lock.read_text().splitlines() if lock and lock.exists() else [],
+                version=", ".join(versions) or None,
+                server_commands={model: list(s.get("command", [])) for model, s in sorted(runs.items())},
+                env_built_by_pipeline=existing_python(engine) is None,
+                env_python=existing_python(engine),
+                server_settings={
+                    model: {**s.get("settings", {}), **({"base_url": s["base_url"]} if s.get("external") else {})}
+                    for model, s in sorted(runs.items())
+                },
+                bench_nodes={model: s["node"] for model, s in sorted(runs.items()) if s.get("node")},
+            )
+        )
 
     models = []
     for path in model_metas:
         meta = _read_json(path)
-        models.append(ModelInfo(name=meta["name"], source=meta["source"], dtype=meta["dtype"],
-                                size_bytes=meta["size_bytes"], files=dict(meta["files"])))
+        models.append(
+            ModelInfo(
+                name=meta["name"],
+                source=meta["source"],
+                dtype=meta["dtype"],
+                size_bytes=meta["size_bytes"],
+                files=dict(meta["files"]),
+            )
+        )
 
     prompts = []
     for path in prompt_metas:
         meta = _read_json(path)
-        prompts.append(PromptsInfo(name=Path(path).name.removesuffix(".meta.json"), source=meta["source"],
-                                   count=meta["count"], seed=meta["seed"], sha256=meta["sha256"]))
+        prompts.append(
+            PromptsInfo(
+                name=Path(path).name.removesuffix(".meta.json"),
+                source=meta["source"],
+                count=meta["count"],
+                seed=meta["seed"],
+                sha256=meta["sha256"],
+            )
+        )
 
     git = git_info(repo)
     started, finished = measurement_window([Path(p) for p in records])
-    finished_at = sorted(s["finished_at"] for runs in servers_by_engine.values() for s in runs.values()
-                         if s.get("finished_at"))
+    finished_at = sorted(
+        s["finished_at"] for runs in servers_by_engine.values() for s in runs.values() if s.get("finished_at")
+    )
     content = results_sha256([*map(Path, tables), *map(Path, records), *map(Path, servers)])
     now = now or datetime.now(timezone.utc)
     return Provenance(
-        run_id=make_run_id(started, git, content), results_sha256=content, git=git,
-        config=redact_config(config), engines=engines, models=models, prompts=prompts,
-        hardware=hardware or hardware_info(), software=software_info(),
-        times=Times(measurement_started_at=_iso(started), measurement_finished_at=_iso(finished),
-                    bench_finished_at=finished_at[-1] if finished_at else None,
-                    written_at=now.isoformat(timespec="seconds")),
+        run_id=make_run_id(started, git, content),
+        results_sha256=content,
+        git=git,
+        config=redact_config(config),
+        engines=engines,
+        models=models,
+        prompts=prompts,
+        hardware=hardware or hardware_info(),
+        software=software_info(),
+        times=Times(
+            measurement_started_at=_iso(started),
+            measurement_finished_at=_iso(finished),
+            bench_finished_at=finished_at[-1] if finished_at else None,
+            written_at=now.isoformat(timespec="seconds"),
+        ),
         memory_bandwidth=_read_json(Path(bandwidth)) if bandwidth else None,
     )
 
@@ -362,4 +422,3 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
     if data.get("schema") != SCHEMA:
         raise ValueError(f"{path}: not an infbench provenance file (schema {data.get('schema')!r}, want {SCHEMA})")
     return data
-

@@ -19,8 +19,9 @@ import copy
 import json
 import os
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 REDACTED = "***REDACTED***"
 SECRET_ENV_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY")
@@ -119,7 +120,9 @@ class Redactor:
     values: set[str] = field(default_factory=set)
 
     @classmethod
-    def from_sources(cls, config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> "Redactor":
+    def from_sources(
+        cls, config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Redactor:
         config = config or {}
         environ = os.environ if environ is None else environ
         listed_env = [name for name in config.get("secrets", []) or [] if "." not in name]

@@ -30,8 +30,10 @@ pre { background: #f7f7f7; padding: 0.6em; overflow-x: auto; }
 
 
 def page(title: str, body: str) -> str:
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{STYLE}</style></head>\n<body>\n{body}\n</body></html>\n"
+    )
 
 
 def markdown_page(title: str, markdown: str) -> str:
@@ -53,50 +55,102 @@ def _gib(n: int | None) -> str:
 
 def provenance_page(prov: dict[str, Any]) -> str:
     times, git, hw, sw = prov["times"], prov["git"], prov["hardware"], prov["software"]
-    parts = [f"<h1>Provenance of run {_e(prov['run_id'])}</h1>",
-             "<p class=\"muted\">From results/provenance.json. Secrets in the config are redacted.</p>",
-             "<h2>Run</h2>",
-             _rows([("run id", prov["run_id"]), ("results sha256", prov["results_sha256"]),
-                    ("git commit", git["commit"]), ("git branch", git.get("branch")),
-                    ("uncommitted changes (dirty)", git["dirty"])]),
-             "<h2>Times (UTC unless an offset is given)</h2>",
-             "<table><tr><th>time</th><th>value</th><th>meaning</th></tr>"
-             + "".join(f"<tr><td>{_e(k)}</td><td>{_e(times.get(k))}</td><td>{_e(times['meaning'].get(k, v))}</td></tr>"
-                       for k, v in TIME_MEANINGS.items()) + "</table>",
-             "<h2>Hardware</h2>",
-             _rows([("CPU", hw["cpu_model"]), ("cores (logical / physical)",
-                                               f"{hw['cpu_cores_logical']} / {hw['cpu_cores_physical']}"),
-                    ("RAM", _gib(hw["ram_bytes"])),
-                    ("GPUs", "; ".join(f"{g['index']}: {g['name']} ({_gib(g['memory_total_bytes'])})"
-                                       for g in hw["gpus"]) or "none found"),
-                    ("GPU driver", hw["gpu_driver"]), ("CUDA (driver)", hw["cuda_version"]),
-                    ("GPU facts from", hw["gpu_source"]), ("note", hw["note"])]),
-             "<h2>Software</h2>",
-             _rows([("Python", sw["python"]), ("Snakemake", sw["snakemake"]), ("infbench", sw["infbench"]),
-                    ("platform", sw["platform"])]),
-             "<h2>Engines</h2>"]
+    parts = [
+        f"<h1>Provenance of run {_e(prov['run_id'])}</h1>",
+        '<p class="muted">From results/provenance.json. Secrets in the config are redacted.</p>',
+        "<h2>Run</h2>",
+        _rows(
+            [
+                ("run id", prov["run_id"]),
+                ("results sha256", prov["results_sha256"]),
+                ("git commit", git["commit"]),
+                ("git branch", git.get("branch")),
+                ("uncommitted changes (dirty)", git["dirty"]),
+            ]
+        ),
+        "<h2>Times (UTC unless an offset is given)</h2>",
+        "<table><tr><th>time</th><th>value</th><th>meaning</th></tr>"
+        + "".join(
+            f"<tr><td>{_e(k)}</td><td>{_e(times.get(k))}</td><td>{_e(times['meaning'].get(k, v))}</td></tr>"
+            for k, v in TIME_MEANINGS.items()
+        )
+        + "</table>",
+        "<h2>Hardware</h2>",
+        _rows(
+            [
+                ("CPU", hw["cpu_model"]),
+                ("cores (logical / physical)", f"{hw['cpu_cores_logical']} / {hw['cpu_cores_physical']}"),
+                ("RAM", _gib(hw["ram_bytes"])),
+                (
+                    "GPUs",
+                    "; ".join(f"{g['index']}: {g['name']} ({_gib(g['memory_total_bytes'])})" for g in hw["gpus"])
+                    or "none found",
+                ),
+                ("GPU driver", hw["gpu_driver"]),
+                ("CUDA (driver)", hw["cuda_version"]),
+                ("GPU facts from", hw["gpu_source"]),
+                ("note", hw["note"]),
+            ]
+        ),
+        "<h2>Software</h2>",
+        _rows(
+            [
+                ("Python", sw["python"]),
+                ("Snakemake", sw["snakemake"]),
+                ("infbench", sw["infbench"]),
+                ("platform", sw["platform"]),
+            ]
+        ),
+        "<h2>Engines</h2>",
+    ]
     for engine in prov["engines"]:
-        commands = "".join(f"<li>{_e(model)}: <code>{_e(' '.join(cmd) or 'not run')}</code></li>"
-                           for model, cmd in engine["server_commands"].items())
-        parts += [f"<h3>{_e(engine['label'])} ({_e(engine['name'])})</h3>",
-                  _rows([("kind", engine["kind"]), ("version", engine["version"]), ("environment", engine["env"]),
-                         ("lock file", engine["lock_file"]), ("lock sha256", engine["lock_sha256"])]),
-                  f"<p>Server commands:</p><ul>{commands or '<li>none</li>'}</ul>",
-                  f"<details><summary>lock ({len(engine['lock'])} packages)</summary>"
-                  f"<pre>{_e(chr(10).join(engine['lock']))}</pre></details>"]
+        commands = "".join(
+            f"<li>{_e(model)}: <code>{_e(' '.join(cmd) or 'not run')}</code></li>"
+            for model, cmd in engine["server_commands"].items()
+        )
+        parts += [
+            f"<h3>{_e(engine['label'])} ({_e(engine['name'])})</h3>",
+            _rows(
+                [
+                    ("kind", engine["kind"]),
+                    ("version", engine["version"]),
+                    ("environment", engine["env"]),
+                    ("lock file", engine["lock_file"]),
+                    ("lock sha256", engine["lock_sha256"]),
+                ]
+            ),
+            f"<p>Server commands:</p><ul>{commands or '<li>none</li>'}</ul>",
+            f"<details><summary>lock ({len(engine['lock'])} packages)</summary>"
+            f"<pre>{_e(chr(10).join(engine['lock']))}</pre></details>",
+        ]
     parts.append("<h2>Models</h2>")
     for model in prov["models"]:
         files = "".join(f"<tr><td>{_e(f)}</td><td><code>{_e(h)}</code></td></tr>" for f, h in model["files"].items())
-        parts += [f"<h3>{_e(model['name'])}</h3>",
-                  _rows([("source", model["source"]), ("dtype", model["dtype"]),
-                         ("size", f"{model['size_bytes'] / 1e6:.1f} MB")]),
-                  f"<table><tr><th>file</th><th>sha256</th></tr>{files}</table>"]
+        parts += [
+            f"<h3>{_e(model['name'])}</h3>",
+            _rows(
+                [
+                    ("source", model["source"]),
+                    ("dtype", model["dtype"]),
+                    ("size", f"{model['size_bytes'] / 1e6:.1f} MB"),
+                ]
+            ),
+            f"<table><tr><th>file</th><th>sha256</th></tr>{files}</table>",
+        ]
     parts.append("<h2>Prompts</h2>")
     for prompts in prov["prompts"]:
-        parts.append(_rows([("sample", prompts["name"]), ("source", prompts["source"]), ("count", prompts["count"]),
-                            ("seed", prompts["seed"]), ("sha256", prompts["sha256"])]))
-    parts += ["<h2>Resolved config</h2>",
-              f"<pre>{_e(yaml.safe_dump(prov['config'], sort_keys=False))}</pre>"]
+        parts.append(
+            _rows(
+                [
+                    ("sample", prompts["name"]),
+                    ("source", prompts["source"]),
+                    ("count", prompts["count"]),
+                    ("seed", prompts["seed"]),
+                    ("sha256", prompts["sha256"]),
+                ]
+            )
+        )
+    parts += ["<h2>Resolved config</h2>", f"<pre>{_e(yaml.safe_dump(prov['config'], sort_keys=False))}</pre>"]
     return page(f"Provenance {prov['run_id']}", "\n".join(parts))
 
 

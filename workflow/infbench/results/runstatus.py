@@ -31,17 +31,21 @@ def failure_lines(servers: dict, engines: dict[str, str], models: list[str]) -> 
     return [
         f"- FAILED: {label} ({model}): {servers[(engine, model)].get('reason')} "
         f"(logs/bench/{engine}/{model}.log and .server.log); the next run repeats this job"
-        for engine, label in engines.items() for model in models
+        for engine, label in engines.items()
+        for model in models
         if servers.get((engine, model), {}).get("status") == "failed"
     ]
 
 
 def _load_summary(load: dict) -> str:
-    text = (f"other processes used {load['other_cpu_s']:.1f} CPU s in {load['wall_s']:.1f} s "
-            f"({load['other_cpu_share']:.0%} of {load['cpus']} CPUs, limit {load['limit']:.0%})")
+    text = (
+        f"other processes used {load['other_cpu_s']:.1f} CPU s in {load['wall_s']:.1f} s "
+        f"({load['other_cpu_share']:.0%} of {load['cpus']} CPUs, limit {load['limit']:.0%})"
+    )
     if load.get("gpu_others"):
-        text += "; on the leased GPUs: " + ", ".join(f"{g['name']} (pid {g['pid']}) on GPU {g['gpu']}"
-                                                    for g in load["gpu_others"])
+        text += "; on the leased GPUs: " + ", ".join(
+            f"{g['name']} (pid {g['pid']}) on GPU {g['gpu']}" for g in load["gpu_others"]
+        )
     return text
 
 
@@ -50,29 +54,53 @@ def busy_warnings(servers: dict, engines: dict[str, str], models: list[str], sce
     return [
         f"- WARNING ({BUSY_MARK}): {engine}/{model}/{scenario}: the machine was busy: "
         f"{_load_summary(machine_load(servers[(engine, model)], scenario))}; see details.md"
-        for engine in engines for model in models for scenario in scenarios
+        for engine in engines
+        for model in models
+        for scenario in scenarios
         if busy(servers.get((engine, model), {}), scenario)
     ]
 
 
 def machine_load_section(servers: dict, engines: dict[str, str], models: list[str]) -> list[str]:
     """details.md: every scenario's share of the machine used by others, and who used it."""
-    lines = ["", "## Machine load", "",
-             "CPU time used by processes outside the bench job (the bench job, its load workers and the server "
-             f"are its own), and other processes on the leased GPUs. Scenarios over the limit are marked "
-             f"{BUSY_MARK} in the main tables.", "",
-             "engine | model | scenario | others' CPU share | busy | busiest other processes (CPU s)",
-             "--- | --- | --- | --- | --- | ---"]
+    lines = [
+        "",
+        "## Machine load",
+        "",
+        "CPU time used by processes outside the bench job (the bench job, its load workers and the server "
+        f"are its own), and other processes on the leased GPUs. Scenarios over the limit are marked "
+        f"{BUSY_MARK} in the main tables.",
+        "",
+        "engine | model | scenario | others' CPU share | busy | busiest other processes (CPU s)",
+        "--- | --- | --- | --- | --- | ---",
+    ]
     rows = 0
     for engine in engines:
         for model in models:
             for scenario, load in ((servers.get((engine, model)) or {}).get("machine_load") or {}).items():
-                culprits = ", ".join(f"{c['name']} (pid {c['pid']}, {c['user']}) {c['cpu_s']:.1f}"
-                                     for c in load.get("culprits", [])) or "none"
-                gpus = "; GPU: " + ", ".join(f"{g['name']} (pid {g['pid']})" for g in load["gpu_others"]) \
-                    if load.get("gpu_others") else ""
-                lines.append(" | ".join([engine, model, scenario, f"{load['other_cpu_share']:.0%}",
-                                         "BUSY" if load.get("busy") else "ok", culprits + gpus]))
+                culprits = (
+                    ", ".join(
+                        f"{c['name']} (pid {c['pid']}, {c['user']}) {c['cpu_s']:.1f}" for c in load.get("culprits", [])
+                    )
+                    or "none"
+                )
+                gpus = (
+                    "; GPU: " + ", ".join(f"{g['name']} (pid {g['pid']})" for g in load["gpu_others"])
+                    if load.get("gpu_others")
+                    else ""
+                )
+                lines.append(
+                    " | ".join(
+                        [
+                            engine,
+                            model,
+                            scenario,
+                            f"{load['other_cpu_share']:.0%}",
+                            "BUSY" if load.get("busy") else "ok",
+                            culprits + gpus,
+                        ]
+                    )
+                )
                 rows += 1
     if not rows:
         return []

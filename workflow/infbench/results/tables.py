@@ -14,18 +14,28 @@ from pathlib import Path
 
 import polars as pl
 
-from infbench.results import bounds
 from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
-from infbench.results import runstatus
-
+from infbench.results import bounds, runstatus
 
 # Per request, what the tables and plots need beyond the summaries (the cross-engine checks, CDFs).
-REQUEST_COLUMNS = ["prompt_id", "ok", "ttft_s", "latency_s", "prompt_tokens", "completion_tokens", "max_tokens",
-                   "concurrency", "rate", "output_length", "tokens_counted_by", "chunk_tokens_counted_by",
-                   "chunk_tokens_sum"]
+REQUEST_COLUMNS = [
+    "prompt_id",
+    "ok",
+    "ttft_s",
+    "latency_s",
+    "prompt_tokens",
+    "completion_tokens",
+    "max_tokens",
+    "concurrency",
+    "rate",
+    "output_length",
+    "tokens_counted_by",
+    "chunk_tokens_counted_by",
+    "chunk_tokens_sum",
+]
 
 
 # Runs are summarized together up to this many bytes of raw JSONL (about 30,000 records of long
@@ -47,10 +57,20 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
             servers[(engine, model)] = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
             for scenario in [*plan.scenarios, *(["native-single"] if engine in plan.native_engines else [])]:
                 runs.append((engine, model, scenario, run_dir / f"{scenario}.jsonl"))
-    sweeps = [run for run, (_, _, scenario, _) in enumerate(runs)  # and a row per step (each offered rate)
-              if scenario in plan.scenarios and plan.scenario_class(scenario).has_steps]
-    names = pl.DataFrame({RUN: range(len(runs)), "run_engine": [r[0] for r in runs], "run_model": [r[1] for r in runs],
-                          "run_scenario": [r[2] for r in runs]}, schema_overrides={RUN: pl.Int32})
+    sweeps = [
+        run
+        for run, (_, _, scenario, _) in enumerate(runs)  # and a row per step (each offered rate)
+        if scenario in plan.scenarios and plan.scenario_class(scenario).has_steps
+    ]
+    names = pl.DataFrame(
+        {
+            RUN: range(len(runs)),
+            "run_engine": [r[0] for r in runs],
+            "run_model": [r[1] for r in runs],
+            "run_scenario": [r[2] for r in runs],
+        },
+        schema_overrides={RUN: pl.Int32},
+    )
     columns = list(dict.fromkeys([*SUMMARY_FIELDS, *RECORD_COLUMNS]))
 
     figures: dict = {}
@@ -58,10 +78,17 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
     for batch in _batches(runs):
         frame = read_runs([runs[run][3] for run in batch], columns, RUN).with_columns(pl.col(RUN) + batch[0])
         figures.update(summarize_runs(frame.lazy(), [run for run in sweeps if run in batch]))
-        requests.append(request_metrics(frame.lazy()).join(names.lazy(), on=RUN, how="left", maintain_order="left")
-                        .select(*REQUEST_KEYS, *REQUEST_COLUMNS).collect())
-    rows = [asdict(s) for run, (engine, model, scenario, _) in enumerate(runs)
-            for s in scenario_summaries(figures, run, engine, model, scenario)]
+        requests.append(
+            request_metrics(frame.lazy())
+            .join(names.lazy(), on=RUN, how="left", maintain_order="left")
+            .select(*REQUEST_KEYS, *REQUEST_COLUMNS)
+            .collect()
+        )
+    rows = [
+        asdict(s)
+        for run, (engine, model, scenario, _) in enumerate(runs)
+        for s in scenario_summaries(figures, run, engine, model, scenario)
+    ]
     return pl.DataFrame(rows, infer_schema_length=None), servers, pl.concat(requests) if requests else _no_requests()
 
 
@@ -81,14 +108,19 @@ def _batches(runs: list[tuple[str, str, str, Path]]) -> list[range]:
 
 # The record fields behind REQUEST_KEYS and REQUEST_COLUMNS.
 RECORD_COLUMNS = ["engine", "model", "prompt_id", "max_tokens", "output_length", "tokens_counted_by"]
-REQUEST_KEYS = [pl.col("run_engine").alias("engine"), pl.col("run_model").alias("model"),
-                pl.col("run_scenario").alias("scenario"), pl.col("engine").alias("record_engine"),
-                pl.col("model").alias("record_model")]
+REQUEST_KEYS = [
+    pl.col("run_engine").alias("engine"),
+    pl.col("run_model").alias("model"),
+    pl.col("run_scenario").alias("scenario"),
+    pl.col("engine").alias("record_engine"),
+    pl.col("model").alias("record_model"),
+]
 
 
 def _no_requests() -> pl.DataFrame:
     empty = pl.DataFrame(schema=RECORD_SCHEMA).with_columns(
-        run_engine=pl.lit(None, pl.String), run_model=pl.lit(None, pl.String), run_scenario=pl.lit(None, pl.String))
+        run_engine=pl.lit(None, pl.String), run_model=pl.lit(None, pl.String), run_scenario=pl.lit(None, pl.String)
+    )
     return request_metrics(empty.lazy()).select(*REQUEST_KEYS, *REQUEST_COLUMNS).collect()
 
 
@@ -97,7 +129,10 @@ WHOLE = pl.col("step_rate").is_null()  # summary rows of whole scenarios, not of
 
 def labelled(df: pl.DataFrame) -> pl.DataFrame:
     """The summaries as the files show them: a sweep step's row is scenario `NAME@RATE` (no step_rate column)."""
-    labels = [scenario if rate is None else f"{scenario}@{rate:g}" for scenario, rate in df.select("scenario", "step_rate").iter_rows()]
+    labels = [
+        scenario if rate is None else f"{scenario}@{rate:g}"
+        for scenario, rate in df.select("scenario", "step_rate").iter_rows()
+    ]
     return df.with_columns(pl.Series("scenario", labels, pl.String)).drop("step_rate")
 
 
@@ -154,7 +189,10 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
                 lines.append("  settings: " + "; ".join(f"{k}: {v}" for k, v in settings.items()))
     failed = df.filter(pl.col("scenario").is_in(scenarios) & (pl.col("errors") > 0))
     for row in failed.iter_rows(named=True):
-        lines.append(f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: {row['errors']} of {row['n']} requests failed")
+        lines.append(
+            f"- WARNING: {row['engine']}/{row['model']}/{row['scenario']}: "
+            f"{row['errors']} of {row['n']} requests failed"
+        )
     lines += client_lag_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
     lines += runstatus.failure_lines(servers, plan.engines, list(plan.models))
     lines += runstatus.busy_warnings(servers, plan.engines, list(plan.models), scenarios)
@@ -175,7 +213,8 @@ def client_lag_warnings(df: pl.DataFrame) -> list[str]:
         return []
     return [
         f"- WARNING ({LAG_MARK}): {row['engine']}/{row['model']}/{row['scenario']}: client lag over "
-        f"{_detail_cell(row['client_lag_limit_s'], -3)} ms at p99 (dispatch {_detail_cell(row['dispatch_lag_p99_s'], -3)} "
+        f"{_detail_cell(row['client_lag_limit_s'], -3)} ms at p99 "
+        f"(dispatch {_detail_cell(row['dispatch_lag_p99_s'], -3)} "
         f"ms, read {_detail_cell(row['read_lag_p99_s'], -3)} ms): these figures include the client's own delay"
         for row in df.filter(pl.col("client_lag_flag")).iter_rows(named=True)
     ]
@@ -183,40 +222,82 @@ def client_lag_warnings(df: pl.DataFrame) -> list[str]:
 
 def speed_table(df, plan: MergePlan, servers) -> str:
     singles = plan.scenarios_where("in_speed_table")
-    parts = ["# Generative inference speed", "",
-             "Mean tokens/s of a single request (completion tokens / full round trip). Bigger is better.", ""]
+    parts = [
+        "# Generative inference speed",
+        "",
+        "Mean tokens/s of a single request (completion tokens / full round trip). Bigger is better.",
+        "",
+    ]
     for scenario in singles:
         n = int(df.filter(pl.col("scenario") == scenario)["n"].max() or 0)
-        parts.append(pivot_markdown(df, plan, servers, scenario, "tokens_per_s_mean",
-                                    f"Inference speed (tokens/s), scenario {scenario}, {n} prompts"))
+        parts.append(
+            pivot_markdown(
+                df,
+                plan,
+                servers,
+                scenario,
+                "tokens_per_s_mean",
+                f"Inference speed (tokens/s), scenario {scenario}, {n} prompts",
+            )
+        )
     return "\n".join(parts) + _footer(df, plan, servers, singles)
 
 
 def throughput_table(df, plan: MergePlan, servers) -> str:
     loads = plan.scenarios_where("in_throughput_table")
-    parts = ["# Generative inference throughput", "",
-             "Completed requests per minute under a closed loop. Bigger is better.", ""]
+    parts = [
+        "# Generative inference throughput",
+        "",
+        "Completed requests per minute under a closed loop. Bigger is better.",
+        "",
+    ]
     for scenario in loads:
         part = df.filter(pl.col("scenario") == scenario)
         concurrency = int(part["concurrency"].max() or 0)
-        parts.append(pivot_markdown(df, plan, servers, scenario, "requests_per_min",
-                                    f"Throughput (requests/min), scenario {scenario}, concurrency {concurrency}"))
+        parts.append(
+            pivot_markdown(
+                df,
+                plan,
+                servers,
+                scenario,
+                "requests_per_min",
+                f"Throughput (requests/min), scenario {scenario}, concurrency {concurrency}",
+            )
+        )
     return "\n".join(parts) + _footer(df, plan, servers, loads)
 
 
 DETAIL_COLUMNS = [
-    ("engine", "engine", None), ("model", "model", None), ("scenario", "scenario", None), ("concurrency", "C", None),
-    ("n", "n", None), ("errors", "errors", None),
-    ("tokens_per_s_mean", "tok/s mean", 2), ("tokens_per_s_sd", "tok/s sd", 2),
-    ("requests_per_min", "req/min", 2), ("output_tokens_per_s", "out tok/s", 2),
-    ("ttft_p50_s", "TTFT p50 ms", -3), ("ttft_p90_s", "TTFT p90 ms", -3), ("ttft_p99_s", "TTFT p99 ms", -3),
-    ("tpot_p50_s", "TPOT p50 ms", -3), ("tpot_p90_s", "TPOT p90 ms", -3), ("tpot_p99_s", "TPOT p99 ms", -3),
-    ("latency_p50_s", "latency p50 s", 3), ("latency_p90_s", "latency p90 s", 3), ("latency_p99_s", "latency p99 s", 3),
-    ("prompt_tokens_mean", "prompt tok", 1), ("completion_tokens_mean", "completion tok", 1),
-    ("itl_p50_s", "ITL p50 ms", -3), ("itl_p99_s", "ITL p99 ms", -3),
-    ("rate", "rate req/s", 2), ("goodput_rps", "goodput req/s", 2),
-    ("dispatch_lag_p99_s", "dispatch lag p99 ms", -3), ("read_lag_p99_s", "read lag p99 ms", -3),
-    ("connect_mean_s", "connect ms", -3), ("workers", "client procs", None), ("client_lag_flag", "client lag", "flag"),
+    ("engine", "engine", None),
+    ("model", "model", None),
+    ("scenario", "scenario", None),
+    ("concurrency", "C", None),
+    ("n", "n", None),
+    ("errors", "errors", None),
+    ("tokens_per_s_mean", "tok/s mean", 2),
+    ("tokens_per_s_sd", "tok/s sd", 2),
+    ("requests_per_min", "req/min", 2),
+    ("output_tokens_per_s", "out tok/s", 2),
+    ("ttft_p50_s", "TTFT p50 ms", -3),
+    ("ttft_p90_s", "TTFT p90 ms", -3),
+    ("ttft_p99_s", "TTFT p99 ms", -3),
+    ("tpot_p50_s", "TPOT p50 ms", -3),
+    ("tpot_p90_s", "TPOT p90 ms", -3),
+    ("tpot_p99_s", "TPOT p99 ms", -3),
+    ("latency_p50_s", "latency p50 s", 3),
+    ("latency_p90_s", "latency p90 s", 3),
+    ("latency_p99_s", "latency p99 s", 3),
+    ("prompt_tokens_mean", "prompt tok", 1),
+    ("completion_tokens_mean", "completion tok", 1),
+    ("itl_p50_s", "ITL p50 ms", -3),
+    ("itl_p99_s", "ITL p99 ms", -3),
+    ("rate", "rate req/s", 2),
+    ("goodput_rps", "goodput req/s", 2),
+    ("dispatch_lag_p99_s", "dispatch lag p99 ms", -3),
+    ("read_lag_p99_s", "read lag p99 ms", -3),
+    ("connect_mean_s", "connect ms", -3),
+    ("workers", "client procs", None),
+    ("client_lag_flag", "client lag", "flag"),
 ]
 
 
@@ -234,12 +315,17 @@ def prompt_token_mismatches(requests: pl.DataFrame) -> list[str]:
     """Engines must see the same prompt: differing prompt_tokens means differing chat templates."""
     counted = requests.filter(pl.col("ok") & pl.col("prompt_tokens").is_not_null())
     seen = counted.group_by("record_model", "prompt_id", "record_engine").agg(pl.col("prompt_tokens").unique().sort())
-    differing = (counted.group_by("record_model", "prompt_id").agg(distinct=pl.col("prompt_tokens").n_unique())
-                 .filter(pl.col("distinct") > 1))
+    differing = (
+        counted.group_by("record_model", "prompt_id")
+        .agg(distinct=pl.col("prompt_tokens").n_unique())
+        .filter(pl.col("distinct") > 1)
+    )
     out = []
     for model, prompt_id in differing.sort("record_model", "prompt_id").select("record_model", "prompt_id").iter_rows():
         part = seen.filter((pl.col("record_model") == model) & (pl.col("prompt_id") == prompt_id)).sort("record_engine")
-        counts = ", ".join(f"{e}={'/'.join(map(str, n))}" for e, n in part.select("record_engine", "prompt_tokens").iter_rows())
+        counts = ", ".join(
+            f"{e}={'/'.join(map(str, n))}" for e, n in part.select("record_engine", "prompt_tokens").iter_rows()
+        )
         out.append(f"- {model} / {prompt_id}: prompt_tokens differ ({counts})")
     return out
 
@@ -250,8 +336,12 @@ def output_length_check(requests: pl.DataFrame) -> list[str]:
     if fixed.is_empty():
         modes = requests["output_length"].unique().sort().to_list() or ["natural"]
         return [f"Output length: {', '.join(modes)} (natural: each engine stops at EOS or max_tokens)."]
-    off = (fixed.filter(pl.col("completion_tokens").ne_missing(pl.col("max_tokens")))
-           .group_by("record_engine", "record_model").len().sort("record_engine", "record_model"))
+    off = (
+        fixed.filter(pl.col("completion_tokens").ne_missing(pl.col("max_tokens")))
+        .group_by("record_engine", "record_model")
+        .len()
+        .sort("record_engine", "record_model")
+    )
     if off.is_empty():
         return [f"Output length: fixed; all {fixed.height} completions had exactly max_tokens tokens."]
     return ["Output length: fixed, but these completions were not max_tokens long:"] + [
@@ -263,15 +353,30 @@ def details_table(df, requests: pl.DataFrame) -> str:
     steps = df.filter(~WHOLE)
     df = labelled(df)  # a sweep step's row names its rate: sweep@4
     columns = bounds.detail_columns(DETAIL_COLUMNS, df.columns)  # + decode bound columns when measured
-    lines = ["# Details", "", "Per (engine, model, scenario). TTFT: first content token; TPOT: (latency - TTFT) / "
-             "(completion tokens - 1); percentiles over successful requests.", "",
-             " | ".join(label for _, label, _ in columns), " | ".join("---" for _ in columns)]
+    lines = [
+        "# Details",
+        "",
+        "Per (engine, model, scenario). TTFT: first content token; TPOT: (latency - TTFT) / "
+        "(completion tokens - 1); percentiles over successful requests.",
+        "",
+        " | ".join(label for _, label, _ in columns),
+        " | ".join("---" for _ in columns),
+    ]
     for row in df.iter_rows(named=True):
-        lines.append(" | ".join(bounds.pct_cell(row[key]) if digits == "pct" else _detail_cell(row[key], digits)
-                                for key, _, digits in columns))
+        lines.append(
+            " | ".join(
+                bounds.pct_cell(row[key]) if digits == "pct" else _detail_cell(row[key], digits)
+                for key, _, digits in columns
+            )
+        )
     lines += bounds.bound_notes(df)
-    counted = (requests.filter(pl.col("tokens_counted_by").ne_missing("usage"))
-               .select("record_engine", "tokens_counted_by").unique().sort("record_engine", "tokens_counted_by").rows())
+    counted = (
+        requests.filter(pl.col("tokens_counted_by").ne_missing("usage"))
+        .select("record_engine", "tokens_counted_by")
+        .unique()
+        .sort("record_engine", "tokens_counted_by")
+        .rows()
+    )
     if counted:
         lines += ["", "Token counts not from the engine's usage: " + ", ".join(f"{e} ({how})" for e, how in counted)]
     lines += client_lag_section(df, requests)
@@ -285,18 +390,32 @@ def details_table(df, requests: pl.DataFrame) -> str:
 
 def client_lag_section(df: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
     """What the client columns mean, flagged runs, and where ITL could only be counted per chunk."""
-    lines = ["", "## Client lag", "",
-             "dispatch lag: how late requests were sent against their plan (latencies count from the plan); "
-             "read lag: a bound on how long chunks waited unread in the client; p99 over requests. "
-             f"Runs over the limit are marked {LAG_MARK} in the main tables."]
+    lines = [
+        "",
+        "## Client lag",
+        "",
+        "dispatch lag: how late requests were sent against their plan (latencies count from the plan); "
+        "read lag: a bound on how long chunks waited unread in the client; p99 over requests. "
+        f"Runs over the limit are marked {LAG_MARK} in the main tables.",
+    ]
     lines += client_lag_warnings(df) or ["No run passed its client lag limit."]
-    per_chunk = (requests.filter(pl.col("ok") & (pl.col("chunk_tokens_counted_by") == "one_per_chunk")
-                                 & pl.col("completion_tokens").is_not_null()
-                                 & (pl.col("completion_tokens") != pl.col("chunk_tokens_sum")))
-                 ["record_engine"].unique().sort().to_list())
+    per_chunk = (
+        requests.filter(
+            pl.col("ok")
+            & (pl.col("chunk_tokens_counted_by") == "one_per_chunk")
+            & pl.col("completion_tokens").is_not_null()
+            & (pl.col("completion_tokens") != pl.col("chunk_tokens_sum"))
+        )["record_engine"]
+        .unique()
+        .sort()
+        .to_list()
+    )
     if per_chunk:
-        lines += ["", "ITL per chunk, not per token (chunks carried several tokens but the engine did not say "
-                  "how many each): " + ", ".join(per_chunk)]
+        lines += [
+            "",
+            "ITL per chunk, not per token (chunks carried several tokens but the engine did not say "
+            "how many each): " + ", ".join(per_chunk),
+        ]
     return lines
 
 
@@ -304,19 +423,35 @@ def sweep_lines(steps: pl.DataFrame) -> list[str]:
     """Per sweep, from its steps' summary rows: every rate tried, and the highest that met the SLOs with its goodput."""
     if steps.is_empty():
         return []
-    lines = ["", "## Sweeps: the highest rate meeting the SLOs (TTFT and TPOT p99)", "",
-             "engine | model | sweep | SLO TTFT ms | SLO TPOT ms | rates tried (req/s) | best rate req/s | goodput req/s",
-             "--- | --- | --- | --- | --- | --- | --- | ---"]
+    lines = [
+        "",
+        "## Sweeps: the highest rate meeting the SLOs (TTFT and TPOT p99)",
+        "",
+        "engine | model | sweep | SLO TTFT ms | SLO TPOT ms | rates tried (req/s) | best rate req/s | goodput req/s",
+        "--- | --- | --- | --- | --- | --- | --- | ---",
+    ]
     for (engine, model, sweep), part in steps.group_by(["engine", "model", "scenario"], maintain_order=True):
         part = part.sort("step_rate")
-        tried = ", ".join(f"{r:g}{'' if ok else ' (fail)'}" for r, ok in zip(part["step_rate"], part["slo_passed"]))
+        tried = ", ".join(
+            f"{r:g}{'' if ok else ' (fail)'}" for r, ok in zip(part["step_rate"], part["slo_passed"], strict=True)
+        )
         passing = part.filter(pl.col("slo_passed"))
         best = passing.row(-1, named=True) if passing.height else None
         first = part.row(0, named=True)
-        lines.append(" | ".join([engine, model, sweep, _detail_cell(first["slo_ttft_s"], -3),
-                                 _detail_cell(first["slo_tpot_s"], -3), tried,
-                                 _fmt(best["step_rate"]) if best else "none passed",
-                                 _fmt(best["goodput_rps"]) if best else "n/a"]))
+        lines.append(
+            " | ".join(
+                [
+                    engine,
+                    model,
+                    sweep,
+                    _detail_cell(first["slo_ttft_s"], -3),
+                    _detail_cell(first["slo_tpot_s"], -3),
+                    tried,
+                    _fmt(best["step_rate"]) if best else "none passed",
+                    _fmt(best["goodput_rps"]) if best else "n/a",
+                ]
+            )
+        )
     return lines
 
 
