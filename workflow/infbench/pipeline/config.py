@@ -1,4 +1,4 @@
-"""Load and validate the pipeline config against config/config.schema.yaml, filling defaults.
+"""Load and validate the pipeline config against the schema (infbench/data/config.schema.yaml), filling defaults.
 
 Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to fix.
 """
@@ -6,14 +6,14 @@ Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to 
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 
 import jsonschema
 import yaml
 
-from infbench.pipeline.defaults import load_schema
-from infbench.pipeline.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
+from infbench.defaults import load_schema
+from infbench.engines.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
+from infbench.secrets import HF_TOKEN_SHAPE, is_secret_env_name
 
 ENGINE_LABELS = {
     "transformers": "Transformers",
@@ -151,14 +151,9 @@ def _check_cross_references(config: dict) -> None:
             raise ConfigError(f"config error at models.{name}.gpus: device is cuda, so gpus must be at least 1")
 
 
-HF_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{30,}")
-
-
 def _check_no_secret_values(name: str, engine: dict) -> None:
     """A secret written into server_env would reach the spec file, Snakemake's params and its logs:
     it must be referenced by the name of an environment variable instead."""
-    from infbench.results.redact import is_secret_env_name
-
     for var, value in engine["server_env"].items():
         if isinstance(value, str) and (is_secret_env_name(var) or HF_TOKEN_SHAPE.search(value)):
             raise ConfigError(

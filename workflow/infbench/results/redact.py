@@ -18,28 +18,14 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from infbench.secrets import HF_TOKEN_RE, is_secret_env_name, is_secret_key
+
 REDACTED = "***REDACTED***"
-SECRET_ENV_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY")
-SECRET_ENV_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
-# A config or JSON key names a secret when one of its words (split at _ - . and spaces) is one of these.
-SECRET_KEY_WORDS = {"TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "APIKEY", "CREDENTIAL", "CREDENTIALS"}
-HF_TOKEN_RE = re.compile(rb"hf_[A-Za-z0-9]{30,}")
 MIN_LITERAL_LEN = 8
-
-
-def is_secret_env_name(name: str) -> bool:
-    upper = name.upper()
-    return upper in SECRET_ENV_NAMES or any(word in upper for word in SECRET_ENV_WORDS)
-
-
-def is_secret_key(key: str) -> bool:
-    words = re.split(r"[_\-.\s]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(key)))
-    return any(word.upper() in SECRET_KEY_WORDS for word in words if word)
 
 
 def _walk_secret_strings(value: Any, under_secret: bool = False) -> Iterable[str]:
