@@ -13,7 +13,7 @@ import yaml
 
 from infbench.defaults import load_schema
 from infbench.engines.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
-from infbench.secrets import HF_TOKEN_SHAPE, is_secret_env_name
+from infbench.secrets import HF_TOKEN_SHAPE, argv_secrets, is_secret_env_name, url_secrets
 
 ENGINE_LABELS = {
     "transformers": "Transformers",
@@ -152,14 +152,32 @@ def _check_cross_references(config: dict) -> None:
 
 
 def _check_no_secret_values(name: str, engine: dict) -> None:
-    """A secret written into server_env would reach the spec file, Snakemake's params and its logs:
-    it must be referenced by the name of an environment variable instead."""
+    """A secret written into the config would reach the spec file, the command under the tables,
+    Snakemake's params and logs, the provenance and the bundle: it must be referenced by the name of
+    an environment variable instead (server_env from_env, api_key_env)."""
     for var, value in engine["server_env"].items():
         if isinstance(value, str) and (is_secret_env_name(var) or HF_TOKEN_SHAPE.search(value)):
             raise ConfigError(
                 f"config error at engines.{name}.server_env.{var}: looks like a secret, and its value would be "
                 f"written to spec files and Snakemake's logs; write `{var}: {{from_env: {var}}}` and export "
                 f"{var} before running (the bench job reads it when it starts the server)"
+            )
+    for key in ("args", "command"):
+        for position, _ in argv_secrets(engine.get(key, []))[:1]:
+            raise ConfigError(
+                f"config error at engines.{name}.{key}[{position}]: looks like a secret (a key, token or "
+                "password on the command line), and it would be written to spec files, the command under the "
+                "tables, the provenance and bundles; pass it through the environment instead: "
+                "`server_env: {VAR: {from_env: VAR}}` with a variable the server reads (e.g. VLLM_API_KEY), "
+                "exported before running"
+            )
+    for key in ("base_url", "health_path", "version_path"):
+        if url_secrets(str(engine.get(key) or "")):
+            raise ConfigError(
+                f"config error at engines.{name}.{key}: holds credentials (user:password@ or a token, key or "
+                "password query parameter), which would be written to spec files, the tables, the provenance "
+                "and bundles; remove them and name the variable that holds the key in api_key_env "
+                "(sent as a Bearer token, never written)"
             )
 
 
