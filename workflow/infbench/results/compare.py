@@ -27,7 +27,7 @@ import polars as pl
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, summarize_runs
 from infbench.measure.recordframe import read_runs
-from infbench.results import runstatus
+from infbench.results import routing, runstatus
 from infbench.results import significance as sig
 from infbench.results.bundle import ExtractLimits, opened_bundle, plan_name_problems
 
@@ -95,7 +95,7 @@ def unit_of(plan: MergePlan, scenario: str) -> str | None:
     """prompts for a single-request scenario, repeats for a load scenario, None for a sweep."""
     if scenario == NATIVE:
         return "prompts"
-    cls = plan.scenario_class(scenario)
+    cls = routing.scenario_class(plan, scenario)
     if cls.has_steps:
         return None
     return "prompts" if cls.in_speed_table else "repeats"
@@ -459,62 +459,3 @@ def worse_beyond(rows: list[Row], pct: float) -> list[Row]:
         if worse_by > pct:
             out.append(row)
     return out
-
-
-# --- the command ----------------------------------------------------------------------------------
-
-NO_COMMON = 2
-REFUSED = 2
-WORSE_EXIT = 1
-
-
-@dataclass
-class Outcome:
-    code: int
-    message: str  # one line for the console
-    text: str = ""  # the markdown, when a comparison was made
-    rows: list[Row] = field(default_factory=list)
-    written: list[Path] = field(default_factory=list)
-
-
-def compare_paths(
-    path_a: Path,
-    path_b: Path,
-    out_dir: Path | None,
-    fail_if_worse: float | None = None,
-    allow_different_workload: bool = False,
-    limits: ExtractLimits | None = None,
-) -> Outcome:
-    """Open, check and compare two runs; write the report under out_dir (when given)."""
-    from infbench.results.comparereport import markdown, summary_line, write_report
-
-    with opened_run(path_a, limits) as a, opened_run(path_b, limits) as b:
-        differences = provenance_differences(a.provenance, b.provenance)
-        if differences.refusals and not allow_different_workload:
-            listed = "".join(f"\n  - {line}" for line in differences.lines)
-            return Outcome(
-                REFUSED,
-                "refused: " + "; and ".join(differences.refusals) + ". Pass --allow-different-workload to compare "
-                f"anyway (nothing is then paired by prompt). What differs:{listed}",
-            )
-        if not common_cells(a, b):
-            return Outcome(
-                NO_COMMON, f"{a.name} and {b.name} have no (engine, model, scenario) in common: nothing to compare"
-            )
-        paired = differences.same_prompts
-        rows = compare_runs(a, b, paired)
-        run_ids = (str(a.provenance.get("run_id")), str(b.provenance.get("run_id")))
-        text = markdown(a.name, b.name, run_ids, differences, rows, paired)
-    written = write_report(out_dir, text, rows) if out_dir else []
-    message = summary_line(rows)
-    code = 0
-    if fail_if_worse is not None:
-        worse = worse_beyond(rows, fail_if_worse)
-        if worse:
-            code = WORSE_EXIT
-            cells = ", ".join(
-                f"{r.engine}/{r.model}/{r.scenario} {r.metric} {r.change.change_pct:+.1f}%" for r in worse[:5]
-            )
-            message += f"; FAIL: {len(worse)} significantly worse by more than {fail_if_worse:g}%: {cells}"
-            message += " ..." if len(worse) > 5 else ""
-    return Outcome(code, message, text, rows, written)

@@ -1,4 +1,5 @@
-"""What `infbench compare` writes: compare.md, compare.csv, forest.png and compare.html (all under --out).
+"""`infbench compare`: run the comparison (compare_paths) and write compare.md, compare.csv, forest.png
+and compare.html under --out.
 
 The markdown lists what differs between the runs, then one row per (engine, model, scenario, metric):
 A, B, the change of B against A in %, its 95% interval, the verdict and the method. The forest plot
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,16 @@ import polars as pl  # noqa: E402
 
 from infbench.fileio import write_bytes_atomic, write_text_atomic  # noqa: E402
 from infbench.results import significance as sig  # noqa: E402
-from infbench.results.compare import Differences, Row  # noqa: E402
+from infbench.results.bundle import ExtractLimits  # noqa: E402
+from infbench.results.compare import (  # noqa: E402
+    Differences,
+    Row,
+    common_cells,
+    compare_runs,
+    opened_run,
+    provenance_differences,
+    worse_beyond,
+)
 from infbench.results.reportpages import markdown_page  # noqa: E402
 
 COLOURS = {sig.BETTER: "#2a9d3f", sig.WORSE: "#d62728", sig.SAME: "#555555", sig.UNKNOWN: "#bbbbbb"}
@@ -239,3 +249,60 @@ def write_report(out_dir: Path, text: str, rows: list[Row]) -> list[Path]:
             write_bytes_atomic(target, data)
         written.append(target)
     return written
+
+
+# --- the command ----------------------------------------------------------------------------------
+
+NO_COMMON = 2
+REFUSED = 2
+WORSE_EXIT = 1
+
+
+@dataclass
+class Outcome:
+    code: int
+    message: str  # one line for the console
+    text: str = ""  # the markdown, when a comparison was made
+    rows: list[Row] = field(default_factory=list)
+    written: list[Path] = field(default_factory=list)
+
+
+def compare_paths(
+    path_a: Path,
+    path_b: Path,
+    out_dir: Path | None,
+    fail_if_worse: float | None = None,
+    allow_different_workload: bool = False,
+    limits: ExtractLimits | None = None,
+) -> Outcome:
+    """Open, check and compare two runs; write the report under out_dir (when given)."""
+    with opened_run(path_a, limits) as a, opened_run(path_b, limits) as b:
+        differences = provenance_differences(a.provenance, b.provenance)
+        if differences.refusals and not allow_different_workload:
+            listed = "".join(f"\n  - {line}" for line in differences.lines)
+            return Outcome(
+                REFUSED,
+                "refused: " + "; and ".join(differences.refusals) + ". Pass --allow-different-workload to compare "
+                f"anyway (nothing is then paired by prompt). What differs:{listed}",
+            )
+        if not common_cells(a, b):
+            return Outcome(
+                NO_COMMON, f"{a.name} and {b.name} have no (engine, model, scenario) in common: nothing to compare"
+            )
+        paired = differences.same_prompts
+        rows = compare_runs(a, b, paired)
+        run_ids = (str(a.provenance.get("run_id")), str(b.provenance.get("run_id")))
+        text = markdown(a.name, b.name, run_ids, differences, rows, paired)
+    written = write_report(out_dir, text, rows) if out_dir else []
+    message = summary_line(rows)
+    code = 0
+    if fail_if_worse is not None:
+        worse = worse_beyond(rows, fail_if_worse)
+        if worse:
+            code = WORSE_EXIT
+            cells = ", ".join(
+                f"{r.engine}/{r.model}/{r.scenario} {r.metric} {r.change.change_pct:+.1f}%" for r in worse[:5]
+            )
+            message += f"; FAIL: {len(worse)} significantly worse by more than {fail_if_worse:g}%: {cells}"
+            message += " ..." if len(worse) > 5 else ""
+    return Outcome(code, message, text, rows, written)
