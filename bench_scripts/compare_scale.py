@@ -8,7 +8,9 @@ Writes two runs (A, and B with one engine 10% slower) as results folders under -
 reused): raw records as a bench job writes them (JSONL and its Parquet copy, chunk lists as long as
 the completion), server.json, the merge plan and a provenance with the same prompt sample, repeats
 K >= 2 under results/raw/E/M/repeat-K/. Then runs `infbench compare A B` in its own process, a few
-times, and prints wall and CPU seconds, peak RSS and the machine's load beside each.
+times, and prints wall and CPU seconds, peak RSS and the machine's load beside each. With --bundles
+it also merges each run's tables, packs each as a bundle and times `infbench compare` of the two
+bundles (both verified first, as `infbench verify` does).
 """
 
 from __future__ import annotations
@@ -111,6 +113,22 @@ def write_run(root: Path, seed: int, repeats: int, prompts: int, slow_engine: st
     set_copies(results / "raw", True)
 
 
+def bundle(root: Path) -> Path:
+    """The run's tables (merged as the merge rule does) and its bundle; returns the bundle's path."""
+    from infbench.handoff import MergePlan
+    from infbench.results.bundle import make_bundle
+    from infbench.results.redact import Redactor
+    from infbench.results.tables import merge
+
+    results = root / "results"
+    made = list((root / "bundles").glob("*.tar.gz"))
+    if made:
+        return made[0]
+    plan = MergePlan.from_json((results / "tables" / "merge_plan.json").read_text())
+    merge(results / "raw", results / "tables", plan)
+    return make_bundle(root, root / "bundles", Redactor()).path
+
+
 def time_compare(a: Path, b: Path, out: Path) -> dict:
     started = time.perf_counter()
     proc = subprocess.Popen(
@@ -140,6 +158,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--prompts", type=int, default=100)
     parser.add_argument("--times", type=int, default=3, help="how many timed runs")
+    parser.add_argument("--bundles", action="store_true", help="also time the comparison of the runs' bundles")
     args = parser.parse_args()
     a, b = args.work / "a", args.work / "b"
     for root, seed, slow in ((a, 1, None), (b, 2, "tgi")):
@@ -151,10 +170,14 @@ def main() -> int:
         f"{len(MODELS)} models x {len(ENGINES)} engines x {len(SCENARIOS)} scenarios x {args.prompts} prompts x "
         f"{args.repeats} repeats: {records} records a run; {os.cpu_count()} cores"
     )
-    print("| run | wall s | CPU s | peak RSS MB | load (1 min) |\n| ---: | ---: | ---: | ---: | ---: |")
-    for attempt in range(1, args.times + 1):
-        row = time_compare(a, b, args.work / "compare")
-        print(f"| {attempt} | {row['wall_s']} | {row['cpu_s']} | {row['rss_mb']} | {row['load_1min']} |")
+    inputs = [("results folders", a, b)]
+    if args.bundles:
+        inputs.append(("bundles (verified)", bundle(a), bundle(b)))
+    print("| A and B | run | wall s | CPU s | peak RSS MB | load (1 min) |\n| --- | ---: | ---: | ---: | ---: | ---: |")
+    for what, first, second in inputs:
+        for attempt in range(1, args.times + 1):
+            row = time_compare(first, second, args.work / "compare")
+            print(f"| {what} | {attempt} | {row['wall_s']} | {row['cpu_s']} | {row['rss_mb']} | {row['load_1min']} |")
     print(row["summary"])
     return 0
 

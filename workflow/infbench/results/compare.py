@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -262,6 +263,29 @@ def opened_run(path: Path, limits: ExtractLimits | None = None) -> Iterator[RunD
                 + (f"; and {len(result.problems) - 5} more" if len(result.problems) > 5 else "")
             )
         yield load_results(folder, str(path))
+
+
+@contextlib.contextmanager
+def opened_pair(path_a: Path, path_b: Path, limits: ExtractLimits | None = None) -> Iterator[tuple[RunData, RunData]]:
+    """Both runs, opened (bundles verified) side by side in two threads: the checks are mostly polars
+    and hashing, which release the GIL. The same path twice is opened once. A's error comes first."""
+    if Path(path_a).resolve() == Path(path_b).resolve():
+        with opened_run(path_a, limits) as run:
+            yield run, run
+        return
+    managers = [opened_run(path_a, limits), opened_run(path_b, limits)]
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(manager.__enter__) for manager in managers]
+        runs, errors = [], []
+        for manager, future in zip(managers, futures, strict=True):
+            try:
+                runs.append(future.result())
+                stack.push(manager.__exit__)  # left (the scratch folder removed) with the stack
+            except Exception as err:  # noqa: PERF203  (each side's error is kept; A's is raised)
+                errors.append(err)
+        if errors:
+            raise errors[0]
+        yield runs[0], runs[1]
 
 
 # --- what differs between the two runs ---------------------------------------------------------

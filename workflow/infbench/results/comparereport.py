@@ -30,7 +30,7 @@ from infbench.results.compare import (  # noqa: E402
     Row,
     common_cells,
     compare_runs,
-    opened_run,
+    opened_pair,
     provenance_differences,
     worse_beyond,
 )
@@ -288,7 +288,7 @@ def compare_paths(
     limits: ExtractLimits | None = None,
 ) -> Outcome:
     """Open, check and compare two runs; write the report under out_dir (when given)."""
-    with opened_run(path_a, limits) as a, opened_run(path_b, limits) as b:
+    with opened_pair(path_a, path_b, limits) as (a, b):
         differences = provenance_differences(a.provenance, b.provenance)
         if differences.refusals and not allow_different_workload:
             listed = "".join(f"\n  - {line}" for line in differences.lines)
