@@ -186,7 +186,9 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
                     if died:  # nothing to measure: an empty file, so no stale record survives
                         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
                         continue
-                    watch = LoadWatch(engine.bench.busy_cpu_limit, gpu_ids=lease.ids)
+                    watch = LoadWatch(
+                        engine.bench.busy_cpu_limit, gpu_ids=lease.ids, core_limit=engine.bench.busy_core_limit
+                    )
                     watch.start()
                     records = _run_scenario(url, prompts, scenario, settings, engine, model)
                     load = watch.stop(scenario.name)

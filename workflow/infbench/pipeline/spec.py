@@ -34,6 +34,7 @@ class BenchSettings:
     host: str = schema_default("bench.host")
     client_lag_limit_s: float = schema_default("bench.client_lag_limit_s")  # flag a run whose client lag p99 passes it
     busy_cpu_limit: float = schema_default("bench.busy_cpu_limit")  # flag a scenario when others used more of the CPUs
+    busy_core_limit: float = schema_default("bench.busy_core_limit")  # ... or any one other process more of a core
 
 
 @dataclass(frozen=True)
