@@ -365,7 +365,7 @@ def details_table(df, requests: pl.DataFrame) -> str:
     for row in df.iter_rows(named=True):
         lines.append(
             " | ".join(
-                bounds.pct_cell(row[key]) if digits == "pct" else _detail_cell(row[key], digits)
+                bounds.detail_cell(row, key, digits) if digits in bounds.CELL_KINDS else _detail_cell(row[key], digits)
                 for key, _, digits in columns
             )
         )
