@@ -157,13 +157,23 @@ def test_details_and_csv_show_bound_and_flag_over_100(tmp_path):
     context = 21 + 8 / 2
     write_json_atomic(
         results / "hardware" / "bandwidth.json",
-        {"bandwidth_bytes_s": 25 * (4 * 10**8 + 1000 * context), "load_1min": 1.0},
+        {
+            "bandwidth_bytes_s": 25 * (4 * 10**8 + 1000 * context),
+            "load_1min": 1.0,
+            "bound_method": "read",
+            "quiet": False,
+        },
     )
     merge(results / "raw", results / "tables", run["plan"])
     details = (results / "tables" / "details.md").read_text()
     assert "| bound tok/s | % of bound |" in details
     assert "⚠ over bound" in details and "WARNING: beta/tiny/single" in details
     assert "WARNING: alpha" not in details
+    # Measured while others used the machine: said under the table, not hidden.
+    assert (
+        "- WARNING: bandwidth behind the bound: measured read method, 1-min load 1.0; the machine was NOT quiet"
+        in details
+    )
     header = (results / "tables" / "summary.csv").read_text().splitlines()[0]
     assert "decode_bound_tokens_s" in header and "pct_of_bound" in header
     made = make_bundle(tmp_path, results / "bundles", Redactor.from_sources(fake_config()))

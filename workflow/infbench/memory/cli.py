@@ -7,6 +7,7 @@ The main infbench CLI registers them with add_parser(subparsers); until then,
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -68,9 +69,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "memory-bandwidth",
-        help="measure this machine's memory bandwidth (read benchmark) as JSON",
-        description="A short read benchmark, one thread per core: the bandwidth the "
-        "single-request decode bound of CPU runs is computed from.",
+        help="measure this machine's memory bandwidth (read benchmark and STREAM triad) as JSON",
+        description="Two short benchmarks, one thread per core, holding the CPU lock of bench jobs: a read "
+        "(sum) and a STREAM-style triad; the single-request decode bound of CPU runs uses the higher.",
     )
     p.add_argument("--buffer-mib", type=int, default=128, help="MiB read per thread (default %(default)s)")
     p.add_argument("--repeats", type=int, default=5, help="timed reads; the best counts (default %(default)s)")
@@ -226,15 +227,19 @@ def _memory_estimate(args: argparse.Namespace) -> int:
 
 
 def run_memory_bandwidth(args: argparse.Namespace) -> int:
-    from infbench.measure.membw import measure_read_bandwidth, write_measurement
+    from infbench.engines.gpus import DEFAULT_LOCK_DIR, GpuLease
+    from infbench.memory.hostbandwidth import measure_host_bandwidth, write_host_bandwidth
 
     if args.buffer_mib <= 0 or args.repeats <= 0:
         print("infbench memory-bandwidth: error: --buffer-mib and --repeats must be positive", file=sys.stderr)
         return 2
-    m = measure_read_bandwidth(args.buffer_mib, args.repeats)
-    write_measurement(args.out, m)
-    load = f", 1-min load {m.load_1min:.2f}" if m.load_1min is not None else ""
-    print(f"wrote {args.out}: {m.bandwidth_bytes_s / 1e9:.1f} GB/s ({m.threads} threads{load})")
+    lock_dir = Path(os.environ.get("INFBENCH_GPU_LOCK_DIR", DEFAULT_LOCK_DIR))
+    with GpuLease(count=0, candidates=[], lock_dir=lock_dir):  # the machine to itself, as a CPU bench job has it
+        m = measure_host_bandwidth(args.buffer_mib, args.repeats)
+    write_host_bandwidth(args.out, m)
+    print(f"wrote {args.out}: {m.summary()}")
+    if not m.quiet:
+        print(f"warning: others used the machine while measuring: {m.machine_load_summary()}", file=sys.stderr)
     return 0
 
 

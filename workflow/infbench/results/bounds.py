@@ -100,8 +100,9 @@ def _bandwidth(memory: dict[str, Any], cpu: dict[str, Any] | None) -> tuple[floa
             return None
         load = cpu.get("load_1min")
         at = f", 1-min load {load:.1f}" if isinstance(load, (int, float)) else ""
-        method = cpu.get("bound_method") or "read benchmark"
-        return float(cpu["bandwidth_bytes_s"]), f"measured {method}{at}", 1
+        method = f"{cpu['bound_method']} method" if cpu.get("bound_method") else "read benchmark"
+        busy = "; the machine was NOT quiet while measuring" if cpu.get("quiet") is False else ""
+        return float(cpu["bandwidth_bytes_s"]), f"measured {method}{at}{busy}", 1
     if not gpus:
         return "n/a: no GPU recorded (NVML could not be read)"
     found = [catalogue_gpu(g.get("name", ""), g.get("pci_device_id")) for g in gpus]
@@ -189,12 +190,12 @@ def bound_cells(bound: DecodeBound | NoBound | None, measured_tokens_s: float | 
 
 
 def with_bounds(df: Any, results_dir: Path, scenario_kinds: dict[str, str]) -> Any:
-    """A summary DataFrame (one row per engine, model, scenario) with three more columns:
-    decode_bound_tokens_s, pct_of_bound and decode_bound_note (why there is no bound), for
-    single-request scenarios (null elsewhere)."""
+    """A summary DataFrame (one row per engine, model, scenario) with four more columns:
+    decode_bound_tokens_s, pct_of_bound, decode_bound_note (why there is no bound) and
+    decode_bound_source (where its bandwidth comes from), for single-request scenarios (null elsewhere)."""
     import polars as pl
 
-    bounds, pcts, notes = [], [], []
+    bounds, pcts, notes, sources = [], [], [], []
     cpu = _read(results_dir / "hardware" / "bandwidth.json")
     estimates: dict[str, dict[str, Any] | None] = {}
     for row in df.iter_rows(named=True):
@@ -215,12 +216,14 @@ def with_bounds(df: Any, results_dir: Path, scenario_kinds: dict[str, str]) -> A
         bounds.append(None if bound is None else bound.tokens_s)
         pcts.append(None if bound is None else bound.percent(row.get("tokens_per_s_mean")))
         notes.append(bound.reason if isinstance(bound, NoBound) else None)
+        sources.append(bound.bandwidth_source if isinstance(bound, DecodeBound) else None)
     if all(b is None for b in bounds) and all(n is None for n in notes):  # nothing to bound with: tables as they were
         return df
     return df.with_columns(
         pl.Series("decode_bound_tokens_s", bounds, dtype=pl.Float64),
         pl.Series("pct_of_bound", pcts, dtype=pl.Float64),
         pl.Series("decode_bound_note", notes, dtype=pl.String),
+        pl.Series("decode_bound_source", sources, dtype=pl.String),
     )
 
 
@@ -252,6 +255,10 @@ def bound_notes(df: Any) -> list[str]:
     if "pct_of_bound" not in df.columns:
         return []
     lines = ["", BOUND_NOTE]
+    if "decode_bound_source" in df.columns:
+        for source in df["decode_bound_source"].drop_nulls().unique().sort().to_list():
+            warning = "WARNING: " if "NOT quiet" in source else ""
+            lines.append(f"- {warning}bandwidth behind the bound: {source}")
     for row in df.iter_rows(named=True):
         pct = row.get("pct_of_bound")
         if pct is not None and pct > 100:
