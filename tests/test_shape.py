@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from infbench.handoff import HandoffError, MemoryReport, MergePlan, ServerInfo
 from infbench.measure.bench import BenchPaths, tgi_native_command
-from infbench.measure.client import CLIENT_LAG_LIMIT_S, RequestSettings
+from infbench.measure.client import CLIENT_LAG_SHARE, RequestSettings
 from infbench.measure.loadgen import SweepPlan
 from infbench.measure.records import RequestRecord
 from infbench.measure.scenarios import SCENARIO_KINDS, OpenLoop, Scenario, Single, Sweep, Throughput
@@ -121,9 +121,9 @@ def test_the_merge_plan_asks_the_class_where_a_scenario_goes():
 
 
 def test_code_defaults_are_the_schemas():
-    assert CLIENT_LAG_LIMIT_S == schema_default("bench.client_lag_limit_s")
+    assert CLIENT_LAG_SHARE == schema_default("bench.client_lag_share")
     assert RequestSettings(model_name="m", max_tokens=1).timeout_s == schema_default("bench.request_timeout_s")
-    assert BenchSettings().client_lag_limit_s == schema_default("bench.client_lag_limit_s")
+    assert BenchSettings().client_lag_share == schema_default("bench.client_lag_share")
     assert EngineSpec(name="e", kind="vllm", label="E", env="x", device="cpu").startup_timeout_s == schema_default(
         "engines.*.startup_timeout_s"
     )

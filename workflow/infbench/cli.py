@@ -184,7 +184,7 @@ def _cmd_verify(args) -> int:
 
 
 def _cmd_calibrate(args) -> int:
-    from infbench.measure.calibrate import calibrate, format_report
+    from infbench.measure.calibrate import LAG_LIMIT_S, calibrate, format_report
     from infbench.measure.refserver import RefSettings
 
     settings = RefSettings(
@@ -202,7 +202,7 @@ def _cmd_calibrate(args) -> int:
         settings,
         args.requests_per_stream,
         workers=workers,
-        lag_limit_s=args.lag_limit_ms / 1e3,
+        lag_limit_s=LAG_LIMIT_S if args.lag_limit_ms is None else args.lag_limit_ms / 1e3,
         progress=lambda line: print(line, file=sys.stderr),
     )
     report = format_report(rows, settings)
@@ -334,8 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lag-limit-ms",
         type=float,
-        default=schema_default("bench.client_lag_limit_s") * 1e3,
-        help="client lag p99 that flags a run",
+        default=None,
+        help="client (and reference server) lag p99 that flags a run (default 1 ms)",
     )
     p.add_argument("--out", type=Path, help="also write the report (markdown) here")
     p.set_defaults(func=_cmd_calibrate)

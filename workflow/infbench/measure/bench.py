@@ -444,7 +444,7 @@ def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None 
         output_length=s.output_length,
         extra_body=plan.extra_body,
         timeout_s=engine.bench.request_timeout_s,
-        client_lag_limit_s=engine.bench.client_lag_limit_s,
+        client_lag_share_limit=engine.bench.client_lag_share,
         continuous_usage=plan.continuous_usage,
     )
 
@@ -499,10 +499,12 @@ def _run_scenario(
     lag = summarize(records, engine.name, model.name, scenario.name)
     if lag.client_lag_flag:
         log.warning(
-            "%s: client lag over %.1f ms at p99 (dispatch %s ms, read %s ms): the figures include the "
-            "client's own delay; see details.md",
+            "%s: the client's own lag could move latency-based figures by up to %.1f%% (TTFT %.1f%%; limit "
+            "%.1f%%; dispatch p99 %s ms, read p99 %s ms); see details.md",
             scenario.name,
-            (lag.client_lag_limit_s or 0) * 1e3,
+            (lag.client_lag_share or 0) * 100,
+            (lag.client_lag_ttft_share or 0) * 100,
+            (lag.client_lag_share_limit or 0) * 100,
             _ms(lag.dispatch_lag_p99_s),
             _ms(lag.read_lag_p99_s),
         )
