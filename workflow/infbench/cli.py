@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from infbench.defaults import schema_default
 from infbench.memory.cli import add_parser as add_memory_commands
-from infbench.pipeline.defaults import schema_default
 
 
 def _cmd_prompts(args) -> int:
@@ -47,7 +47,7 @@ def _cmd_existing_env(args) -> int:
 def _cmd_bench(args) -> int:
     from infbench.engines.server import ServerError
     from infbench.fileio import check_writable
-    from infbench.measure.bench import BenchFailure, BenchPaths, run_bench
+    from infbench.jobs.bench import BenchFailure, BenchPaths, run_bench
 
     if args.log:
         check_writable([args.log.parent])
@@ -62,7 +62,7 @@ def _cmd_bench(args) -> int:
         server_log=args.server_log,
         threads=args.threads,
     )
-    log = logging.getLogger("infbench.measure.bench")
+    log = logging.getLogger("infbench.jobs.bench")
     try:
         run_bench(paths)
     except (ServerError, BenchFailure) as err:
@@ -163,7 +163,7 @@ def _cmd_verify(args) -> int:
     from infbench.results.bundle import BundleError, UnsafeArchiveError, verify_bundle
 
     try:
-        result = verify_bundle(args.bundle)
+        result = verify_bundle(args.bundle, _extract_limits(args.max_gib))
     except UnsafeArchiveError as err:
         print(f"REFUSED {args.bundle}: {err} (nothing was extracted)", file=sys.stderr)
         return 2
@@ -181,6 +181,16 @@ def _cmd_verify(args) -> int:
         return 0
     print(f"FAILED {args.bundle}: {len(result.problems)} problem(s)", file=sys.stderr)
     return 1
+
+
+def _extract_limits(max_gib: float | None):
+    """The extraction limits, the total (and the per-file limit with it) raised or lowered by --max-gib."""
+    from infbench.results.bundle import ExtractLimits
+
+    if max_gib is None:
+        return ExtractLimits()
+    total = int(max_gib * 2**30)
+    return ExtractLimits(total_bytes=total, file_bytes=min(total, ExtractLimits().file_bytes))
 
 
 def _cmd_calibrate(args) -> int:
@@ -314,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check a bundle: checksums, recomputed tables, safe paths")
     p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.add_argument(
+        "--max-gib",
+        type=float,
+        help="refuse a bundle that unpacks to more than this many GiB (default 8; one file at most 4)",
+    )
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser(
@@ -340,8 +355,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="also write the report (markdown) here")
     p.set_defaults(func=_cmd_calibrate)
 
+    p = sub.add_parser(
+        "memory-bandwidth",
+        help="measure this machine's memory bandwidth (read benchmark and STREAM triad) as JSON",
+        description="Two short benchmarks, one thread per core, holding the CPU lock of bench jobs: a read "
+        "(sum) and a STREAM-style triad; the single-request decode bound of CPU runs uses the higher.",
+    )
+    p.add_argument("--buffer-mib", type=int, default=128, help="MiB read per thread (default %(default)s)")
+    p.add_argument(
+        "--repeats", type=int, default=5, help="timed repeats of each; the best counts (default %(default)s)"
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="results/hardware/bandwidth.json")
+    p.set_defaults(func=_cmd_memory_bandwidth)
+
     add_memory_commands(sub)  # estimate, memory-estimate, memory-table
     return parser
+
+
+def _cmd_memory_bandwidth(args: argparse.Namespace) -> int:
+    from infbench.jobs.bandwidth import run_memory_bandwidth
+
+    if args.buffer_mib <= 0 or args.repeats <= 0:
+        print("infbench memory-bandwidth: error: --buffer-mib and --repeats must be positive", file=sys.stderr)
+        return 2
+    measured = run_memory_bandwidth(args.out, args.buffer_mib, args.repeats)
+    print(f"wrote {args.out}: {measured.summary()}")
+    if not measured.quiet:
+        print(f"warning: others used the machine while measuring: {measured.machine_load_summary()}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,7 +7,6 @@ The main infbench CLI registers them with add_parser(subparsers); until then,
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -66,17 +65,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_shape_args(p)
     p.add_argument("--out", required=True, metavar="FILE", help="results/memory/NAME.json")
     p.set_defaults(func=run_memory_estimate)
-
-    p = subparsers.add_parser(
-        "memory-bandwidth",
-        help="measure this machine's memory bandwidth (read benchmark and STREAM triad) as JSON",
-        description="Two short benchmarks, one thread per core, holding the CPU lock of bench jobs: a read "
-        "(sum) and a STREAM-style triad; the single-request decode bound of CPU runs uses the higher.",
-    )
-    p.add_argument("--buffer-mib", type=int, default=128, help="MiB read per thread (default %(default)s)")
-    p.add_argument("--repeats", type=int, default=5, help="timed reads; the best counts (default %(default)s)")
-    p.add_argument("--out", required=True, metavar="FILE", help="results/hardware/bandwidth.json")
-    p.set_defaults(func=run_memory_bandwidth)
 
     p = subparsers.add_parser("memory-table", help="write results/tables/memory.md from estimates and measurements")
     p.add_argument("--estimates", nargs="+", required=True, metavar="FILE")
@@ -182,7 +170,7 @@ def _cpu_bandwidth(gb_s: float | None) -> tuple[float, str]:
         if gb_s <= 0:
             raise EstimateError(f"--cpu-bandwidth must be positive, got {gb_s}")
         return gb_s * 1e9, "--cpu-bandwidth"
-    from infbench.measure.membw import measure_read_bandwidth
+    from infbench.memory.bandwidth import measure_read_bandwidth
 
     m = measure_read_bandwidth(buffer_mib=64, repeats=3)
     load = f", load {m.load_1min:.2f}" if m.load_1min is not None else ""
@@ -223,23 +211,6 @@ def _memory_estimate(args: argparse.Namespace) -> int:
         f"wrote {out}: {est.facts.params.total:,} parameters, "
         f"smallest vLLM setup {est.smallest.setup if est.smallest else 'none'}"
     )
-    return 0
-
-
-def run_memory_bandwidth(args: argparse.Namespace) -> int:
-    from infbench.engines.gpus import DEFAULT_LOCK_DIR, GpuLease
-    from infbench.memory.hostbandwidth import measure_host_bandwidth, write_host_bandwidth
-
-    if args.buffer_mib <= 0 or args.repeats <= 0:
-        print("infbench memory-bandwidth: error: --buffer-mib and --repeats must be positive", file=sys.stderr)
-        return 2
-    lock_dir = Path(os.environ.get("INFBENCH_GPU_LOCK_DIR", DEFAULT_LOCK_DIR))
-    with GpuLease(count=0, candidates=[], lock_dir=lock_dir):  # the machine to itself, as a CPU bench job has it
-        m = measure_host_bandwidth(args.buffer_mib, args.repeats)
-    write_host_bandwidth(args.out, m)
-    print(f"wrote {args.out}: {m.summary()}")
-    if not m.quiet:
-        print(f"warning: others used the machine while measuring: {m.machine_load_summary()}", file=sys.stderr)
     return 0
 
 
