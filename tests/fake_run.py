@@ -152,6 +152,7 @@ def build_run(root: Path, token: str = FAKE_TOKEN, config: dict | None = None) -
                     "resources/models/tiny",
                     "--port",
                     str(30000 + index),
+                    *config["engines"][engine]["args"],  # as the adapter passes them
                 ],
                 "finished_at": f"2027-01-15T08:0{index}:00+0000",
                 "node": {

@@ -19,6 +19,7 @@ from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
 from infbench.results import bounds, runstatus, servertables
+from infbench.results.redact import redact_argv, redact_url
 
 # Per request, what the tables and plots need beyond the summaries (the cross-engine checks, CDFs).
 REQUEST_COLUMNS = [
@@ -182,9 +183,9 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
                 lines.append(f"- {label} ({model}): not run, {server['reason']}")
                 continue
             version = server.get("version") or "unknown"
-            command = " ".join(server.get("command", [])) or "n/a"
+            command = " ".join(redact_argv(server.get("command", []))) or "n/a"
             if server.get("external"):
-                command = f"external endpoint {server.get('base_url', '')}"
+                command = f"external endpoint {redact_url(server.get('base_url') or '')}"
             lines.append(f"- {label} {version} ({model}): `{command}`")
             settings = server.get("settings") or {}
             if settings:  # what matters for speed: threads, binding, batching, KV cache, graphs
