@@ -172,26 +172,28 @@ class Sampler:
     """The sampler process for one scenario: started before the first request (its start-up is outside
     the window), stopped after the last; its rows are read back afterwards."""
 
-    def __init__(self, url: str | None, mapping: MetricMap | None, out: Path, gpu_ids: list[str], interval_s: float):
-        self.out = out
+    def __init__(self, url: str | None, out: Path, gpu_ids: list[str], interval_s: float):
+        self.url, self.out, self.gpu_ids, self.interval_s = url, out, gpu_ids, interval_s
         self.process: subprocess.Popen | None = None
-        gauges = [f"{role}={name}" for role, name in (mapping.gauges if mapping and url else {}).items()]
-        self.command = [
+        self.error: str | None = None
+
+    def command(self, mapping: MetricMap | None) -> list[str]:
+        gauges = [f"{role}={name}" for role, name in (mapping.gauges if mapping and self.url else {}).items()]
+        return [
             sys.executable,
             "-m",
             "infbench.measure.scrape",
             "--url",
-            url or "",
+            self.url or "",
             "--out",
-            str(out),
+            str(self.out),
             "--interval-s",
-            str(interval_s),
+            str(self.interval_s),
             *[arg for gauge in gauges for arg in ("--gauge", gauge)],
-            *[arg for gpu in gpu_ids for arg in ("--gpu", gpu)],
+            *[arg for gpu in self.gpu_ids for arg in ("--gpu", gpu)],
         ]
-        self.error: str | None = None
 
-    def start(self) -> None:
+    def start(self, mapping: MetricMap | None) -> None:
         from infbench.engines.server import die_with_parent
 
         self.out.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +201,7 @@ class Sampler:
         env = dict(os.environ, PYTHONPATH=_package_root())
         try:
             self.process = subprocess.Popen(
-                self.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                self.command(mapping), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                 preexec_fn=die_with_parent,
             )  # fmt: skip
             ready = _read_line(self.process, SAMPLER_START_S)
@@ -254,6 +256,15 @@ def _package_root() -> str:
     return root if not extra else f"{root}{os.pathsep}{extra}"
 
 
+def recognise(scrape: Scrape, candidates: tuple[MetricMap, ...]) -> MetricMap | None:
+    """The engine behind an external endpoint, from the metric names it exports."""
+    try:
+        samples = scrape.samples()
+    except Unparseable:
+        return None
+    return next((m for m in candidates if all(samples.has(name) for name in m.generation_tokens)), None)
+
+
 # --- one scenario --------------------------------------------------------------------------------------
 
 
@@ -277,25 +288,29 @@ class ScenarioWatch:
         interval_s: float = SAMPLE_INTERVAL_S,
         meter: EnergyMeter | None = None,
         timeout_s: float = SCRAPE_TIMEOUT_S,
+        candidates: tuple[MetricMap, ...] = (),
     ):
         self.timeout_s = timeout_s
+        self.candidates = candidates  # mapping None: the first whose names the endpoint exports
         self.engine, self.model, self.scenario = engine, model, scenario
         self.dir = metrics_dir
         self.url, self.mapping, self.headers = url, mapping, headers
         self.no_endpoint_reason = no_endpoint_reason
         self.meter = meter if meter is not None else meter_for(list(gpu_ids))
-        self.sampler = Sampler(url, mapping, metrics_dir / f"{scenario}.samples.jsonl", list(gpu_ids), interval_s)
+        self.sampler = Sampler(url, metrics_dir / f"{scenario}.samples.jsonl", list(gpu_ids), interval_s)
         self.before: Scrape | None = None
         self.energy_start: tuple[float, dict] | None = None
 
     def begin(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        if (self.url and self.mapping and self.mapping.gauges) or not self.meter.unavailable:
-            self.sampler.start()  # nothing to sample otherwise: no process at all
         if self.url:
             self.before = fetch(self.url, self.timeout_s, self.headers)
             if self.before.text is not None:
                 write_text_atomic(self.dir / f"{self.scenario}.before.prom", self.before.text)
+                if self.mapping is None:
+                    self.mapping = recognise(self.before, self.candidates)
+        if (self.url and self.mapping and self.mapping.gauges) or not self.meter.unavailable:
+            self.sampler.start(self.mapping)  # nothing to sample otherwise: no process at all
         self.energy_start = (time.monotonic(), self._read_energy())
 
     def end(self, output_tokens: int | None) -> ServerMetrics:
@@ -329,8 +344,13 @@ class ScenarioWatch:
 
     def _server_metrics(self, after: Scrape | None, rows: list[dict]) -> ServerMetrics:
         base = {"engine": self.engine, "model": self.model, "scenario": self.scenario}
-        if not self.url or self.mapping is None:
+        if not self.url:
             return ServerMetrics(**base, status="n/a", note=self.no_endpoint_reason or "n/a: no metrics endpoint")
+        if self.mapping is None:
+            known = ", ".join(m.engine for m in self.candidates) or "none"
+            note = f"{self.url}: {self.before.error}" if self.before and self.before.error else None
+            note = note or f"{self.url}: no known engine's metric names (known: {known})"
+            return ServerMetrics(**base, url=self.url, status="missing", note=note)
         base.update(url=self.url, checked_on=self.mapping.checked_on)
         peaks = gauge_peaks(rows, self.mapping)
         scrapes = (("before", self.before), ("after", after))
