@@ -28,13 +28,14 @@ from pathlib import Path
 from infbench.engines.adapters import adapter_for
 from infbench.engines.gpus import GpuLease
 from infbench.engines.metricmaps import metric_map
-from infbench.engines.server import ManagedServer, free_port
-from infbench.measure.bench import _request_settings, _server_env, _warm_up, forced_output_length
+from infbench.engines.server import ManagedServer
+from infbench.engines.spec import read_engine_spec, read_model_spec
+from infbench.jobs.bench import _request_settings, _server_env, _warm_up, forced_output_length
 from infbench.measure.busy import LoadWatch
 from infbench.measure.metrics import summarize
 from infbench.measure.scrape import ScenarioWatch
 from infbench.pipeline.prompts import read_sample
-from infbench.pipeline.spec import read_engine_spec, read_model_spec
+from infbench.procutil import free_port
 
 FIGURES = (
     ("tokens_per_s_mean", "tok/s", 2),

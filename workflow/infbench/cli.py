@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from infbench.defaults import schema_default
 from infbench.memory.cli import add_parser as add_memory_commands
-from infbench.pipeline.defaults import schema_default
 
 
 def _cmd_prompts(args) -> int:
@@ -47,7 +47,7 @@ def _cmd_existing_env(args) -> int:
 def _cmd_bench(args) -> int:
     from infbench.engines.server import ServerError
     from infbench.fileio import check_writable
-    from infbench.measure.bench import BenchFailure, BenchPaths, run_bench
+    from infbench.jobs.bench import BenchFailure, BenchPaths, run_bench
 
     if args.log:
         check_writable([args.log.parent])
@@ -62,7 +62,7 @@ def _cmd_bench(args) -> int:
         server_log=args.server_log,
         threads=args.threads,
     )
-    log = logging.getLogger("infbench.measure.bench")
+    log = logging.getLogger("infbench.jobs.bench")
     try:
         run_bench(paths)
     except (ServerError, BenchFailure) as err:

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+from infbench.defaults import schema_default
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.loadgen import (
     LoadShape,
@@ -26,7 +27,6 @@ from infbench.measure.loadgen import (
 )
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import ProgressCallback
-from infbench.pipeline.defaults import schema_default
 
 log = logging.getLogger("infbench.measure.scenarios")
 

@@ -29,6 +29,7 @@ from infbench.fileio import write_text_atomic
 from infbench.measure.energy import EnergyMeter, meter_for
 from infbench.measure.promtext import Samples, Unparseable
 from infbench.measure.servermetrics import MetricMap, ServerMetrics, deltas, gauge_peaks
+from infbench.procutil import die_with_parent
 
 log = logging.getLogger("infbench.measure.scrape")
 
@@ -194,8 +195,6 @@ class Sampler:
         ]
 
     def start(self, mapping: MetricMap | None) -> None:
-        from infbench.engines.server import die_with_parent
-
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text("")
         env = dict(os.environ, PYTHONPATH=_package_root())

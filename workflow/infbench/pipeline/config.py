@@ -1,4 +1,4 @@
-"""Load and validate the pipeline config against config/config.schema.yaml, filling defaults.
+"""Load and validate the pipeline config against the schema (infbench/data/config.schema.yaml), filling defaults.
 
 Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to fix.
 """
@@ -11,8 +11,9 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from infbench.pipeline.defaults import load_schema
-from infbench.pipeline.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
+from infbench.defaults import load_schema
+from infbench.engines.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
+from infbench.secrets import HF_TOKEN_SHAPE, argv_secrets, is_secret_env_name, url_secrets
 
 ENGINE_LABELS = {
     "transformers": "Transformers",
@@ -155,8 +156,6 @@ def _check_no_secret_values(name: str, engine: dict) -> None:
     """A secret written into the config would reach the spec file, the command under the tables,
     Snakemake's params and logs, the provenance and the bundle: it must be referenced by the name of
     an environment variable instead (server_env from_env, api_key_env)."""
-    from infbench.results.redact import HF_TOKEN_SHAPE, argv_secrets, is_secret_env_name, url_secrets
-
     for var, value in engine["server_env"].items():
         if isinstance(value, str) and (is_secret_env_name(var) or HF_TOKEN_SHAPE.search(value)):
             raise ConfigError(

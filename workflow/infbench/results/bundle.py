@@ -389,7 +389,8 @@ def _first_difference(expected: bytes, actual: bytes) -> str:
 
 
 def _recompute_tables(folder: Path, result: VerifyResult) -> None:
-    from infbench.results.tables import MergePlan, merge
+    from infbench.handoff import MergePlan
+    from infbench.results.tables import merge
 
     tables = folder / "results" / "tables"
     plan_file = tables / "merge_plan.json"

@@ -18,7 +18,7 @@ from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
-from infbench.results import bounds, runstatus, servertables
+from infbench.results import bounds, routing, runstatus, servertables
 from infbench.results.redact import redact_argv, redact_url
 
 # Per request, what the tables and plots need beyond the summaries (the cross-engine checks, CDFs).
@@ -61,7 +61,7 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
     sweeps = [
         run
         for run, (_, _, scenario, _) in enumerate(runs)  # and a row per step (each offered rate)
-        if scenario in plan.scenarios and plan.scenario_class(scenario).has_steps
+        if scenario in plan.scenarios and routing.scenario_class(plan, scenario).has_steps
     ]
     names = pl.DataFrame(
         {
@@ -225,7 +225,7 @@ def client_lag_warnings(df: pl.DataFrame) -> list[str]:
 
 
 def speed_table(df, plan: MergePlan, servers) -> str:
-    singles = plan.scenarios_where("in_speed_table")
+    singles = routing.scenarios_where(plan, "in_speed_table")
     parts = [
         "# Generative inference speed",
         "",
@@ -248,7 +248,7 @@ def speed_table(df, plan: MergePlan, servers) -> str:
 
 
 def throughput_table(df, plan: MergePlan, servers) -> str:
-    loads = plan.scenarios_where("in_throughput_table")
+    loads = routing.scenarios_where(plan, "in_throughput_table")
     parts = [
         "# Generative inference throughput",
         "",
@@ -460,7 +460,7 @@ def sweep_lines(steps: pl.DataFrame) -> list[str]:
 
 
 def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
-    df, servers, requests = load_summaries(raw_dir, plan)
+    df, servers, requests = load_summaries(raw_dir, routing.check_plan(plan))
     df = bounds.with_bounds(df, raw_dir.parent, plan.scenarios)  # decode bound beside single-request tok/s
     server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests)
     df = server.with_columns(df)  # the server's own figures, where the bench job read them
