@@ -175,9 +175,9 @@ def main() -> None:
     for engine in args.engines:
         with GpuLease(count=0, candidates=[]):  # the node's CPU lock: no bench job measures meanwhile
             rows += run_engine(engine, args.model, args.rounds, args.out)
+        (args.out / "scrape_overhead.json").write_text(json.dumps(rows, indent=1))  # kept if a later engine fails
     text = report(rows)
     (args.out / "scrape_overhead.md").write_text(text)
-    (args.out / "scrape_overhead.json").write_text(json.dumps(rows, indent=1))
     print(text)
 
 
