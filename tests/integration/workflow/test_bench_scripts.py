@@ -120,6 +120,43 @@ def test_cache_before_after_dry_run_shows_the_plan():
     assert "597ec75: git archive 597ec75" in result.stdout and "--forcerun bench" in result.stdout
 
 
+def test_stats_error_rates_on_a_few_trials():
+    args = ["--trials", "2", "--models", "1", "--engines", "2", "--prompts", "10", "--repeats", "2", "--json"]
+    result = _run([sys.executable, str(SCRIPTS / "stats_error_rates.py"), *args])
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout), dict)
+
+
+def test_memory_ground_truth_prints_every_case():
+    result = _run([sys.executable, str(SCRIPTS / "memory_ground_truth.py")])
+    assert result.returncode == 0, result.stderr
+    cases = json.loads((REPO / "tests" / "data" / "vllm_ground_truth.json").read_text())
+    cases = cases.get("cases", cases) if isinstance(cases, dict) else cases
+    assert len([line for line in result.stdout.splitlines() if line.startswith("| ")]) >= len(cases)
+
+
+def test_capture_metrics_against_the_reference_server(tmp_path):
+    """Its chats and scrapes against a real local server (the reference server has no /metrics: what it
+    answers there is written as is)."""
+    from infbench.measure.refserver import RefServerProcess, RefSettings
+
+    with RefServerProcess(RefSettings(ttft_s=0.005, itl_s=0.001, tokens=4)) as server:
+        result = _run(
+            [sys.executable, str(SCRIPTS / "capture_metrics.py"), server.base_url, "m", str(tmp_path / "cap")]
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("8 responses")
+    assert len(json.loads((tmp_path / "cap.usage.json").read_text())) == 8
+    assert all((tmp_path / f"cap.{when}.prom").exists() for when in ("before", "during", "after"))
+
+
+def test_scrape_overhead_imports_and_parses():
+    """It needs a default run's engines; its imports (the bench job's internals it reuses) and
+    arguments are checked here."""
+    result = _run([sys.executable, str(SCRIPTS / "scrape_overhead.py"), "--help"], timeout=60)
+    assert result.returncode == 0 and "--rounds" in result.stdout
+
+
 def test_kind_mentions_counts_modules():
     result = _run(["bash", str(SCRIPTS / "kind_mentions.sh")], timeout=60)
     assert result.returncode == 0 and result.stdout.strip().isdigit()
