@@ -15,10 +15,11 @@ no code agreeing is the check that either measures memory.
 from __future__ import annotations
 
 import os
-import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from infbench.memory.bandwidth import time_in_threads
 
 DEFAULT_ARRAY_MIB = 64  # per array, three per thread: far beyond any cache slice
 MAX_TOTAL_MIB = 3072  # the arrays of all threads together, so that a 128-core machine does not need 24 GiB
@@ -67,23 +68,8 @@ def measure_triad_bandwidth(
     # Filled (not np.empty), so every page is touched before timing.
     arrays = [(np.zeros(n), np.full(n, 1.0), np.full(n, 2.0)) for _ in range(threads)]
     scratch = [np.empty(BLOCK_ELEMENTS) for _ in range(threads)]
-    samples: list[float] = []
-    for _ in range(repeats):
-        barrier = threading.Barrier(threads + 1)
-
-        def run(i: int, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            _triad(*arrays[i], 3.0, scratch[i])
-
-        workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
-        for w in workers:
-            w.start()
-        started = time.perf_counter()
-        barrier.wait()
-        for w in workers:
-            w.join()
-        elapsed = time.perf_counter() - started
-        samples.append(BYTES_PER_ELEMENT * n * threads / elapsed)
+    seconds = [time_in_threads(lambda i: _triad(*arrays[i], 3.0, scratch[i]), threads) for _ in range(repeats)]
+    samples = [BYTES_PER_ELEMENT * n * threads / elapsed for elapsed in seconds]
     a, b, c = arrays[0]
     if not np.array_equal(a[:4], b[:4] + 3.0 * c[:4]):  # the work was really done
         raise RuntimeError("triad: wrong result")
