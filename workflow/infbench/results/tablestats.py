@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 from infbench.results import significance as sig
 
@@ -105,3 +106,70 @@ def row_bold(
         f"{labels[best]} best: significantly ahead of {labels[runner_up]} "
         f"({tests[runner_up].method}, p={tests[runner_up].p:.2g})",
     )
+
+
+# --- from the merge's frames ----------------------------------------------------------------------
+
+# The main tables' figures, the unit each varies over, and the request or repeat column behind it.
+MAIN_FIGURES = {
+    "tokens_per_s_mean": ("prompts", "tokens_per_s"),  # speed table: mean of per-request tokens/s
+    "requests_per_min": ("repeats", "requests_per_min"),  # throughput table: one figure per repeat
+}
+
+
+def cell_samples(
+    requests: pl.DataFrame, repeats: pl.DataFrame, scenario: str, figure: str
+) -> dict[tuple[str, str], CellSample]:
+    """(engine, model) -> its units for one scenario's main figure.
+
+    requests: one row per request (engine, model, scenario, prompt_id, ok and the request column);
+    a prompt's unit value is its mean over its successful requests (its repeats). repeats: one row
+    per (engine, model, scenario, repeat) with the per-repeat figure."""
+    unit, column = MAIN_FIGURES[figure]
+    if unit == "prompts":
+        per_prompt = (
+            requests.filter((pl.col("scenario") == scenario) & pl.col("ok") & pl.col(column).is_not_null())
+            .group_by("engine", "model", "prompt_id")
+            .agg(pl.col(column).mean())
+            .sort("engine", "model", "prompt_id")
+            .group_by("engine", "model", maintain_order=True)
+            .agg("prompt_id", column)
+        )
+        return {
+            (engine, model): CellSample(np.asarray(values, dtype=float), unit, tuple(keys))
+            for engine, model, keys, values in per_prompt.iter_rows()
+        }
+    per_repeat = (
+        repeats.filter((pl.col("scenario") == scenario) & pl.col(column).is_not_null())
+        .sort("engine", "model", "repeat")
+        .group_by("engine", "model", maintain_order=True)
+        .agg(column)
+    )
+    return {
+        (engine, model): CellSample(np.asarray(values, dtype=float), unit)
+        for engine, model, values in per_repeat.iter_rows()
+    }
+
+
+def interval_columns(
+    summaries: pl.DataFrame, requests: pl.DataFrame, repeats: pl.DataFrame, tables: dict[str, list[str]]
+) -> pl.DataFrame:
+    """The summaries with each main figure's 95% interval where a main table shows it
+    (tables: figure -> its scenarios): {figure}_ci_low, _ci_high and _ci_method (e.g. "t over 8
+    prompts", or why there is none), for details.md and summary.csv. A sweep step's row gets none."""
+    whole = summaries["step_rate"].is_null() if "step_rate" in summaries.columns else None
+    added = {}
+    for figure, scenarios in tables.items():
+        samples = {}
+        for scenario in scenarios:
+            samples.update(
+                {(*key, scenario): s for key, s in cell_samples(requests, repeats, scenario, figure).items()}
+            )
+        intervals = [
+            samples[key].interval if key in samples and (whole is None or whole[row]) else None
+            for row, key in enumerate(summaries.select("engine", "model", "scenario").iter_rows())
+        ]
+        added[f"{figure}_ci_low"] = pl.Series([i.low if i else None for i in intervals], dtype=pl.Float64)
+        added[f"{figure}_ci_high"] = pl.Series([i.high if i else None for i in intervals], dtype=pl.Float64)
+        added[f"{figure}_ci_method"] = pl.Series([i.describe() if i else None for i in intervals], dtype=pl.String)
+    return summaries.with_columns(**added)
