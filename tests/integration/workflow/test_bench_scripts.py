@@ -167,3 +167,19 @@ def test_kind_mentions_counts_modules():
 def test_help_of_every_python_script(name):
     result = _run([sys.executable, str(SCRIPTS / name), "--help"], timeout=60)
     assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_compare_scale_times_a_tiny_pair_of_runs_and_bundles(tmp_path):
+    args = ["--prompts", "6", "--repeats", "2", "--times", "1", "--bundles", "--work", str(tmp_path)]
+    result = _run([sys.executable, str(SCRIPTS / "compare_scale.py"), *args])
+    assert result.returncode == 0, result.stderr
+    assert "| results folders | 1 |" in result.stdout and "| bundles (verified) | 1 |" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].endswith("(too few prompts, requests or repeats)")
+
+
+def test_stats_error_rates_runs_a_few_trials():
+    args = ["--trials", "2", "--models", "1", "--engines", "2", "--prompts", "12", "--json"]
+    result = _run([sys.executable, str(SCRIPTS / "stats_error_rates.py"), *args])
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["comparisons"]["trials"] == 2 and "prompts: tokens/s" in report["comparisons"]["aa"]
