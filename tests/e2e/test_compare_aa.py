@@ -19,9 +19,13 @@ pytestmark = pytest.mark.slow
 
 
 def _config() -> dict:
-    """The default config (its prompts, sampling and scenarios) with the one engine prepared here."""
+    """The default config (its model and its 8 builtin prompts) with the one engine prepared here,
+    shorter completions and a smaller closed loop, so two runs fit the test's time on a busy machine."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config["engines"] = {"transformers": config["engines"]["transformers"]}
+    config["sampling"]["max_tokens"] = 32
+    config["scenarios"]["throughput"].update(concurrency=2, requests=8)
+    config["bench"] = {"warmup_requests": 1}
     return config
 
 
@@ -32,7 +36,7 @@ def two_runs(snakemake, tmp_path_factory, prepared_transformers):
         workdir = workdir_from_prepared(prepared_transformers, tmp_path_factory.mktemp("aa") / name)
         config_path = workdir / "aa.yaml"
         config_path.write_text(yaml.safe_dump(_config(), sort_keys=False))
-        result = snakemake(workdir, "--configfile", str(config_path))
+        result = snakemake(workdir, "--configfile", str(config_path), timeout=2400)
         assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
         runs.append(workdir)
     return runs
