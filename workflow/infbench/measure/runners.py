@@ -1,11 +1,12 @@
 """Load shapes in one process: each prompt alone, a closed loop at concurrency C, an open loop at
-planned send times (loadgen.py spreads them over processes)."""
+planned send times, conversations turn by turn (loadgen.py spreads them over processes)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, StreamClient
 from infbench.measure.records import RequestRecord
@@ -79,8 +80,10 @@ async def run_open_loop(
     on_done: ProgressCallback | None = None,
     token_counter: TokenCounter | None = None,
     wall_offset_s: float | None = None,
+    deadline: float | None = None,
 ) -> list[RequestRecord]:
-    """Send request i at monotonic time planned[i], whatever is in flight (no concurrency cap)."""
+    """Send request i at monotonic time planned[i], whatever is in flight (no concurrency cap); a
+    request still running at `deadline` (monotonic) is cut there and recorded as an error."""
     if len(planned) != len(requests):
         raise ValueError(f"open loop: {len(planned)} send times for {len(requests)} requests")
     loop = asyncio.get_running_loop()
@@ -88,7 +91,7 @@ async def run_open_loop(
     async with StreamClient(url, token_counter, wall_offset_s) as client:
 
         async def one(request: ChatRequest, when: float) -> RequestRecord:
-            record = await client.chat(request, settings, ctx, planned=when)
+            record = await client.chat(request, settings, ctx, planned=when, deadline=deadline)
             if on_done:
                 on_done(record)
             return record
@@ -103,3 +106,75 @@ async def run_open_loop(
             await asyncio.sleep(0.001)
         records = await asyncio.gather(*tasks)
     return sorted(records, key=lambda r: r.request_id)
+
+
+async def run_conversations(
+    url: str,
+    conversations: list[list[ChatRequest]],
+    settings: RequestSettings,
+    ctx: RunContext,
+    on_done: ProgressCallback | None = None,
+    token_counter: TokenCounter | None = None,
+    concurrency: int | None = None,
+    start_at: float | None = None,
+    wall_offset_s: float | None = None,
+) -> list[RequestRecord]:
+    """`concurrency` conversations at a time, each turn by turn: a conversation is its turns as
+    requests whose messages hold that turn's user message (and a leading system message); before a
+    turn is sent, the history of the turns before it, with the engine's own answers, goes in front of
+    it, as a chat client would send it. A turn is due when the turn before it ended. When a turn
+    fails, the conversation's later turns are recorded as not sent (errors), never dropped."""
+    concurrency = concurrency or ctx.concurrency
+    queue = list(reversed(conversations))
+    records: list[RequestRecord] = []
+
+    async def worker(client: StreamClient) -> None:
+        planned = first
+        while queue:
+            turns = queue.pop()
+            history: list[dict] = []
+            for index, turn in enumerate(turns):
+                system = [m for m in turn.messages if m["role"] == "system"] if not history else []
+                messages = system + history + [m for m in turn.messages if m["role"] != "system"]
+                record = await client.chat(replace(turn, messages=messages), settings, ctx, planned=planned)
+                records.append(record)
+                end = record.response_end_s if record.response_end_s is not None else record.latency_s
+                planned = planned + end if end is not None else time.monotonic()
+                if on_done:
+                    on_done(record)
+                if not record.ok:
+                    for later in turns[index + 1 :]:
+                        records.append(_not_sent(later, settings, ctx, client, record.request_id))
+                    break
+                history = messages + [{"role": "assistant", "content": record.output_text}]
+
+    async with StreamClient(url, token_counter, wall_offset_s) as client:
+        try:
+            await client.prewarm(min(concurrency, len(conversations)), settings.timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        if start_at is not None:
+            await asyncio.sleep(max(start_at - time.monotonic(), 0.0))
+        first = max(time.monotonic() if start_at is None else start_at, time.monotonic())
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return sorted(records, key=lambda r: r.request_id)
+
+
+def _not_sent(request: ChatRequest, settings: RequestSettings, ctx: RunContext, client: StreamClient, failed: str):
+    """The record of a turn that was never sent because an earlier turn of its conversation failed."""
+    now = time.monotonic()
+    return RequestRecord(
+        request_id=request.request_id,
+        prompt_id=request.prompt_id,
+        engine=ctx.engine,
+        model=ctx.model,
+        scenario=ctx.scenario,
+        concurrency=ctx.concurrency,
+        send_time=now + client.wall_offset,
+        send_mono=now,
+        max_tokens=request.max_tokens or settings.max_tokens,
+        output_length=settings.output_length,
+        conversation=request.conversation,
+        turn=request.turn,
+        error=f"not sent: an earlier turn of its conversation failed ({failed})",
+    )

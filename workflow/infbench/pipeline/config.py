@@ -12,6 +12,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
+from infbench.measure.scenarios import scenario_class
 from infbench.pipeline.defaults import load_schema
 from infbench.pipeline.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
 
@@ -143,6 +144,11 @@ def _check_cross_references(config: dict) -> None:
         _check_engine_kind_keys(name, engine)
         resolve_env(engine, config["device"], name)
         _check_no_secret_values(name, engine)
+    for name, settings in config["scenarios"].items():
+        try:
+            scenario_class(settings["kind"]).check_settings(name, settings)
+        except ValueError as err:
+            raise ConfigError(f"config error at {err}") from None
     for name, model in config["models"].items():
         _check_random_source(name, model)
         if config["device"] == "cpu" and model["gpus"] > 0:
