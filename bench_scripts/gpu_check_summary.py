@@ -42,7 +42,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 def key_figures(records: list[RequestRecord]) -> dict[str, float | int | None]:
-    """The tables' headline figures with README's definitions (metrics.py computes them with polars
+    """The tables' headline figures with docs/metrics.md's definitions (metrics.py computes them with polars
     for the tables; this box may not have it): tokens/s of a request = completion tokens / latency,
     requests/min over first send to last end, TPOT = (latency - TTFT) / (completion tokens - 1)."""
     ok = [r for r in records if r.ok]

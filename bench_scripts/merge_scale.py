@@ -226,7 +226,8 @@ def _run_measured(code: str, workflow: Path) -> tuple[float, float, float, str]:
 MERGE = """
 import json, time
 from pathlib import Path
-from infbench.results.tables import MergePlan, merge
+from infbench.handoff import MergePlan
+from infbench.results.tables import merge
 plan = MergePlan.from_json(Path({plan!r}).read_text())
 started = time.perf_counter()
 merge(Path({raw!r}), Path({tables!r}), plan)

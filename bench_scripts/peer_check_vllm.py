@@ -20,11 +20,12 @@ import tempfile
 from pathlib import Path
 
 from infbench.engines.adapters import VllmAdapter
-from infbench.engines.server import ManagedServer, free_port
+from infbench.engines.server import ManagedServer
+from infbench.engines.spec import EngineSpec, ModelSpec, Sampling
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.runners import run_single
 from infbench.pipeline.prompts import load_source, sample_prompts
-from infbench.pipeline.spec import EngineSpec, ModelSpec, Sampling
+from infbench.procutil import free_port
 
 # vllm.benchmarks.serve has no __main__: drive its own argument parser and main().
 VLLM_BENCH_DRIVER = (

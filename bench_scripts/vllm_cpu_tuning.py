@@ -30,11 +30,12 @@ import time
 from pathlib import Path
 
 from infbench.engines.adapters import VllmAdapter, vllm_cpu_best_env
-from infbench.engines.server import ManagedServer, free_port
+from infbench.engines.server import ManagedServer
+from infbench.engines.spec import EngineSpec, ModelSpec, Sampling
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
 from infbench.measure.loadgen import LoadShape, run_load
 from infbench.pipeline.prompts import load_source, sample_prompts
-from infbench.pipeline.spec import EngineSpec, ModelSpec, Sampling
+from infbench.procutil import free_port
 
 VENV = Path(".venvs/vllm-cpu")
 MODEL = ModelSpec(name="smollm2-135m", path="resources/models/smollm2-135m", dtype="float32", max_model_len=2048)

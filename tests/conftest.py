@@ -1,9 +1,16 @@
-"""Shared test helpers: the repo root and the shared data folder (present in dev and CI only)."""
+"""Shared test helpers and fixtures: the repo root, the test data, the shared data folder (present in
+dev and CI only), running Snakemake on a copy of the pipeline, and one prepared engine for the session.
+
+Tests are arranged as the package is: tests/unit/<package>/ (no servers, no pipeline runs),
+tests/integration/ (real local processes: stand-in HTTP servers, the reference server, Snakemake on a
+copy of the pipeline), tests/e2e/ (real engine servers, Slurm; marked slow)."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -11,11 +18,60 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+DATA = REPO / "tests" / "data"
+
+
+# Node locks of this test session's own: a CPU bench job waits for any other on the node, and the
+# tests must not wait for other sessions' measurements (or make them wait).
+LOCK_DIR = Path(f"/tmp/infbench-test-locks-{os.getpid()}")
 
 
 @pytest.fixture
 def repo() -> Path:
     return REPO
+
+
+def pipeline_env(**extra: str) -> dict[str, str]:
+    """The environment of a pipeline run: this checkout's package first, node locks of its own, no
+    HF_TOKEN from the developer's shell."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"), INFBENCH_GPU_LOCK_DIR=str(LOCK_DIR))
+    env.pop("HF_TOKEN", None)
+    env.update(extra)
+    return env
+
+
+def run_snakemake(
+    workdir: Path, *args: str, env: dict | None = None, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    """`snakemake --cores 2 ARGS` in a copy of the pipeline, its output captured."""
+    return subprocess.run(
+        ["snakemake", "--cores", "2", *args],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        env=env or pipeline_env(),
+        timeout=timeout,
+    )
+
+
+def job_counts_of(dry_run_output: str) -> dict[str, int]:
+    """The 'Job stats' table of a dry run, as {rule: count} ({} when nothing is to be done)."""
+    if "Job stats:" not in dry_run_output:
+        return {}
+    block = dry_run_output.split("Job stats:")[1].split("total")[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", block, re.M)}
+
+
+@pytest.fixture(scope="session")
+def snakemake():
+    """run_snakemake: `snakemake(workdir, *args, env=None, timeout=900)`."""
+    return run_snakemake
+
+
+@pytest.fixture(scope="session")
+def job_counts():
+    """job_counts_of: `job_counts(dry_run_stdout) -> {rule: count}`."""
+    return job_counts_of
 
 
 def write_built_files(workdir: Path, files: dict[str, str]) -> None:
@@ -48,9 +104,6 @@ PREPARED_MODEL = "smollm2-135m"
 def prepared_transformers(tmp_path_factory) -> Path:
     """One transformers env and one converted SmolLM2 for every test of the session that needs a
     real engine (built once by the pipeline's own env and model rules)."""
-    import os
-    import subprocess
-
     base = copy_workflow(tmp_path_factory.mktemp("prepared"))
     env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
     result = subprocess.run(

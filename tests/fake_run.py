@@ -12,10 +12,12 @@ from dataclasses import asdict
 from pathlib import Path
 
 from infbench.fileio import write_json_atomic
-from infbench.measure.records import RequestRecord, write_records
+from infbench.handoff import MergePlan
+from infbench.measure.recordfiles import write_records
+from infbench.measure.records import RequestRecord
 from infbench.pipeline.config import engine_label, engine_spec, model_label, validate_config
 from infbench.results.provenance import HardwareInfo, collect, write_provenance
-from infbench.results.tables import MergePlan, merge
+from infbench.results.tables import merge
 
 # Looks like a Hugging Face token (hf_ + 36 letters and digits); never a real one.
 FAKE_TOKEN = "hf_" + "Zq3xW9" * 6
@@ -152,6 +154,7 @@ def build_run(root: Path, token: str = FAKE_TOKEN, config: dict | None = None) -
                     "resources/models/tiny",
                     "--port",
                     str(30000 + index),
+                    *config["engines"][engine]["args"],  # as the adapter passes them
                 ],
                 "finished_at": f"2027-01-15T08:0{index}:00+0000",
                 "node": {

@@ -8,8 +8,8 @@ import logging
 import sys
 from pathlib import Path
 
+from infbench.defaults import schema_default
 from infbench.memory.cli import add_parser as add_memory_commands
-from infbench.pipeline.defaults import schema_default
 
 
 def _cmd_prompts(args) -> int:
@@ -47,7 +47,7 @@ def _cmd_existing_env(args) -> int:
 def _cmd_bench(args) -> int:
     from infbench.engines.server import ServerError
     from infbench.fileio import check_writable
-    from infbench.measure.bench import BenchFailure, BenchPaths, run_bench
+    from infbench.jobs.bench import BenchFailure, BenchPaths, run_bench
 
     if args.log:
         check_writable([args.log.parent])
@@ -62,7 +62,7 @@ def _cmd_bench(args) -> int:
         server_log=args.server_log,
         threads=args.threads,
     )
-    log = logging.getLogger("infbench.measure.bench")
+    log = logging.getLogger("infbench.jobs.bench")
     try:
         run_bench(paths)
     except (ServerError, BenchFailure) as err:
@@ -163,7 +163,7 @@ def _cmd_verify(args) -> int:
     from infbench.results.bundle import BundleError, UnsafeArchiveError, verify_bundle
 
     try:
-        result = verify_bundle(args.bundle)
+        result = verify_bundle(args.bundle, _extract_limits(args.max_gib))
     except UnsafeArchiveError as err:
         print(f"REFUSED {args.bundle}: {err} (nothing was extracted)", file=sys.stderr)
         return 2
@@ -181,6 +181,16 @@ def _cmd_verify(args) -> int:
         return 0
     print(f"FAILED {args.bundle}: {len(result.problems)} problem(s)", file=sys.stderr)
     return 1
+
+
+def _extract_limits(max_gib: float | None):
+    """The extraction limits, the total (and the per-file limit with it) raised or lowered by --max-gib."""
+    from infbench.results.bundle import ExtractLimits
+
+    if max_gib is None:
+        return ExtractLimits()
+    total = int(max_gib * 2**30)
+    return ExtractLimits(total_bytes=total, file_bytes=min(total, ExtractLimits().file_bytes))
 
 
 def _cmd_calibrate(args) -> int:
@@ -314,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="check a bundle: checksums, recomputed tables, safe paths")
     p.add_argument("bundle", type=Path, metavar="BUNDLE")
+    p.add_argument(
+        "--max-gib",
+        type=float,
+        help="refuse a bundle that unpacks to more than this many GiB (default 8; one file at most 4)",
+    )
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser(

@@ -6,6 +6,8 @@
   merge; read by the merge, the plots and `infbench verify`.
 - MemoryReport: results/raw/{engine}/{model}/memory.json, the memory the server used (measure.memwatch
   samples it), read by the memory table and `infbench verify`.
+- GgufMeta: results/models/{model}.gguf.json, the GGUF the gguf rule wrote (or why it could not),
+  read by the llama.cpp engine.
 
 Adding a field is one line in the dataclass (with a default, so older files still read). Readers
 ignore keys they do not know, so a file written by a newer step still reads.
@@ -21,8 +23,8 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from infbench.defaults import schema_default
 from infbench.fileio import write_json_atomic
-from infbench.pipeline.defaults import schema_default
 
 R = TypeVar("R", bound="HandoffRecord")
 
@@ -164,16 +166,13 @@ class MemoryReport(HandoffRecord):
 
 @dataclass(frozen=True)
 class MergePlan(HandoffRecord):
-    """What to merge, from the config: names, labels, and each scenario's kind."""
+    """What to merge, from the config: names, labels, and each scenario's kind (results/routing.py
+    says, from the kind, which table and plot a scenario goes to)."""
 
     engines: dict[str, str]  # name -> column label
     models: dict[str, str]  # name -> row label
     scenarios: dict[str, str]  # name -> kind (single | throughput | open_loop | sweep)
     native_engines: list[str] = field(default_factory=list)  # TGI: + native-single.jsonl
-
-    def __post_init__(self) -> None:
-        for name in self.scenarios:
-            self.scenario_class(name)  # an unknown kind is named here, not deep inside the merge
 
     @classmethod
     def from_json(cls, text: str) -> MergePlan:
@@ -182,15 +181,26 @@ class MergePlan(HandoffRecord):
     def to_json(self) -> str:
         return json.dumps(self.to_dict())  # no sort_keys: the config's engine order is the tables' column order
 
-    def scenario_class(self, name: str):
-        """The scenario kind's class (measure.scenarios), which says where its summary goes."""
-        from infbench.measure.scenarios import scenario_class
 
-        try:
-            return scenario_class(self.scenarios[name])
-        except ValueError as err:
-            raise HandoffError(f"merge plan: scenario {name}: {err}") from None
+@dataclass(frozen=True)
+class GgufMeta:
+    model: str
+    status: str  # ok | unsupported
+    reason: str | None
+    path: str | None
+    file_type: str | None  # F32 | F16 | BF16: what llama.cpp serves
+    source_dtype: str | None  # the prepared weights' dtype it was written from
+    tokenizer: str | None  # gguf tokenizer model: gpt2 (BPE) | llama (SentencePiece-style)
+    tokenizer_pre: str | None
+    sha256: str | None
+    size_bytes: int | None
 
-    def scenarios_where(self, flag: str) -> list[str]:
-        """The scenarios whose class sets `flag`, e.g. "in_speed_table", "in_load_plot", "has_steps"."""
-        return [name for name in self.scenarios if getattr(self.scenario_class(name), flag)]
+
+def gguf_meta_path(model_name: str) -> Path:
+    """Where the gguf rule records a model's GGUF (the llama.cpp adapter reads it)."""
+    return Path("results/models") / f"{model_name}.gguf.json"
+
+
+def read_gguf_meta(model_name: str) -> GgufMeta | None:
+    path = gguf_meta_path(model_name)
+    return GgufMeta(**json.loads(path.read_text())) if path.exists() else None

@@ -1,1 +1,2 @@
-"""Engine servers: one adapter per engine kind, the server process lifecycle, GPU leases and the TGI native client."""
+"""Engine servers: one adapter per engine kind, the spec files a bench job reads, the server
+process lifecycle and GPU leases."""

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from infbench.pipeline.spec import EngineSpec, ModelSpec
+from infbench.engines.spec import EngineSpec, ModelSpec
 
 
 @dataclass(frozen=True)
@@ -410,7 +410,7 @@ class LlamaCppAdapter(EngineAdapter):
     def unavailable_reason(self, engine: EngineSpec, model: ModelSpec | None = None) -> str | None:
         if model is None:
             return None
-        from infbench.pipeline.gguf_export import read_gguf_meta
+        from infbench.handoff import read_gguf_meta
 
         meta = read_gguf_meta(model.name)
         if meta is None:
@@ -427,7 +427,7 @@ class LlamaCppAdapter(EngineAdapter):
         gpu_ids: list[str] = (),
         threads: int = 1,
     ) -> ServerPlan:
-        from infbench.pipeline.gguf_export import read_gguf_meta
+        from infbench.handoff import read_gguf_meta
 
         meta = read_gguf_meta(model.name)
         if meta is None or meta.status != "ok":

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
-import socket
 import subprocess
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +12,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from infbench.pipeline.defaults import schema_default
+from infbench.defaults import schema_default
+from infbench.procutil import own_group_dying_with_parent
 
 
 class ServerError(RuntimeError):
@@ -29,64 +27,6 @@ class PortClashError(ServerError):
 
 # What engines print when their port is taken (uvicorn, Rust servers, docker).
 PORT_IN_USE_MARKERS = ("address already in use", "errno 98", "port is already allocated")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
-def die_with_parent() -> None:
-    """Runs in a child before exec: SIGTERM when its parent dies, even by SIGKILL (no orphans)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
-def _own_group_dying_with_parent() -> None:
-    """A server's preexec: a new session (its own process group, stopped as one) + die_with_parent."""
-    os.setsid()
-    die_with_parent()
-
-
-def exit_when_parent_dies(poll_s: float = 1.0) -> int | None:
-    """Watch the nearest `snakemake` ancestor (else the parent); SIGTERM ourselves when it is gone.
-
-    A bench job runs under `bash -c` under snakemake: PR_SET_PDEATHSIG would fire only when the
-    shell dies, and a `kill -9` of snakemake leaves the shell alive. SIGTERM goes through the bench
-    job's handler, so its `finally` stops the server as on Ctrl-C. Returns the watched pid.
-    """
-    try:
-        me = psutil.Process()
-        ancestors = me.parents()
-    except psutil.Error:
-        return None
-    watched = next((p for p in ancestors if "snakemake" in " ".join(_cmdline(p))), ancestors[0] if ancestors else None)
-    if watched is None or watched.pid == 1:
-        return None
-
-    def alive() -> bool:
-        try:  # is_running also compares the start time (a reused pid is not it); a zombie is dead
-            return watched.is_running() and watched.status() != psutil.STATUS_ZOMBIE
-        except psutil.Error:
-            return False
-
-    def watch() -> None:
-        while alive():
-            time.sleep(poll_s)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
-    return watched.pid
-
-
-def _cmdline(proc: psutil.Process) -> list[str]:
-    try:
-        return proc.cmdline()
-    except psutil.Error:
-        return []
 
 
 def listener_pids(port: int, root_pid: int) -> tuple[bool, list[int]]:
@@ -148,7 +88,7 @@ class ManagedServer:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env=self.env or None,
-                preexec_fn=_own_group_dying_with_parent,
+                preexec_fn=own_group_dying_with_parent,
             )
         finally:
             log.close()  # the child holds its own copy

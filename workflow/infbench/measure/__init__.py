@@ -1,2 +1,3 @@
-"""Measuring a server: the bench job, scenario kinds, the HTTP client, load shapes, records, metrics,
-the reference server and calibration."""
+"""Measuring a server, bottom-up: records, the HTTP client, load shapes, scenario kinds, metrics,
+machine load and memory sampling, the reference server and calibration, TGI's native client.
+Imports only the package's root leaves (see infbench.LAYERS)."""

@@ -22,12 +22,12 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from infbench.defaults import schema_default
 from infbench.measure.eventloop import running_lag_selector, wall_offset
 from infbench.measure.http1 import HttpConnection, ResponseParser
 from infbench.measure.pool import ConnectionPool
 from infbench.measure.records import RequestRecord
 from infbench.measure.sse import StreamRecorder, TokenCounter
-from infbench.pipeline.defaults import schema_default
 
 CLIENT_LAG_LIMIT_S = schema_default("bench.client_lag_limit_s")  # flag a run whose client lag p99 passes this
 DONE_GRACE_S = 1.0  # after [DONE], how long the body may take to end before the connection is dropped

@@ -25,14 +25,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 
-from infbench.engines.server import die_with_parent
+from infbench.defaults import schema_default
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.eventloop import run_measured, wall_offset
 from infbench.measure.ratesearch import bracket_search
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import ProgressCallback, run_closed_loop, run_conversations, run_open_loop
 from infbench.measure.sse import TokenCounter
-from infbench.pipeline.defaults import schema_default
+from infbench.procutil import die_with_parent
 
 ARRIVALS = ("poisson", "gamma", "constant")
 START_MARGIN_S = 0.2  # between the workers' ready signal and the common start: time to get going

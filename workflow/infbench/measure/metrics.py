@@ -1,4 +1,4 @@
-"""Metric definitions, in one place (see docs: README "Metrics"), as polars expressions.
+"""Metric definitions, in one place (docs/metrics.md says what they mean), as polars expressions.
 
 - tokens/s of a request = completion_tokens / end-to-end latency (only completion tokens count).
 - TTFT: send to first content chunk. TPOT = (latency - TTFT) / (completion_tokens - 1).
@@ -13,7 +13,7 @@ Per-request metrics are columns added to a frame of raw records (recordframe.REC
 a scenario's summary is one group_by over them. The merge, verify, the plots, calibrate and the
 bench job's own logs all go through `summarize_frame`. Two per-record helpers stay in plain Python
 because the bench job needs them live, per request: `tokens_per_second` (its progress bar) and
-`percentile` (the client's read lag of one request); tests/test_metrics.py checks they agree with
+`percentile` (the client's read lag of one request); tests/unit/measure/test_metrics.py checks they agree with
 the expressions. Figures are the ones the earlier per-record Python code gave, to the last bit:
 percentiles interpolate like numpy's default, means are exactly rounded sums over n (as
 statistics.fmean) and the sd is the correctly rounded root of the exact sample variance (as

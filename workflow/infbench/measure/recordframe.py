@@ -21,7 +21,7 @@ import polars as pl
 from infbench.fileio import read_jsonl, write_bytes_atomic
 from infbench.measure.records import RequestRecord
 
-# One polars type per RequestRecord field (tests/test_recordframe.py checks both list the same names).
+# One polars type per RequestRecord field (tests/unit/measure/test_recordframe.py checks both list the same names).
 RECORD_SCHEMA: dict[str, pl.DataType] = {
     "request_id": pl.String(),
     "prompt_id": pl.String(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from infbench.fileio import read_jsonl, write_jsonl_atomic
+from infbench.fileio import read_jsonl
 
 
 @dataclass
@@ -70,18 +70,6 @@ class RequestRecord:
     def from_dict(cls, row: dict) -> RequestRecord:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in row.items() if k in known})
-
-
-def write_records(path: str | Path, records: list[RequestRecord]) -> None:
-    """The JSONL record of truth, then its Parquet copy (measure/recordframe.py) for fast merges."""
-    path = Path(path)
-    write_jsonl_atomic(path, (r.to_dict() for r in records))
-    try:
-        from infbench.measure.recordframe import write_parquet_copy
-    except ImportError:  # TGI's native client runs in a venv without polars: no copy, none stale
-        path.with_suffix(".parquet").unlink(missing_ok=True)
-        return
-    write_parquet_copy(path, path.read_bytes(), records)
 
 
 def read_records(path: str | Path) -> list[RequestRecord]:

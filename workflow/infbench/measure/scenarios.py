@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+from infbench.defaults import schema_default
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.loadgen import (
     LoadShape,
@@ -29,7 +30,6 @@ from infbench.measure.loadgen import (
 )
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import ProgressCallback
-from infbench.pipeline.defaults import schema_default
 
 log = logging.getLogger("infbench.measure.scenarios")
 

@@ -181,7 +181,7 @@ def _cpu_bandwidth(gb_s: float | None) -> tuple[float, str]:
         if gb_s <= 0:
             raise EstimateError(f"--cpu-bandwidth must be positive, got {gb_s}")
         return gb_s * 1e9, "--cpu-bandwidth"
-    from infbench.measure.membw import measure_read_bandwidth
+    from infbench.memory.bandwidth import measure_read_bandwidth
 
     m = measure_read_bandwidth(buffer_mib=64, repeats=3)
     load = f", load {m.load_1min:.2f}" if m.load_1min is not None else ""
@@ -226,7 +226,7 @@ def _memory_estimate(args: argparse.Namespace) -> int:
 
 
 def run_memory_bandwidth(args: argparse.Namespace) -> int:
-    from infbench.measure.membw import measure_read_bandwidth, write_measurement
+    from infbench.memory.bandwidth import measure_read_bandwidth, write_measurement
 
     if args.buffer_mib <= 0 or args.repeats <= 0:
         print("infbench memory-bandwidth: error: --buffer-mib and --repeats must be positive", file=sys.stderr)

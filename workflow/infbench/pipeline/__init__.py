@@ -1,1 +1,1 @@
-"""Preparing a run: the config and its schema, spec files, prompt samples, engine venvs and models."""
+"""Preparing a run: the config and its checks, prompt samples, engine venvs, models and GGUF files."""

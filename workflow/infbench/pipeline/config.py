@@ -1,4 +1,4 @@
-"""Load and validate the pipeline config against config/config.schema.yaml, filling defaults.
+"""Load and validate the pipeline config against the schema (infbench/data/config.schema.yaml), filling defaults.
 
 Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to fix.
 """
@@ -6,15 +6,15 @@ Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to 
 from __future__ import annotations
 
 import copy
-import re
 from pathlib import Path
 
 import jsonschema
 import yaml
 
+from infbench.defaults import load_schema
+from infbench.engines.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
 from infbench.measure.scenarios import scenario_class
-from infbench.pipeline.defaults import load_schema
-from infbench.pipeline.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
+from infbench.secrets import HF_TOKEN_SHAPE, argv_secrets, is_secret_env_name, url_secrets
 
 ENGINE_LABELS = {
     "transformers": "Transformers",
@@ -157,20 +157,33 @@ def _check_cross_references(config: dict) -> None:
             raise ConfigError(f"config error at models.{name}.gpus: device is cuda, so gpus must be at least 1")
 
 
-HF_TOKEN_SHAPE = re.compile(r"hf_[A-Za-z0-9]{30,}")
-
-
 def _check_no_secret_values(name: str, engine: dict) -> None:
-    """A secret written into server_env would reach the spec file, Snakemake's params and its logs:
-    it must be referenced by the name of an environment variable instead."""
-    from infbench.results.redact import is_secret_env_name
-
+    """A secret written into the config would reach the spec file, the command under the tables,
+    Snakemake's params and logs, the provenance and the bundle: it must be referenced by the name of
+    an environment variable instead (server_env from_env, api_key_env)."""
     for var, value in engine["server_env"].items():
         if isinstance(value, str) and (is_secret_env_name(var) or HF_TOKEN_SHAPE.search(value)):
             raise ConfigError(
                 f"config error at engines.{name}.server_env.{var}: looks like a secret, and its value would be "
                 f"written to spec files and Snakemake's logs; write `{var}: {{from_env: {var}}}` and export "
                 f"{var} before running (the bench job reads it when it starts the server)"
+            )
+    for key in ("args", "command"):
+        for position, _ in argv_secrets(engine.get(key, []))[:1]:
+            raise ConfigError(
+                f"config error at engines.{name}.{key}[{position}]: looks like a secret (a key, token or "
+                "password on the command line), and it would be written to spec files, the command under the "
+                "tables, the provenance and bundles; pass it through the environment instead: "
+                "`server_env: {VAR: {from_env: VAR}}` with a variable the server reads (e.g. VLLM_API_KEY), "
+                "exported before running"
+            )
+    for key in ("base_url", "health_path", "version_path"):
+        if url_secrets(str(engine.get(key) or "")):
+            raise ConfigError(
+                f"config error at engines.{name}.{key}: holds credentials (user:password@ or a token, key or "
+                "password query parameter), which would be written to spec files, the tables, the provenance "
+                "and bundles; remove them and name the variable that holds the key in api_key_env "
+                "(sent as a Bearer token, never written)"
             )
 
 

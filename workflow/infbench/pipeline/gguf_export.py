@@ -15,38 +15,15 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 from infbench.fileio import write_json_atomic
+from infbench.handoff import GgufMeta
 
 # HF architectures llama.cpp runs as "llama": same tensors, rotary Q/K stored per head interleaved.
 LLAMA_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
 GGUF_TYPES = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "auto": "F32"}
-
-
-@dataclass(frozen=True)
-class GgufMeta:
-    model: str
-    status: str  # ok | unsupported
-    reason: str | None
-    path: str | None
-    file_type: str | None  # F32 | F16 | BF16: what llama.cpp serves
-    source_dtype: str | None  # the prepared weights' dtype it was written from
-    tokenizer: str | None  # gguf tokenizer model: gpt2 (BPE) | llama (SentencePiece-style)
-    tokenizer_pre: str | None
-    sha256: str | None
-    size_bytes: int | None
-
-
-def gguf_meta_path(model_name: str) -> Path:
-    """Where the gguf rule records a model's GGUF (the llama.cpp adapter reads it)."""
-    return Path("results/models") / f"{model_name}.gguf.json"
-
-
-def read_gguf_meta(model_name: str) -> GgufMeta | None:
-    path = gguf_meta_path(model_name)
-    return GgufMeta(**json.loads(path.read_text())) if path.exists() else None
 
 
 def permute_rotary(weight, n_head: int):

@@ -7,9 +7,11 @@ venvs or earlier bundles. Secrets (see infbench.results.redact) are redacted fro
 checksum is taken. The archive is deterministic: sorted members, fixed owner, mode and time, gzip
 without a timestamp, so bundling the same results twice gives the same bytes.
 
-verify refuses unsafe members (absolute paths, `..`, links, devices) before it extracts anything,
+verify refuses unsafe members (absolute paths, `..`, links, devices) and archives over the size
+limits (ExtractLimits: a decompression bomb must not fill the disk) before it extracts anything,
 checks every checksum, and recomputes the tables from the bundle's raw records with the bundle's
-own merge plan; it passes only when everything matches.
+own merge plan, whose engine, model and scenario names must be plain names (they become paths: a
+crafted name must not make verify read files outside the bundle); it passes only when everything matches.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import tarfile
 import tempfile
 from dataclasses import dataclass, field
@@ -65,6 +68,19 @@ EXCLUDED_DIRS = {".venvs", "resources", "bundles", "__pycache__", ".snakemake"}
 EXCLUDED_FILES = {"logs/bundle.log"}  # written while bundling: it would differ between two bundles
 MEMORY_TABLE = "results/tables/memory.md"
 RUN_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Engine, model and scenario names, as the config schema allows them (env_name): one path component.
+PLAIN_NAME_RE = RUN_ID_RE
+
+
+@dataclass(frozen=True)
+class ExtractLimits:
+    """What verify extracts at most, checked from the members' headers before anything is written.
+
+    A real run's bundle is far below these (the study's 72 runs of 300 records: ~150 MB unpacked)."""
+
+    total_bytes: int = 8 * 2**30
+    file_bytes: int = 4 * 2**30
+    members: int = 100_000
 
 
 class BundleError(RuntimeError):
@@ -315,6 +331,55 @@ def check_members(members: list[tarfile.TarInfo]) -> str:
     return tops.pop()
 
 
+def read_members(tar: tarfile.TarFile, limits: ExtractLimits) -> list[tarfile.TarInfo]:
+    """The archive's members, read one header at a time: stops at the first that passes a limit, so
+    neither a bomb's bytes nor millions of members are ever read past the limit."""
+    members, total = [], 0
+    for member in tar:
+        if len(members) >= limits.members:
+            raise UnsafeArchiveError(f"more than {limits.members} members (a bundle of a real run holds far fewer)")
+        if member.issparse():
+            raise UnsafeArchiveError(f"unsafe member {member.name!r}: a sparse file")
+        if member.size > limits.file_bytes:
+            raise UnsafeArchiveError(
+                f"member {member.name!r} unpacks to {member.size / 2**30:.1f} GiB, over the limit of "
+                f"{limits.file_bytes / 2**30:.1f} GiB per file"
+            )
+        total += member.size
+        if total > limits.total_bytes:
+            raise UnsafeArchiveError(
+                f"unpacks to more than {limits.total_bytes / 2**30:.1f} GiB (at member {member.name!r}); "
+                "if the bundle is genuine, raise the limit with --max-gib"
+            )
+        members.append(member)
+    return members
+
+
+def check_free_space(members: list[tarfile.TarInfo], folder: Path) -> None:
+    """Refuse before extracting when the members would not fit on the scratch disk."""
+    needed = sum(m.size for m in members)
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise BundleError(f"unpacks to {needed / 2**20:.0f} MiB but {folder} has {free / 2**20:.0f} MiB free")
+
+
+def plan_name_problems(plan) -> list[str]:
+    """Names of the merge plan that are not plain names (letters, digits, . _ -, one path component):
+    the merge joins them into paths under results/raw, so `../x` would read files outside the bundle."""
+    named = [
+        *(("engine", n) for n in plan.engines),
+        *(("model", n) for n in plan.models),
+        *(("scenario", n) for n in plan.scenarios),
+        *(("native engine", n) for n in plan.native_engines),
+    ]
+    return [
+        f"results/tables/merge_plan.json: {what} name {name!r} is not a plain name (letters, digits, . _ -), "
+        "so the tables are not recomputed from it"
+        for what, name in named
+        if not PLAIN_NAME_RE.fullmatch(str(name))
+    ]
+
+
 def _first_difference(expected: bytes, actual: bytes) -> str:
     left, right = expected.decode(errors="replace").splitlines(), actual.decode(errors="replace").splitlines()
     for number, (a, b) in enumerate(zip(left, right, strict=False), start=1):
@@ -324,7 +389,8 @@ def _first_difference(expected: bytes, actual: bytes) -> str:
 
 
 def _recompute_tables(folder: Path, result: VerifyResult) -> None:
-    from infbench.results.tables import MergePlan, merge
+    from infbench.handoff import MergePlan
+    from infbench.results.tables import merge
 
     tables = folder / "results" / "tables"
     plan_file = tables / "merge_plan.json"
@@ -335,6 +401,10 @@ def _recompute_tables(folder: Path, result: VerifyResult) -> None:
         out = Path(scratch)
         try:
             plan = MergePlan.from_json(plan_file.read_text())
+            unsafe = plan_name_problems(plan)
+            if unsafe:
+                result.problems.extend(unsafe)
+                return
             # From the Parquet copies where usable: _check_parquet_copies proves they hold the JSONL's records.
             merge(folder / "results" / "raw", out, plan)
         except Exception as err:  # a missing or broken raw file: say which, do not crash
@@ -396,7 +466,7 @@ def _recompute_memory_table(folder: Path, plan, result: VerifyResult) -> None:
     result.recomputed_tables.append(MEMORY_TABLE)
 
 
-def verify_bundle(bundle: Path) -> VerifyResult:
+def verify_bundle(bundle: Path, limits: ExtractLimits = ExtractLimits()) -> VerifyResult:
     """Check a bundle; raise UnsafeArchiveError (nothing extracted) or BundleError when unreadable."""
     result = VerifyResult(bundle=bundle)
     try:
@@ -405,10 +475,11 @@ def verify_bundle(bundle: Path) -> VerifyResult:
         raise BundleError(f"{bundle}: not a readable .tar.gz ({err})") from None
     with tar, tempfile.TemporaryDirectory(prefix="infbench-bundle-") as scratch:
         try:
-            members = tar.getmembers()
+            members = read_members(tar, limits)
         except (OSError, tarfile.TarError, EOFError) as err:
             raise BundleError(f"{bundle}: damaged archive ({err})") from None
         run_folder = check_members(members)  # before anything is written to disk
+        check_free_space(members, Path(scratch))
         result.run_id = run_folder
         try:
             try:

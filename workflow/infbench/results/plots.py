@@ -22,7 +22,9 @@ import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import polars as pl  # noqa: E402
 
 from infbench.fileio import write_bytes_atomic  # noqa: E402
-from infbench.results.tables import MergePlan, load_summaries  # noqa: E402
+from infbench.handoff import MergePlan  # noqa: E402
+from infbench.results import routing  # noqa: E402
+from infbench.results.tables import load_summaries  # noqa: E402
 
 PLOT_FILES = ("tokens_per_s.png", "ttft_cdf.png", "latency_cdf.png", "throughput.png")
 DPI = 110
@@ -37,7 +39,7 @@ class PlotData:
 
     @classmethod
     def load(cls, raw_dir: Path, plan: MergePlan) -> PlotData:
-        df, servers, requests = load_summaries(raw_dir, plan)
+        df, servers, requests = load_summaries(raw_dir, routing.check_plan(plan))
         skipped = {key: s.get("reason") or "skipped" for key, s in servers.items() if s.get("status") == "skipped"}
         return cls(plan, df, requests, skipped)
 
@@ -56,7 +58,7 @@ class PlotData:
 
     def scenarios(self, flag: str) -> list[str]:
         """The scenarios whose kind's class sets `flag` (measure.scenarios), in the config's order."""
-        return self.plan.scenarios_where(flag)
+        return routing.scenarios_where(self.plan, flag)
 
     def all_scenarios(self) -> list[str]:
         native = ["native-single"] if self.plan.native_engines else []
@@ -188,7 +190,7 @@ def plot_throughput(data: PlotData, path: Path) -> None:
             _no_data(axes[row][1])
             continue
         ran = data.requests.filter(pl.col("scenario") == scenario)
-        if data.plan.scenario_class(scenario).loop == "closed":
+        if routing.scenario_class(data.plan, scenario).loop == "closed":
             load = f"closed loop, concurrency {ran['concurrency'].max() or 0}"
         else:
             rates = ran["rate"].drop_nulls().unique().sort().to_list()

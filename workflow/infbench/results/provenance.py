@@ -25,7 +25,7 @@ from infbench import __version__
 from infbench.fileio import read_jsonl, write_json_atomic
 from infbench.handoff import ServerInfo
 from infbench.pipeline.config import engine_label, existing_python, resolve_env
-from infbench.results.redact import redact_config
+from infbench.results.redact import redact_argv, redact_config, redact_url
 
 SCHEMA = "infbench-provenance/1"
 
@@ -349,11 +349,14 @@ def collect(
                 lock_sha256=sha256_file(lock) if lock and lock.exists() else None,
                 lock=lock.read_text().splitlines() if lock and lock.exists() else [],
                 version=", ".join(versions) or None,
-                server_commands={model: list(s.get("command", [])) for model, s in sorted(runs.items())},
+                server_commands={model: redact_argv(s.get("command", [])) for model, s in sorted(runs.items())},
                 env_built_by_pipeline=existing_python(engine) is None,
                 env_python=existing_python(engine),
                 server_settings={
-                    model: {**s.get("settings", {}), **({"base_url": s["base_url"]} if s.get("external") else {})}
+                    model: {
+                        **s.get("settings", {}),
+                        **({"base_url": redact_url(s["base_url"])} if s.get("external") else {}),
+                    }
                     for model, s in sorted(runs.items())
                 },
                 bench_nodes={model: s["node"] for model, s in sorted(runs.items()) if s.get("node")},

@@ -7,7 +7,11 @@ What counts as a secret:
   `max_tokens` is not one), and every value the config's `secrets:` list points at: a dotted config
   path (`engines.vllm.server_env.MY_CREDENTIAL`) or an environment variable name;
 - in a JSON file, a string under such a key (e.g. an engine spec's server_env);
-- anything that looks like a Hugging Face token: hf_ followed by 30 or more letters and digits.
+- anything that looks like a Hugging Face token: hf_ followed by 30 or more letters and digits;
+- in a command line (an engine's args or command, a server's command): the value of a flag that names
+  a secret (`--api-key VALUE`, `--hf-token=VALUE`);
+- in a URL: the credentials (`https://user:pass@host`) and the value of a query parameter that names a
+  secret (`?token=...`, `&api_key=...`).
 
 Values shorter than MIN_LITERAL_LEN are redacted where they sit under a secret key, but not searched
 for as bare text everywhere (`true` or `1` would wreck every file); the bundle reports them.
@@ -18,49 +22,72 @@ from __future__ import annotations
 import copy
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-REDACTED = "***REDACTED***"
-SECRET_ENV_NAMES = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "OPENAI_API_KEY")
-SECRET_ENV_WORDS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
-# A config or JSON key names a secret when one of its words (split at _ - . and spaces) is one of these.
-SECRET_KEY_WORDS = {"TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "APIKEY", "CREDENTIAL", "CREDENTIALS"}
-HF_TOKEN_RE = re.compile(rb"hf_[A-Za-z0-9]{30,}")
+from infbench.secrets import (
+    HF_TOKEN_RE,
+    REDACTED,
+    URL_CREDENTIALS_RE,
+    URL_SECRET_QUERY_RE,
+    argv_secrets,
+    is_secret_env_name,
+    is_secret_flag,
+    is_secret_key,
+    url_secrets,
+)
+
 MIN_LITERAL_LEN = 8
 
 
-def is_secret_env_name(name: str) -> bool:
-    upper = name.upper()
-    return upper in SECRET_ENV_NAMES or any(word in upper for word in SECRET_ENV_WORDS)
+def redact_argv(argv: list[Any]) -> list[Any]:
+    """A command line with its secrets (argv_secrets) replaced by REDACTED, flags kept."""
+    out = list(argv)
+    for i, value in argv_secrets(argv):
+        flag, equals, _ = out[i].partition("=")
+        out[i] = f"{flag}={REDACTED}" if equals and is_secret_flag(flag) else out[i].replace(value, REDACTED)
+    return out
 
 
-def is_secret_key(key: str) -> bool:
-    words = re.split(r"[_\-.\s]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(key)))
-    return any(word.upper() in SECRET_KEY_WORDS for word in words if word)
+def redact_url(url: str) -> str:
+    data, _ = _redact_url_bytes(url.encode("utf-8"))
+    return data.decode("utf-8")
+
+
+def _redact_url_bytes(data: bytes) -> tuple[bytes, int]:
+    data, userinfo = URL_CREDENTIALS_RE.subn(REDACTED.encode() + b"@", data)
+    data, query = URL_SECRET_QUERY_RE.subn(lambda m: m.group(1) + REDACTED.encode(), data)
+    return data, userinfo + query
 
 
 def _walk_secret_strings(value: Any, under_secret: bool = False) -> Iterable[str]:
-    """Every string that sits under a secret-named key, at any depth."""
+    """Every string that sits under a secret-named key, at any depth, and every secret of a list
+    read as a command line (argv_secrets)."""
     if isinstance(value, dict):
         for key, item in value.items():
             yield from _walk_secret_strings(item, under_secret or is_secret_key(key))
     elif isinstance(value, list):
+        if not under_secret:
+            yield from (secret for _, secret in argv_secrets(value))
         for item in value:
             yield from _walk_secret_strings(item, under_secret)
-    elif isinstance(value, str) and under_secret and value != REDACTED:
-        yield value
+    elif isinstance(value, str) and value != REDACTED:
+        if under_secret:
+            yield value
+        else:
+            yield from url_secrets(value)
 
 
 def _redact_keys(value: Any, under_secret: bool = False) -> Any:
     if isinstance(value, dict):
         return {key: _redact_keys(item, under_secret or is_secret_key(key)) for key, item in value.items()}
     if isinstance(value, list):
-        return [_redact_keys(item, under_secret) for item in value]
+        return [_redact_keys(item, under_secret) for item in (value if under_secret else redact_argv(value))]
     if isinstance(value, str) and under_secret:
         return REDACTED
+    if isinstance(value, str) and url_secrets(value):
+        return redact_url(value)
     return value
 
 
@@ -153,7 +180,8 @@ class Redactor:
                 data = data.replace(needle, REDACTED.encode())
                 count += hits
         data, hf_hits = HF_TOKEN_RE.subn(b"hf_" + REDACTED.encode(), data)
-        return data, count + hf_hits
+        data, url_hits = _redact_url_bytes(data)
+        return data, count + hf_hits + url_hits
 
     def redact_json_file(self, name: str, data: bytes) -> tuple[bytes, int]:
         """Redact strings under secret keys of a .json or .jsonl file (rewritten only when one is found)."""

@@ -18,7 +18,8 @@ from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
-from infbench.results import bounds, runstatus
+from infbench.results import bounds, routing, runstatus
+from infbench.results.redact import redact_argv, redact_url
 
 # Per request, what the tables and plots need beyond the summaries (the cross-engine checks, CDFs).
 REQUEST_COLUMNS = [
@@ -60,7 +61,7 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
     sweeps = [
         run
         for run, (_, _, scenario, _) in enumerate(runs)  # and a row per step (each offered rate)
-        if scenario in plan.scenarios and plan.scenario_class(scenario).has_steps
+        if scenario in plan.scenarios and routing.scenario_class(plan, scenario).has_steps
     ]
     names = pl.DataFrame(
         {
@@ -180,9 +181,9 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
                 lines.append(f"- {label} ({model}): not run, {server['reason']}")
                 continue
             version = server.get("version") or "unknown"
-            command = " ".join(server.get("command", [])) or "n/a"
+            command = " ".join(redact_argv(server.get("command", []))) or "n/a"
             if server.get("external"):
-                command = f"external endpoint {server.get('base_url', '')}"
+                command = f"external endpoint {redact_url(server.get('base_url') or '')}"
             lines.append(f"- {label} {version} ({model}): `{command}`")
             settings = server.get("settings") or {}
             if settings:  # what matters for speed: threads, binding, batching, KV cache, graphs
@@ -221,7 +222,7 @@ def client_lag_warnings(df: pl.DataFrame) -> list[str]:
 
 
 def speed_table(df, plan: MergePlan, servers) -> str:
-    singles = plan.scenarios_where("in_speed_table")
+    singles = routing.scenarios_where(plan, "in_speed_table")
     parts = [
         "# Generative inference speed",
         "",
@@ -244,7 +245,7 @@ def speed_table(df, plan: MergePlan, servers) -> str:
 
 
 def throughput_table(df, plan: MergePlan, servers) -> str:
-    loads = plan.scenarios_where("in_throughput_table")
+    loads = routing.scenarios_where(plan, "in_throughput_table")
     parts = [
         "# Generative inference throughput",
         "",
@@ -456,7 +457,7 @@ def sweep_lines(steps: pl.DataFrame) -> list[str]:
 
 
 def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
-    df, servers, requests = load_summaries(raw_dir, plan)
+    df, servers, requests = load_summaries(raw_dir, routing.check_plan(plan))
     df = bounds.with_bounds(df, raw_dir.parent, plan.scenarios)  # decode bound beside single-request tok/s
     tables_dir.mkdir(parents=True, exist_ok=True)
     # Build every table first, then write: a failure never leaves a mix of old and new tables.

