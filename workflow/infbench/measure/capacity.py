@@ -1,5 +1,5 @@
 """Capacity at an SLO: the highest request rate (open loop) at which the SLOs hold, found by the
-bracketing search (ratesearch.py) over steps sized by duration (loadgen.run_timed_step).
+bracketing search (ratesearch.py) over steps sized by duration (loadgen.StepLoad).
 
 An SLO is a mapping of limits on a step's figures, named as the summaries name them: percentiles
 `ttft_p50_s`, `ttft_p90_s`, `ttft_p99_s`, and the same for `tpot`, `latency` and `itl`, plus
@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
-from infbench.measure.loadgen import StepWindow, run_timed_step
+from infbench.measure.loadgen import StepLoad
 from infbench.measure.ratesearch import Bracket, bracket_search
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import ProgressCallback
@@ -72,16 +72,12 @@ def judge(records: list[RequestRecord], slo: dict[str, float], saturated: bool) 
 @dataclass(frozen=True)
 class CapacityPlan:
     slo: dict[str, float]
-    window: StepWindow
+    load: StepLoad  # each step's duration, warm-up, arrivals and client processes
     start_rate: float
     max_rate: float
     min_rate: float
     refine_steps: int
     precision: float  # stop bisecting once (fail - pass) / pass is at most this
-    arrival: str
-    burstiness: float
-    seed: int
-    workers: int = 1
 
 
 def run_capacity(
@@ -100,20 +96,8 @@ def run_capacity(
 
     def passes(rate: float) -> bool:
         index = len(steps)
-        timed = run_timed_step(
-            url,
-            lambda n: make_requests(index, n),
-            settings,
-            replace(ctx, rate=rate),
-            rate,
-            plan.window,
-            plan.arrival,
-            plan.burstiness,
-            plan.seed + index,
-            plan.workers,
-            on_done,
-            token_counter,
-        )
+        requests_for = lambda n: make_requests(index, n)  # noqa: E731
+        timed = plan.load.run(url, requests_for, settings, ctx, rate, index, on_done, token_counter)
         passed, measured, missed = judge(timed.records, plan.slo, timed.saturated)
         for record in timed.records:
             record.slo, record.step_passed = slo_json, passed

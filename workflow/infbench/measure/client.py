@@ -146,6 +146,31 @@ class StreamClient:
         )
         return head + body
 
+    def new_record(
+        self, request: ChatRequest, settings: RequestSettings, ctx: RunContext, planned: float
+    ) -> RequestRecord:
+        """The record of `request` planned at `planned` (time.monotonic()), before anything is sent."""
+        return RequestRecord(
+            request_id=request.request_id,
+            prompt_id=request.prompt_id,
+            engine=ctx.engine,
+            model=ctx.model,
+            scenario=ctx.scenario,
+            concurrency=ctx.concurrency,
+            send_time=planned + self.wall_offset,
+            max_tokens=request.max_tokens or settings.max_tokens,
+            output_length=settings.output_length,
+            send_mono=planned,
+            rate=ctx.rate,
+            worker=ctx.worker,
+            client_lag_limit_s=settings.client_lag_limit_s,
+            slo_ttft_s=ctx.slo_ttft_s,
+            slo_tpot_s=ctx.slo_tpot_s,
+            planned_prompt_tokens=request.planned_prompt_tokens,
+            conversation=request.conversation,
+            turn=request.turn,
+        )
+
     async def chat(
         self,
         request: ChatRequest,
@@ -162,27 +187,8 @@ class StreamClient:
         timeout_s, cut = settings.timeout_s, False
         if deadline is not None and deadline - started < timeout_s:
             timeout_s, cut = max(deadline - started, 0.0), True
-        record = RequestRecord(
-            request_id=request.request_id,
-            prompt_id=request.prompt_id,
-            engine=ctx.engine,
-            model=ctx.model,
-            scenario=ctx.scenario,
-            concurrency=ctx.concurrency,
-            send_time=planned + self.wall_offset,
-            max_tokens=request.max_tokens or settings.max_tokens,
-            output_length=settings.output_length,
-            send_mono=planned,
-            dispatch_lag_s=started - planned,
-            rate=ctx.rate,
-            worker=ctx.worker,
-            client_lag_limit_s=settings.client_lag_limit_s,
-            slo_ttft_s=ctx.slo_ttft_s,
-            slo_tpot_s=ctx.slo_tpot_s,
-            planned_prompt_tokens=request.planned_prompt_tokens,
-            conversation=request.conversation,
-            turn=request.turn,
-        )
+        record = self.new_record(request, settings, ctx, planned)
+        record.dispatch_lag_s = started - planned
         payload = self._request_bytes(request, settings)  # built before connecting: no work between connect and write
         stream = StreamRecorder(record, planned, self.token_counter, running_lag_selector())
         conn = None

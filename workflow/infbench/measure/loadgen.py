@@ -167,20 +167,9 @@ def _split(
 
 
 async def _run_job(job: _Job, start_at: float, on_done: ProgressCallback | None) -> list[RequestRecord]:
-    if job.kind == "conversation":
-        return await run_conversations(
-            job.url,
-            job.requests,
-            job.settings,
-            job.ctx,
-            on_done,
-            job.token_counter,
-            concurrency=job.concurrency,
-            start_at=start_at,
-            wall_offset_s=job.wall_offset_s,
-        )
-    if job.kind == "closed":
-        return await run_closed_loop(
+    if job.kind in ("closed", "conversation"):
+        runner = run_closed_loop if job.kind == "closed" else run_conversations
+        return await runner(
             job.url,
             job.requests,
             job.settings,
@@ -379,27 +368,37 @@ def judge_window(
     return step
 
 
-def run_timed_step(
-    url: str,
-    requests_for: Callable[[int], list[ChatRequest]],
-    settings: RequestSettings,
-    ctx: RunContext,
-    rate: float,
-    window: StepWindow,
-    arrival: str = schema_default("scenarios.*.arrival"),
-    burstiness: float = schema_default("scenarios.*.burstiness"),
-    seed: int = schema_default("scenarios.*.seed"),
-    workers: int = 1,
-    on_done: ProgressCallback | None = None,
-    token_counter: TokenCounter | None = None,
-) -> TimedStep:
-    """An open loop at `rate` for the window's duration; `requests_for(n)` gives the n requests its
-    schedule holds."""
-    offsets = duration_offsets(window.duration_s, rate, arrival, burstiness, seed)
-    requests = requests_for(len(offsets))
-    shape = LoadShape(kind="open", offsets_s=tuple(offsets), workers=workers, deadline_s=window.deadline_s)
-    records = run_load(url, requests, settings, replace(ctx, rate=rate), shape, on_done, token_counter)
-    return judge_window(rate, requests, offsets, records, window)
+@dataclass(frozen=True)
+class StepLoad:
+    """How every step of a sweep or capacity search sends: its window, its arrival process (step i
+    seeded with seed + i) and its client processes."""
+
+    window: StepWindow
+    arrival: str = schema_default("scenarios.*.arrival")
+    burstiness: float = schema_default("scenarios.*.burstiness")
+    seed: int = schema_default("scenarios.*.seed")
+    workers: int = 1
+
+    def run(
+        self,
+        url: str,
+        requests_for: Callable[[int], list[ChatRequest]],
+        settings: RequestSettings,
+        ctx: RunContext,
+        rate: float,
+        index: int = 0,
+        on_done: ProgressCallback | None = None,
+        token_counter: TokenCounter | None = None,
+    ) -> TimedStep:
+        """Step `index`: an open loop at `rate` for the window's duration; `requests_for(n)` gives the
+        n requests its schedule holds."""
+        offsets = duration_offsets(self.window.duration_s, rate, self.arrival, self.burstiness, self.seed + index)
+        requests = requests_for(len(offsets))
+        shape = LoadShape(
+            kind="open", offsets_s=tuple(offsets), workers=self.workers, deadline_s=self.window.deadline_s
+        )
+        records = run_load(url, requests, settings, replace(ctx, rate=rate), shape, on_done, token_counter)
+        return judge_window(rate, requests, offsets, records, self.window)
 
 
 # --- sweep: the highest rate that meets the SLOs --------------------------------------------------
@@ -409,15 +408,11 @@ def run_timed_step(
 class SweepPlan:
     slo_ttft_s: float
     slo_tpot_s: float
-    window: StepWindow  # each step's duration and warm-up
+    load: StepLoad  # each step's duration, warm-up, arrivals and client processes
     rates: tuple[float, ...] = ()  # tried in order, all of them; empty: search from start_rate
     start_rate: float = schema_default("scenarios.*.start_rate")
     max_rate: float = schema_default("scenarios.*.max_rate")
     refine_steps: int = schema_default("scenarios.*.refine_steps")  # bisections between the last pass and first fail
-    arrival: str = schema_default("scenarios.*.arrival")
-    burstiness: float = schema_default("scenarios.*.burstiness")
-    seed: int = schema_default("scenarios.*.seed")
-    workers: int = 1
 
 
 @dataclass
@@ -468,20 +463,8 @@ def run_sweep(
     def step(rate: float) -> SweepStep:
         index = len(steps)
         step_ctx = replace(ctx, slo_ttft_s=plan.slo_ttft_s, slo_tpot_s=plan.slo_tpot_s)
-        timed = run_timed_step(
-            url,
-            lambda n: make_requests(index, n),
-            settings,
-            step_ctx,
-            rate,
-            plan.window,
-            plan.arrival,
-            plan.burstiness,
-            plan.seed + index,
-            plan.workers,
-            on_done,
-            token_counter,
-        )
+        requests_for = lambda n: make_requests(index, n)  # noqa: E731
+        timed = plan.load.run(url, requests_for, settings, step_ctx, rate, index, on_done, token_counter)
         result = judge_step(rate, timed.records)
         result.achieved_rps, result.saturated = timed.achieved_rps, timed.saturated
         result.passed = result.passed and not timed.saturated

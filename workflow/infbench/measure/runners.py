@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, StreamClient
@@ -45,30 +45,48 @@ async def run_closed_loop(
     queue = list(reversed(requests))
     records: list[RequestRecord] = []
 
-    async def worker(client: StreamClient) -> None:
-        planned = first
+    async def worker(client: StreamClient, planned: float) -> None:
         while queue:
             request = queue.pop()
             record = await client.chat(request, settings, ctx, planned=planned)
             records.append(record)
-            # The next request is due when this one's HTTP response ended (a failed one: now); a server
-            # that ends the body late after [DONE] holds the connection, which is not the client's lag.
-            end = record.response_end_s if record.response_end_s is not None else record.latency_s
-            planned = planned + end if end is not None else time.monotonic()
+            planned = _next_due(planned, record)
             if on_done:
                 on_done(record)
 
+    await _streams(url, settings, token_counter, wall_offset_s, start_at, concurrency, len(requests), worker)
+    return sorted(records, key=lambda r: r.request_id)
+
+
+def _next_due(planned: float, record: RequestRecord) -> float:
+    """A closed stream's next send: when this request's HTTP response ended (a failed one: now); a
+    server that ends the body late after [DONE] holds the connection, which is not the client's lag."""
+    end = record.response_end_s if record.response_end_s is not None else record.latency_s
+    return planned + end if end is not None else time.monotonic()
+
+
+async def _streams(
+    url: str,
+    settings: RequestSettings,
+    token_counter: TokenCounter | None,
+    wall_offset_s: float | None,
+    start_at: float | None,
+    streams: int,
+    items: int,
+    worker: Callable[[StreamClient, float], Awaitable[None]],
+) -> None:
+    """`streams` copies of worker(client, first planned send) on one client, after opening a
+    connection per stream (at most `items`) and waiting for `start_at`."""
     async with StreamClient(url, token_counter, wall_offset_s) as client:
         try:
-            await client.prewarm(min(concurrency, len(requests)), settings.timeout_s)
+            await client.prewarm(min(streams, items), settings.timeout_s)
         except asyncio.TimeoutError:
             pass  # each request then connects (and times) on its own
         if start_at is not None:
             await asyncio.sleep(max(start_at - time.monotonic(), 0.0))
         # The plan starts after the connections are open: opening them is set-up, not a late send.
         first = max(time.monotonic() if start_at is None else start_at, time.monotonic())
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-    return sorted(records, key=lambda r: r.request_id)
+        await asyncio.gather(*(worker(client, first) for _ in range(streams)))
 
 
 async def run_open_loop(
@@ -128,8 +146,7 @@ async def run_conversations(
     queue = list(reversed(conversations))
     records: list[RequestRecord] = []
 
-    async def worker(client: StreamClient) -> None:
-        planned = first
+    async def worker(client: StreamClient, planned: float) -> None:
         while queue:
             turns = queue.pop()
             history: list[dict] = []
@@ -138,43 +155,16 @@ async def run_conversations(
                 messages = system + history + [m for m in turn.messages if m["role"] != "system"]
                 record = await client.chat(replace(turn, messages=messages), settings, ctx, planned=planned)
                 records.append(record)
-                end = record.response_end_s if record.response_end_s is not None else record.latency_s
-                planned = planned + end if end is not None else time.monotonic()
+                planned = _next_due(planned, record)
                 if on_done:
                     on_done(record)
                 if not record.ok:
                     for later in turns[index + 1 :]:
-                        records.append(_not_sent(later, settings, ctx, client, record.request_id))
+                        unsent = client.new_record(later, settings, ctx, time.monotonic())
+                        unsent.error = f"not sent: an earlier turn of its conversation failed ({record.request_id})"
+                        records.append(unsent)
                     break
                 history = messages + [{"role": "assistant", "content": record.output_text}]
 
-    async with StreamClient(url, token_counter, wall_offset_s) as client:
-        try:
-            await client.prewarm(min(concurrency, len(conversations)), settings.timeout_s)
-        except asyncio.TimeoutError:
-            pass
-        if start_at is not None:
-            await asyncio.sleep(max(start_at - time.monotonic(), 0.0))
-        first = max(time.monotonic() if start_at is None else start_at, time.monotonic())
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    await _streams(url, settings, token_counter, wall_offset_s, start_at, concurrency, len(conversations), worker)
     return sorted(records, key=lambda r: r.request_id)
-
-
-def _not_sent(request: ChatRequest, settings: RequestSettings, ctx: RunContext, client: StreamClient, failed: str):
-    """The record of a turn that was never sent because an earlier turn of its conversation failed."""
-    now = time.monotonic()
-    return RequestRecord(
-        request_id=request.request_id,
-        prompt_id=request.prompt_id,
-        engine=ctx.engine,
-        model=ctx.model,
-        scenario=ctx.scenario,
-        concurrency=ctx.concurrency,
-        send_time=now + client.wall_offset,
-        send_mono=now,
-        max_tokens=request.max_tokens or settings.max_tokens,
-        output_length=settings.output_length,
-        conversation=request.conversation,
-        turn=request.turn,
-        error=f"not sent: an earlier turn of its conversation failed ({failed})",
-    )

@@ -19,6 +19,7 @@ from infbench.defaults import schema_default
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.loadgen import (
     LoadShape,
+    StepLoad,
     StepWindow,
     SweepPlan,
     arrival_offsets,
@@ -26,7 +27,6 @@ from infbench.measure.loadgen import (
     best_step,
     run_load,
     run_sweep,
-    run_timed_step,
 )
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import ProgressCallback
@@ -194,6 +194,10 @@ class TimedSteps:
     def window(self) -> StepWindow:
         return StepWindow(self.duration_s, self.warmup_s, self.saturation_margin)
 
+    def step_load(self, rate: int) -> StepLoad:
+        """Its steps' window and arrivals, with client processes for `rate` requests/s."""
+        return StepLoad(self.window(), self.arrival, self.burstiness, self.seed, self._workers_for(rate))
+
     @classmethod
     def check_settings(cls, name: str, settings: dict) -> None:
         if "requests" in settings:
@@ -245,18 +249,8 @@ class OpenLoop(TimedSteps, Scenario):
     def run(
         self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
     ) -> list[RequestRecord]:
-        step = run_timed_step(
-            url,
-            self.timed_requests(prompts),
-            settings,
-            ctx,
-            self.rate,
-            self.window(),
-            self.arrival,
-            self.burstiness,
-            self.seed,
-            self._workers_for(int(self.rate)),
-            on_done,
+        step = self.step_load(int(self.rate)).run(
+            url, self.timed_requests(prompts), settings, ctx, self.rate, on_done=on_done
         )
         _log_saturation(self.name, step.rate, step.offered_rps, step.achieved_rps, step.saturated)
         return step.records
@@ -294,15 +288,11 @@ class Sweep(TimedSteps, Scenario):
         return SweepPlan(
             slo_ttft_s=self.slo_ttft_s,
             slo_tpot_s=self.slo_tpot_s,
-            window=self.window(),
+            load=self.step_load(int(self.max_rate)),
             rates=tuple(self.rates),
             start_rate=self.start_rate,
             max_rate=self.max_rate,
             refine_steps=self.refine_steps,
-            arrival=self.arrival,
-            burstiness=self.burstiness,
-            seed=self.seed,
-            workers=self._workers_for(int(self.max_rate)),
         )
 
     def run(
