@@ -183,6 +183,34 @@ def _cmd_verify(args) -> int:
     return 1
 
 
+def _cmd_compare(args) -> int:
+    from infbench.results.bundle import BundleError, UnsafeArchiveError
+    from infbench.results.compare import CompareError
+    from infbench.results.comparereport import compare_paths
+
+    try:
+        outcome = compare_paths(
+            args.a,
+            args.b,
+            args.out,
+            fail_if_worse=args.fail_if_worse,
+            allow_different_workload=args.allow_different_workload,
+            limits=_extract_limits(args.max_gib),
+        )
+    except UnsafeArchiveError as err:
+        print(f"error: compare: REFUSED {err} (nothing was extracted)", file=sys.stderr)
+        return 2
+    except (BundleError, CompareError) as err:
+        print(f"error: compare: {err}", file=sys.stderr)
+        return 2
+    if outcome.text:
+        print(outcome.text)
+    for path in outcome.written:
+        print(f"wrote {path}", file=sys.stderr)
+    print(outcome.message, file=sys.stderr)
+    return outcome.code
+
+
 def _extract_limits(max_gib: float | None):
     """The extraction limits, the total (and the per-file limit with it) raised or lowered by --max-gib."""
     from infbench.results.bundle import ExtractLimits
@@ -330,6 +358,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse a bundle that unpacks to more than this many GiB (default 8; one file at most 4)",
     )
     p.set_defaults(func=_cmd_verify)
+
+    p = sub.add_parser(
+        "compare",
+        help="compare two runs (bundles or results folders) cell by cell: change, 95%% interval, verdict",
+    )
+    p.add_argument("a", type=Path, metavar="A", help="the baseline: a bundle (.tar.gz) or a results folder")
+    p.add_argument("b", type=Path, metavar="B", help="the run compared with it (may be A itself)")
+    p.add_argument("--out", type=Path, default=Path("results/compare"), help="where the report goes")
+    p.add_argument(
+        "--fail-if-worse",
+        type=float,
+        metavar="PCT",
+        help="exit 1 when any cell is significantly worse in B by more than PCT percent (for CI)",
+    )
+    p.add_argument(
+        "--allow-different-workload",
+        action="store_true",
+        help="compare even when the prompt samples or sampling settings differ (nothing is then paired)",
+    )
+    p.add_argument("--max-gib", type=float, help="as for verify: the most a bundle may unpack to")
+    p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
         "calibrate",

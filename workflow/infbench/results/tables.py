@@ -18,7 +18,7 @@ from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
-from infbench.results import bounds, routing, runstatus
+from infbench.results import bounds, routing, runstatus, servertables
 from infbench.results.redact import redact_argv, redact_url
 
 # Per request, what the workload sections read: timed steps' saturation, conversation turns, planned
@@ -185,6 +185,8 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: s
                 text += " (external endpoint)"  # not started here: its machine and load are unknown
             if _lag_flagged(part, engine, model):
                 text += LAG_MARK  # the client's own lag passed its limit: see the footer
+            if servertables.mismatch_flagged(part, engine, model):
+                text += servertables.MISMATCH_MARK  # the server counted otherwise: see the footer
             text = runstatus.failed_cell(servers.get((engine, model), {})) or text  # never a failed job's number
             if runstatus.busy(servers.get((engine, model), {}), scenario):
                 text += runstatus.BUSY_MARK  # others used the machine meanwhile: see the footer
@@ -216,6 +218,7 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
             f"{row['errors']} of {row['n']} requests failed"
         )
     lines += client_lag_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
+    lines += servertables.mismatch_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
     lines += runstatus.failure_lines(servers, plan.engines, list(plan.models))
     lines += runstatus.busy_warnings(servers, plan.engines, list(plan.models), scenarios)
     return "\n".join(lines) + "\n"
@@ -492,6 +495,8 @@ def sweep_lines(steps: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
 def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
     df, servers, requests = load_summaries(raw_dir, routing.check_plan(plan))
     df = bounds.with_bounds(df, raw_dir.parent, plan.scenarios)  # decode bound beside single-request tok/s
+    server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests)
+    df = server.with_columns(df)  # the server's own figures, where the bench job read them
     tables_dir.mkdir(parents=True, exist_ok=True)
     # Build every table first, then write: a failure never leaves a mix of old and new tables.
     whole = df.filter(WHOLE)  # the main tables show whole scenarios; a sweep's steps are in details.md
@@ -499,7 +504,8 @@ def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
         "inference_speed.md": speed_table(whole, plan, servers),
         "throughput.md": throughput_table(whole, plan, servers),
         "details.md": details_table(df, requests)
-        + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models))),
+        + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models)))
+        + "".join(line + "\n" for line in server.details(labelled(df.filter(WHOLE)))),
     }
     outputs["summary.csv"] = labelled(df).write_csv()
     # The plan itself, so that `infbench verify` can recompute these tables from a bundle's raw records.
