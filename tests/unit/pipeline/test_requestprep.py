@@ -4,44 +4,19 @@ SmolLM2 tokenizer of the default model where it is prepared)."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 pytest.importorskip("transformers", reason="the prepare step's tokenizer side needs transformers (the tools env)")
 
 from infbench.measure.prepared import shared_prefix_requests, synthetic_requests  # noqa: E402
 from infbench.measure.wordtext import WordText  # noqa: E402
-from infbench.pipeline.prompts import BUILTIN_FILE  # noqa: E402
-from infbench.pipeline.requestprep import PrepareError, WordTokenizer  # noqa: E402
-
-TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
-
-
-def _texts() -> list[str]:
-    return [m["content"] for line in BUILTIN_FILE.read_text().splitlines() for m in json.loads(line)["messages"]]
+from infbench.pipeline.requestprep import PrepareError, WordTokenizer, load_tokenizer  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def bpe() -> WordTokenizer:
-    """A byte-level BPE (GPT-2's pre-tokenizer, as SmolLM2 and Llama 3 have) trained on the bundled prompts."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    specials = ["<|user|>", "<|system|>", "<|assistant|>", "<|end|>"]
-    trainer = trainers.BpeTrainer(
-        vocab_size=1500, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(_texts(), trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, additional_special_tokens=specials)
-    fast.chat_template = TEMPLATE
-    return WordTokenizer(fast, "tiny-bpe")
+def bpe(tiny_tokenizer_dir) -> WordTokenizer:
+    """A byte-level BPE trained on the bundled prompts (conftest.tiny_tokenizer_dir)."""
+    return load_tokenizer(str(tiny_tokenizer_dir))
 
 
 def test_one_token_words_are_one_token_alone_after_a_space_and_joined(bpe):

@@ -233,16 +233,20 @@ def _lag_flagged(part: pl.DataFrame, engine: str, model: str) -> bool:
 
 
 def client_lag_warnings(df: pl.DataFrame) -> list[str]:
-    """One line per flagged run: its figures include the client's own delay, not only the engine's."""
+    """One line per flagged run: how far the client's own delay could move its figures."""
     if "client_lag_flag" not in df.columns:
         return []
     return [
-        f"- WARNING ({LAG_MARK}): {row['engine']}/{row['model']}/{row['scenario']}: client lag over "
-        f"{_detail_cell(row['client_lag_limit_s'], -3)} ms at p99 "
-        f"(dispatch {_detail_cell(row['dispatch_lag_p99_s'], -3)} "
-        f"ms, read {_detail_cell(row['read_lag_p99_s'], -3)} ms): these figures include the client's own delay"
+        f"- WARNING ({LAG_MARK}): {row['engine']}/{row['model']}/{row['scenario']}: the client's own lag could "
+        f"move tokens/s, requests/min and latency by up to {_pct(row['client_lag_share'])} and TTFT by up to "
+        f"{_pct(row['client_lag_ttft_share'])} (limit {_pct(row['client_lag_share_limit'])}; dispatch lag p99 "
+        f"{_detail_cell(row['dispatch_lag_p99_s'], -3)} ms, read lag p99 {_detail_cell(row['read_lag_p99_s'], -3)} ms)"
         for row in df.filter(pl.col("client_lag_flag")).iter_rows(named=True)
     ]
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share * 100:.2f}%"
 
 
 def speed_table(df, plan: MergePlan, servers) -> str:
@@ -322,6 +326,8 @@ DETAIL_COLUMNS = [
     ("read_lag_p99_s", "read lag p99 ms", -3),
     ("connect_mean_s", "connect ms", -3),
     ("workers", "client procs", None),
+    ("client_lag_share", "lag/latency %", "share"),
+    ("client_lag_ttft_share", "lag/TTFT %", "share"),
     ("client_lag_flag", "client lag", "flag"),
 ]
 
@@ -329,6 +335,8 @@ DETAIL_COLUMNS = [
 def _detail_cell(value, digits) -> str:
     if digits == "flag":
         return "OVER LIMIT" if value else "ok"
+    if digits == "share":
+        return _pct(value)
     if digits is None:
         return str(value)
     if digits < 0:  # seconds shown as milliseconds
@@ -390,7 +398,7 @@ def details_table(df, requests: pl.DataFrame) -> str:
     for row in df.iter_rows(named=True):
         lines.append(
             " | ".join(
-                bounds.pct_cell(row[key]) if digits == "pct" else _detail_cell(row[key], digits)
+                bounds.detail_cell(row, key, digits) if digits in bounds.CELL_KINDS else _detail_cell(row[key], digits)
                 for key, _, digits in columns
             )
         )
@@ -421,9 +429,25 @@ def client_lag_section(df: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
         "",
         "dispatch lag: how late requests were sent against their plan (latencies count from the plan); "
         "read lag: a bound on how long chunks waited unread in the client; p99 over requests. "
-        f"Runs over the limit are marked {LAG_MARK} in the main tables.",
+        "lag/latency and lag/TTFT: the share of the measured time that could be the client's own delay "
+        "(per request its dispatch lag plus its largest read lag, summed, over the latencies or TTFTs summed), "
+        "i.e. how far the client could have moved tokens/s, requests/min and latency, or TTFT. "
+        f"Runs whose lag/latency passes bench.client_lag_share are marked {LAG_MARK} in the main tables.",
     ]
     lines += client_lag_warnings(df) or ["No run passed its client lag limit."]
+    ttft = (
+        df.filter(
+            ~pl.col("client_lag_flag")
+            & (pl.col("client_lag_ttft_share") > pl.col("client_lag_share_limit")).fill_null(False)
+        )
+        if "client_lag_ttft_share" in df.columns
+        else df.clear()
+    )
+    for row in ttft.iter_rows(named=True):
+        lines.append(
+            f"- {row['engine']}/{row['model']}/{row['scenario']}: its TTFT figures could be off by up to "
+            f"{_pct(row['client_lag_ttft_share'])} (client lag against short TTFTs)"
+        )
     per_chunk = (
         requests.filter(
             pl.col("ok")
