@@ -106,6 +106,8 @@ def run_engine(engine_name: str, model_name: str, rounds: int, out: Path) -> lis
                         "load_avg_1m": round((load_before + os.getloadavg()[0]) / 2, 2),
                         "other_cpu_share": load.other_cpu_share,
                         "server_metrics": server_view.status if watch else None,
+                        "sampler_cpu_s": server_view.sampler_cpu_s if watch else None,
+                        "wall_s": load.wall_s,
                         **{key: getattr(figures, key) for key, _, _ in FIGURES},
                     }
                     rows.append(row)
@@ -124,6 +126,7 @@ def _row_text(row: dict) -> str:
     return (
         f"{row['engine']}/{row['scenario']} round {row['round']} scrape {row['mode']:<3}: {figures}  "
         f"errors {row['errors']}  load {row['load_avg_1m']}  others {row['other_cpu_share']:.0%}"
+        + (f"  sampler {row['sampler_cpu_s']} CPU s in {row['wall_s']} s" if row.get("sampler_cpu_s") else "")
     )
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from infbench.fileio import write_text_atomic
 from infbench.measure.energy import EnergyMeter, meter_for
@@ -177,6 +178,7 @@ class Sampler:
         self.url, self.out, self.gpu_ids, self.interval_s = url, out, gpu_ids, interval_s
         self.process: subprocess.Popen | None = None
         self.error: str | None = None
+        self.cpu_s: float | None = None
 
     def command(self, mapping: MetricMap | None) -> list[str]:
         gauges = [f"{role}={name}" for role, name in (mapping.gauges if mapping and self.url else {}).items()]
@@ -212,6 +214,11 @@ class Sampler:
 
     def stop(self) -> list[dict]:
         if self.process and self.process.poll() is None:
+            try:  # what sampling cost the machine: the sampler's own CPU time, start-up included
+                times = psutil.Process(self.process.pid).cpu_times()
+                self.cpu_s = round(times.user + times.system, 3)
+            except psutil.Error:
+                pass
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=SCRAPE_TIMEOUT_S + 2)
@@ -323,6 +330,7 @@ class ScenarioWatch:
         if after is not None and after.text is not None:
             write_text_atomic(self.dir / f"{self.scenario}.after.prom", after.text)
         result = self._server_metrics(after, rows)
+        result.sampler_cpu_s = self.sampler.cpu_s
         mid = [row["energy"] for row in rows if row.get("energy")]
         window = energy_end[0] - self.energy_start[0] if self.energy_start else 0.0
         readings = [self.energy_start[1], *mid, energy_end[1]] if self.energy_start else []

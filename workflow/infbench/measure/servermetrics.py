@@ -95,6 +95,7 @@ class ServerMetrics:
     histograms: dict[str, dict] = field(default_factory=dict)  # role -> Histogram.to_dict() of the growth
     gauges: GaugePeaks = field(default_factory=GaugePeaks)
     energy: dict | None = None  # energy.EnergyResult.to_dict(), or None when not asked for
+    sampler_cpu_s: float | None = None  # the sampler process's CPU time: what reading the gauges cost
 
     def to_dict(self) -> dict:
         return asdict(self)
