@@ -358,7 +358,7 @@ class ScenarioWatch:
             note = f"{self.url}: {self.before.error}" if self.before and self.before.error else None
             note = note or f"{self.url}: no known engine's metric names (known: {known})"
             return ServerMetrics(**base, url=self.url, status="missing", note=note)
-        base.update(url=self.url, checked_on=self.mapping.checked_on)
+        base.update(url=self.url, checked_on=self.mapping.checked_on, mapping_notes=list(self.mapping.notes))
         peaks = gauge_peaks(rows, self.mapping)
         scrapes = (("before", self.before), ("after", after))
         missing = [f"{name} scrape {s.error}" for name, s in scrapes if s and s.error]

@@ -89,6 +89,7 @@ class ServerMetrics:
     status: str
     note: str | None = None
     checked_on: str | None = None  # the MetricMap's version
+    mapping_notes: list[str] = field(default_factory=list)  # what to know to read this engine's figures
     url: str | None = None
     window_s: float | None = None  # after-scrape time minus before-scrape time
     counters: dict[str, float | None] = field(default_factory=dict)  # role -> growth over the scenario

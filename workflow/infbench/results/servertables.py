@@ -205,8 +205,11 @@ def details_section(df: pl.DataFrame, metrics: dict[Key, ServerMetrics], recs, c
     for (engine, model, scenario), server in measured.items():
         if server.status != "ok" or server.note:
             lines.append(f"- {engine}/{model}/{scenario}: server metrics {server.status}: {server.note}")
-    maps = sorted({(k[0], v.checked_on) for k, v in measured.items() if v.checked_on})
-    lines += [f"- {engine}: metric names as checked on {checked}" for engine, checked in maps]
+    maps = sorted({(k[0], v.checked_on, tuple(v.mapping_notes)) for k, v in measured.items() if v.checked_on})
+    lines += [
+        f"- {engine}: metric names as checked on {checked}" + "".join(f"; {note}" for note in notes)
+        for engine, checked, notes in maps
+    ]
     if measured:
         lines += _reconciliation_table(measured, recs, counts)
         lines += _latency_table(df, measured)
