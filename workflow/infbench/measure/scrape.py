@@ -39,6 +39,7 @@ SAMPLE_INTERVAL_S = 1.0
 SETTLE_TRIES = 6  # after-scrape: until two in a row agree, at most this many
 SETTLE_GAP_S = 0.25
 SAMPLER_START_S = 15.0  # the sampler's start-up (an interpreter and its imports), before the window
+AUTH_VARIABLE = "INFBENCH_SCRAPE_AUTHORIZATION"  # how an endpoint's key reaches the sampler process
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,9 @@ def sample_loop(url: str, gauges: dict[str, str], out: Path, interval_s: float, 
 
     signal.signal(signal.SIGTERM, on_term)
     names = list(gauges.values())
-    with httpx.Client(trust_env=False) as client, out.open("a") as sink:
+    auth = os.environ.pop(AUTH_VARIABLE, None)
+    headers = {"Authorization": auth} if auth else {}
+    with httpx.Client(trust_env=False, headers=headers) as client, out.open("a") as sink:
         print("ready", flush=True)
         next_at = time.monotonic()
         while not stop:
@@ -174,8 +177,9 @@ class Sampler:
     """The sampler process for one scenario: started before the first request (its start-up is outside
     the window), stopped after the last; its rows are read back afterwards."""
 
-    def __init__(self, url: str | None, out: Path, gpu_ids: list[str], interval_s: float):
+    def __init__(self, url: str | None, out: Path, gpu_ids: list[str], interval_s: float, headers: dict | None = None):
         self.url, self.out, self.gpu_ids, self.interval_s = url, out, gpu_ids, interval_s
+        self.headers = headers or {}  # an external endpoint's key: to the child by environment, never argv
         self.process: subprocess.Popen | None = None
         self.error: str | None = None
         self.cpu_s: float | None = None
@@ -200,6 +204,8 @@ class Sampler:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text("")
         env = dict(os.environ, PYTHONPATH=_package_root())
+        if "Authorization" in self.headers:
+            env[AUTH_VARIABLE] = self.headers["Authorization"]
         try:
             self.process = subprocess.Popen(
                 self.command(mapping), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -303,12 +309,14 @@ class ScenarioWatch:
         self.url, self.mapping, self.headers = url, mapping, headers
         self.no_endpoint_reason = no_endpoint_reason
         self.meter = meter if meter is not None else meter_for(list(gpu_ids))
-        self.sampler = Sampler(url, metrics_dir / f"{scenario}.samples.jsonl", list(gpu_ids), interval_s)
+        self.sampler = Sampler(url, metrics_dir / f"{scenario}.samples.jsonl", list(gpu_ids), interval_s, headers)
         self.before: Scrape | None = None
         self.energy_start: tuple[float, dict] | None = None
 
     def begin(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        for old in ("before.prom", "after.prom", "json"):  # an earlier run's files never pass for this one's
+            (self.dir / f"{self.scenario}.{old}").unlink(missing_ok=True)
         if self.url:
             self.before = fetch(self.url, self.timeout_s, self.headers)
             if self.before.text is not None:
