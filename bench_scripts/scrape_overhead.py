@@ -1,6 +1,7 @@
 """Does reading the server's metrics change the measurement? (a benchmark, not a test)
 
-    python bench_scripts/scrape_overhead.py [--rounds 3] [--engines vllm llamacpp] [--out results/scrape_overhead]
+    python bench_scripts/scrape_overhead.py [--rounds 3] [--engines vllm llamacpp] [--max-tokens N]
+                                            [--out results/scrape_overhead]
 
 Starts each engine's server once, from a default run's prepared specs, venvs and model
 (`snakemake --cores all` first), holding the node's CPU lock as a bench job does; warms it up, then
@@ -23,6 +24,7 @@ import json
 import os
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from infbench.engines.adapters import adapter_for
@@ -46,10 +48,12 @@ FIGURES = (
 )
 
 
-def run_engine(engine_name: str, model_name: str, rounds: int, out: Path) -> list[dict]:
+def run_engine(engine_name: str, model_name: str, rounds: int, out: Path, max_tokens: int | None) -> list[dict]:
     engine = read_engine_spec(Path(f"results/specs/engines/{engine_name}.json"))
     model = read_model_spec(Path(f"results/specs/models/{model_name}.json"))
     engine = forced_output_length(engine, model)
+    if max_tokens:  # shorter requests: quicker rounds, and the scrape's share of the work is larger
+        engine = replace(engine, sampling=replace(engine.sampling, max_tokens=max_tokens))
     prompts = read_sample(next(Path("results/prompts").glob("*.jsonl")))
     adapter = adapter_for(engine.kind)
     venv = Path(".venvs") / engine.env
@@ -172,12 +176,13 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["vllm", "llamacpp"])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", type=Path, default=Path("results/scrape_overhead"))
+    parser.add_argument("--max-tokens", type=int, default=None, help="override sampling.max_tokens (default: the spec's)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for engine in args.engines:
         with GpuLease(count=0, candidates=[]):  # the node's CPU lock: no bench job measures meanwhile
-            rows += run_engine(engine, args.model, args.rounds, args.out)
+            rows += run_engine(engine, args.model, args.rounds, args.out, args.max_tokens)
         (args.out / "scrape_overhead.json").write_text(json.dumps(rows, indent=1))  # kept if a later engine fails
     text = report(rows)
     (args.out / "scrape_overhead.md").write_text(text)
