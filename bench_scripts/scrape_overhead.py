@@ -176,7 +176,7 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["vllm", "llamacpp"])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", type=Path, default=Path("results/scrape_overhead"))
-    parser.add_argument("--max-tokens", type=int, default=None, help="override sampling.max_tokens (default: the spec's)")
+    parser.add_argument("--max-tokens", type=int, default=None, help="sampling.max_tokens instead of the spec's")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
