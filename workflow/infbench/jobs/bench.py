@@ -185,7 +185,9 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
                     if died:  # nothing to measure: an empty file, so no stale record survives
                         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
                         continue
-                    watch = LoadWatch(engine.bench.busy_cpu_limit, gpu_ids=lease.ids)
+                    watch = LoadWatch(
+                        engine.bench.busy_cpu_limit, gpu_ids=lease.ids, core_limit=engine.bench.busy_core_limit
+                    )
                     watch.start()
                     root = f"http://{host}:{port}"
                     view = server_view(engine, model, scenario.name, paths.out_dir, root, plan, gpu_ids=lease.ids)
@@ -498,7 +500,7 @@ def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None 
         output_length=s.output_length,
         extra_body=plan.extra_body,
         timeout_s=engine.bench.request_timeout_s,
-        client_lag_limit_s=engine.bench.client_lag_limit_s,
+        client_lag_share_limit=engine.bench.client_lag_share,
         continuous_usage=plan.continuous_usage,
     )
 
@@ -553,10 +555,12 @@ def _run_scenario(
     lag = summarize(records, engine.name, model.name, scenario.name)
     if lag.client_lag_flag:
         log.warning(
-            "%s: client lag over %.1f ms at p99 (dispatch %s ms, read %s ms): the figures include the "
-            "client's own delay; see details.md",
+            "%s: the client's own lag could move latency-based figures by up to %.1f%% (TTFT %.1f%%; limit "
+            "%.1f%%; dispatch p99 %s ms, read p99 %s ms); see details.md",
             scenario.name,
-            (lag.client_lag_limit_s or 0) * 1e3,
+            (lag.client_lag_share or 0) * 100,
+            (lag.client_lag_ttft_share or 0) * 100,
+            (lag.client_lag_share_limit or 0) * 100,
             _ms(lag.dispatch_lag_p99_s),
             _ms(lag.read_lag_p99_s),
         )

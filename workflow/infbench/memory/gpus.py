@@ -28,6 +28,9 @@ class GPU:
     aliases: tuple[str, ...] = ()
     # vLLM keys its server defaults on the device name ("a100" keeps the small batch budget).
     device_name: str = ""
+    # The PCI device ids (vendor 0x10de) of exactly this model, from the pci.ids database: with the
+    # NVML name (device_name), how a measured GPU is matched to its catalogue entry (results/bounds.py).
+    pci_device_ids: tuple[int, ...] = ()
 
     @property
     def is_a100(self) -> bool:
@@ -47,6 +50,7 @@ CATALOGUE: tuple[GPU, ...] = (
         "https://www.nvidia.com/en-us/data-center/l4/ (300 GB/s)",
         ("l4", "l4-24", "l4-24gb"),
         "NVIDIA L4",
+        (0x27B8,),
     ),
     GPU(
         "RTX3090-24GB",
@@ -56,6 +60,7 @@ CATALOGUE: tuple[GPU, ...] = (
         "https://www.nvidia.com/en-us/geforce/graphics-cards/30-series/rtx-3090-3090ti/ (936 GB/s)",
         ("rtx3090", "3090", "rtx-3090", "geforcertx3090"),
         "NVIDIA GeForce RTX 3090",
+        (0x2204,),
     ),
     GPU(
         "RTX4090-24GB",
@@ -65,6 +70,7 @@ CATALOGUE: tuple[GPU, ...] = (
         "https://www.nvidia.com/en-us/geforce/graphics-cards/40-series/rtx-4090/ (1008 GB/s)",
         ("rtx4090", "4090", "rtx-4090", "geforcertx4090"),
         "NVIDIA GeForce RTX 4090",
+        (0x2684,),
     ),
     GPU(
         "A100-40GB",
@@ -74,6 +80,7 @@ CATALOGUE: tuple[GPU, ...] = (
         "https://www.nvidia.com/en-us/data-center/a100/ (SXM 40GB: 1555 GB/s)",
         ("a100-40", "a100-40gb", "a10040gb", "a100"),
         "NVIDIA A100-SXM4-40GB",
+        (0x20B0,),
     ),
     GPU(
         "L40S-48GB",
@@ -93,6 +100,7 @@ CATALOGUE: tuple[GPU, ...] = (
         "https://www.nvidia.com/en-us/data-center/a100/ (SXM 80GB: 2039 GB/s)",
         ("a100-80", "a100-80gb", "a10080gb"),
         "NVIDIA A100-SXM4-80GB",
+        (0x20B2,),
     ),
     GPU(
         "H100-80GB",
@@ -103,6 +111,7 @@ CATALOGUE: tuple[GPU, ...] = (
         "https://www.nvidia.com/en-us/data-center/h100/ (SXM: 3.35 TB/s)",
         ("h100", "h100-80", "h100-80gb", "h10080gb"),
         "NVIDIA H100 80GB HBM3",
+        (0x2330,),
     ),
     GPU(
         "H200-141GB",

@@ -21,6 +21,18 @@ from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
 from infbench.results import bounds, routing, runstatus, servertables
 from infbench.results.redact import redact_argv, redact_url
 
+# Per request, what the workload sections read: timed steps' saturation, conversation turns, planned
+# prompt sizes, capacity verdicts.
+WORKLOAD_COLUMNS = [
+    "saturated",
+    "achieved_rate",
+    "conversation",
+    "turn",
+    "planned_prompt_tokens",
+    "step_passed",
+    "slo",
+    "send_time",
+]
 # Per request, what the tables and plots need beyond the summaries (the cross-engine checks, CDFs).
 REQUEST_COLUMNS = [
     "prompt_id",
@@ -36,6 +48,7 @@ REQUEST_COLUMNS = [
     "tokens_counted_by",
     "chunk_tokens_counted_by",
     "chunk_tokens_sum",
+    *WORKLOAD_COLUMNS,
 ]
 
 
@@ -108,7 +121,15 @@ def _batches(runs: list[tuple[str, str, str, Path]]) -> list[range]:
 
 
 # The record fields behind REQUEST_KEYS and REQUEST_COLUMNS.
-RECORD_COLUMNS = ["engine", "model", "prompt_id", "max_tokens", "output_length", "tokens_counted_by"]
+RECORD_COLUMNS = [
+    "engine",
+    "model",
+    "prompt_id",
+    "max_tokens",
+    "output_length",
+    "tokens_counted_by",
+    *WORKLOAD_COLUMNS,
+]
 REQUEST_KEYS = [
     pl.col("run_engine").alias("engine"),
     pl.col("run_model").alias("model"),
@@ -212,16 +233,20 @@ def _lag_flagged(part: pl.DataFrame, engine: str, model: str) -> bool:
 
 
 def client_lag_warnings(df: pl.DataFrame) -> list[str]:
-    """One line per flagged run: its figures include the client's own delay, not only the engine's."""
+    """One line per flagged run: how far the client's own delay could move its figures."""
     if "client_lag_flag" not in df.columns:
         return []
     return [
-        f"- WARNING ({LAG_MARK}): {row['engine']}/{row['model']}/{row['scenario']}: client lag over "
-        f"{_detail_cell(row['client_lag_limit_s'], -3)} ms at p99 "
-        f"(dispatch {_detail_cell(row['dispatch_lag_p99_s'], -3)} "
-        f"ms, read {_detail_cell(row['read_lag_p99_s'], -3)} ms): these figures include the client's own delay"
+        f"- WARNING ({LAG_MARK}): {row['engine']}/{row['model']}/{row['scenario']}: the client's own lag could "
+        f"move tokens/s, requests/min and latency by up to {_pct(row['client_lag_share'])} and TTFT by up to "
+        f"{_pct(row['client_lag_ttft_share'])} (limit {_pct(row['client_lag_share_limit'])}; dispatch lag p99 "
+        f"{_detail_cell(row['dispatch_lag_p99_s'], -3)} ms, read lag p99 {_detail_cell(row['read_lag_p99_s'], -3)} ms)"
         for row in df.filter(pl.col("client_lag_flag")).iter_rows(named=True)
     ]
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share * 100:.2f}%"
 
 
 def speed_table(df, plan: MergePlan, servers) -> str:
@@ -301,6 +326,8 @@ DETAIL_COLUMNS = [
     ("read_lag_p99_s", "read lag p99 ms", -3),
     ("connect_mean_s", "connect ms", -3),
     ("workers", "client procs", None),
+    ("client_lag_share", "lag/latency %", "share"),
+    ("client_lag_ttft_share", "lag/TTFT %", "share"),
     ("client_lag_flag", "client lag", "flag"),
 ]
 
@@ -308,6 +335,8 @@ DETAIL_COLUMNS = [
 def _detail_cell(value, digits) -> str:
     if digits == "flag":
         return "OVER LIMIT" if value else "ok"
+    if digits == "share":
+        return _pct(value)
     if digits is None:
         return str(value)
     if digits < 0:  # seconds shown as milliseconds
@@ -369,7 +398,7 @@ def details_table(df, requests: pl.DataFrame) -> str:
     for row in df.iter_rows(named=True):
         lines.append(
             " | ".join(
-                bounds.pct_cell(row[key]) if digits == "pct" else _detail_cell(row[key], digits)
+                bounds.detail_cell(row, key, digits) if digits in bounds.CELL_KINDS else _detail_cell(row[key], digits)
                 for key, _, digits in columns
             )
         )
@@ -384,7 +413,7 @@ def details_table(df, requests: pl.DataFrame) -> str:
     if counted:
         lines += ["", "Token counts not from the engine's usage: " + ", ".join(f"{e} ({how})" for e, how in counted)]
     lines += client_lag_section(df, requests)
-    lines += sweep_lines(steps)
+    lines += sweep_lines(steps, requests)
     lines += ["", "## Output length", ""] + output_length_check(requests)
     mismatches = prompt_token_mismatches(requests)
     lines += ["", "## Prompt tokens across engines", ""]
@@ -400,9 +429,25 @@ def client_lag_section(df: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
         "",
         "dispatch lag: how late requests were sent against their plan (latencies count from the plan); "
         "read lag: a bound on how long chunks waited unread in the client; p99 over requests. "
-        f"Runs over the limit are marked {LAG_MARK} in the main tables.",
+        "lag/latency and lag/TTFT: the share of the measured time that could be the client's own delay "
+        "(per request its dispatch lag plus its largest read lag, summed, over the latencies or TTFTs summed), "
+        "i.e. how far the client could have moved tokens/s, requests/min and latency, or TTFT. "
+        f"Runs whose lag/latency passes bench.client_lag_share are marked {LAG_MARK} in the main tables.",
     ]
     lines += client_lag_warnings(df) or ["No run passed its client lag limit."]
+    ttft = (
+        df.filter(
+            ~pl.col("client_lag_flag")
+            & (pl.col("client_lag_ttft_share") > pl.col("client_lag_share_limit")).fill_null(False)
+        )
+        if "client_lag_ttft_share" in df.columns
+        else df.clear()
+    )
+    for row in ttft.iter_rows(named=True):
+        lines.append(
+            f"- {row['engine']}/{row['model']}/{row['scenario']}: its TTFT figures could be off by up to "
+            f"{_pct(row['client_lag_ttft_share'])} (client lag against short TTFTs)"
+        )
     per_chunk = (
         requests.filter(
             pl.col("ok")
@@ -423,10 +468,18 @@ def client_lag_section(df: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
     return lines
 
 
-def sweep_lines(steps: pl.DataFrame) -> list[str]:
-    """Per sweep, from its steps' summary rows: every rate tried, and the highest that met the SLOs with its goodput."""
+def saturated_steps(requests: pl.DataFrame) -> set[tuple[str, str, str, float]]:
+    """(engine, model, scenario, offered rate) of every saturated timed step (loadgen.judge_window)."""
+    rows = requests.filter(pl.col("saturated").fill_null(False)).select("engine", "model", "scenario", "rate")
+    return set(rows.unique().iter_rows())
+
+
+def sweep_lines(steps: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
+    """Per sweep, from its steps' summary rows: every rate tried, and the highest that met the SLOs
+    (and was not saturated) with its goodput."""
     if steps.is_empty():
         return []
+    saturated = saturated_steps(requests)
     lines = [
         "",
         "## Sweeps: the highest rate meeting the SLOs (TTFT and TPOT p99)",
@@ -436,10 +489,14 @@ def sweep_lines(steps: pl.DataFrame) -> list[str]:
     ]
     for (engine, model, sweep), part in steps.group_by(["engine", "model", "scenario"], maintain_order=True):
         part = part.sort("step_rate")
-        tried = ", ".join(
-            f"{r:g}{'' if ok else ' (fail)'}" for r, ok in zip(part["step_rate"], part["slo_passed"], strict=True)
+        part = part.with_columns(
+            saturated=pl.Series([(engine, model, sweep, rate) in saturated for rate in part["step_rate"]])
         )
-        passing = part.filter(pl.col("slo_passed"))
+        tried = ", ".join(
+            f"{r:g}{' (saturated)' if sat else '' if ok else ' (fail)'}"
+            for r, ok, sat in zip(part["step_rate"], part["slo_passed"], part["saturated"], strict=True)
+        )
+        passing = part.filter(pl.col("slo_passed") & ~pl.col("saturated"))
         best = passing.row(-1, named=True) if passing.height else None
         first = part.row(0, named=True)
         lines.append(
