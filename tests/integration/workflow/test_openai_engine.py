@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_workflow, pipeline_env, write_built_files
+from conftest import REPO, cell_number, copy_workflow, pipeline_env, write_built_files
 
 pytestmark = pytest.mark.slow
 
@@ -128,8 +128,8 @@ def test_command_and_base_url_through_the_whole_dag(snakemake, tmp_path):
     speed = (workdir / "results/tables/inference_speed.md").read_text()
     assert "Model | Ref (command) | Ref (base_url)" in speed
     started, external = _row(speed)
-    assert float(started.strip("*!")) > 0
-    assert external.endswith("(external endpoint)") and float(external.split()[0].strip("*!")) > 0
+    assert cell_number(started) > 0
+    assert "(external endpoint)" in external and cell_number(external) > 0
 
     server = json.loads((workdir / "results/raw/ref/tiny/server.json").read_text())
     assert server["status"] == "ok" and "infbench.measure.refserver" in server["command"]

@@ -48,7 +48,8 @@ def test_engines_within_noise_of_the_best_are_bold_with_it_and_the_p_value_is_gi
     p = sig.compare_means(samples[best].values, samples[other].values, "prompts", True, paired=True).p
     assert set(verdict.bold) == {"a", "b"} and p >= 0.05
     assert (
-        verdict.note == f"{LABELS[best]} and {LABELS[other]}: not significantly different ({LABELS[other]} p={p:.2g})"
+        verdict.note
+        == f"{LABELS[best]} and {LABELS[other]}: not significantly different from the best ({LABELS[other]} p={p:.2g})"
     )
 
 

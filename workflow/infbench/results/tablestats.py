@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from infbench.handoff import MergePlan
+from infbench.results import routing
 from infbench.results import significance as sig
 
 NO_INTERVAL_MARK = "†"  # a footnote mark: the cell stays a number for anyone parsing the table
@@ -90,10 +92,9 @@ def row_bold(
     tied = [e for e in ranked[1:] if tests[e].p >= sig.ALPHA]
     if tied:
         ps = ", ".join(f"{labels[e]} p={tests[e].p:.2g}" for e in tied)
-        return RowBold(
-            (best, *tied),
-            f"{labels[best]} and {', '.join(labels[e] for e in tied)}: not significantly different ({ps})",
-        )
+        names = [labels[e] for e in (best, *tied)]
+        together = f"{', '.join(names[:-1])} and {names[-1]}"
+        return RowBold((best, *tied), f"{together}: not significantly different from the best ({ps})")
     runner_up = ranked[1]
     if samples[best].marked:
         return RowBold(
@@ -173,3 +174,69 @@ def interval_columns(
         added[f"{figure}_ci_high"] = pl.Series([i.high if i else None for i in intervals], dtype=pl.Float64)
         added[f"{figure}_ci_method"] = pl.Series([i.describe() if i else None for i in intervals], dtype=pl.String)
     return summaries.with_columns(**added)
+
+
+def repeat_figures(summaries: pl.DataFrame) -> pl.DataFrame:
+    """Per (engine, model, scenario, repeat) the per-repeat figures, from the summaries of whole
+    scenarios (today one repeat each: repeat 1)."""
+    columns = [column for unit, column in MAIN_FIGURES.values() if unit == "repeats"]
+    return summaries.select("engine", "model", "scenario", pl.lit(1, pl.Int32).alias("repeat"), *columns)
+
+
+def main_intervals(summaries: pl.DataFrame, requests: pl.DataFrame, plan: MergePlan) -> tuple[pl.DataFrame, dict]:
+    """The summaries with the main figures' interval columns, and per scenario its cells' samples:
+    tokens/s over prompts in single-request scenarios, requests/min over repeats under load."""
+    whole = summaries.filter(pl.col("step_rate").is_null()) if "step_rate" in summaries.columns else summaries
+    repeats = repeat_figures(whole)
+    loads = routing.scenarios_where(plan, "in_throughput_table") + routing.scenarios_where(plan, "in_load_plot")
+    shown = {
+        "tokens_per_s_mean": routing.scenarios_where(plan, "in_speed_table"),
+        "requests_per_min": list(dict.fromkeys(loads)),
+    }
+    samples = {
+        scenario: cell_samples(requests, repeats, scenario, figure)
+        for figure, scenarios in shown.items()
+        for scenario in scenarios
+    }
+    return interval_columns(summaries, requests, repeats, shown), samples
+
+
+UNIT_LINES = {
+    "prompts": "95% intervals: t over the prompts (a prompt's tokens/s is the mean of its requests); engines "
+    "compared paired by prompt. Bold: significantly best in its row (p < 0.05), or not significantly "
+    "different from the best.",
+    "repeats": "95% intervals: t over the repeats (requests under load wait for each other, so a repeat, not a "
+    "request, is the independent unit); engines compared with Welch's t over their repeats. Bold: "
+    "significantly best in its row (p < 0.05), or not significantly different from the best.",
+}
+
+
+def table_notes(
+    unit: str, model_notes: list[tuple[str, str]], missing: dict[str, list[str]], numbers: int
+) -> list[str]:
+    """The lines under one main table: the unit and method, each row's bold decision, and each
+    reason a cell shows no interval (with the cells it concerns, or "every cell" when all of them)."""
+    lines = ["", UNIT_LINES[unit]]
+    lines += [f"- {model}: {note}" for model, note in model_notes]
+    lines += [
+        f"- {NO_INTERVAL_MARK} {why}: {'every cell' if len(cells) == numbers else ', '.join(cells)}"
+        for why, cells in missing.items()
+    ]
+    return lines
+
+
+def ci_cell(row: dict, figure: str) -> str:
+    """details.md: `low–high` of a main figure's 95% interval, or why there is none."""
+    low, high, method = row.get(f"{figure}_ci_low"), row.get(f"{figure}_ci_high"), row.get(f"{figure}_ci_method")
+    if low is None or high is None:
+        return f"n/a ({method})" if method else "n/a"
+    return f"{low:.2f}–{high:.2f}"
+
+
+def interval_notes() -> list[str]:
+    return [
+        "",
+        "tok/s 95% CI: t over prompts, for single-request scenarios (a prompt's tokens/s is the mean of its "
+        "requests); req/min 95% CI: t over repeats, for closed loops. The method of each is in summary.csv "
+        "(*_ci_method); fewer than 3 prompts or repeats give none.",
+    ]
