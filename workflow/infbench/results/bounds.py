@@ -58,13 +58,11 @@ def _bandwidth(memory: dict[str, Any], cpu: dict[str, Any] | None) -> tuple[floa
         load = cpu.get("load_1min")
         at = f", 1-min load {load:.1f}" if isinstance(load, (int, float)) else ""
         return float(cpu["bandwidth_bytes_s"]), f"measured read benchmark{at}", 1
-    from infbench.memory.gpus import CATALOGUE  # stdlib-only module: fine in the main env
+    from infbench.memory.gpus import match_device  # stdlib-only module: fine in the main env
 
-    name = str(gpus[0].get("name", "")).lower()
-    for gpu in CATALOGUE:
-        if gpu.device_name and (gpu.device_name.lower() in name or name in gpu.device_name.lower()):
-            if gpu.bandwidth_bytes_s:
-                return gpu.bandwidth_bytes_s, f"{gpu.name} datasheet", len(gpus)
+    gpu = match_device(str(gpus[0].get("name", "")))
+    if gpu is not None and gpu.bandwidth_bytes_s:
+        return gpu.bandwidth_bytes_s, f"{gpu.name} datasheet", len(gpus)
     return None
 
 
