@@ -25,13 +25,23 @@ class WeightsModel:
     facts: ModelFacts
     plan: QuantPlan
     group_size: int
-    _stored: list[tuple[TensorInfo, str | None, int]] = field(default_factory=list, init=False)
+    # (a tensor, its scheme, its bytes, how many tensors are like it)
+    _stored: list[tuple[TensorInfo, str | None, int, int]] = field(default_factory=list, init=False)
     _resident: dict[tuple[int, tuple[int, int] | None], tuple[int, int]] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
+        # Without a skip list or target rules a tensor's bytes depend on its shape and kind alone,
+        # so tensors alike are priced once (a 235B MoE has ~1000 tensors of ~10 kinds).
+        by_name = bool(self.plan.skip or self.plan.rules)
+        kinds: dict[tuple, list] = {}
         for t in self.facts.params.tensors:
-            scheme = self._scheme_of(t)
-            self._stored.append((t, scheme, self._bytes(t, scheme)))
+            key = (t.name,) if by_name else (t.shape, t.role, quant.quantizable(t), _is_expert(t))
+            if key in kinds:
+                kinds[key][3] += 1
+            else:
+                scheme = self._scheme_of(t)
+                kinds[key] = [t, scheme, self._bytes(t, scheme), 1]
+        self._stored = [tuple(kind) for kind in kinds.values()]
 
     def _scheme_of(self, t: TensorInfo) -> str | None:
         scheme = self.plan.scheme
@@ -47,7 +57,7 @@ class WeightsModel:
     @property
     def stored_bytes(self) -> int:
         """The checkpoint's weights as stored (tied weights once)."""
-        return sum(size for _, _, size in self._stored)
+        return sum(size * count for _, _, size, count in self._stored)
 
     def resident_bytes(self, tp: int = 1, gpu: GPU | None = None) -> int:
         """What one GPU holds at tensor-parallel size tp."""
@@ -65,12 +75,12 @@ class WeightsModel:
             moe = self.facts.moe
             routed = moe.top_k / moe.experts if moe else 1.0
             total = active = 0
-            for t, scheme, size in self._stored:
+            for t, scheme, size, count in self._stored:
                 expert = moe is not None and _is_expert(t)
                 if align is not None and expert:
                     t = self._padded(t, tp, align)
                     size = self._bytes(t, scheme)
-                share = quant.resident_tensor_bytes(t, size, tp)
+                share = quant.resident_tensor_bytes(t, size, tp) * count
                 total += share
                 active += int(share * routed) if expert else share
             self._resident[key] = (total, active)
