@@ -15,12 +15,9 @@ import json
 import os
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 from infbench.fileio import write_text_atomic
-
-if TYPE_CHECKING:
-    from infbench.memory.facts import ModelFacts
 
 # Bumped whenever ModelFacts or the way it is read changes, so old entries are not reused.
 FACTS_FORMAT = 2
@@ -70,18 +67,17 @@ def _transformers_version() -> str:
         return "none"
 
 
-def load(key: str) -> ModelFacts | None:
-    from infbench.memory.facts import ModelFacts
-
-    path = cache_dir() / f"{key}.json"
+def load(key: str) -> dict[str, Any] | None:
+    """The cached facts (ModelFacts.to_dict()) for a key, or None."""
     try:
-        return ModelFacts.from_dict(json.loads(path.read_text()))
-    except (OSError, ValueError, KeyError, TypeError):
+        data = json.loads((cache_dir() / f"{key}.json").read_text())
+    except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
-def store(key: str, facts: ModelFacts) -> None:
+def store(key: str, facts: dict[str, Any]) -> None:
     try:
-        write_text_atomic(cache_dir() / f"{key}.json", json.dumps(facts.to_dict()))
+        write_text_atomic(cache_dir() / f"{key}.json", json.dumps(facts))
     except OSError:
         pass  # a read-only home only costs the next run its speed

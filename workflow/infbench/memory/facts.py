@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from infbench.memory import quant
+from infbench.memory import factcache, quant
 from infbench.memory.errors import EstimateError
 from infbench.memory.kvcache import KVLayout, LayerKV, kv_layout
 from infbench.memory.params import ParamCount, TensorInfo, count_params, load_config
@@ -88,16 +88,16 @@ class ModelFacts:
 
 def model_facts(model: str, name: str | None = None) -> ModelFacts:
     """Facts of MODEL (hub id, local directory or config.json), from the cache when it has them."""
-    from infbench.memory import factcache
-
     key = factcache.key_for(model)
-    if key is not None:
-        cached = factcache.load(key)
-        if cached is not None:
-            return replace(cached, name=name or _default_name(model), source=model)
+    cached = factcache.load(key) if key is not None else None
+    if cached is not None:
+        try:
+            return replace(ModelFacts.from_dict(cached), name=name or _default_name(model), source=model)
+        except (KeyError, TypeError, ValueError):
+            pass  # an entry of another shape: read the model again and rewrite it
     facts = _read_facts(model, name)
     if key is not None:
-        factcache.store(key, facts)
+        factcache.store(key, facts.to_dict())
     return facts
 
 

@@ -121,7 +121,7 @@ def _picks() -> list[dict[str, str]]:
 
 def estimate_payload(form: dict[str, str], files: list[tuple[str, bytes]], upload_dir: Path) -> dict[str, Any]:
     """What the page shows for one setting: the estimate's JSON and its answer lines."""
-    from infbench.memory.cli import estimate_from_args
+    from infbench.memory.flags import estimate_from_args
     from infbench.memory.render import answer_lines
 
     if files:
