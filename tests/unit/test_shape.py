@@ -10,7 +10,7 @@ from infbench.defaults import load_schema, schema_default
 from infbench.engines.spec import BenchSettings, EngineSpec, ModelSpec, read_engine_spec, write_spec
 from infbench.handoff import HandoffError, MemoryReport, MergePlan, ServerInfo
 from infbench.jobs.bench import BenchPaths, tgi_native_command
-from infbench.measure.client import CLIENT_LAG_LIMIT_S, RequestSettings
+from infbench.measure.client import CLIENT_LAG_SHARE, RequestSettings
 from infbench.measure.loadgen import SweepPlan
 from infbench.measure.records import RequestRecord
 from infbench.measure.scenarios import SCENARIO_KINDS, OpenLoop, Scenario, Single, Sweep, Throughput
@@ -122,9 +122,9 @@ def test_the_merge_plan_asks_the_class_where_a_scenario_goes():
 
 
 def test_code_defaults_are_the_schemas():
-    assert CLIENT_LAG_LIMIT_S == schema_default("bench.client_lag_limit_s")
+    assert CLIENT_LAG_SHARE == schema_default("bench.client_lag_share")
     assert RequestSettings(model_name="m", max_tokens=1).timeout_s == schema_default("bench.request_timeout_s")
-    assert BenchSettings().client_lag_limit_s == schema_default("bench.client_lag_limit_s")
+    assert BenchSettings().client_lag_share == schema_default("bench.client_lag_share")
     assert EngineSpec(name="e", kind="vllm", label="E", env="x", device="cpu").startup_timeout_s == schema_default(
         "engines.*.startup_timeout_s"
     )

@@ -376,6 +376,9 @@ class FakeNvml(types.ModuleType):
     def nvmlDeviceGetName(self, handle):
         return b"NVIDIA H100 80GB HBM3"
 
+    def nvmlDeviceGetPciInfo(self, handle):
+        return types.SimpleNamespace(pciDeviceId=0x2330 << 16 | 0x10DE)  # device id, vendor NVIDIA
+
     def nvmlDeviceGetMemoryInfo(self, handle):
         self.used[handle] += 2**20  # memory grows while the server works
         return types.SimpleNamespace(total=80 * 2**30, used=self.used[handle], free=0)
@@ -394,6 +397,7 @@ def test_nvml_present_measures_each_leased_gpu(monkeypatch):
     report = _watch(["1"])
     assert [(g.index, g.name, g.total_bytes) for g in report.gpus] == [(1, "NVIDIA H100 80GB HBM3", 80 * 2**30)]
     gpu = report.gpus[0]
+    assert gpu.pci_device_id == 0x2330  # for the decode bound's exact match
     assert 10 * 2**30 < gpu.used_idle_bytes < gpu.used_peak_bytes and report.rss_peak_bytes > 0
     by_uuid = _watch(["GPU-bb", "GPU-aa"])  # a scheduler may hand out UUIDs: NVML's own index is recorded
     assert [g.index for g in by_uuid.gpus] == [0, 1]

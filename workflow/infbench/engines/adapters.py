@@ -39,6 +39,9 @@ class ServerPlan:
     # An endpoint that is already running: nothing is started, leased or measured for memory.
     external: bool = False
     api_key_env: str | None = None  # the variable that holds its key (never written anywhere)
+    # The server's Prometheus metrics: a path on the server's root or a full URL; None: none known
+    # (transformers serve has none). The metric names are in engines/metricmaps.py.
+    metrics_url: str | None = None
 
 
 class EngineAdapter:
@@ -527,6 +530,7 @@ class OpenAIAdapter(EngineAdapter):
             return ServerPlan(
                 command=[],
                 health_path=engine.health_path,
+                metrics_url=engine.metrics_url,
                 model_name=model_name,
                 extra_body=extra,
                 version_path=engine.version_path,
@@ -550,7 +554,8 @@ class OpenAIAdapter(EngineAdapter):
             command[0] = str(venv / "bin" / command[0])  # the env's own console script
         return ServerPlan(
             command=[*command, *engine.args],
-            health_path=engine.health_path,
+            health_path=engine.health_path or "/health",
+            metrics_url=engine.metrics_url,
             model_name=model_name,
             extra_body=extra,
             version_path=engine.version_path,
@@ -601,6 +606,7 @@ class SglangAdapter(EngineAdapter):
             # The benchmark's explicit sampling, never the model's generation_config.json defaults.
             "--sampling-defaults",
             "openai",
+            "--enable-metrics",  # its Prometheus endpoint, read around each scenario
             *engine.args,
         ]
         extra: dict = {}

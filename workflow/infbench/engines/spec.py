@@ -32,8 +32,10 @@ class BenchSettings:
     request_timeout_s: float = schema_default("bench.request_timeout_s")
     memory_sample_interval_s: float = schema_default("bench.memory_sample_interval_s")
     host: str = schema_default("bench.host")
-    client_lag_limit_s: float = schema_default("bench.client_lag_limit_s")  # flag a run whose client lag p99 passes it
+    client_lag_share: float = schema_default("bench.client_lag_share")  # flag lag that could move latency more
     busy_cpu_limit: float = schema_default("bench.busy_cpu_limit")  # flag a scenario when others used more of the CPUs
+    busy_core_limit: float = schema_default("bench.busy_core_limit")  # ... or any one other process more of a core
+    server_metrics: bool = schema_default("bench.server_metrics")  # read the engine's metrics around each scenario
 
 
 @dataclass(frozen=True)
@@ -59,9 +61,10 @@ class EngineSpec:
     continuous_batching: bool = False  # transformers: `transformers serve --continuous-batching`
     # openai: a server started from a command template, or an endpoint already running at base_url
     command: list[str] = field(default_factory=list)
-    health_path: str = "/health"
+    health_path: str | None = "/health"  # None: an external endpoint whose readiness is GET {base_url}/models
     version_path: str | None = None
     base_url: str | None = None
+    metrics_url: str | None = None  # openai: its Prometheus metrics (a URL, or a path on the server's root)
     api_key_env: str | None = None  # the variable's name; its value is read at bench time only
     served_model_name: str | None = None
     gpu_ids: list[int] = field(default_factory=list)  # config gpu_ids: GPUs a job may lease (empty: all visible)

@@ -29,7 +29,7 @@ from infbench.measure.pool import ConnectionPool
 from infbench.measure.records import RequestRecord
 from infbench.measure.sse import StreamRecorder, TokenCounter
 
-CLIENT_LAG_LIMIT_S = schema_default("bench.client_lag_limit_s")  # flag a run whose client lag p99 passes this
+CLIENT_LAG_SHARE = schema_default("bench.client_lag_share")  # flag a run whose client lag could move latency more
 DONE_GRACE_S = 1.0  # after [DONE], how long the body may take to end before the connection is dropped
 
 
@@ -58,7 +58,7 @@ class RequestSettings:
     # Ask for cumulative usage in every chunk (vLLM's continuous_usage_stats): tokens per chunk from
     # usage deltas. Off by default: servers that validate stream_options strictly may refuse it.
     continuous_usage: bool = False
-    client_lag_limit_s: float = CLIENT_LAG_LIMIT_S
+    client_lag_share_limit: float = CLIENT_LAG_SHARE
     # An external endpoint's key (from the variable its api_key_env names): sent as a bearer token,
     # kept out of repr so it never reaches a log.
     api_key: str | None = field(default=None, repr=False)
@@ -163,7 +163,7 @@ class StreamClient:
             dispatch_lag_s=started - planned,
             rate=ctx.rate,
             worker=ctx.worker,
-            client_lag_limit_s=settings.client_lag_limit_s,
+            client_lag_share_limit=settings.client_lag_share_limit,
             slo_ttft_s=ctx.slo_ttft_s,
             slo_tpot_s=ctx.slo_tpot_s,
         )

@@ -44,7 +44,7 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
     "connect_s": pl.Float64(),
     "read_lag_p99_s": pl.Float64(),
     "read_lag_max_s": pl.Float64(),
-    "client_lag_limit_s": pl.Float64(),
+    "client_lag_share_limit": pl.Float64(),
     "worker": pl.Int64(),
     "rate": pl.Float64(),
     "slo_ttft_s": pl.Float64(),

@@ -38,7 +38,7 @@ class RequestRecord:
     connect_s: float | None = None  # TCP connect; 0.0 when a kept-alive connection was reused
     read_lag_p99_s: float | None = None  # bound on how long content chunks waited unread (p99, max)
     read_lag_max_s: float | None = None
-    client_lag_limit_s: float | None = None  # the run is flagged when client lag p99 passes this
+    client_lag_share_limit: float | None = None  # flagged when client lag could move latency by more than this share
     worker: int = 0  # client process that sent it
     rate: float | None = None  # offered load (requests/s) of an open loop or sweep step
     slo_ttft_s: float | None = None  # a sweep's SLOs, for goodput

@@ -99,17 +99,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="results/memory/NAME.json")
     p.set_defaults(func=run_memory_estimate)
 
-    p = subparsers.add_parser(
-        "memory-bandwidth",
-        help="measure this machine's memory bandwidth (read benchmark) as JSON",
-        description="A short read benchmark, one thread per core: the bandwidth the "
-        "single-request decode bound of CPU runs is computed from.",
-    )
-    p.add_argument("--buffer-mib", type=int, default=128, help="MiB read per thread (default %(default)s)")
-    p.add_argument("--repeats", type=int, default=5, help="timed reads; the best counts (default %(default)s)")
-    p.add_argument("--out", required=True, metavar="FILE", help="results/hardware/bandwidth.json")
-    p.set_defaults(func=run_memory_bandwidth)
-
     p = subparsers.add_parser("memory-table", help="write results/tables/memory.md from estimates and measurements")
     p.add_argument("--estimates", nargs="+", required=True, metavar="FILE")
     p.add_argument("--measured", nargs="*", default=[], metavar="FILE")
@@ -259,19 +248,6 @@ def _memory_estimate(args: argparse.Namespace) -> int:
         f"wrote {out}: {est.facts.params.total:,} parameters, "
         f"smallest vLLM setup {est.smallest.setup if est.smallest else 'none'}"
     )
-    return 0
-
-
-def run_memory_bandwidth(args: argparse.Namespace) -> int:
-    from infbench.memory.bandwidth import measure_read_bandwidth, write_measurement
-
-    if args.buffer_mib <= 0 or args.repeats <= 0:
-        print("infbench memory-bandwidth: error: --buffer-mib and --repeats must be positive", file=sys.stderr)
-        return 2
-    m = measure_read_bandwidth(args.buffer_mib, args.repeats)
-    write_measurement(args.out, m)
-    load = f", 1-min load {m.load_1min:.2f}" if m.load_1min is not None else ""
-    print(f"wrote {args.out}: {m.bandwidth_bytes_s / 1e9:.1f} GB/s ({m.threads} threads{load})")
     return 0
 
 

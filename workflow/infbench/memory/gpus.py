@@ -39,6 +39,9 @@ class GPU:
     # "pcie" (custom all-reduce only at TP=2, and only with peer-to-peer access).
     interconnect: str = "pcie"
     p2p: bool = True  # PCIe peer-to-peer (GeForce 40-series drivers refuse it)
+    # The PCI device ids (vendor 0x10de) of exactly this model, from the pci.ids database: with the
+    # NVML name (device_name), how a measured GPU is matched to its catalogue entry (results/bounds.py).
+    pci_device_ids: tuple[int, ...] = ()
 
     @property
     def is_a100(self) -> bool:
@@ -99,6 +102,7 @@ CATALOGUE: tuple[GPU, ...] = (
         ("l4", "l4-24", "l4-24gb"),
         "NVIDIA L4",
         8.9,
+        pci_device_ids=(0x27B8,),
     ),
     GPU(
         "RTX3090-24GB",
@@ -109,6 +113,7 @@ CATALOGUE: tuple[GPU, ...] = (
         ("rtx3090", "3090", "rtx-3090", "geforcertx3090", "rtx3090-24gb"),
         "NVIDIA GeForce RTX 3090",
         8.6,
+        pci_device_ids=(0x2204,),
     ),
     GPU(
         "RTX4090-24GB",
@@ -121,6 +126,7 @@ CATALOGUE: tuple[GPU, ...] = (
         "NVIDIA GeForce RTX 4090",
         8.9,
         p2p=False,  # GeForce 40-series drivers disable PCIe peer-to-peer
+        pci_device_ids=(0x2684,),
     ),
     GPU(
         "V100-32GB",
@@ -143,6 +149,7 @@ CATALOGUE: tuple[GPU, ...] = (
         "NVIDIA A100-SXM4-40GB",
         8.0,
         "nvlink",
+        pci_device_ids=(0x20B0,),
     ),
     GPU(
         "L40-48GB",
@@ -185,6 +192,7 @@ CATALOGUE: tuple[GPU, ...] = (
         "NVIDIA A100-SXM4-80GB",
         8.0,
         "nvlink",
+        pci_device_ids=(0x20B2,),
     ),
     GPU(
         "H100-PCIe-80GB",
@@ -208,6 +216,7 @@ CATALOGUE: tuple[GPU, ...] = (
         "NVIDIA H100 80GB HBM3",
         9.0,
         "nvlink",
+        pci_device_ids=(0x2330,),
     ),
     GPU(
         "H100-NVL-94GB",
@@ -331,4 +340,5 @@ def custom_gpu(gib: float, like: GPU | None = None, bandwidth_gb_s: float | None
         like.compute_capability,
         like.interconnect,
         like.p2p,
+        like.pci_device_ids,
     )

@@ -35,6 +35,7 @@ KIND_ONLY_KEYS = {
     "command": ("openai",),
     "health_path": ("openai",),
     "version_path": ("openai",),
+    "metrics_url": ("openai",),
     "base_url": ("openai",),
     "api_key_env": ("openai",),
     "served_model_name": ("openai",),
@@ -171,7 +172,7 @@ def _check_no_secret_values(name: str, engine: dict) -> None:
                 "`server_env: {VAR: {from_env: VAR}}` with a variable the server reads (e.g. VLLM_API_KEY), "
                 "exported before running"
             )
-    for key in ("base_url", "health_path", "version_path"):
+    for key in ("base_url", "health_path", "version_path", "metrics_url"):
         if url_secrets(str(engine.get(key) or "")):
             raise ConfigError(
                 f"config error at engines.{name}.{key}: holds credentials (user:password@ or a token, key or "
@@ -297,11 +298,14 @@ def engine_spec(config: dict, name: str) -> EngineSpec:
                 "health_path",
                 "version_path",
                 "base_url",
+                "metrics_url",
                 "api_key_env",
                 "served_model_name",
             )
             if key in engine
         },
+        # an external endpoint without a health_path is checked at GET {base_url}/models (OpenAI's route)
+        **({"health_path": None} if "base_url" in engine and "health_path" not in engine else {}),
         command=list(engine.get("command", [])),
         gpu_ids=list(config.get("gpu_ids", [])),
         sampling=Sampling(**config["sampling"]),

@@ -4,6 +4,8 @@ tokens_per_s.png   mean tokens/s of a single request per model and engine (bars,
 ttft_cdf.png       distribution (CDF) of the time to first token per engine and model, per scenario
 latency_cdf.png    distribution (CDF) of the full round-trip latency, per scenario
 throughput.png     requests/min and output tokens/s per engine under the closed- and open-loop scenarios
+server_timeline.png  the engine's running/waiting requests and KV usage beside the client's in flight
+                   (results/serverplots.py), per scenario whose server metrics were sampled
 
 Every engine keeps one colour across the plots. An engine without successful requests (skipped, or
 every request failed) gets no bar and says so, rather than a zero that reads like a measurement.
@@ -24,9 +26,10 @@ import polars as pl  # noqa: E402
 from infbench.fileio import write_bytes_atomic  # noqa: E402
 from infbench.handoff import MergePlan  # noqa: E402
 from infbench.results import routing  # noqa: E402
+from infbench.results.serverplots import TIMELINE_FILE, plot_server_timeline  # noqa: E402
 from infbench.results.tables import load_summaries  # noqa: E402
 
-PLOT_FILES = ("tokens_per_s.png", "ttft_cdf.png", "latency_cdf.png", "throughput.png")
+PLOT_FILES = ("tokens_per_s.png", "ttft_cdf.png", "latency_cdf.png", "throughput.png", TIMELINE_FILE)
 DPI = 110
 
 
@@ -223,4 +226,5 @@ def write_plots(raw_dir: Path, plan: MergePlan, out_dir: Path) -> list[Path]:
     _plot_cdf(data, paths[1], "ttft_s", 1000.0, "TTFT (ms)", "Time to first token")
     _plot_cdf(data, paths[2], "latency_s", 1.0, "latency (s)", "Request latency")
     plot_throughput(data, paths[3])
+    plot_server_timeline(raw_dir, plan.engines, plan.models, plan.scenarios, paths[4])
     return paths

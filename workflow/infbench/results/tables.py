@@ -18,7 +18,7 @@ from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
-from infbench.results import bounds, routing, runstatus
+from infbench.results import bounds, routing, runstatus, servertables
 from infbench.results.redact import redact_argv, redact_url
 
 # Per request, what the tables and plots need beyond the summaries (the cross-engine checks, CDFs).
@@ -164,6 +164,8 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: s
                 text += " (external endpoint)"  # not started here: its machine and load are unknown
             if _lag_flagged(part, engine, model):
                 text += LAG_MARK  # the client's own lag passed its limit: see the footer
+            if servertables.mismatch_flagged(part, engine, model):
+                text += servertables.MISMATCH_MARK  # the server counted otherwise: see the footer
             text = runstatus.failed_cell(servers.get((engine, model), {})) or text  # never a failed job's number
             if runstatus.busy(servers.get((engine, model), {}), scenario):
                 text += runstatus.BUSY_MARK  # others used the machine meanwhile: see the footer
@@ -195,6 +197,7 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
             f"{row['errors']} of {row['n']} requests failed"
         )
     lines += client_lag_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
+    lines += servertables.mismatch_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
     lines += runstatus.failure_lines(servers, plan.engines, list(plan.models))
     lines += runstatus.busy_warnings(servers, plan.engines, list(plan.models), scenarios)
     return "\n".join(lines) + "\n"
@@ -209,16 +212,20 @@ def _lag_flagged(part: pl.DataFrame, engine: str, model: str) -> bool:
 
 
 def client_lag_warnings(df: pl.DataFrame) -> list[str]:
-    """One line per flagged run: its figures include the client's own delay, not only the engine's."""
+    """One line per flagged run: how far the client's own delay could move its figures."""
     if "client_lag_flag" not in df.columns:
         return []
     return [
-        f"- WARNING ({LAG_MARK}): {row['engine']}/{row['model']}/{row['scenario']}: client lag over "
-        f"{_detail_cell(row['client_lag_limit_s'], -3)} ms at p99 "
-        f"(dispatch {_detail_cell(row['dispatch_lag_p99_s'], -3)} "
-        f"ms, read {_detail_cell(row['read_lag_p99_s'], -3)} ms): these figures include the client's own delay"
+        f"- WARNING ({LAG_MARK}): {row['engine']}/{row['model']}/{row['scenario']}: the client's own lag could "
+        f"move tokens/s, requests/min and latency by up to {_pct(row['client_lag_share'])} and TTFT by up to "
+        f"{_pct(row['client_lag_ttft_share'])} (limit {_pct(row['client_lag_share_limit'])}; dispatch lag p99 "
+        f"{_detail_cell(row['dispatch_lag_p99_s'], -3)} ms, read lag p99 {_detail_cell(row['read_lag_p99_s'], -3)} ms)"
         for row in df.filter(pl.col("client_lag_flag")).iter_rows(named=True)
     ]
+
+
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share * 100:.2f}%"
 
 
 def speed_table(df, plan: MergePlan, servers) -> str:
@@ -298,6 +305,8 @@ DETAIL_COLUMNS = [
     ("read_lag_p99_s", "read lag p99 ms", -3),
     ("connect_mean_s", "connect ms", -3),
     ("workers", "client procs", None),
+    ("client_lag_share", "lag/latency %", "share"),
+    ("client_lag_ttft_share", "lag/TTFT %", "share"),
     ("client_lag_flag", "client lag", "flag"),
 ]
 
@@ -305,6 +314,8 @@ DETAIL_COLUMNS = [
 def _detail_cell(value, digits) -> str:
     if digits == "flag":
         return "OVER LIMIT" if value else "ok"
+    if digits == "share":
+        return _pct(value)
     if digits is None:
         return str(value)
     if digits < 0:  # seconds shown as milliseconds
@@ -366,7 +377,7 @@ def details_table(df, requests: pl.DataFrame) -> str:
     for row in df.iter_rows(named=True):
         lines.append(
             " | ".join(
-                bounds.pct_cell(row[key]) if digits == "pct" else _detail_cell(row[key], digits)
+                bounds.detail_cell(row, key, digits) if digits in bounds.CELL_KINDS else _detail_cell(row[key], digits)
                 for key, _, digits in columns
             )
         )
@@ -397,9 +408,25 @@ def client_lag_section(df: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
         "",
         "dispatch lag: how late requests were sent against their plan (latencies count from the plan); "
         "read lag: a bound on how long chunks waited unread in the client; p99 over requests. "
-        f"Runs over the limit are marked {LAG_MARK} in the main tables.",
+        "lag/latency and lag/TTFT: the share of the measured time that could be the client's own delay "
+        "(per request its dispatch lag plus its largest read lag, summed, over the latencies or TTFTs summed), "
+        "i.e. how far the client could have moved tokens/s, requests/min and latency, or TTFT. "
+        f"Runs whose lag/latency passes bench.client_lag_share are marked {LAG_MARK} in the main tables.",
     ]
     lines += client_lag_warnings(df) or ["No run passed its client lag limit."]
+    ttft = (
+        df.filter(
+            ~pl.col("client_lag_flag")
+            & (pl.col("client_lag_ttft_share") > pl.col("client_lag_share_limit")).fill_null(False)
+        )
+        if "client_lag_ttft_share" in df.columns
+        else df.clear()
+    )
+    for row in ttft.iter_rows(named=True):
+        lines.append(
+            f"- {row['engine']}/{row['model']}/{row['scenario']}: its TTFT figures could be off by up to "
+            f"{_pct(row['client_lag_ttft_share'])} (client lag against short TTFTs)"
+        )
     per_chunk = (
         requests.filter(
             pl.col("ok")
@@ -459,6 +486,8 @@ def sweep_lines(steps: pl.DataFrame) -> list[str]:
 def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
     df, servers, requests = load_summaries(raw_dir, routing.check_plan(plan))
     df = bounds.with_bounds(df, raw_dir.parent, plan.scenarios)  # decode bound beside single-request tok/s
+    server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests)
+    df = server.with_columns(df)  # the server's own figures, where the bench job read them
     tables_dir.mkdir(parents=True, exist_ok=True)
     # Build every table first, then write: a failure never leaves a mix of old and new tables.
     whole = df.filter(WHOLE)  # the main tables show whole scenarios; a sweep's steps are in details.md
@@ -466,7 +495,8 @@ def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
         "inference_speed.md": speed_table(whole, plan, servers),
         "throughput.md": throughput_table(whole, plan, servers),
         "details.md": details_table(df, requests)
-        + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models))),
+        + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models)))
+        + "".join(line + "\n" for line in server.details(labelled(df.filter(WHOLE)))),
     }
     outputs["summary.csv"] = labelled(df).write_csv()
     # The plan itself, so that `infbench verify` can recompute these tables from a bundle's raw records.
