@@ -117,7 +117,7 @@ def test_server_counts_reconcile_exactly_on_vllm_and_llamacpp(finished_run):
     details = (workdir / "results/tables/details.md").read_text()
     assert "## What the server saw" in details and details.count("n/a: no metrics endpoint") == 1
     assert "No count mismatch between client and server." in details
-    assert "interpolated within buckets" in details
+    assert "interpolated within its buckets" in details
     summary = (workdir / "results/tables/summary.csv").read_text()
     assert "reconcile" in summary.splitlines()[0] and "MISMATCH" not in summary
     assert (workdir / "results/plots/server_timeline.png").stat().st_size > 1000

@@ -114,8 +114,9 @@ def test_command_and_base_url_through_the_whole_dag(snakemake, tmp_path):
             "remote": {
                 "kind": "openai",
                 "label": "Ref (base_url)",
-                "base_url": endpoint.base_url,
+                "base_url": endpoint.base_url + "/v1",  # the OpenAI SDK's spelling; readiness: GET /v1/models
                 "api_key_env": KEY_VARIABLE,
+                "metrics_url": "/metrics",  # the reference server has none: said, never a failure
             },
         }
         workdir = _workdir(tmp_path / "run", _config(engines))
@@ -143,6 +144,9 @@ def test_command_and_base_url_through_the_whole_dag(snakemake, tmp_path):
     assert json.loads((workdir / "results/raw/remote/tiny/memory.json").read_text())["status"] == "skipped"
     provenance = (workdir / "results/provenance.json").read_text()
     assert "external endpoint" in provenance and endpoint.base_url in provenance
+    details = (workdir / "results/tables/details.md").read_text()
+    assert f"remote/tiny/single: server metrics missing: {endpoint.base_url}/metrics: answered HTTP 404" in details
+    assert "ref: n/a: no metrics endpoint (set metrics_url)" in details
 
     # The key's value is in no file the run wrote: results, logs, Snakemake's own metadata.
     leaks = [p for p in workdir.rglob("*") if p.is_file() and not p.is_symlink() and KEY.encode() in p.read_bytes()]
