@@ -135,6 +135,15 @@ def test_memory_ground_truth_prints_every_case():
     assert len([line for line in result.stdout.splitlines() if line.startswith("| ")]) >= len(cases)
 
 
+def test_memory_estimate_speed_times_the_cli_and_the_page():
+    pytest.importorskip("starlette", reason="the page needs infbench[web]")
+    pytest.importorskip("torch")
+    result = _run([sys.executable, str(SCRIPTS / "memory_estimate_speed.py"), "--runs", "1"])
+    assert result.returncode == 0, result.stderr
+    assert "CLI, warm  median" in result.stdout and "page       median" in result.stdout
+    assert result.stdout.startswith("before: load average")
+
+
 def test_capture_metrics_against_the_reference_server(tmp_path):
     """Its chats and scrapes against a real local server (the reference server has no /metrics: what it
     answers there is written as is)."""

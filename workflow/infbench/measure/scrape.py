@@ -140,6 +140,8 @@ def sample_loop(url: str, gauges: dict[str, str], out: Path, interval_s: float, 
             except OSError as err:
                 row["energy_error"] = str(err)
             scrape = fetch(url, min(SCRAPE_TIMEOUT_S, interval_s), client=client) if names else None
+            if scrape is not None:
+                row["took_s"] = round(scrape.took_s, 4)  # the server's time to answer: its share of the cost
             if scrape is None:
                 pass  # no endpoint: energy only
             elif scrape.text is None:

@@ -147,7 +147,7 @@ def server_row(server: ServerMetrics, rec: Reconciliation | None) -> dict:
     quantile = {role: server.quantiles(role) for role in ("ttft", "queue", "prefill", "decode", "e2e")}
     energy = server.energy or {}
     verdict = "n/a"
-    if rec is not None:
+    if rec is not None and server.status != "n/a":  # no endpoint: nothing to judge
         verdict = "MISMATCH" if rec.mismatch else "match" if rec.judged else "not judged"
     return {
         "server_metrics": server.status,
