@@ -29,7 +29,8 @@ import statistics
 import time
 from pathlib import Path
 
-from infbench.engines.adapters import VllmAdapter, vllm_cpu_best_env
+from infbench.engines.base import engine_for
+from infbench.engines.kinds.vllm import vllm_cpu_best_env
 from infbench.engines.server import ManagedServer
 from infbench.engines.spec import EngineSpec, ModelSpec, Sampling
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
@@ -82,7 +83,7 @@ def measure(variant: str, prompts, args) -> dict:
         sampling=Sampling(max_tokens=args.max_tokens, output_length="fixed"),
     )
     port = free_port()
-    plan = VllmAdapter().plan(engine, MODEL, VENV, "127.0.0.1", port)
+    plan = engine_for("vllm").plan(engine, MODEL, VENV, "127.0.0.1", port)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "KMP_", "VLLM_CPU"))}
     env.pop("PYTHONPATH", None)
     env.update(BASE_ENV)

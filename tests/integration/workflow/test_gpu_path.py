@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, copy_workflow
-from infbench.engines.adapters import TransformersAdapter
+from infbench.engines.base import engine_for
 from infbench.engines.gpus import GpuLease, visible_gpu_ids
 from infbench.engines.spec import EngineSpec, ModelSpec, Sampling
 from infbench.jobs.bench import _server_env, forced_output_length
@@ -428,7 +428,9 @@ def test_provenance_reads_gpus_through_nvml(monkeypatch, tmp_path):
 def test_transformers_device_per_gpu_count(tmp_path, gpus, device):
     engine = EngineSpec(name="t", kind="transformers", label="T", env="t", device="cuda")
     model = ModelSpec(name="m", path=str(tmp_path), gpus=gpus)
-    command = TransformersAdapter().plan(engine, model, tmp_path, "127.0.0.1", 1, [str(i) for i in range(gpus)]).command
+    command = (
+        engine_for("transformers").plan(engine, model, tmp_path, "127.0.0.1", 1, [str(i) for i in range(gpus)]).command
+    )
     assert command[command.index("--device") + 1] == device
 
 
