@@ -21,13 +21,10 @@ pytest.importorskip("transformers")
 
 from infbench.memory import quant  # noqa: E402
 from infbench.memory.cli import main  # noqa: E402
+from infbench.memory.cpu_runtime import CPU_RUNTIMES  # noqa: E402
 from infbench.memory.errors import EstimateError  # noqa: E402
-from infbench.memory.estimate import (  # noqa: E402
-    CPU_RUNTIMES,
-    build_estimate,
-    estimate,
-    model_facts,
-)
+from infbench.memory.estimate import build_estimate, estimate  # noqa: E402
+from infbench.memory.facts import model_facts  # noqa: E402
 from infbench.memory.gpus import GIB, find_gpu  # noqa: E402
 from infbench.memory.kvcache import kv_layout  # noqa: E402
 from infbench.memory.params import (  # noqa: E402
@@ -563,7 +560,7 @@ def test_smollm2_estimate_against_measured_cpu_footprint(tmp_path):
 
 
 def test_memory_table_pairs_by_kind_subtracts_the_cpu_kv_pool_and_explains_skips():
-    from infbench.memory.estimate import cpu_footprint
+    from infbench.memory.cpu_runtime import cpu_footprint
     from infbench.memory.table import compare
 
     est = {"dtype": "fp32", "cpu_footprint": cpu_footprint(500 * 2**20, cast_at_load=True)}

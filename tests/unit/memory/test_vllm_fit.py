@@ -17,7 +17,9 @@ from infbench.memory import quant  # noqa: E402
 from infbench.memory import vllm as vllm_rules  # noqa: E402
 from infbench.memory.cli import main  # noqa: E402
 from infbench.memory.errors import EstimateError  # noqa: E402
-from infbench.memory.estimate import build_estimate, decode_bound_tokens_s, model_facts  # noqa: E402
+from infbench.memory.estimate import build_estimate  # noqa: E402
+from infbench.memory.facts import model_facts  # noqa: E402
+from infbench.memory.fit import decode_bound_tokens_s  # noqa: E402
 from infbench.memory.gpus import GIB, custom_gpu, find_gpu  # noqa: E402
 from infbench.memory.params import TensorInfo  # noqa: E402
 

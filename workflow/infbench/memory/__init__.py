@@ -7,7 +7,12 @@ Modules, one concern each:
   gpus      catalogue of common GPUs: CUDA-reported memory and published bandwidth, cited
   vllm      vLLM's start-up accounting by engine version (defaults, activation peak, non-torch)
   vllmlog   vLLM's own start-up figures, parsed from its server log
-  estimate  the combined Estimate, the vLLM fit, the decode speed bound, text/JSON rendering
+  facts     reading the model: counts, KV layout, sizes (ModelFacts)
+  fit       the vLLM fit of one GPU at one TP size, the TP search, the decode speed bound
+  records   the typed Estimate and its JSON (results/memory/{model}.json)
+  estimate  the combined estimate: check the shape asked for, fit it on every GPU
+  render    the text report, byte and count formats
+  cpu_runtime  each engine's CPU memory beside the weights
   table     results/tables/memory.md (estimate beside measurement)
   cli       `estimate`, `memory-estimate` and `memory-table` subcommands
 

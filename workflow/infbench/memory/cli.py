@@ -144,8 +144,10 @@ def run_estimate(args: argparse.Namespace) -> int:
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from infbench.memory.estimate import build_estimate, model_facts, render_text
+    from infbench.memory.estimate import build_estimate
+    from infbench.memory.facts import model_facts
     from infbench.memory.gpus import custom_gpu, find_gpu
+    from infbench.memory.render import render_text
 
     gpus = None
     like = find_gpu(args.gpu) if args.gpu else None

@@ -18,7 +18,8 @@ from typing import Any
 
 from infbench.fileio import write_text_atomic
 from infbench.memory.errors import EstimateError
-from infbench.memory.estimate import DEFAULT_GPU_UTIL, fmt_bytes
+from infbench.memory.fit import DEFAULT_GPU_UTIL
+from infbench.memory.render import fmt_bytes
 
 GIB = 2**30
 

@@ -1,0 +1,85 @@
+"""The estimator against published vLLM start-up logs: one row per ground-truth case.
+
+Not a test (tests/test_vllm_fit.py holds the tolerances): the table a closing note quotes, logged
+against estimated weights per GPU and KV-cache tokens, with the error of each.
+
+    PYTHONPATH=workflow python bench_scripts/memory_ground_truth.py [--data tests/data/vllm_ground_truth.json]
+
+Where a row logs no token count, its logged pool (GiB) is priced at the estimator's bytes per token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _estimator():
+    """build_estimate and model_facts, wherever this checkout keeps them."""
+    try:
+        from infbench.memory.facts import model_facts
+        from infbench.memory.fit import build_estimate
+    except ImportError:  # before estimate.py was split
+        from infbench.memory.estimate import build_estimate, model_facts
+    return build_estimate, model_facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=ROOT / "tests" / "data" / "vllm_ground_truth.json")
+    args = ap.parse_args(argv)
+    from infbench.memory import quant
+    from infbench.memory.gpus import GIB, custom_gpu, find_gpu
+
+    build_estimate, model_facts = _estimator()
+    accepted = set(inspect.signature(build_estimate).parameters)
+    rows = json.loads(args.data.read_text())["rows"]
+    print("| case | vLLM | logged weights GiB | est. weights GiB | err % | logged KV tokens | est. KV tokens | err % |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        rep = row["reported"]
+        gpu = find_gpu(row["gpu"])
+        if rep.get("total_gpu_memory_gib"):
+            gpu = custom_gpu(rep["total_gpu_memory_gib"], like=gpu)
+        kwargs = {
+            "dtype": row.get("dtype"),
+            "context": row["max_model_len"],
+            "gpus": [gpu],
+            "tp": row["tp"],
+            "gpu_util": row["gpu_memory_utilization"],
+            "vllm_version": row["vllm_version"],
+            "sampler": row.get("sampler") or "native",
+        }
+        for key in ("max_num_seqs", "max_num_batched_tokens", "enforce_eager", "kv_dtype", "all_reduce"):
+            if row.get(key) is not None:
+                kwargs[key] = row[key]
+        kwargs = {k: v for k, v in kwargs.items() if k in accepted}
+        try:
+            facts = model_facts(str(args.data.parent / row["config"]))
+            est = build_estimate(facts, **kwargs)
+        except Exception as exc:  # the old code cannot read every new case: say so in the row
+            print(f"| {row['id']} | {row['vllm_version']} | {rep['weights_gib']} | error: {exc} | | | | |")
+            continue
+        fit = est.fits[0]
+        weights = fit.weights_bytes / GIB
+        tokens = rep.get("kv_tokens")
+        if not tokens:
+            per_token = facts.kv.bytes_per_token(quant.KV_DTYPE_BYTES[est.kv_dtype], row["tp"])
+            tokens = round(rep["kv_cache_gib"] * GIB / per_token)
+        w_err = (weights - rep["weights_gib"]) / rep["weights_gib"] * 100
+        t_err = (fit.kv_tokens - tokens) / tokens * 100
+        mark = "" if fit.fits else f" (no fit: {fit.reason})"
+        print(
+            f"| {row['id']} | {row['vllm_version']} | {rep['weights_gib']:.2f} | {weights:.2f} | {w_err:+.1f} "
+            f"| {tokens:,} | {fit.kv_tokens:,}{mark} | {t_err:+.1f} |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
