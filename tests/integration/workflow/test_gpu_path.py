@@ -569,9 +569,9 @@ def test_gpu_check_flow_runs_on_the_cpu(tmp_path):
 def test_summary_prints_key_figures_and_estimate_against_nvml(tmp_path):
     """What gpu_check.sh prints from its output folder: per-scenario figures, and the estimate beside
     the NVML-measured memory with the error in % (figures made up here: no GPU exists)."""
+    from infbench.cli import main as memory_main
     from infbench.measure.recordfiles import write_records
     from infbench.measure.records import RequestRecord
-    from infbench.memory.cli import main as memory_main
 
     out = tmp_path / "out"
     raw = out / "raw" / "transformers" / "tiny"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from infbench.cli import main
 from infbench.memory.bandwidth import measure_read_bandwidth, write_measurement
-from infbench.memory.cli import main
 from infbench.results.provenance import HardwareInfo, collect
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from infbench.memory.cpu_runtime import CpuRuntime
+
 if TYPE_CHECKING:
     from infbench.engines.spec import EngineSpec, ModelSpec
     from infbench.handoff import MemoryReport
@@ -86,6 +88,8 @@ class Engine:
     env_install_hint: ClassVar[str | None] = None  # what to pip install there (default: the missing modules)
     # Record files this kind measures beside the scenarios' (TGI: its native route), one per name.
     extra_runs: ClassVar[tuple[str, ...]] = ()
+    # CPU memory beside the weights (the memory estimate and table); None: memory's python fallback.
+    cpu_runtime: ClassVar[CpuRuntime | None] = None
 
     # --- config time (pipeline/config.py) ---------------------------------------------------------
 
@@ -171,3 +175,8 @@ def engine_for(kind: str) -> Engine:
         return engine_kinds()[kind]
     except KeyError:
         raise ValueError(f"unknown engine kind {kind!r}; known: {', '.join(sorted(engine_kinds()))}") from None
+
+
+def cpu_runtimes() -> dict[str, CpuRuntime]:
+    """Each kind's CPU memory figures, for the memory estimate (kinds without any are left out)."""
+    return {kind: engine.cpu_runtime for kind, engine in engine_kinds().items() if engine.cpu_runtime}

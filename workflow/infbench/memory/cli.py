@@ -1,13 +1,15 @@
-"""Subcommands `estimate`, `memory-estimate` and `memory-table`.
+"""Subcommands `estimate`, `memory-estimate`, `memory-bandwidth` and `memory-table`.
 
-The main infbench CLI registers them with add_parser(subparsers); until then,
-`python -m infbench.memory.cli estimate MODEL ...` works on its own.
+The main infbench CLI (infbench.cli) registers them with add_parser(subparsers, cpu_runtimes) and
+hands in the engine kinds' CPU memory figures, which this layer cannot import; run them as
+`infbench estimate ...` or, in the tools venv, `python -m infbench.cli memory-estimate ...`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from infbench.fileio import write_text_atomic
@@ -15,8 +17,9 @@ from infbench.memory.errors import EstimateError
 from infbench.memory.vllm import PINNED_VERSION, SAMPLERS
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register the memory subcommands on an argparse subparsers object."""
+def add_parser(subparsers: argparse._SubParsersAction, cpu_runtimes: Callable[[], dict] | None = None) -> None:
+    """Register the memory subcommands on an argparse subparsers object. cpu_runtimes: a function
+    giving each engine kind's CPU memory figures (engines.base.cpu_runtimes) for the estimates."""
     p = subparsers.add_parser(
         "estimate",
         help="estimate model memory and GPU fit (no weights downloaded)",
@@ -49,7 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="local CPU memory bandwidth for its decode bound (default: measured now with a short read benchmark)",
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.set_defaults(func=run_estimate)
+    p.set_defaults(func=run_estimate, cpu_runtimes=cpu_runtimes)
 
     p = subparsers.add_parser("memory-estimate", help="write one model's memory estimate as JSON (pipeline rule)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -64,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="model name used in tables")
     _add_shape_args(p)
     p.add_argument("--out", required=True, metavar="FILE", help="results/memory/NAME.json")
-    p.set_defaults(func=run_memory_estimate)
+    p.set_defaults(func=run_memory_estimate, cpu_runtimes=cpu_runtimes)
 
     p = subparsers.add_parser(
         "memory-bandwidth",
@@ -172,6 +175,7 @@ def _estimate(args: argparse.Namespace) -> int:
         sampler=args.sampler,
         group_size=args.group_size,
         cpu_bandwidth=_cpu_bandwidth(args.cpu_bandwidth),
+        cpu_runtimes=_cpu_runtimes(args),
     )
     print(est.to_json_text() if args.json else render_text(est))
     return 0
@@ -188,6 +192,10 @@ def _cpu_bandwidth(gb_s: float | None) -> tuple[float, str]:
     m = measure_read_bandwidth(buffer_mib=64, repeats=3)
     load = f", load {m.load_1min:.2f}" if m.load_1min is not None else ""
     return m.bandwidth_bytes_s, f"read benchmark now, {m.threads} threads{load}"
+
+
+def _cpu_runtimes(args: argparse.Namespace) -> dict | None:
+    return args.cpu_runtimes() if getattr(args, "cpu_runtimes", None) else None
 
 
 def run_memory_estimate(args: argparse.Namespace) -> int:
@@ -217,6 +225,7 @@ def _memory_estimate(args: argparse.Namespace) -> int:
         vllm_version=args.vllm_version,
         sampler=args.sampler,
         group_size=args.group_size,
+        cpu_runtimes=_cpu_runtimes(args),
     )
     out = Path(args.out)
     write_text_atomic(out, est.to_json_text() + "\n")  # never a half-written estimate
@@ -251,15 +260,3 @@ def _memory_table(args: argparse.Namespace) -> int:
     write_table([Path(p) for p in args.estimates], [Path(p) for p in args.measured], out, args.gpu_util)
     print(f"wrote {out}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="infbench", description="infbench memory tools")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

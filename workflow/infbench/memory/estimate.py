@@ -10,7 +10,7 @@ from typing import Any
 
 from infbench.memory import quant
 from infbench.memory import vllm as vllm_rules
-from infbench.memory.cpu_runtime import cpu_footprint
+from infbench.memory.cpu_runtime import CpuRuntime, cpu_footprint
 from infbench.memory.errors import EstimateError
 from infbench.memory.facts import ModelFacts, model_facts
 from infbench.memory.fit import TP_SIZES, Shape, fit_gpu, overheads_for, smallest_setup
@@ -33,8 +33,10 @@ def build_estimate(
     sampler: str | None = None,
     group_size: int | None = None,
     cpu_bandwidth: tuple[float, str] | None = None,
+    cpu_runtimes: dict[str, CpuRuntime] | None = None,
 ) -> Estimate:
-    """cpu_bandwidth: (bytes/s, where the figure comes from) for the local-CPU speed bound."""
+    """cpu_bandwidth: (bytes/s, where the figure comes from) for the local-CPU speed bound;
+    cpu_runtimes: each engine kind's CPU memory beside the weights (engines.base.cpu_runtimes())."""
     notes: list[str] = []
     scheme = quant.parse_weight_dtype(dtype) if dtype else (facts.quantized_as or facts.model_dtype or "bf16")
     kv_name = quant.parse_kv_dtype(kv_dtype) if kv_dtype else quant.default_kv_dtype(scheme, facts.model_dtype)
@@ -95,7 +97,9 @@ def build_estimate(
         kv_bytes_per_sequence=facts.kv.bytes_for_context(context, kv_elem),
         overheads=overheads_for(facts, shape, ref_gpu, ref_tp),
         cpu_footprint=cpu_footprint(
-            weights[scheme], cast_at_load=bool(stored_dtype) and quant.parse_weight_dtype(stored_dtype) != scheme
+            weights[scheme],
+            cast_at_load=bool(stored_dtype) and quant.parse_weight_dtype(stored_dtype) != scheme,
+            runtimes=cpu_runtimes,
         ),
         fits=fits,
         smallest=best,

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from infbench.engines.base import Engine, EngineSettings, ServerPlan, register
+from infbench.memory.cpu_runtime import CpuRuntime
+from infbench.memory.gpus import MIB
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,16 @@ class Transformers(Engine):
     # transformers serve's serving extras, checked in an existing interpreter (env: {python: PATH})
     env_modules = ("transformers", "torch", "fastapi", "uvicorn", "pydantic", "openai")
     env_install_hint = "transformers[serving]"
+    cpu_runtime = CpuRuntime(
+        452 * MIB,
+        False,
+        (
+            "`transformers serve` process tree ~452 MiB besides the weights (measured: RSS after "
+            "one request minus the weights; transformers 5.23, torch 2.13 CPU); safetensors are "
+            "memory-mapped, so the weights are resident only after the first request, unless they "
+            "are cast to another dtype at load (served dtype != stored dtype)"
+        ),
+    )
 
     def plan(self, spec, model, venv, host, port, gpu_ids=(), threads=1) -> ServerPlan:
         settings: TransformersSettings = spec.settings

