@@ -9,8 +9,9 @@
 #    was carried; 2. uses PY as an existing environment (its pip freeze is the lock); 3. builds each
 #    model (random weights from its architecture config, streamed to safetensors); 4. estimates each
 #    model's memory; 5. runs `infbench bench` for every (engine, model) from the prepared spec files:
-#    raw records, server.json and memory.json land in OUT/raw/ENGINE/MODEL/; 6. prints the key
-#    figures and the estimate against NVML-measured memory with the error in %.
+#    raw records, server.json, memory.json and metrics/ (the server's own metrics and NVML energy per
+#    scenario) land in OUT/raw/ENGINE/MODEL/; 6. prints the key figures, joules per output token
+#    per cell, and the estimate against NVML-measured memory with the error in %.
 # Bring OUT back and run bench_scripts/gpu_check_merge.sh OUT on the CPU for the tables.
 # --device cpu runs the same flow on a machine without a GPU (prepare with --device cpu too).
 set -euo pipefail
@@ -29,7 +30,7 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift 2 ;;
     --check-dir) CHECK="$2"; shift 2 ;;
     --budget-s) BUDGET_S="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done

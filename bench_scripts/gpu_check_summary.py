@@ -3,7 +3,9 @@
     python bench_scripts/gpu_check_summary.py gpu_check/out
 
 Prints, per (engine, model): the server's status, version and start-up time, each scenario's
-requests, errors, mean tokens/s, requests/min, TTFT and TPOT p50 and mean completion tokens; then
+requests, errors, mean tokens/s, requests/min, TTFT and TPOT p50 and mean completion tokens, its
+energy (joules per output token from NVML's counter over the scenario's window, or why not) and the
+server's counts against the client's; then
 the memory estimate beside what was measured (NVML per GPU on CUDA, process-tree RSS on the CPU)
 with the error in %. Writes the same text to OUT/summary.txt.
 """
@@ -18,8 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow"))
 
+from infbench.measure.reconcile import ClientCounts, reconcile  # noqa: E402
 from infbench.measure.recordmath import percentile, tokens_per_second  # noqa: E402
 from infbench.measure.records import RequestRecord, read_records  # noqa: E402
+from infbench.measure.servermetrics import ServerMetrics  # noqa: E402
 from infbench.memory.table import compare  # noqa: E402
 
 GIB = 2**30
@@ -66,6 +70,31 @@ def key_figures(records: list[RequestRecord]) -> dict[str, float | int | None]:
     }
 
 
+def server_view_lines(path: Path, records: list[RequestRecord]) -> list[str]:
+    """The scenario's energy (J per output token, average W, method) and the server's counts beside
+    the client's, from the metrics/{scenario}.json the bench job wrote."""
+    if not path.exists():
+        return [f"    energy: n/a (no {path.name}: server metrics not read)"]
+    server = ServerMetrics.read(path)
+    energy = server.energy or {}
+    if energy.get("joules") is not None:
+        lines = [
+            f"    energy: {energy['joules']:.1f} J, {_num(energy.get('joules_per_output_token'), 1, 4)} J per output "
+            f"token, {_num(energy.get('average_watts'))} W average over {_num(energy.get('window_s'))} s "
+            f"[{energy['method']}]"
+        ]
+    else:
+        lines = [f"    energy: n/a ({energy.get('reason') or 'not measured'})"]
+    rec = reconcile(ClientCounts.of(records), server)
+    verdict = "MISMATCH: " + "; ".join(rec.lines()) if rec.mismatch else "match" if rec.judged else rec.note
+    ttft = server.quantiles("ttft")[0.5]
+    lines.append(
+        f"    server: {server.status}, counts {verdict}, server TTFT p50 {_num(ttft, 1e3)} ms (bucket-interpolated), "
+        f"peak running {_num(server.gauges.running_max, digits=0)}, waiting {_num(server.gauges.waiting_max, digits=0)}"
+    )
+    return lines
+
+
 def summary_lines(out: Path) -> list[str]:
     plan = json.loads((out / "merge_plan.json").read_text())
     lines = []
@@ -89,7 +118,8 @@ def summary_lines(out: Path) -> list[str]:
                 path = folder / f"{scenario}.jsonl"
                 if not path.exists():
                     continue
-                f = key_figures(read_records(path))
+                records = read_records(path)
+                f = key_figures(records)
                 lines.append(
                     f"  {scenario:<11} n={f['n']} errors={f['errors']} c={f['concurrency']}"
                     f"  tokens/s {_num(f['tokens_per_s'])}"
@@ -97,6 +127,7 @@ def summary_lines(out: Path) -> list[str]:
                     f"  TTFT p50 {_num(f['ttft_p50_s'], 1e3)} ms  TPOT p50 {_num(f['tpot_p50_s'], 1e3, 2)} ms"
                     f"  completion tokens {_num(f['completion_tokens'])}  prompt tokens {_num(f['prompt_tokens'])}"
                 )
+                lines += server_view_lines(folder / "metrics" / f"{scenario}.json", records)
     lines += ["", "memory: estimate vs measured (GiB; error = (estimate - measured) / measured)"]
     for engine in plan["engines"]:
         for model, label in plan["models"].items():

@@ -131,7 +131,7 @@ def _records(
             "connect_s": 0.0 if i % 7 else 0.00021,
             "read_lag_p99_s": lag / 3,
             "read_lag_max_s": lag / 2,
-            "client_lag_limit_s": 0.001,
+            "client_lag_share_limit": 0.01,
             "worker": i % workers,
             "rate": rate,
             "slo_ttft_s": 0.25 if scenario_kind == "sweep" else None,

@@ -67,7 +67,25 @@ def theirs(
     venv: Path, port: int, model_name: str, model_dir: Path, dataset: Path, n: int, max_tokens: int, workdir: Path
 ) -> dict:
     result_file = workdir / "vllm_bench.json"
-    command = [
+    command = theirs_command(venv, port, model_name, model_dir, dataset, n, max_tokens, workdir)
+    run = subprocess.run(command, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"vllm bench serve failed:\n{run.stderr[-3000:]}")
+    data = json.loads(result_file.read_text())
+    return {
+        "ttft_ms": data["mean_ttft_ms"],
+        "tpot_ms": data["mean_tpot_ms"],
+        "e2el_ms": data["mean_e2el_ms"],
+        "output_tok_s": data["output_throughput"],
+        "completion_tokens": data["total_output_tokens"],
+    }
+
+
+def theirs_command(
+    venv: Path, port: int, model_name: str, model_dir: Path, dataset: Path, n: int, max_tokens: int, workdir: Path
+) -> list[str]:
+    """`vllm bench serve` through its own parser and main, saving its result in workdir/vllm_bench.json."""
+    return [
         str(venv / "bin/python"),
         "-c",
         VLLM_BENCH_DRIVER,
@@ -105,19 +123,8 @@ def theirs(
         "--result-dir",
         str(workdir),
         "--result-filename",
-        result_file.name,
+        "vllm_bench.json",
     ]
-    run = subprocess.run(command, capture_output=True, text=True)
-    if run.returncode != 0:
-        raise RuntimeError(f"vllm bench serve failed:\n{run.stderr[-3000:]}")
-    data = json.loads(result_file.read_text())
-    return {
-        "ttft_ms": data["mean_ttft_ms"],
-        "tpot_ms": data["mean_tpot_ms"],
-        "e2el_ms": data["mean_e2el_ms"],
-        "output_tok_s": data["output_throughput"],
-        "completion_tokens": data["total_output_tokens"],
-    }
 
 
 def main() -> int:
@@ -128,6 +135,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--dry-run", action="store_true", help="print the server's and vLLM's client's commands only")
     args = parser.parse_args()
 
     # Single user-turn prompts only: vLLM's client sends each prompt as one user message.
@@ -155,6 +163,16 @@ def main() -> int:
         command=plan.command, log_path=workdir / "server.log", health_url=f"http://127.0.0.1:{port}/health", env=env
     )
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
+    if args.dry_run:
+        print("server:", " ".join(plan.command))
+        print("ours:", url, f"{len(prompts)} prompts")
+        print(
+            "theirs:",
+            " ".join(
+                theirs_command(args.venv, port, name, args.model_dir, dataset, args.n, args.max_tokens, workdir)[3:]
+            ),
+        )
+        return 0
     rows = []
     with server:
         print(f"vLLM healthy after {server.wait_healthy():.0f} s; warming up", file=sys.stderr)

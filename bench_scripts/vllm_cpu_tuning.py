@@ -3,6 +3,7 @@ LD_PRELOAD of Intel OpenMP and tcmalloc change, run alternately (A B C D A B C D
 shared machine's load falls on every variant alike.
 
     python bench_scripts/vllm_cpu_tuning.py [--rounds 2] [--n 8] [--max-tokens 64] [--concurrency 4]
+    python bench_scripts/vllm_cpu_tuning.py --dry-run    # each variant's command and environment only
 
 Needs .venvs/vllm-cpu and resources/models/smollm2-135m (a default run, or
 `snakemake --cores all .venvs/vllm-cpu/.infbench-built results/models/smollm2-135m.json`).
@@ -33,8 +34,9 @@ from infbench.engines.base import engine_for
 from infbench.engines.kinds.vllm import vllm_cpu_best_env
 from infbench.engines.server import ManagedServer
 from infbench.engines.spec import EngineSpec, ModelSpec, Sampling
-from infbench.measure.client import ChatRequest, RequestSettings, RunContext, run_single
+from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.loadgen import LoadShape, run_load
+from infbench.measure.runners import run_single
 from infbench.pipeline.prompts import load_source, sample_prompts
 from infbench.procutil import free_port
 
@@ -72,7 +74,8 @@ def variant_env(name: str) -> dict[str, str]:
     return env
 
 
-def measure(variant: str, prompts, args) -> dict:
+def plan_variant(variant: str, args, port: int):
+    """The server plan (adapter command line) and environment of one variant."""
     engine = EngineSpec(
         name="vllm",
         kind="vllm",
@@ -82,12 +85,17 @@ def measure(variant: str, prompts, args) -> dict:
         args=["--enforce-eager"],
         sampling=Sampling(max_tokens=args.max_tokens, output_length="fixed"),
     )
-    port = free_port()
     plan = engine_for("vllm").plan(engine, MODEL, VENV, "127.0.0.1", port)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "KMP_", "VLLM_CPU"))}
     env.pop("PYTHONPATH", None)
     env.update(BASE_ENV)
     env.update(variant_env(variant))
+    return plan, env
+
+
+def measure(variant: str, prompts, args) -> dict:
+    port = free_port()
+    plan, env = plan_variant(variant, args, port)
     log_path = Path(f"logs/bench_scripts/vllm_cpu_tuning.{variant}.{int(time.time())}.log")
     settings = RequestSettings(
         model_name=plan.model_name,
@@ -171,7 +179,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--requests", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("results/bench_scripts/vllm_cpu_tuning.json"))
+    parser.add_argument(
+        "--dry-run", action="store_true", help="print each variant's command and environment, start nothing"
+    )
     args = parser.parse_args()
+    if args.dry_run:
+        for variant in args.variants.split(","):
+            try:
+                plan, env = plan_variant(variant, args, port=0)
+            except SystemExit as why:  # a variant this machine cannot run (no tcmalloc)
+                print(f"{variant}: cannot run here: {why}")
+                continue
+            shown = {k: env[k] for k in sorted(env) if k in BASE_ENV or k.startswith(("VLLM_", "LD_PRELOAD"))}
+            print(f"{variant}: {' '.join(plan.command)}\n    env: {shown}")
+        return
     prompts = sample_prompts(load_source("builtin"), args.n, 2024)
     runs = []
     for round_ in range(args.rounds):

@@ -64,25 +64,33 @@ def fake_plan(config: dict) -> MergePlan:
 
 
 def make_records(
-    engine: str, scenario: str, count: int, concurrency: int, speed: float, t0: float
+    engine: str,
+    scenario: str,
+    count: int,
+    concurrency: int,
+    speed: float,
+    t0: float,
+    prompts: int = 3,
+    slow: float = 1.0,
 ) -> list[RequestRecord]:
+    """`count` requests over `prompts` prompts; `slow` stretches every time (a slower engine)."""
     records = []
     for i in range(count):
         tokens = 6 + i % 3
-        latency = tokens / speed + 0.05 * i
+        latency = (tokens / speed + 0.05 * i) * slow
         start = t0 + (i // concurrency) * latency
         records.append(
             RequestRecord(
                 request_id=f"{scenario}-{i:04d}",
-                prompt_id=f"builtin-{i % 3:04d}",
+                prompt_id=f"builtin-{i % prompts:04d}",
                 engine=engine,
                 model="tiny",
                 scenario=scenario,
                 concurrency=concurrency,
                 send_time=start,
-                ttft_s=0.1 + 0.01 * i,
+                ttft_s=(0.1 + 0.01 * i) * slow,
                 latency_s=latency,
-                chunk_times_s=[0.1 + 0.01 * i + k * 0.05 for k in range(tokens)],
+                chunk_times_s=[(0.1 + 0.01 * i + k * 0.05) * slow for k in range(tokens)],
                 prompt_tokens=20 + i % 3,
                 completion_tokens=tokens,
                 max_tokens=8,
@@ -94,19 +102,33 @@ def make_records(
     return records
 
 
-def build_run(root: Path, token: str = FAKE_TOKEN, config: dict | None = None) -> dict:
+def build_run(
+    root: Path,
+    token: str = FAKE_TOKEN,
+    config: dict | None = None,
+    prompts: int = 3,
+    slow: dict[str, float] | None = None,
+) -> dict:
+    """The run; `prompts` single requests per engine (one per prompt), `slow` stretches an engine's times."""
     config = config or fake_config(token)
+    slow = slow or {}
     plan = fake_plan(config)
     results, raw = root / "results", root / "results" / "raw"
     sample = "".join(
         json.dumps({"id": f"builtin-{i:04d}", "messages": [{"role": "user", "content": f"q{i}"}]}) + "\n"
-        for i in range(3)
+        for i in range(prompts)
     )
     (results / "prompts").mkdir(parents=True)
     (results / "prompts" / "prompts.jsonl").write_text(sample)
     write_json_atomic(
         results / "prompts" / "prompts.meta.json",
-        {"count": 3, "n": 3, "seed": 7, "source": "builtin", "sha256": hashlib.sha256(sample.encode()).hexdigest()},
+        {
+            "count": prompts,
+            "n": prompts,
+            "seed": 7,
+            "source": "builtin",
+            "sha256": hashlib.sha256(sample.encode()).hexdigest(),
+        },
     )
     (results / "envs").mkdir()
     (results / "envs" / "transformers.lock").write_text("torch==2.13.0\ntransformers==5.23.0\n")
@@ -133,11 +155,16 @@ def build_run(root: Path, token: str = FAKE_TOKEN, config: dict | None = None) -
     for index, engine in enumerate(("alpha", "beta")):
         run = raw / engine / "tiny"
         write_records(
-            run / "single.jsonl", make_records(engine, "single", 3, 1, 20.0 + 10 * index, 1.8e9 + 100 * index)
+            run / "single.jsonl",
+            make_records(
+                engine, "single", prompts, 1, 20.0 + 10 * index, 1.8e9 + 100 * index, prompts, slow.get(engine, 1.0)
+            ),
         )
         write_records(
             run / "throughput.jsonl",
-            make_records(engine, "throughput", 4, 2, 15.0 + 5 * index, 1.8e9 + 50 + 100 * index),
+            make_records(
+                engine, "throughput", 4, 2, 15.0 + 5 * index, 1.8e9 + 50 + 100 * index, prompts, slow.get(engine, 1.0)
+            ),
         )
         write_json_atomic(
             run / "server.json",

@@ -184,6 +184,34 @@ def _cmd_verify(args) -> int:
     return 1
 
 
+def _cmd_compare(args) -> int:
+    from infbench.results.bundle import BundleError, UnsafeArchiveError
+    from infbench.results.compare import CompareError
+    from infbench.results.comparereport import compare_paths
+
+    try:
+        outcome = compare_paths(
+            args.a,
+            args.b,
+            args.out,
+            fail_if_worse=args.fail_if_worse,
+            allow_different_workload=args.allow_different_workload,
+            limits=_extract_limits(args.max_gib),
+        )
+    except UnsafeArchiveError as err:
+        print(f"error: compare: REFUSED {err} (nothing was extracted)", file=sys.stderr)
+        return 2
+    except (BundleError, CompareError) as err:
+        print(f"error: compare: {err}", file=sys.stderr)
+        return 2
+    if outcome.text:
+        print(outcome.text)
+    for path in outcome.written:
+        print(f"wrote {path}", file=sys.stderr)
+    print(outcome.message, file=sys.stderr)
+    return outcome.code
+
+
 def _extract_limits(max_gib: float | None):
     """The extraction limits, the total (and the per-file limit with it) raised or lowered by --max-gib."""
     from infbench.results.bundle import ExtractLimits
@@ -195,7 +223,7 @@ def _extract_limits(max_gib: float | None):
 
 
 def _cmd_calibrate(args) -> int:
-    from infbench.measure.calibrate import calibrate, format_report
+    from infbench.measure.calibrate import LAG_LIMIT_S, calibrate, format_report
     from infbench.measure.refserver import RefSettings
 
     settings = RefSettings(
@@ -213,7 +241,7 @@ def _cmd_calibrate(args) -> int:
         settings,
         args.requests_per_stream,
         workers=workers,
-        lag_limit_s=args.lag_limit_ms / 1e3,
+        lag_limit_s=LAG_LIMIT_S if args.lag_limit_ms is None else args.lag_limit_ms / 1e3,
         progress=lambda line: print(line, file=sys.stderr),
     )
     report = format_report(rows, settings)
@@ -333,6 +361,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser(
+        "compare",
+        help="compare two runs (bundles or results folders) cell by cell: change, 95%% interval, verdict",
+    )
+    p.add_argument("a", type=Path, metavar="A", help="the baseline: a bundle (.tar.gz) or a results folder")
+    p.add_argument("b", type=Path, metavar="B", help="the run compared with it (may be A itself)")
+    p.add_argument("--out", type=Path, default=Path("results/compare"), help="where the report goes")
+    p.add_argument(
+        "--fail-if-worse",
+        type=float,
+        metavar="PCT",
+        help="exit 1 when any cell is significantly worse in B by more than PCT percent (for CI)",
+    )
+    p.add_argument(
+        "--allow-different-workload",
+        action="store_true",
+        help="compare even when the prompt samples or sampling settings differ (nothing is then paired)",
+    )
+    p.add_argument("--max-gib", type=float, help="as for verify: the most a bundle may unpack to")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
         "calibrate",
         help="run the client against a reference server with known timing; "
         "print measured against true TTFT, TPOT, ITL and tokens/s per concurrency",
@@ -350,14 +399,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lag-limit-ms",
         type=float,
-        default=schema_default("bench.client_lag_limit_s") * 1e3,
-        help="client lag p99 that flags a run",
+        default=None,
+        help="client (and reference server) lag p99 that flags a run (default 1 ms)",
     )
     p.add_argument("--out", type=Path, help="also write the report (markdown) here")
     p.set_defaults(func=_cmd_calibrate)
 
-    add_memory_commands(sub, cpu_runtimes)  # estimate, memory-estimate, memory-bandwidth, memory-table
+    p = sub.add_parser(
+        "memory-bandwidth",
+        help="measure this machine's memory bandwidth (read benchmark and STREAM triad) as JSON",
+        description="Two short benchmarks, one thread per core, holding the CPU lock of bench jobs: a read "
+        "(sum) and a STREAM-style triad; the single-request decode bound of CPU runs uses the higher.",
+    )
+    p.add_argument("--buffer-mib", type=int, default=128, help="MiB read per thread (default %(default)s)")
+    p.add_argument(
+        "--repeats", type=int, default=5, help="timed repeats of each; the best counts (default %(default)s)"
+    )
+    p.add_argument("--out", required=True, type=Path, metavar="FILE", help="results/hardware/bandwidth.json")
+    p.set_defaults(func=_cmd_memory_bandwidth)
+
+    add_memory_commands(sub, cpu_runtimes)  # estimate, memory-estimate, memory-table
     return parser
+
+
+def _cmd_memory_bandwidth(args: argparse.Namespace) -> int:
+    from infbench.jobs.bandwidth import run_memory_bandwidth
+
+    if args.buffer_mib <= 0 or args.repeats <= 0:
+        print("infbench memory-bandwidth: error: --buffer-mib and --repeats must be positive", file=sys.stderr)
+        return 2
+    measured = run_memory_bandwidth(args.out, args.buffer_mib, args.repeats)
+    print(f"wrote {args.out}: {measured.summary()}")
+    if not measured.quiet:
+        print(f"warning: others used the machine while measuring: {measured.machine_load_summary()}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,7 +25,7 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict:
 
 def schema_default(key: str):
     """The schema's default for a dotted key; `*` stands for any name in a mapping of named entries,
-    e.g. "bench.client_lag_limit_s", "scenarios.*.max_rate", "engines.*.startup_timeout_s"."""
+    e.g. "bench.client_lag_share", "scenarios.*.max_rate", "engines.*.startup_timeout_s"."""
     node = load_schema()
     for part in key.split("."):
         node = node["additionalProperties"] if part == "*" else node["properties"][part]

@@ -133,6 +133,7 @@ class GpuMemory(HandoffRecord):
     total_bytes: int
     used_idle_bytes: int = 0
     used_peak_bytes: int = 0
+    pci_device_id: int | None = None  # NVML's PCI device id (without the vendor), for the decode bound
 
 
 @dataclass
@@ -154,6 +155,8 @@ class MemoryReport(HandoffRecord):
     # What the engine itself logged at start-up (vLLM: weights, KV pool and tokens, max concurrency;
     # memory.vllmlog.VllmStartup), for the memory table's KV capacity check.
     engine_reported: dict | None = None
+    # An external endpoint's memory bandwidth, when its config gives it (bytes/s): its decode bound.
+    bandwidth_bytes_s: float | None = None
 
     @classmethod
     def from_dict(cls, data: Any, source: str = "") -> MemoryReport:

@@ -376,6 +376,9 @@ class FakeNvml(types.ModuleType):
     def nvmlDeviceGetName(self, handle):
         return b"NVIDIA H100 80GB HBM3"
 
+    def nvmlDeviceGetPciInfo(self, handle):
+        return types.SimpleNamespace(pciDeviceId=0x2330 << 16 | 0x10DE)  # device id, vendor NVIDIA
+
     def nvmlDeviceGetMemoryInfo(self, handle):
         self.used[handle] += 2**20  # memory grows while the server works
         return types.SimpleNamespace(total=80 * 2**30, used=self.used[handle], free=0)
@@ -394,6 +397,7 @@ def test_nvml_present_measures_each_leased_gpu(monkeypatch):
     report = _watch(["1"])
     assert [(g.index, g.name, g.total_bytes) for g in report.gpus] == [(1, "NVIDIA H100 80GB HBM3", 80 * 2**30)]
     gpu = report.gpus[0]
+    assert gpu.pci_device_id == 0x2330  # for the decode bound's exact match
     assert 10 * 2**30 < gpu.used_idle_bytes < gpu.used_peak_bytes and report.rss_peak_bytes > 0
     by_uuid = _watch(["GPU-bb", "GPU-aa"])  # a scheduler may hand out UUIDs: NVML's own index is recorded
     assert [g.index for g in by_uuid.gpus] == [0, 1]
@@ -655,6 +659,23 @@ def test_summary_prints_key_figures_and_estimate_against_nvml(tmp_path):
             }
         )
     )
+    # What the bench job writes per scenario: NVML's energy counter growth over its window (figures made up)
+    from infbench.measure.servermetrics import ServerMetrics
+
+    ServerMetrics(
+        engine="transformers",
+        model="tiny",
+        scenario="single",
+        status="n/a",
+        note="n/a: no metrics endpoint",
+        energy={
+            "method": "NVML total energy counter, GPUs 0 summed",
+            "joules": 512.0,
+            "window_s": 2.0,
+            "joules_per_output_token": 2.0,
+            "average_watts": 256.0,
+        },
+    ).write(raw / "metrics" / "single.json")
     (out / "merge_plan.json").write_text(
         json.dumps(
             {
@@ -677,6 +698,11 @@ def test_summary_prints_key_figures_and_estimate_against_nvml(tmp_path):
     assert re.search(r"single\s+n=4 errors=0 c=1\s+tokens/s 128\.0 .*TTFT p50 50\.0 ms.*completion tokens 64\.0", text)
     line = next(line for line in text.splitlines() if "[NVML GPU0 NVIDIA H100 80GB HBM3]" in line)
     assert re.search(r"idle: estimate \d+\.\d\d, measured \d+\.\d\d, error [+-]\d+\.\d%", line)
+    assert (
+        "energy: 512.0 J, 2.0000 J per output token, 256.0 W average over 2.0 s "
+        "[NVML total energy counter, GPUs 0 summed]" in text
+    )
+    assert "server: n/a, counts n/a: no metrics endpoint" in text
     assert (out / "summary.txt").read_text() == text
 
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from infbench.results.bounds import bound_cells, bounds_for_run, decode_bound, mean_context
+from infbench.results.bounds import NoBound, bound_cells, bounds_for_run, decode_bound, mean_context
 
 ESTIMATE = {  # the fields of results/memory/{model}.json the bound reads
     "dtype": "fp32",
@@ -42,6 +42,57 @@ def test_gpu_bound_uses_the_catalogue_and_splits_over_ranks():
     bound = decode_bound("vllm", "m", ESTIMATE, memory, None, context_tokens=0)
     assert bound.tokens_s == pytest.approx(3.35e12 / (4 * 10**8 / 2))
     assert "H100-80GB datasheet" in bound.bandwidth_source
+
+
+@pytest.mark.parametrize(
+    ("gpu", "expected"),
+    [
+        ({"name": "NVIDIA L4"}, "L4-24GB datasheet"),
+        ({"name": "NVIDIA L40S"}, "L40S-48GB datasheet"),
+        ({"name": "NVIDIA L40"}, "L40-48GB datasheet"),  # its own entry: not the L40S, not the L4
+        ({"name": "NVIDIA H100 PCIe"}, "H100-PCIe-80GB datasheet"),  # not the SXM's 3.35 TB/s
+        ({"name": "NVIDIA H100 NVL 2"}, "n/a: unknown GPU NVIDIA H100 NVL 2"),  # no near miss
+        ({"name": ""}, "n/a: unknown GPU (no name)"),  # an empty name matched everything before
+        ({"name": "H100 renamed by a driver", "pci_device_id": 0x2330}, "H100-80GB datasheet"),
+        ({"name": "", "pci_device_id": 0x26B5}, "n/a: unknown GPU (no name)"),  # the L40's id
+    ],
+)
+def test_gpus_are_matched_exactly_by_nvml_name_or_pci_id(gpu, expected):
+    memory = {"device": "cuda", "gpus": [gpu]}
+    bound = decode_bound("vllm", "m", ESTIMATE, memory, {"bandwidth_bytes_s": 8e9}, context_tokens=0)
+    if expected.startswith("n/a"):
+        assert isinstance(bound, NoBound) and bound.reason == expected
+        assert bound_cells(bound, 50.0) == (expected, "-")
+    else:
+        assert expected in bound.bandwidth_source
+
+
+def test_a_cuda_run_without_gpus_is_never_bounded_by_the_host_ram():
+    """NVML could not be read: no GPU in memory.json. The CPU's bandwidth would make a GPU's figure
+    look like thousands of percent of its bound."""
+    bound = decode_bound("vllm", "m", ESTIMATE, {"device": "cuda", "gpus": []}, {"bandwidth_bytes_s": 8e9}, 0)
+    assert isinstance(bound, NoBound) and "no GPU recorded" in bound.reason
+
+
+def test_an_external_endpoint_has_no_bound_unless_its_config_gives_the_bandwidth():
+    external = {"device": "cpu", "status": "skipped", "reason": "external endpoint: memory not measured"}
+    bound = decode_bound("remote", "m", ESTIMATE, external, {"bandwidth_bytes_s": 8e9}, 0)
+    assert isinstance(bound, NoBound) and bound.reason.startswith("n/a: external endpoint")
+    given = decode_bound("remote", "m", ESTIMATE, {**external, "bandwidth_bytes_s": 2e12}, None, 0)
+    assert given.tokens_s == pytest.approx(2e12 / (4 * 10**8)) and given.bandwidth_source == "from the config"
+
+
+def test_an_untied_input_embedding_is_read_one_row_per_token():
+    """Untied: the input embedding is looked up (one row), the output layer read whole. Tied: the one
+    matrix is the output layer, so all of it counts."""
+    parameters = {"total": 10**8, "tied_embeddings": False, "by_role": {"embedding": 10**7, "lm_head": 10**7}}
+    untied = decode_bound(
+        "t", "m", {**ESTIMATE, "parameters": parameters}, {"device": "cpu"}, {"bandwidth_bytes_s": 8e9}, 0
+    )
+    assert untied.bytes_per_token == 4 * 10**8 - 4 * 10**7
+    tied = {**parameters, "tied_embeddings": True, "by_role": {"embedding": 10**7, "lm_head": 0}}
+    whole = decode_bound("t", "m", {**ESTIMATE, "parameters": tied}, {"device": "cpu"}, {"bandwidth_bytes_s": 8e9}, 0)
+    assert whole.bytes_per_token == 4 * 10**8
 
 
 def test_cells_flag_a_figure_above_its_bound():
@@ -107,13 +158,23 @@ def test_details_and_csv_show_bound_and_flag_over_100(tmp_path):
     context = 21 + 8 / 2
     write_json_atomic(
         results / "hardware" / "bandwidth.json",
-        {"bandwidth_bytes_s": 25 * (4 * 10**8 + 1000 * context), "load_1min": 1.0},
+        {
+            "bandwidth_bytes_s": 25 * (4 * 10**8 + 1000 * context),
+            "load_1min": 1.0,
+            "bound_method": "read",
+            "quiet": False,
+        },
     )
     merge(results / "raw", results / "tables", run["plan"])
     details = (results / "tables" / "details.md").read_text()
     assert "| bound tok/s | % of bound |" in details
     assert "⚠ over bound" in details and "WARNING: beta/tiny/single" in details
     assert "WARNING: alpha" not in details
+    # Measured while others used the machine: said under the table, not hidden.
+    assert (
+        "- WARNING: bandwidth behind the bound: measured read method, 1-min load 1.0; the machine was NOT quiet"
+        in details
+    )
     header = (results / "tables" / "summary.csv").read_text().splitlines()[0]
     assert "decode_bound_tokens_s" in header and "pct_of_bound" in header
     made = make_bundle(tmp_path, results / "bundles", Redactor.from_sources(fake_config()))

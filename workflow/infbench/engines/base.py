@@ -58,6 +58,9 @@ class ServerPlan:
     # An endpoint that is already running: nothing is started, leased or measured for memory.
     external: bool = False
     api_key_env: str | None = None  # the variable that holds its key (never written anywhere)
+    # The server's Prometheus metrics: a path on the server's root or a full URL; None: none known
+    # (transformers serve has none). The metric names are in engines/metricmaps.py.
+    metrics_url: str | None = None
     # Whether the started process tree binds the port itself: a container's proxy does not, so who
     # holds the port is not checked (engines.server.ManagedServer's port check).
     owns_port: bool = True

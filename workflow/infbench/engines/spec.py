@@ -34,8 +34,10 @@ class BenchSettings:
     request_timeout_s: float = schema_default("bench.request_timeout_s")
     memory_sample_interval_s: float = schema_default("bench.memory_sample_interval_s")
     host: str = schema_default("bench.host")
-    client_lag_limit_s: float = schema_default("bench.client_lag_limit_s")  # flag a run whose client lag p99 passes it
+    client_lag_share: float = schema_default("bench.client_lag_share")  # flag lag that could move latency more
     busy_cpu_limit: float = schema_default("bench.busy_cpu_limit")  # flag a scenario when others used more of the CPUs
+    busy_core_limit: float = schema_default("bench.busy_core_limit")  # ... or any one other process more of a core
+    server_metrics: bool = schema_default("bench.server_metrics")  # read the engine's metrics around each scenario
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from infbench.engines.base import Engine, ExtraRunContext, ServerPlan, engine_for
+from infbench.engines.endpoints import endpoint_urls
 from infbench.engines.gpus import GpuLease, this_node, visible_gpu_ids
+from infbench.engines.metricmaps import METRIC_MAPS, metric_map
 from infbench.engines.server import ManagedServer, PortClashError, ServerError, log_tail
 from infbench.engines.spec import EngineSpec, ModelSpec, read_engine_spec, read_model_spec
 from infbench.fileio import check_writable, write_json_atomic
@@ -26,11 +28,13 @@ from infbench.handoff import MemoryReport, ServerInfo
 from infbench.measure.busy import LoadWatch
 from infbench.measure.client import RequestSettings, RunContext
 from infbench.measure.memwatch import MemoryWatcher
+from infbench.measure.reconcile import ClientCounts, reconcile
 from infbench.measure.recordfiles import write_records
 from infbench.measure.recordmath import tokens_per_second
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import run_single
 from infbench.measure.scenarios import Scenario, Single
+from infbench.measure.scrape import ScenarioWatch
 from infbench.pipeline.prompts import read_sample
 from infbench.procutil import exit_when_parent_dies, free_port
 
@@ -178,9 +182,15 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
                     if died:  # nothing to measure: an empty file, so no stale record survives
                         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
                         continue
-                    watch = LoadWatch(engine.bench.busy_cpu_limit, gpu_ids=lease.ids)
+                    watch = LoadWatch(
+                        engine.bench.busy_cpu_limit, gpu_ids=lease.ids, core_limit=engine.bench.busy_core_limit
+                    )
                     watch.start()
+                    root = f"http://{host}:{port}"
+                    view = server_view(engine, model, scenario.name, paths.out_dir, root, plan, gpu_ids=lease.ids)
+                    view.begin()  # the engine's own metrics and energy, just before the first request
                     records = _run_scenario(url, prompts, scenario, settings, engine, model)
+                    end_server_view(view, records)
                     load = watch.stop(scenario.name)
                     loads[scenario.name] = load.to_dict()
                     if load.busy:
@@ -245,23 +255,29 @@ def run_external(
 ) -> None:
     """An endpoint already running (base_url): not started, not leased, its memory not measured.
     Its key is read from the variable api_key_env names, here only, and sent as a bearer token."""
-    base = base_url.rstrip("/")
+    urls = endpoint_urls(base_url, plan.health_path, plan.metrics_url)  # with or without /v1
+    base = urls.root
     api_key = os.environ.get(plan.api_key_env) if plan.api_key_env else None
     if plan.api_key_env and not api_key:
         raise ServerError(f"engine {engine.name}: environment variable {plan.api_key_env} (api_key_env) is not set")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        reply = httpx.get(base + plan.health_path, headers=headers, timeout=30, trust_env=False)
+        reply = httpx.get(urls.ready, headers=headers, timeout=30, trust_env=False)
     except httpx.HTTPError as err:
         raise ServerError(f"engine {engine.name}: external endpoint {base} unreachable: {type(err).__name__}") from None
     if reply.status_code != 200:
-        raise ServerError(f"engine {engine.name}: {base}{plan.health_path} answered {reply.status_code}")
-    log.info("engine %s, model %s: external endpoint %s", engine.name, model.name, base)
-    url = f"{base}/v1/chat/completions"
+        raise ServerError(
+            f"engine {engine.name}: {urls.ready} answered {reply.status_code} (readiness: "
+            + (f"health_path {plan.health_path})" if plan.health_path else "GET {base_url}/models; set health_path)")
+        )
+    log.info("engine %s, model %s: external endpoint %s", engine.name, model.name, urls.api_base)
     settings = _request_settings(engine, plan, api_key)
-    _warm_up(url, prompts, settings, engine, model)
+    _warm_up(urls.chat, prompts, settings, engine, model)
     for scenario in engine.scenarios:
-        records = _run_scenario(url, prompts, scenario, settings, engine, model)
+        view = server_view(engine, model, scenario.name, paths.out_dir, base, plan, urls.metrics, headers)
+        view.begin()
+        records = _run_scenario(urls.chat, prompts, scenario, settings, engine, model)
+        end_server_view(view, records)
         write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
     version = _server_version(base, plan)
     MemoryReport(
@@ -282,6 +298,54 @@ def run_external(
         external=True,
         base_url=base,
     ).write(paths.out_dir / "server.json")
+
+
+def server_view(
+    engine: EngineSpec,
+    model: ModelSpec,
+    scenario: str,
+    out_dir: Path,
+    root: str,
+    plan: ServerPlan,
+    metrics_url: str | None = None,
+    headers: dict | None = None,
+    gpu_ids: list[str] = (),
+) -> ScenarioWatch:
+    """What reads the engine's own metrics (and the energy counters) around one scenario, into
+    out_dir/metrics/. An engine without an endpoint, or with server_metrics off, says why; energy is
+    read from the leased GPUs (NVML), or the CPU packages (RAPL) when there are none."""
+    mapping = metric_map(engine.kind)
+    path = plan.metrics_url or (mapping.path if mapping else None)
+    url = metrics_url or (path if path and "://" in path else f"{root}{path}" if path else None)
+    reason = None
+    if not engine.bench.server_metrics:
+        url, reason = None, "n/a: server metrics not read (bench.server_metrics: false)"
+    elif url is None:
+        settable = hasattr(engine.settings, "metrics_url")  # a kind whose metrics endpoint is configured
+        reason = "n/a: no metrics endpoint" + (" (set metrics_url)" if settable else "")
+    return ScenarioWatch(
+        engine.name,
+        model.name,
+        scenario,
+        out_dir / "metrics",
+        url,
+        mapping,
+        gpu_ids=list(gpu_ids),
+        no_endpoint_reason=reason,
+        headers=headers,
+        candidates=tuple(METRIC_MAPS.values()),
+    )
+
+
+def end_server_view(view: ScenarioWatch, records: list[RequestRecord]) -> None:
+    """Right after the scenario's last request: the after-scrape, the deltas and the energy; a count
+    that differs from the server's in an error-free scenario is logged (the tables mark it)."""
+    server = view.end(sum(r.completion_tokens or 0 for r in records if r.ok))
+    check = reconcile(ClientCounts.of(records), server)
+    if check.mismatch:
+        log.warning("%s: the server counted otherwise: %s", view.scenario, "; ".join(check.lines()))
+    elif check.judged:
+        log.info("%s: client and server counts match", view.scenario)
 
 
 def forced_output_length(engine: EngineSpec, model: ModelSpec) -> EngineSpec:
@@ -385,7 +449,7 @@ def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None 
         output_length=s.output_length,
         extra_body=plan.extra_body,
         timeout_s=engine.bench.request_timeout_s,
-        client_lag_limit_s=engine.bench.client_lag_limit_s,
+        client_lag_share_limit=engine.bench.client_lag_share,
         continuous_usage=plan.continuous_usage,
     )
 
@@ -440,10 +504,12 @@ def _run_scenario(
     lag = summarize(records, engine.name, model.name, scenario.name)
     if lag.client_lag_flag:
         log.warning(
-            "%s: client lag over %.1f ms at p99 (dispatch %s ms, read %s ms): the figures include the "
-            "client's own delay; see details.md",
+            "%s: the client's own lag could move latency-based figures by up to %.1f%% (TTFT %.1f%%; limit "
+            "%.1f%%; dispatch p99 %s ms, read p99 %s ms); see details.md",
             scenario.name,
-            (lag.client_lag_limit_s or 0) * 1e3,
+            (lag.client_lag_share or 0) * 100,
+            (lag.client_lag_ttft_share or 0) * 100,
+            (lag.client_lag_share_limit or 0) * 100,
             _ms(lag.dispatch_lag_p99_s),
             _ms(lag.read_lag_p99_s),
         )

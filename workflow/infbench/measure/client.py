@@ -29,7 +29,7 @@ from infbench.measure.pool import ConnectionPool
 from infbench.measure.records import RequestRecord
 from infbench.measure.sse import StreamRecorder, TokenCounter
 
-CLIENT_LAG_LIMIT_S = schema_default("bench.client_lag_limit_s")  # flag a run whose client lag p99 passes this
+CLIENT_LAG_SHARE = schema_default("bench.client_lag_share")  # flag a run whose client lag could move latency more
 DONE_GRACE_S = 1.0  # after [DONE], how long the body may take to end before the connection is dropped
 
 
@@ -41,6 +41,10 @@ class ChatRequest:
     request_id: str
     prompt_id: str
     messages: list[dict]
+    max_tokens: int | None = None  # its own output length (trace, synthetic sizes); None: the settings'
+    planned_prompt_tokens: int | None = None  # tokenizer-exact prompts: what the prepare step counted
+    conversation: str | None = None  # a conversation's turn: which conversation, which turn (1, 2, ...)
+    turn: int | None = None
 
 
 @dataclass
@@ -58,12 +62,12 @@ class RequestSettings:
     # Ask for cumulative usage in every chunk (vLLM's continuous_usage_stats): tokens per chunk from
     # usage deltas. Off by default: servers that validate stream_options strictly may refuse it.
     continuous_usage: bool = False
-    client_lag_limit_s: float = CLIENT_LAG_LIMIT_S
+    client_lag_share_limit: float = CLIENT_LAG_SHARE
     # An external endpoint's key (from the variable its api_key_env names): sent as a bearer token,
     # kept out of repr so it never reaches a log.
     api_key: str | None = field(default=None, repr=False)
 
-    def body(self, messages: list[dict]) -> dict:
+    def body(self, messages: list[dict], max_tokens: int | None = None) -> dict:
         stream_options: dict = {"include_usage": True}
         if self.continuous_usage:
             stream_options["continuous_usage_stats"] = True
@@ -72,7 +76,7 @@ class RequestSettings:
             "messages": messages,
             "stream": True,
             "stream_options": stream_options,
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens or self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
         }
@@ -126,7 +130,7 @@ class StreamClient:
         await self.pool.prewarm(n, timeout_s)
 
     def _request_bytes(self, request: ChatRequest, settings: RequestSettings) -> bytes:
-        body = json.dumps(settings.body(request.messages)).encode()
+        body = json.dumps(settings.body(request.messages, request.max_tokens)).encode()
         head = (
             b"POST "
             + self.path.encode()
@@ -142,14 +146,11 @@ class StreamClient:
         )
         return head + body
 
-    async def chat(
-        self, request: ChatRequest, settings: RequestSettings, ctx: RunContext, planned: float | None = None
+    def new_record(
+        self, request: ChatRequest, settings: RequestSettings, ctx: RunContext, planned: float
     ) -> RequestRecord:
-        """Send one streaming chat request and time it from `planned` (default: now); never raises
-        for server or network faults: they land in record.error."""
-        started = time.monotonic()
-        planned = started if planned is None else planned
-        record = RequestRecord(
+        """The record of `request` planned at `planned` (time.monotonic()), before anything is sent."""
+        return RequestRecord(
             request_id=request.request_id,
             prompt_id=request.prompt_id,
             engine=ctx.engine,
@@ -157,16 +158,37 @@ class StreamClient:
             scenario=ctx.scenario,
             concurrency=ctx.concurrency,
             send_time=planned + self.wall_offset,
-            max_tokens=settings.max_tokens,
+            max_tokens=request.max_tokens or settings.max_tokens,
             output_length=settings.output_length,
             send_mono=planned,
-            dispatch_lag_s=started - planned,
             rate=ctx.rate,
             worker=ctx.worker,
-            client_lag_limit_s=settings.client_lag_limit_s,
+            client_lag_share_limit=settings.client_lag_share_limit,
             slo_ttft_s=ctx.slo_ttft_s,
             slo_tpot_s=ctx.slo_tpot_s,
+            planned_prompt_tokens=request.planned_prompt_tokens,
+            conversation=request.conversation,
+            turn=request.turn,
         )
+
+    async def chat(
+        self,
+        request: ChatRequest,
+        settings: RequestSettings,
+        ctx: RunContext,
+        planned: float | None = None,
+        deadline: float | None = None,
+    ) -> RequestRecord:
+        """Send one streaming chat request and time it from `planned` (default: now); never raises
+        for server or network faults: they land in record.error. A request still running at
+        `deadline` (time.monotonic(); a timed step's end plus its drain time) is cut there, an error."""
+        started = time.monotonic()
+        planned = started if planned is None else planned
+        timeout_s, cut = settings.timeout_s, False
+        if deadline is not None and deadline - started < timeout_s:
+            timeout_s, cut = max(deadline - started, 0.0), True
+        record = self.new_record(request, settings, ctx, planned)
+        record.dispatch_lag_s = started - planned
         payload = self._request_bytes(request, settings)  # built before connecting: no work between connect and write
         stream = StreamRecorder(record, planned, self.token_counter, running_lag_selector())
         conn = None
@@ -174,16 +196,20 @@ class StreamClient:
             conn = self.pool.take_idle()
             record.connect_s = 0.0
             if conn is not None:
-                await self._exchange(conn, payload, stream, settings.timeout_s)
+                await self._exchange(conn, payload, stream, timeout_s)
                 if record.status is None and record.error is not None:
                     # The server had closed the kept-alive connection before our request: retry once, fresh.
                     conn.close()
                     conn, record.error = None, None
             if conn is None:
-                conn, record.connect_s = await asyncio.wait_for(self.pool.connect(), settings.timeout_s)
-                await self._exchange(conn, payload, stream, settings.timeout_s - (time.monotonic() - started))
+                conn, record.connect_s = await asyncio.wait_for(self.pool.connect(), timeout_s)
+                await self._exchange(conn, payload, stream, timeout_s - (time.monotonic() - started))
         except asyncio.TimeoutError:
-            record.error = f"timeout: no complete response within {settings.timeout_s:g} s"
+            record.error = (
+                f"cut: still running when its step's drain time ended ({timeout_s:.3g} s after it was sent)"
+                if cut
+                else f"timeout: no complete response within {timeout_s:g} s"
+            )
         except OSError as err:
             name = "ConnectError" if conn is None else type(err).__name__
             record.error = f"{name}: {err}"[:300]

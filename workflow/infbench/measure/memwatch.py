@@ -50,6 +50,17 @@ class _Nvml:
         handle = pynvml.nvmlDeviceGetHandleByUUID(gpu_id)
         return int(pynvml.nvmlDeviceGetIndex(handle)), handle
 
+    def pci_device_ids(self) -> dict[int, int | None]:
+        """Each GPU's PCI device id (pciDeviceId holds device << 16 | vendor): with the name, what the
+        decode bound matches against its catalogue."""
+        ids: dict[int, int | None] = {}
+        for index, handle in self.handles:
+            try:
+                ids[index] = int(self.nvml.nvmlDeviceGetPciInfo(handle).pciDeviceId) >> 16
+            except Exception:  # an old driver or a GPU NVML cannot describe: matched by name only
+                ids[index] = None
+        return ids
+
     def read(self) -> list[tuple[int, str, int, int]]:
         out = []
         for index, handle in self.handles:
@@ -83,6 +94,9 @@ class MemoryWatcher:
         for index, name, total, used in self.nvml.read():
             gpu = gpus.setdefault(index, GpuMemory(index=index, name=name, total_bytes=total))
             gpu.used_idle_bytes = used
+        for index, pci_id in self.nvml.pci_device_ids().items():
+            if index in gpus:
+                gpus[index].pci_device_id = pci_id
         self.report.gpus = sorted(gpus.values(), key=lambda g: g.index)
         self._sample_unlocked()
 

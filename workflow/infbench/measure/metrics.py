@@ -5,8 +5,10 @@
 - Throughput: successful requests per minute over the scenario's wall time (first send to last end).
 - ITL: per token. A content chunk of k tokens that came g seconds after the previous one gives k
   inter-token latencies of g/k (the first chunk's tokens are in TTFT).
-- Client lag: the client's own dispatch lag and read lag (client.py), p99 over requests; a run whose
-  client lag p99 passes its limit is flagged. Goodput: requests/s that met the SLOs (TTFT and TPOT).
+- Client lag: the client's own dispatch lag and read lag (client.py), p99 over requests; and how much
+  it could move the figures it touches: its share of the time measured (lag over latency, lag over
+  TTFT; lag = dispatch lag + the request's largest read lag). A run whose share of latency passes its
+  limit is flagged. Goodput: requests/s that met the SLOs (TTFT and TPOT).
 Failed requests are counted in `errors`, never dropped silently.
 
 Per-request metrics are columns added to a frame of raw records (recordframe.RECORD_SCHEMA);
@@ -44,6 +46,9 @@ TOKENS_PER_S = pl.when(
 TPOT = pl.when(_ok & pl.col("ttft_s").is_not_null() & (pl.col("completion_tokens").fill_null(0) >= 2)).then(
     (pl.col("latency_s") - pl.col("ttft_s")) / (pl.col("completion_tokens") - 1)
 )
+# How much of a request's measured times could be the client's own delay: it sent late by its
+# dispatch lag (latencies count from the plan), and stamped chunks late by at most its largest read lag.
+CLIENT_LAG = pl.col("dispatch_lag_s").fill_null(0.0).clip(lower_bound=0.0) + pl.col("read_lag_max_s").fill_null(0.0)
 # Success with TTFT and TPOT within the record's SLOs (an absent SLO is met).
 MEETS_SLO = (
     _ok
@@ -54,7 +59,7 @@ MEETS_SLO = (
 
 
 def request_metrics(records: pl.LazyFrame) -> pl.LazyFrame:
-    """The records with ok, tokens_per_s, tpot_s, end_time (send + latency) and meets_slo added."""
+    """The records with ok, tokens_per_s, tpot_s, end_time (send + latency), client_lag_s and meets_slo added."""
     return (
         records.with_columns(ok=OK)
         .with_columns(
@@ -62,6 +67,7 @@ def request_metrics(records: pl.LazyFrame) -> pl.LazyFrame:
             tpot_s=TPOT,
             end_time=pl.col("send_time") + pl.col("latency_s"),
             chunk_tokens_sum=pl.col("chunk_tokens").list.sum(),
+            client_lag_s=CLIENT_LAG,
         )
         .with_columns(meets_slo=MEETS_SLO)
     )
@@ -230,11 +236,15 @@ class ScenarioSummary:
     itl_p90_s: float | None = None
     itl_p99_s: float | None = None
     # The client's own error (client.py): dispatch lag and read lag p99 over requests, mean connect
-    # time of the requests that opened a connection; flagged when a lag p99 passes the limit.
+    # time of the requests that opened a connection; the share of the latency (and of the TTFT) that
+    # could be the client's own delay, i.e. how far it could move the figures it touches; flagged
+    # when the latency share passes the limit.
     dispatch_lag_p99_s: float | None = None
     read_lag_p99_s: float | None = None
     connect_mean_s: float | None = None
-    client_lag_limit_s: float | None = None
+    client_lag_share: float | None = None  # sum of lags / sum of latencies: tokens/s, requests/min, latency
+    client_lag_ttft_share: float | None = None  # sum of lags / sum of TTFTs
+    client_lag_share_limit: float | None = None
     client_lag_flag: bool = False
     workers: int = 1
     chunk_tokens_counted_by: str | None = None
@@ -275,9 +285,10 @@ SUMMARY_FIELDS = [
     "rate",
     "slo_ttft_s",
     "slo_tpot_s",
-    "client_lag_limit_s",
+    "client_lag_share_limit",
     "dispatch_lag_s",
     "read_lag_p99_s",
+    "read_lag_max_s",
     "connect_s",
 ]
 
@@ -372,7 +383,11 @@ def _group_figures(lf: pl.LazyFrame) -> pl.LazyFrame:
         prompt_n=ok_only("prompt_tokens").count(),
         completion_sum=ok_only("completion_tokens").sum(),
         completion_n=ok_only("completion_tokens").count(),
-        client_lag_limit_s=pl.col("client_lag_limit_s").max(),
+        client_lag_share_limit=pl.col("client_lag_share_limit").max(),
+        lag_sum=ok_only("client_lag_s").sum(),
+        latency_sum=ok_only("latency_s").sum(),
+        ttft_lag_sum=pl.col("client_lag_s").filter(_ok & pl.col("ttft_s").is_not_null()).sum(),
+        ttft_sum=ok_only("ttft_s").sum(),
         workers=pl.col("worker").n_unique().cast(pl.Int64),
         chunk_tokens_counted_by=counted_by.filter(_ok & (counted_by.fill_null("") != "")).unique().sort().str.join("+"),
         rates=pl.col("rate").drop_nulls().n_unique(),
@@ -478,7 +493,8 @@ def _sqrt_of_fraction(value: Fraction) -> float:
 def _derived() -> list[pl.Expr]:
     wall = pl.when(pl.col("last_end") > pl.col("first_send")).then(pl.col("last_end") - pl.col("first_send"))
     has_slo = pl.col("slo_ttft_s").is_not_null() | pl.col("slo_tpot_s").is_not_null()
-    limit = pl.col("client_lag_limit_s")
+    limit = pl.col("client_lag_share_limit")
+    share = pl.when(pl.col("latency_sum") > 0).then(pl.col("lag_sum") / pl.col("latency_sum"))
     ttft_p99, tpot_p99 = pl.col("ttft_p99_s"), pl.col("tpot_p99_s")
     return [
         wall.alias("wall_time_s"),
@@ -488,13 +504,11 @@ def _derived() -> list[pl.Expr]:
         pl.when(pl.col("completion_n") > 0)
         .then(pl.col("completion_sum") / pl.col("completion_n"))
         .alias("completion_tokens_mean"),
-        (
-            limit.is_not_null()
-            & (
-                (pl.col("dispatch_lag_p99_s") > limit).fill_null(False)
-                | (pl.col("read_lag_p99_s") > limit).fill_null(False)
-            )
-        ).alias("client_lag_flag"),
+        share.alias("client_lag_share"),
+        pl.when(pl.col("ttft_sum") > 0)
+        .then(pl.col("ttft_lag_sum") / pl.col("ttft_sum"))
+        .alias("client_lag_ttft_share"),
+        (limit.is_not_null() & (share > limit).fill_null(False)).alias("client_lag_flag"),
         pl.when(pl.col("rates") == 1).then(pl.col("rate")).alias("rate"),
         pl.when(has_slo & wall.is_not_null()).then(pl.col("met_slo") / wall).alias("goodput_rps"),
         pl.when(has_slo)
@@ -545,7 +559,9 @@ def _summary(row: dict, engine: str, model: str, scenario: str, step_rate: float
         dispatch_lag_p99_s=get("dispatch_lag_p99_s"),
         read_lag_p99_s=get("read_lag_p99_s"),
         connect_mean_s=get("connect_mean_s"),
-        client_lag_limit_s=get("client_lag_limit_s"),
+        client_lag_share=get("client_lag_share"),
+        client_lag_ttft_share=get("client_lag_ttft_share"),
+        client_lag_share_limit=get("client_lag_share_limit"),
         client_lag_flag=bool(row["client_lag_flag"]),
         workers=row["workers"] or 1,
         chunk_tokens_counted_by=get("chunk_tokens_counted_by") or None,

@@ -14,6 +14,7 @@ import os
 import platform
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,25 @@ class BandwidthMeasurement:
         return asdict(self)
 
 
+def time_in_threads(work: Callable[[int], object], threads: int) -> float:
+    """Seconds from releasing `threads` threads at once (each runs work(its index)) until the last
+    one is done; numpy releases the GIL inside its kernels, so they run in parallel."""
+    barrier = threading.Barrier(threads + 1)
+
+    def run(i: int) -> None:
+        barrier.wait()
+        work(i)
+
+    workers = [threading.Thread(target=run, args=(i,)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    start = time.perf_counter()
+    barrier.wait()
+    for w in workers:
+        w.join()
+    return time.perf_counter() - start
+
+
 def measure_read_bandwidth(
     buffer_mib: int = DEFAULT_BUFFER_MIB, repeats: int = DEFAULT_REPEATS, threads: int | None = None
 ) -> BandwidthMeasurement:
@@ -55,23 +75,7 @@ def measure_read_bandwidth(
     sources = [np.ones(size // 4, dtype=np.float32) for _ in range(threads)]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
 
-    samples: list[float] = []
-    for _ in range(repeats):
-        barrier = threading.Barrier(threads + 1)
-
-        def read(i: int, barrier: threading.Barrier = barrier) -> None:
-            barrier.wait()
-            sources[i].sum()
-
-        workers = [threading.Thread(target=read, args=(i,)) for i in range(threads)]
-        for w in workers:
-            w.start()
-        start = time.perf_counter()
-        barrier.wait()
-        for w in workers:
-            w.join()
-        elapsed = time.perf_counter() - start
-        samples.append(size * threads / elapsed)  # each byte read once
+    samples = [size * threads / time_in_threads(lambda i: sources[i].sum(), threads) for _ in range(repeats)]
     return BandwidthMeasurement(
         bandwidth_bytes_s=max(samples),
         method="numpy sum of float32 buffers, one per thread, best of repeats (bytes read)",

@@ -15,6 +15,7 @@ import yaml
 from infbench.defaults import load_schema
 from infbench.engines.base import COMMON_CONFIG_KEYS, EngineConfigError, engine_for, engine_kinds
 from infbench.engines.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
+from infbench.measure.scenarios import scenario_class
 from infbench.secrets import HF_TOKEN_SHAPE, argv_secrets, is_secret_env_name, url_secrets
 
 
@@ -120,6 +121,11 @@ def _check_cross_references(config: dict) -> None:
         _check_engine_kind_keys(name, engine)
         resolve_env(engine, config["device"], name)
         _check_no_secret_values(name, engine)
+    for name, settings in config["scenarios"].items():
+        try:
+            scenario_class(settings["kind"]).check_settings(name, settings)
+        except ValueError as err:
+            raise ConfigError(f"config error at {err}") from None
     for name, model in config["models"].items():
         _check_random_source(name, model)
         if config["device"] == "cpu" and model["gpus"] > 0:
@@ -148,7 +154,7 @@ def _check_no_secret_values(name: str, engine: dict) -> None:
                 "`server_env: {VAR: {from_env: VAR}}` with a variable the server reads (e.g. VLLM_API_KEY), "
                 "exported before running"
             )
-    for key in ("base_url", "health_path", "version_path"):
+    for key in ("base_url", "health_path", "version_path", "metrics_url"):
         if url_secrets(str(engine.get(key) or "")):
             raise ConfigError(
                 f"config error at engines.{name}.{key}: holds credentials (user:password@ or a token, key or "

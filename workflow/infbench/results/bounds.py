@@ -1,17 +1,19 @@
 """A speed limit beside every measured single-request tokens/s: the memory-bandwidth decode bound.
 
-Decoding one token of one request reads every resident weight and the KV cache of its context once,
-so a request's tokens/s can be no higher than
+Decoding one token of one request reads every resident weight (of the input embedding only the
+token's own row) and the KV cache of its context once, so a request's tokens/s can be no higher than
 
     bandwidth / (weights + KV bytes per token x context tokens)        (per GPU at TP ranks)
 
 Inputs, all files the pipeline already wrote:
-  results/memory/{model}.json          the estimate: weights per dtype, KV bytes per token
-  results/raw/{engine}/{model}/memory.json   device, GPUs used, dtype vLLM logged
+  results/memory/{model}.json          the estimate: weights per dtype, embedding size, KV bytes per token
+  results/raw/{engine}/{model}/memory.json   device, GPUs used (NVML name and PCI id), dtype vLLM logged
   results/hardware/bandwidth.json      this machine's measured bandwidth (CPU runs)
-GPU runs take the catalogue's published bandwidth of the GPU named in memory.json.
-A measured figure above 100% of its bound cannot be right (or the bandwidth is understated): the
-tables flag it.
+A GPU run takes the catalogue's published bandwidth of the GPU in memory.json, matched exactly (its
+NVML name, or its PCI device id): a GPU not in the catalogue has no bound (`n/a: unknown GPU NAME`),
+never another GPU's figure. An external endpoint ran on a machine we did not measure: no bound unless
+its config gives its bandwidth. A measured figure above 100% of its bound cannot be right (or the
+bandwidth is understated): the tables flag it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,10 @@ from pathlib import Path
 from typing import Any
 
 _DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
+# Bytes per embedding weight as the estimate stores each dtype (its weights_assumptions): quantized
+# formats other than GGUF keep embeddings in 16 bits; GGUF quantizes them as every 2-D tensor.
+_EMBEDDING_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0, "gguf-q8_0": 34 / 32, "gguf-q4_k": 144 / 256}
+_EMBEDDING_BYTES_DEFAULT = 2.0
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,20 @@ class DecodeBound:
         return measured_tokens_s / self.tokens_s * 100
 
 
+@dataclass(frozen=True)
+class NoBound:
+    """The inputs were there, but no honest bound can be given; `reason` is the cell's text."""
+
+    engine: str
+    model: str
+    reason: str  # e.g. "n/a: unknown GPU NVIDIA L40"
+
+    tokens_s = None
+
+    def percent(self, measured_tokens_s: float | None) -> None:
+        return None
+
+
 def _read(path: Path) -> dict[str, Any] | None:
     try:
         data = json.loads(path.read_text())
@@ -49,23 +69,63 @@ def _read(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _bandwidth(memory: dict[str, Any], cpu: dict[str, Any] | None) -> tuple[float, str, int] | None:
-    """(bytes/s per device, where it comes from, TP ranks) for one run."""
+def catalogue_gpu(name: str, pci_device_id: int | None = None):
+    """The catalogue entry of exactly this GPU: its NVML name, else its PCI device id; None if unknown.
+    ("NVIDIA L40" is not an "NVIDIA L40S", and neither is an "NVIDIA L4".)"""
+    from infbench.memory.gpus import CATALOGUE  # stdlib-only module: fine in the main env
+
+    wanted = " ".join(str(name).split()).lower()
+    for gpu in CATALOGUE:
+        if wanted and gpu.device_name and gpu.device_name.lower() == wanted:
+            return gpu
+    if pci_device_id is not None:
+        for gpu in CATALOGUE:
+            if pci_device_id in gpu.pci_device_ids:
+                return gpu
+    return None
+
+
+def _bandwidth(memory: dict[str, Any], cpu: dict[str, Any] | None) -> tuple[float, str, int] | str | None:
+    """(bytes/s per device, where it comes from, TP ranks) for one run; a string when no bound can
+    be given (the reason); None when an input is missing."""
+    if memory.get("bandwidth_bytes_s"):  # given by the config (an external endpoint's machine)
+        return float(memory["bandwidth_bytes_s"]), "from the config", 1
+    if memory.get("status") == "skipped" and "external" in str(memory.get("reason") or ""):
+        return "n/a: external endpoint (its memory bandwidth is not known here)"
+    if memory.get("status") not in (None, "ok"):
+        return None
     gpus = memory.get("gpus") or []
-    if memory.get("device", "cpu") == "cpu" or not gpus:
+    if memory.get("device", "cpu") == "cpu":
         if not cpu or not cpu.get("bandwidth_bytes_s"):
             return None
         load = cpu.get("load_1min")
         at = f", 1-min load {load:.1f}" if isinstance(load, (int, float)) else ""
-        return float(cpu["bandwidth_bytes_s"]), f"measured read benchmark{at}", 1
-    from infbench.memory.gpus import CATALOGUE  # stdlib-only module: fine in the main env
+        method = f"{cpu['bound_method']} method" if cpu.get("bound_method") else "read benchmark"
+        busy = "; the machine was NOT quiet while measuring" if cpu.get("quiet") is False else ""
+        return float(cpu["bandwidth_bytes_s"]), f"measured {method}{at}{busy}", 1
+    if not gpus:
+        return "n/a: no GPU recorded (NVML could not be read)"
+    found = [catalogue_gpu(g.get("name", ""), g.get("pci_device_id")) for g in gpus]
+    unknown = next((g.get("name") or "(no name)" for g, c in zip(gpus, found, strict=True) if c is None), None)
+    if unknown is not None:
+        return f"n/a: unknown GPU {unknown}"
+    if len({c.name for c in found}) > 1:
+        return "n/a: mixed GPUs " + ", ".join(sorted({c.name for c in found}))
+    gpu = found[0]
+    if not gpu.bandwidth_bytes_s:
+        return f"n/a: no published bandwidth for {gpu.name}"
+    return gpu.bandwidth_bytes_s, f"{gpu.name} datasheet", len(gpus)
 
-    name = str(gpus[0].get("name", "")).lower()
-    for gpu in CATALOGUE:
-        if gpu.device_name and (gpu.device_name.lower() in name or name in gpu.device_name.lower()):
-            if gpu.bandwidth_bytes_s:
-                return gpu.bandwidth_bytes_s, f"{gpu.name} datasheet", len(gpus)
-    return None
+
+def read_bytes_per_token(estimate: dict[str, Any], dtype: str) -> float:
+    """Weights read per decoded token: all of them, except that of an input embedding not shared
+    with the output layer only the token's own row is read (a few KB, left out here)."""
+    weights = estimate["weights_bytes"].get(dtype) or estimate["weights_bytes"][estimate["dtype"]]
+    parameters = estimate.get("parameters") or {}
+    embedding = (parameters.get("by_role") or {}).get("embedding") or 0
+    if parameters.get("tied_embeddings", True) or not embedding:
+        return weights  # tied: the same matrix is the output layer, read whole for the logits
+    return weights - embedding * _EMBEDDING_BYTES.get(dtype, _EMBEDDING_BYTES_DEFAULT)
 
 
 def decode_bound(
@@ -75,17 +135,20 @@ def decode_bound(
     memory: dict[str, Any] | None,
     cpu_bandwidth: dict[str, Any] | None,
     context_tokens: float,
-) -> DecodeBound | None:
-    """The bound for one (engine, model) run, or None when an input is missing."""
+) -> DecodeBound | NoBound | None:
+    """The bound for one (engine, model) run; NoBound with its reason when none can be given;
+    None when an input is missing."""
     if not estimate or not memory:
         return None
     found = _bandwidth(memory, cpu_bandwidth)
     if found is None:
         return None
+    if isinstance(found, str):
+        return NoBound(engine, model, found)
     bandwidth, source, ranks = found
     logged = (memory.get("engine_reported") or {}).get("dtype")  # what vLLM actually computed in
     dtype = _DTYPES.get(str(logged), estimate["dtype"])
-    weights = estimate["weights_bytes"].get(dtype) or estimate["weights_bytes"][estimate["dtype"]]
+    weights = read_bytes_per_token(estimate, dtype)
     kv_dtype = dtype if dtype in estimate["kv_cache"]["bytes_per_token"] else estimate["kv_dtype"]
     kv_per_token = estimate["kv_cache"]["bytes_per_token"][kv_dtype]
     per_rank = (weights + kv_per_token * max(context_tokens, 0.0)) / ranks
@@ -102,7 +165,9 @@ def mean_context(records: list[dict[str, Any]]) -> float:
     return sum(sizes) / len(sizes) if sizes else 0.0
 
 
-def bounds_for_run(results: Path, engine: str, model: str, records: list[dict[str, Any]]) -> DecodeBound | None:
+def bounds_for_run(
+    results: Path, engine: str, model: str, records: list[dict[str, Any]]
+) -> DecodeBound | NoBound | None:
     """Read the pipeline's files under results/ for one (engine, model)."""
     return decode_bound(
         engine,
@@ -114,19 +179,23 @@ def bounds_for_run(results: Path, engine: str, model: str, records: list[dict[st
     )
 
 
-def bound_cells(bound: DecodeBound | None, measured_tokens_s: float | None) -> tuple[str, str]:
-    """Markdown cells: the bound, and the measured figure as % of it (flagged above 100%)."""
+def bound_cells(bound: DecodeBound | NoBound | None, measured_tokens_s: float | None) -> tuple[str, str]:
+    """Markdown cells: the bound (or why there is none), and the measured figure as % of it
+    (flagged above 100%)."""
     if bound is None:
         return "-", "-"
+    if isinstance(bound, NoBound):
+        return bound.reason, "-"
     return f"{bound.tokens_s:.1f}", pct_cell(bound.percent(measured_tokens_s))
 
 
 def with_bounds(df: Any, results_dir: Path, scenario_kinds: dict[str, str]) -> Any:
-    """A summary DataFrame (one row per engine, model, scenario) with two more columns:
-    decode_bound_tokens_s and pct_of_bound, for single-request scenarios (null elsewhere)."""
+    """A summary DataFrame (one row per engine, model, scenario) with four more columns:
+    decode_bound_tokens_s, pct_of_bound, decode_bound_note (why there is no bound) and
+    decode_bound_source (where its bandwidth comes from), for single-request scenarios (null elsewhere)."""
     import polars as pl
 
-    bounds, pcts = [], []
+    bounds, pcts, notes, sources = [], [], [], []
     cpu = _read(results_dir / "hardware" / "bandwidth.json")
     estimates: dict[str, dict[str, Any] | None] = {}
     for row in df.iter_rows(named=True):
@@ -146,14 +215,30 @@ def with_bounds(df: Any, results_dir: Path, scenario_kinds: dict[str, str]) -> A
             )
         bounds.append(None if bound is None else bound.tokens_s)
         pcts.append(None if bound is None else bound.percent(row.get("tokens_per_s_mean")))
-    if all(b is None for b in bounds):  # nothing measured to bound with: the tables stay as they were
+        notes.append(bound.reason if isinstance(bound, NoBound) else None)
+        sources.append(bound.bandwidth_source if isinstance(bound, DecodeBound) else None)
+    if all(b is None for b in bounds) and all(n is None for n in notes):  # nothing to bound with: tables as they were
         return df
     return df.with_columns(
-        pl.Series("decode_bound_tokens_s", bounds, dtype=pl.Float64), pl.Series("pct_of_bound", pcts, dtype=pl.Float64)
+        pl.Series("decode_bound_tokens_s", bounds, dtype=pl.Float64),
+        pl.Series("pct_of_bound", pcts, dtype=pl.Float64),
+        pl.Series("decode_bound_note", notes, dtype=pl.String),
+        pl.Series("decode_bound_source", sources, dtype=pl.String),
     )
 
 
-BOUND_COLUMNS = [("decode_bound_tokens_s", "bound tok/s", 2), ("pct_of_bound", "% of bound", "pct")]
+BOUND_COLUMNS = [("decode_bound_tokens_s", "bound tok/s", "bound"), ("pct_of_bound", "% of bound", "pct")]
+CELL_KINDS = ("bound", "pct")
+
+
+def detail_cell(row: dict[str, Any], key: str, kind: str) -> str:
+    """details.md's bound cells: the bound or why there is none; the % of it, flagged above 100%."""
+    if kind == "pct":
+        return pct_cell(row.get(key))
+    value = row.get(key)
+    if value is None:
+        return row.get("decode_bound_note") or "n/a"
+    return f"{value:.2f}"
 
 
 def detail_columns(columns: list[tuple], present: list[str]) -> list[tuple]:
@@ -170,6 +255,10 @@ def bound_notes(df: Any) -> list[str]:
     if "pct_of_bound" not in df.columns:
         return []
     lines = ["", BOUND_NOTE]
+    if "decode_bound_source" in df.columns:
+        for source in df["decode_bound_source"].drop_nulls().unique().sort().to_list():
+            warning = "WARNING: " if "NOT quiet" in source else ""
+            lines.append(f"- {warning}bandwidth behind the bound: {source}")
     for row in df.iter_rows(named=True):
         pct = row.get("pct_of_bound")
         if pct is not None and pct > 100:
@@ -188,9 +277,11 @@ def pct_cell(pct: float | None) -> str:
 
 
 BOUND_NOTE = (
-    "bound tok/s: single-request decode bound = memory bandwidth / (resident weights + KV cache of "
-    "the mean context: prompt + half the completion); CPU bandwidth measured by the pipeline "
-    "(results/hardware/bandwidth.json, also in provenance.json), GPU bandwidth from the datasheet. "
+    "bound tok/s: single-request decode bound = memory bandwidth / (resident weights, of an untied input "
+    "embedding one row, + KV cache of the mean context: prompt + half the completion); CPU bandwidth "
+    "measured by the pipeline (results/hardware/bandwidth.json, also in provenance.json), GPU bandwidth "
+    "from the datasheet of the GPU matched exactly by its NVML name or PCI id (n/a for a GPU not in the "
+    "catalogue, and for an external endpoint unless its config gives the bandwidth). "
     "tok/s counts the whole request (prefill too), so it sits below the bound; above 100% "
     "(⚠) means the measurement or the bandwidth figure is wrong."
 )

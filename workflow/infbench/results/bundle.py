@@ -16,6 +16,7 @@ crafted name must not make verify read files outside the bundle); it passes only
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -24,6 +25,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -471,6 +473,14 @@ def _recompute_memory_table(folder: Path, plan, result: VerifyResult) -> None:
 
 def verify_bundle(bundle: Path, limits: ExtractLimits = ExtractLimits()) -> VerifyResult:
     """Check a bundle; raise UnsafeArchiveError (nothing extracted) or BundleError when unreadable."""
+    with opened_bundle(bundle, limits) as (result, _):
+        return result
+
+
+@contextlib.contextmanager
+def opened_bundle(bundle: Path, limits: ExtractLimits = ExtractLimits()) -> Iterator[tuple[VerifyResult, Path]]:
+    """Extract a bundle to a scratch folder and check it: (the verify result, the run folder), the
+    folder removed on leaving. Raises UnsafeArchiveError (nothing extracted) or BundleError."""
     result = VerifyResult(bundle=bundle)
     try:
         tar = tarfile.open(bundle, "r:gz")
@@ -492,36 +502,39 @@ def verify_bundle(bundle: Path, limits: ExtractLimits = ExtractLimits()) -> Veri
         except (OSError, tarfile.TarError, EOFError) as err:
             raise BundleError(f"{bundle}: damaged archive ({err})") from None
         folder = Path(scratch) / run_folder
-        manifest_file = folder / MANIFEST
-        if not manifest_file.is_file():
-            result.problems.append(f"{MANIFEST}: missing, so no checksum can be checked")
-            return result
-        try:
-            manifest = json.loads(manifest_file.read_text())
-            listed = manifest["files"]
-        except (ValueError, KeyError, TypeError) as err:
-            result.problems.append(f"{MANIFEST}: unreadable ({err})")
-            return result
-        if manifest.get("format") != FORMAT:
-            result.problems.append(f"{MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
-        if manifest.get("run_id") != run_folder:
-            result.problems.append(f"{MANIFEST}: run id {manifest.get('run_id')!r} is not the folder {run_folder!r}")
-        present = {PurePosixPath(m.name).relative_to(run_folder).as_posix() for m in members if m.isfile()}
-        for name in sorted(listed):
-            path = folder / name
-            if name not in present or not path.is_file():
-                result.problems.append(f"{name}: missing from the bundle (listed in {MANIFEST})")
-                continue
-            digest = sha256_bytes(path.read_bytes())
-            if digest != listed[name].get("sha256"):
-                result.problems.append(
-                    f"{name}: checksum mismatch (manifest {listed[name].get('sha256')}, file {digest})"
-                )
-            result.checked_files += 1
-        for name in sorted(present - set(listed) - {MANIFEST}):
-            result.problems.append(f"{name}: in the bundle but not in {MANIFEST}")
-        check_results(folder, result)
-    return result
+        _check_manifest(folder, run_folder, members, result)
+        yield result, folder
+
+
+def _check_manifest(folder: Path, run_folder: str, members: list[tarfile.TarInfo], result: VerifyResult) -> None:
+    """Every member against the manifest's checksums, then check_results (unless the manifest is unreadable)."""
+    manifest_file = folder / MANIFEST
+    if not manifest_file.is_file():
+        result.problems.append(f"{MANIFEST}: missing, so no checksum can be checked")
+        return
+    try:
+        manifest = json.loads(manifest_file.read_text())
+        listed = manifest["files"]
+    except (ValueError, KeyError, TypeError) as err:
+        result.problems.append(f"{MANIFEST}: unreadable ({err})")
+        return
+    if manifest.get("format") != FORMAT:
+        result.problems.append(f"{MANIFEST}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("run_id") != run_folder:
+        result.problems.append(f"{MANIFEST}: run id {manifest.get('run_id')!r} is not the folder {run_folder!r}")
+    present = {PurePosixPath(m.name).relative_to(run_folder).as_posix() for m in members if m.isfile()}
+    for name in sorted(listed):
+        path = folder / name
+        if name not in present or not path.is_file():
+            result.problems.append(f"{name}: missing from the bundle (listed in {MANIFEST})")
+            continue
+        digest = sha256_bytes(path.read_bytes())
+        if digest != listed[name].get("sha256"):
+            result.problems.append(f"{name}: checksum mismatch (manifest {listed[name].get('sha256')}, file {digest})")
+        result.checked_files += 1
+    for name in sorted(present - set(listed) - {MANIFEST}):
+        result.problems.append(f"{name}: in the bundle but not in {MANIFEST}")
+    check_results(folder, result)
 
 
 def check_results(folder: Path, result: VerifyResult) -> VerifyResult:

@@ -7,6 +7,8 @@ measure/busy.py) is marked BUSY_MARK, like client lag, and details.md names the 
 
 from __future__ import annotations
 
+from infbench.measure.busy import culprit_text, load_summary
+
 BUSY_MARK = "!"  # a footnote mark: the cell stays a number for anyone parsing the table
 
 
@@ -37,23 +39,11 @@ def failure_lines(servers: dict, engines: dict[str, str], models: list[str]) -> 
     ]
 
 
-def _load_summary(load: dict) -> str:
-    text = (
-        f"other processes used {load['other_cpu_s']:.1f} CPU s in {load['wall_s']:.1f} s "
-        f"({load['other_cpu_share']:.0%} of {load['cpus']} CPUs, limit {load['limit']:.0%})"
-    )
-    if load.get("gpu_others"):
-        text += "; on the leased GPUs: " + ", ".join(
-            f"{g['name']} (pid {g['pid']}) on GPU {g['gpu']}" for g in load["gpu_others"]
-        )
-    return text
-
-
 def busy_warnings(servers: dict, engines: dict[str, str], models: list[str], scenarios: list[str]) -> list[str]:
     """Under a main table: one line per marked cell."""
     return [
         f"- WARNING ({BUSY_MARK}): {engine}/{model}/{scenario}: the machine was busy: "
-        f"{_load_summary(machine_load(servers[(engine, model)], scenario))}; see details.md"
+        f"{load_summary(machine_load(servers[(engine, model)], scenario))}; see details.md"
         for engine in engines
         for model in models
         for scenario in scenarios
@@ -67,23 +57,22 @@ def machine_load_section(servers: dict, engines: dict[str, str], models: list[st
         "",
         "## Machine load",
         "",
-        "CPU time used by processes outside the bench job (the bench job, its load workers and the server "
-        f"are its own), and other processes on the leased GPUs. Scenarios over the limit are marked "
-        f"{BUSY_MARK} in the main tables.",
+        "CPU time used by processes outside the bench job (the bench job, its load workers, the server and "
+        "the containers it started are its own), and other processes on the leased GPUs. A scenario is "
+        f"marked {BUSY_MARK} in the main tables when others used more than its share of the machine "
+        "(bench.busy_cpu_limit), when any one other process used more than its share of one core "
+        "(bench.busy_core_limit), or when another process used a leased GPU. The culprits add up to the "
+        "others' CPU seconds: processes, their children that ended meanwhile, interrupts, hypervisor "
+        "steal, and exited processes that could not be named.",
         "",
-        "engine | model | scenario | others' CPU share | busy | busiest other processes (CPU s)",
-        "--- | --- | --- | --- | --- | ---",
+        "engine | model | scenario | others' CPU share | busiest one (of a core) | busy | who (CPU s)",
+        "--- | --- | --- | --- | --- | --- | ---",
     ]
     rows = 0
     for engine in engines:
         for model in models:
             for scenario, load in ((servers.get((engine, model)) or {}).get("machine_load") or {}).items():
-                culprits = (
-                    ", ".join(
-                        f"{c['name']} (pid {c['pid']}, {c['user']}) {c['cpu_s']:.1f}" for c in load.get("culprits", [])
-                    )
-                    or "none"
-                )
+                culprits = ", ".join(culprit_text(c) for c in load.get("culprits", [])) or "none"
                 gpus = (
                     "; GPU: " + ", ".join(f"{g['name']} (pid {g['pid']})" for g in load["gpu_others"])
                     if load.get("gpu_others")
@@ -96,6 +85,7 @@ def machine_load_section(servers: dict, engines: dict[str, str], models: list[st
                             model,
                             scenario,
                             f"{load['other_cpu_share']:.0%}",
+                            f"{load.get('busiest_core_share', 0.0):.0%}",
                             "BUSY" if load.get("busy") else "ok",
                             culprits + gpus,
                         ]

@@ -9,7 +9,7 @@ results/tables/summary.csv         the same figures, machine-readable
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import polars as pl
@@ -18,13 +18,26 @@ from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
-from infbench.results import bounds, routing, runstatus
+from infbench.results import bounds, routing, runstatus, servertables, tablestats
 from infbench.results.redact import redact_argv, redact_url
 
+# Per request, what the workload sections read: timed steps' saturation, conversation turns, planned
+# prompt sizes, capacity verdicts.
+WORKLOAD_COLUMNS = [
+    "saturated",
+    "achieved_rate",
+    "conversation",
+    "turn",
+    "planned_prompt_tokens",
+    "step_passed",
+    "slo",
+    "send_time",
+]
 # Per request, what the tables and plots need beyond the summaries (the cross-engine checks, CDFs).
 REQUEST_COLUMNS = [
     "prompt_id",
     "ok",
+    "tokens_per_s",
     "ttft_s",
     "latency_s",
     "prompt_tokens",
@@ -36,6 +49,7 @@ REQUEST_COLUMNS = [
     "tokens_counted_by",
     "chunk_tokens_counted_by",
     "chunk_tokens_sum",
+    *WORKLOAD_COLUMNS,
 ]
 
 
@@ -108,7 +122,15 @@ def _batches(runs: list[tuple[str, str, str, Path]]) -> list[range]:
 
 
 # The record fields behind REQUEST_KEYS and REQUEST_COLUMNS.
-RECORD_COLUMNS = ["engine", "model", "prompt_id", "max_tokens", "output_length", "tokens_counted_by"]
+RECORD_COLUMNS = [
+    "engine",
+    "model",
+    "prompt_id",
+    "max_tokens",
+    "output_length",
+    "tokens_counted_by",
+    *WORKLOAD_COLUMNS,
+]
 REQUEST_KEYS = [
     pl.col("run_engine").alias("engine"),
     pl.col("run_model").alias("model"),
@@ -141,35 +163,69 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: str, column: str, title: str) -> str:
-    """Models as rows, engines as columns, the best (largest) value of each row in bold."""
+def pivot_markdown(
+    df: pl.DataFrame,
+    plan: MergePlan,
+    servers: dict,
+    scenario: str,
+    column: str,
+    title: str,
+    samples: dict[tuple[str, str], tablestats.CellSample],
+) -> str:
+    """Models as rows, engines as columns, each cell with its 95% interval; bold what is
+    significantly best in its row, or tied with the best (tablestats.row_bold); notes under the table."""
     labels = list(plan.engines.values())
     lines = [f"## {title}", "", " | ".join(["Model", *labels]), " | ".join(["---"] * (len(labels) + 1))]
     part = df.filter(pl.col("scenario") == scenario)
+    row_notes, missing, numbers = [], {}, 0
     for model, model_label in plan.models.items():
         values = {
             engine: part.filter((pl.col("model") == model) & (pl.col("engine") == engine))[column].item()
             for engine in plan.engines
         }
         values = {e: None if runstatus.failed_cell(servers.get((e, model), {})) else v for e, v in values.items()}
-        present = [v for v in values.values() if v is not None]
-        best = max(present) if len(present) > 1 else None
+        cell_samples = {
+            e: replace(samples[(e, model)], marked=_marks(part, servers, e, model, scenario))
+            for e in plan.engines
+            if (e, model) in samples
+        }
+        decision = tablestats.row_bold(values, cell_samples, plan.engines)
+        if decision.note:
+            row_notes.append((model_label, decision.note))
         cells = []
         for engine in plan.engines:
             value = values[engine]
+            interval = cell_samples[engine].interval if engine in cell_samples else None
             skipped = servers.get((engine, model), {}).get("status") == "skipped"
-            text = servers[(engine, model)]["reason"] if skipped else _fmt(value)
-            text = f"**{text}**" if value is not None and value == best else text
+            text = servers[(engine, model)]["reason"] if skipped else tablestats.cell_text(value, interval)
+            numbers += value is not None
+            if value is not None and interval is not None and interval.half_width is None:
+                missing.setdefault(interval.note, []).append(f"{plan.engines[engine]} ({model_label})")
+            text = f"**{text}**" if engine in decision.bold else text
             if servers.get((engine, model), {}).get("external") and value is not None:
                 text += " (external endpoint)"  # not started here: its machine and load are unknown
             if _lag_flagged(part, engine, model):
                 text += LAG_MARK  # the client's own lag passed its limit: see the footer
+            if servertables.mismatch_flagged(part, engine, model):
+                text += servertables.MISMATCH_MARK  # the server counted otherwise: see the footer
             text = runstatus.failed_cell(servers.get((engine, model), {})) or text  # never a failed job's number
             if runstatus.busy(servers.get((engine, model), {}), scenario):
                 text += runstatus.BUSY_MARK  # others used the machine meanwhile: see the footer
             cells.append(text)
         lines.append(" | ".join([model_label, *cells]))
+    unit = next(iter(samples.values())).unit if samples else tablestats.MAIN_FIGURES[column][0]
+    lines += tablestats.table_notes(unit, row_notes, missing, numbers)
     return "\n".join(lines) + "\n"
+
+
+def _marks(part: pl.DataFrame, servers: dict, engine: str, model: str, scenario: str) -> tuple[str, ...]:
+    """Why a cell may not be bold alone: failed requests, client lag, the server's own count, a busy machine."""
+    row = part.filter((pl.col("model") == model) & (pl.col("engine") == engine))
+    marks = ["failed requests"] if row.height == 1 and (row["errors"].item() or 0) > 0 else []
+    marks += ["client lag"] if _lag_flagged(part, engine, model) else []
+    marks += ["server count differs"] if servertables.mismatch_flagged(part, engine, model) else []
+    marks += ["busy machine"] if runstatus.busy(servers.get((engine, model), {}), scenario) else []
+    return tuple(marks)
 
 
 def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[str]) -> str:
@@ -195,6 +251,7 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
             f"{row['errors']} of {row['n']} requests failed"
         )
     lines += client_lag_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
+    lines += servertables.mismatch_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
     lines += runstatus.failure_lines(servers, plan.engines, list(plan.models))
     lines += runstatus.busy_warnings(servers, plan.engines, list(plan.models), scenarios)
     return "\n".join(lines) + "\n"
@@ -209,19 +266,23 @@ def _lag_flagged(part: pl.DataFrame, engine: str, model: str) -> bool:
 
 
 def client_lag_warnings(df: pl.DataFrame) -> list[str]:
-    """One line per flagged run: its figures include the client's own delay, not only the engine's."""
+    """One line per flagged run: how far the client's own delay could move its figures."""
     if "client_lag_flag" not in df.columns:
         return []
     return [
-        f"- WARNING ({LAG_MARK}): {row['engine']}/{row['model']}/{row['scenario']}: client lag over "
-        f"{_detail_cell(row['client_lag_limit_s'], -3)} ms at p99 "
-        f"(dispatch {_detail_cell(row['dispatch_lag_p99_s'], -3)} "
-        f"ms, read {_detail_cell(row['read_lag_p99_s'], -3)} ms): these figures include the client's own delay"
+        f"- WARNING ({LAG_MARK}): {row['engine']}/{row['model']}/{row['scenario']}: the client's own lag could "
+        f"move tokens/s, requests/min and latency by up to {_pct(row['client_lag_share'])} and TTFT by up to "
+        f"{_pct(row['client_lag_ttft_share'])} (limit {_pct(row['client_lag_share_limit'])}; dispatch lag p99 "
+        f"{_detail_cell(row['dispatch_lag_p99_s'], -3)} ms, read lag p99 {_detail_cell(row['read_lag_p99_s'], -3)} ms)"
         for row in df.filter(pl.col("client_lag_flag")).iter_rows(named=True)
     ]
 
 
-def speed_table(df, plan: MergePlan, servers) -> str:
+def _pct(share: float | None) -> str:
+    return "n/a" if share is None else f"{share * 100:.2f}%"
+
+
+def speed_table(df, plan: MergePlan, servers, samples: dict) -> str:
     singles = routing.scenarios_where(plan, "in_speed_table")
     parts = [
         "# Generative inference speed",
@@ -239,12 +300,13 @@ def speed_table(df, plan: MergePlan, servers) -> str:
                 scenario,
                 "tokens_per_s_mean",
                 f"Inference speed (tokens/s), scenario {scenario}, {n} prompts",
+                samples[scenario],
             )
         )
     return "\n".join(parts) + _footer(df, plan, servers, singles)
 
 
-def throughput_table(df, plan: MergePlan, servers) -> str:
+def throughput_table(df, plan: MergePlan, servers, samples: dict) -> str:
     loads = routing.scenarios_where(plan, "in_throughput_table")
     parts = [
         "# Generative inference throughput",
@@ -263,6 +325,7 @@ def throughput_table(df, plan: MergePlan, servers) -> str:
                 scenario,
                 "requests_per_min",
                 f"Throughput (requests/min), scenario {scenario}, concurrency {concurrency}",
+                samples[scenario],
             )
         )
     return "\n".join(parts) + _footer(df, plan, servers, loads)
@@ -277,7 +340,9 @@ DETAIL_COLUMNS = [
     ("errors", "errors", None),
     ("tokens_per_s_mean", "tok/s mean", 2),
     ("tokens_per_s_sd", "tok/s sd", 2),
+    ("tokens_per_s_mean", "tok/s 95% CI", "ci"),
     ("requests_per_min", "req/min", 2),
+    ("requests_per_min", "req/min 95% CI", "ci"),
     ("output_tokens_per_s", "out tok/s", 2),
     ("ttft_p50_s", "TTFT p50 ms", -3),
     ("ttft_p90_s", "TTFT p90 ms", -3),
@@ -298,6 +363,8 @@ DETAIL_COLUMNS = [
     ("read_lag_p99_s", "read lag p99 ms", -3),
     ("connect_mean_s", "connect ms", -3),
     ("workers", "client procs", None),
+    ("client_lag_share", "lag/latency %", "share"),
+    ("client_lag_ttft_share", "lag/TTFT %", "share"),
     ("client_lag_flag", "client lag", "flag"),
 ]
 
@@ -305,6 +372,8 @@ DETAIL_COLUMNS = [
 def _detail_cell(value, digits) -> str:
     if digits == "flag":
         return "OVER LIMIT" if value else "ok"
+    if digits == "share":
+        return _pct(value)
     if digits is None:
         return str(value)
     if digits < 0:  # seconds shown as milliseconds
@@ -366,10 +435,15 @@ def details_table(df, requests: pl.DataFrame) -> str:
     for row in df.iter_rows(named=True):
         lines.append(
             " | ".join(
-                bounds.pct_cell(row[key]) if digits == "pct" else _detail_cell(row[key], digits)
+                tablestats.ci_cell(row, key)
+                if digits == "ci"
+                else bounds.detail_cell(row, key, digits)
+                if digits in bounds.CELL_KINDS
+                else _detail_cell(row[key], digits)
                 for key, _, digits in columns
             )
         )
+    lines += tablestats.interval_notes()
     lines += bounds.bound_notes(df)
     counted = (
         requests.filter(pl.col("tokens_counted_by").ne_missing("usage"))
@@ -381,7 +455,7 @@ def details_table(df, requests: pl.DataFrame) -> str:
     if counted:
         lines += ["", "Token counts not from the engine's usage: " + ", ".join(f"{e} ({how})" for e, how in counted)]
     lines += client_lag_section(df, requests)
-    lines += sweep_lines(steps)
+    lines += sweep_lines(steps, requests)
     lines += ["", "## Output length", ""] + output_length_check(requests)
     mismatches = prompt_token_mismatches(requests)
     lines += ["", "## Prompt tokens across engines", ""]
@@ -397,9 +471,25 @@ def client_lag_section(df: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
         "",
         "dispatch lag: how late requests were sent against their plan (latencies count from the plan); "
         "read lag: a bound on how long chunks waited unread in the client; p99 over requests. "
-        f"Runs over the limit are marked {LAG_MARK} in the main tables.",
+        "lag/latency and lag/TTFT: the share of the measured time that could be the client's own delay "
+        "(per request its dispatch lag plus its largest read lag, summed, over the latencies or TTFTs summed), "
+        "i.e. how far the client could have moved tokens/s, requests/min and latency, or TTFT. "
+        f"Runs whose lag/latency passes bench.client_lag_share are marked {LAG_MARK} in the main tables.",
     ]
     lines += client_lag_warnings(df) or ["No run passed its client lag limit."]
+    ttft = (
+        df.filter(
+            ~pl.col("client_lag_flag")
+            & (pl.col("client_lag_ttft_share") > pl.col("client_lag_share_limit")).fill_null(False)
+        )
+        if "client_lag_ttft_share" in df.columns
+        else df.clear()
+    )
+    for row in ttft.iter_rows(named=True):
+        lines.append(
+            f"- {row['engine']}/{row['model']}/{row['scenario']}: its TTFT figures could be off by up to "
+            f"{_pct(row['client_lag_ttft_share'])} (client lag against short TTFTs)"
+        )
     per_chunk = (
         requests.filter(
             pl.col("ok")
@@ -420,10 +510,18 @@ def client_lag_section(df: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
     return lines
 
 
-def sweep_lines(steps: pl.DataFrame) -> list[str]:
-    """Per sweep, from its steps' summary rows: every rate tried, and the highest that met the SLOs with its goodput."""
+def saturated_steps(requests: pl.DataFrame) -> set[tuple[str, str, str, float]]:
+    """(engine, model, scenario, offered rate) of every saturated timed step (loadgen.judge_window)."""
+    rows = requests.filter(pl.col("saturated").fill_null(False)).select("engine", "model", "scenario", "rate")
+    return set(rows.unique().iter_rows())
+
+
+def sweep_lines(steps: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
+    """Per sweep, from its steps' summary rows: every rate tried, and the highest that met the SLOs
+    (and was not saturated) with its goodput."""
     if steps.is_empty():
         return []
+    saturated = saturated_steps(requests)
     lines = [
         "",
         "## Sweeps: the highest rate meeting the SLOs (TTFT and TPOT p99)",
@@ -433,10 +531,14 @@ def sweep_lines(steps: pl.DataFrame) -> list[str]:
     ]
     for (engine, model, sweep), part in steps.group_by(["engine", "model", "scenario"], maintain_order=True):
         part = part.sort("step_rate")
-        tried = ", ".join(
-            f"{r:g}{'' if ok else ' (fail)'}" for r, ok in zip(part["step_rate"], part["slo_passed"], strict=True)
+        part = part.with_columns(
+            saturated=pl.Series([(engine, model, sweep, rate) in saturated for rate in part["step_rate"]])
         )
-        passing = part.filter(pl.col("slo_passed"))
+        tried = ", ".join(
+            f"{r:g}{' (saturated)' if sat else '' if ok else ' (fail)'}"
+            for r, ok, sat in zip(part["step_rate"], part["slo_passed"], part["saturated"], strict=True)
+        )
+        passing = part.filter(pl.col("slo_passed") & ~pl.col("saturated"))
         best = passing.row(-1, named=True) if passing.height else None
         first = part.row(0, named=True)
         lines.append(
@@ -459,14 +561,19 @@ def sweep_lines(steps: pl.DataFrame) -> list[str]:
 def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
     df, servers, requests = load_summaries(raw_dir, routing.check_plan(plan))
     df = bounds.with_bounds(df, raw_dir.parent, plan.scenarios)  # decode bound beside single-request tok/s
+    server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests)
+    df = server.with_columns(df)  # the server's own figures, where the bench job read them
     tables_dir.mkdir(parents=True, exist_ok=True)
+    # Each main figure's units (per-prompt tokens/s, per-repeat requests/min) and 95% intervals.
+    df, samples = tablestats.main_intervals(df, requests, plan)
     # Build every table first, then write: a failure never leaves a mix of old and new tables.
     whole = df.filter(WHOLE)  # the main tables show whole scenarios; a sweep's steps are in details.md
     outputs = {
-        "inference_speed.md": speed_table(whole, plan, servers),
-        "throughput.md": throughput_table(whole, plan, servers),
+        "inference_speed.md": speed_table(whole, plan, servers, samples),
+        "throughput.md": throughput_table(whole, plan, servers, samples),
         "details.md": details_table(df, requests)
-        + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models))),
+        + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models)))
+        + "".join(line + "\n" for line in server.details(labelled(df.filter(WHOLE)))),
     }
     outputs["summary.csv"] = labelled(df).write_csv()
     # The plan itself, so that `infbench verify` can recompute these tables from a bundle's raw records.

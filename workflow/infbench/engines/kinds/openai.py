@@ -29,9 +29,10 @@ def fill_command(template: list[str], values: dict[str, str]) -> list[str]:
 class OpenAISettings(EngineSettings):
     # A server started from a command template, or an endpoint already running at base_url.
     command: list[str] = field(default_factory=list)
-    health_path: str = "/health"
+    health_path: str | None = "/health"  # None: an external endpoint whose readiness is GET {base_url}/models
     version_path: str | None = None
     base_url: str | None = None
+    metrics_url: str | None = None  # its Prometheus metrics (a URL, or a path on the server's root)
     api_key_env: str | None = None  # the variable's name; its value is read at bench time only
     served_model_name: str | None = None
 
@@ -70,8 +71,11 @@ class OpenAI(Engine):
             )
 
     def settings_from_config(self, engine: dict) -> OpenAISettings:
-        settings = super().settings_from_config(engine)
-        return replace(settings, command=list(settings.command))
+        settings = replace(super().settings_from_config(engine), command=list(engine.get("command", [])))
+        if "base_url" in engine and "health_path" not in engine:
+            # an external endpoint without a health_path is checked at GET {base_url}/models (OpenAI's route)
+            settings = replace(settings, health_path=None)
+        return settings
 
     def external_endpoint(self, spec) -> str | None:
         return spec.settings.base_url
@@ -85,6 +89,7 @@ class OpenAI(Engine):
             return ServerPlan(
                 command=[],
                 health_path=spec.settings.health_path,
+                metrics_url=spec.settings.metrics_url,
                 model_name=model_name,
                 extra_body=extra,
                 version_path=spec.settings.version_path,
@@ -108,7 +113,8 @@ class OpenAI(Engine):
             command[0] = str(venv / "bin" / command[0])  # the env's own console script
         return ServerPlan(
             command=[*command, *spec.args],
-            health_path=spec.settings.health_path,
+            health_path=spec.settings.health_path or "/health",
+            metrics_url=spec.settings.metrics_url,
             model_name=model_name,
             extra_body=extra,
             version_path=spec.settings.version_path,

@@ -40,6 +40,7 @@ class Sglang(Engine):
             # The benchmark's explicit sampling, never the model's generation_config.json defaults.
             "--sampling-defaults",
             "openai",
+            "--enable-metrics",  # its Prometheus endpoint, read around each scenario
             *spec.args,
         ]
         extra: dict = {}
