@@ -58,6 +58,7 @@ rule all:
         # not left behind up-to-date tables.
         all_raw_records(),
         all_server_files(),
+        all_repeat_dirs(),
 
 
 # A failed bench job still writes its outputs (so the merge runs and the tables show the failure);

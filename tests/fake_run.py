@@ -108,9 +108,14 @@ def build_run(
     config: dict | None = None,
     prompts: int = 3,
     slow: dict[str, float] | None = None,
+    repeats: int = 1,
 ) -> dict:
-    """The run; `prompts` single requests per engine (one per prompt), `slow` stretches an engine's times."""
+    """The run; `prompts` single requests per engine (one per prompt), `slow` stretches an engine's times.
+    repeats: passes of both scenarios (scenarios.NAME.repeats), pass K >= 2 in repeat-K/, each a few
+    percent slower than the one before and started after every engine's pass K-1 (interleaved)."""
     config = config or fake_config(token)
+    for scenario in config["scenarios"].values():
+        scenario["repeats"] = repeats
     slow = slow or {}
     plan = fake_plan(config)
     results, raw = root / "results", root / "results" / "raw"
@@ -152,23 +157,24 @@ def build_run(
     for name in config["engines"]:
         write_json_atomic(results / "specs" / "engines" / f"{name}.json", asdict(engine_spec(config, name)))
 
-    for index, engine in enumerate(("alpha", "beta")):
-        run = raw / engine / "tiny"
+    for repeat, index in ((r, i) for r in range(1, repeats + 1) for i in range(2)):
+        engine = ("alpha", "beta")[index]
+        run = raw / engine / "tiny" / ("" if repeat == 1 else f"repeat-{repeat}")
+        stretch = slow.get(engine, 1.0) * (1 + 0.03 * (repeat - 1))
+        t0 = 1.8e9 + 1000 * (repeat - 1)
         write_records(
             run / "single.jsonl",
-            make_records(
-                engine, "single", prompts, 1, 20.0 + 10 * index, 1.8e9 + 100 * index, prompts, slow.get(engine, 1.0)
-            ),
+            make_records(engine, "single", prompts, 1, 20.0 + 10 * index, t0 + 100 * index, prompts, stretch),
         )
         write_records(
             run / "throughput.jsonl",
-            make_records(
-                engine, "throughput", 4, 2, 15.0 + 5 * index, 1.8e9 + 50 + 100 * index, prompts, slow.get(engine, 1.0)
-            ),
+            make_records(engine, "throughput", 4, 2, 15.0 + 5 * index, t0 + 50 + 100 * index, prompts, stretch),
         )
         write_json_atomic(
             run / "server.json",
             {
+                "repeat": repeat,
+                "started_at": f"2027-01-15T0{repeat}:0{index}:00+0000",
                 "engine": engine,
                 "model": "tiny",
                 "kind": "transformers",
@@ -183,7 +189,7 @@ def build_run(
                     str(30000 + index),
                     *config["engines"][engine]["args"],  # as the adapter passes them
                 ],
-                "finished_at": f"2027-01-15T08:0{index}:00+0000",
+                "finished_at": f"2027-01-15T0{repeat}:0{index}:30+0000",
                 "node": {
                     "hostname": f"gpu0{index}",
                     "slurm_job_id": str(500 + index),
@@ -228,6 +234,7 @@ def build_run(
     tables = sorted((results / "tables").iterdir())
     records = sorted(raw.glob("*/*/*.jsonl"))
     servers = sorted(raw.glob("*/*/server.json"))
+    passes = sorted(raw.glob("*/*/repeat-*"))
     prov = collect(
         config,
         tables=tables,
@@ -238,6 +245,7 @@ def build_run(
         records=records,
         repo=root,
         hardware=HARDWARE,
+        repeat_dirs=passes,
     )
     write_provenance(results / "provenance.json", prov)
     return {"config": config, "plan": plan, "provenance": prov, "token": token}

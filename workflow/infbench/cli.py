@@ -48,7 +48,7 @@ def _cmd_existing_env(args) -> int:
 def _cmd_bench(args) -> int:
     from infbench.engines.server import ServerError
     from infbench.fileio import check_writable
-    from infbench.jobs.bench import BenchFailure, BenchPaths, run_bench
+    from infbench.jobs.bench import BenchFailure, BenchPaths, run_bench_pass
 
     if args.log:
         check_writable([args.log.parent])
@@ -62,10 +62,21 @@ def _cmd_bench(args) -> int:
         out_dir=args.out_dir,
         server_log=args.server_log,
         threads=args.threads,
+        repeat=args.repeat,
+        scenarios=tuple(args.scenarios) if args.scenarios else None,
     )
     log = logging.getLogger("infbench.jobs.bench")
+    from infbench.layout import repeat_of
+
+    if (repeat_of(args.out_dir) or 1) != args.repeat:
+        print(
+            f"error: bench --repeat {args.repeat} writes results/raw/E/M (1) or E/M/repeat-K (K >= 2), "
+            f"not {args.out_dir}",
+            file=sys.stderr,
+        )
+        return 2
     try:
-        run_bench(paths)
+        run_bench_pass(paths)
     except (ServerError, BenchFailure) as err:
         # Recorded: server.json says "failed" and why, the tables show it, and the next run repeats
         # this job. The job itself succeeds, so that the merge still runs under -k.
@@ -103,6 +114,7 @@ def _cmd_provenance(args) -> int:
         servers=args.servers,
         records=args.records,
         bandwidth=args.bandwidth,
+        repeat_dirs=args.repeat_dirs,
     )
     write_provenance(args.out, prov)
     print(f"provenance of run {prov.run_id} written to {args.out}", file=sys.stderr)
@@ -305,6 +317,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-log", type=Path, required=True)
     p.add_argument("--log", type=Path)
     p.add_argument("--threads", type=int, default=1, help="the job's CPU threads (engines with a thread count get it)")
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="which pass (scenarios.NAME.repeats): 1, or K >= 2 (--out-dir E/M/repeat-K)",
+    )
+    p.add_argument("--scenarios", nargs="+", help="run only these scenarios of the engine spec (a repeat's pass)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("merge", help="merge raw records into markdown tables and a CSV")
@@ -323,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts-meta", type=Path, nargs="*", default=[], help="results/prompts/*.meta.json")
     p.add_argument("--servers", type=Path, nargs="*", default=[], help="results/raw/*/*/server.json")
     p.add_argument("--records", type=Path, nargs="*", default=[], help="results/raw/*/*/*.jsonl")
+    p.add_argument(
+        "--repeat-dirs", type=Path, nargs="*", default=[], help="results/raw/*/*/repeat-K (repeats 2 and up)"
+    )
     p.add_argument("--bandwidth", type=Path, help="results/hardware/bandwidth.json (memory read benchmark)")
     p.add_argument("--out", type=Path, default=Path("results/provenance.json"))
     p.set_defaults(func=_cmd_provenance)

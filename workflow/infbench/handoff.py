@@ -113,6 +113,10 @@ class ServerInfo(HandoffRecord):
     fixed_length_control: str | None = None
     notes: list[str] = field(default_factory=list)
     finished_at: str = field(default_factory=now_iso)
+    # The bench job's pass: 1, or K >= 2 for results/raw/E/M/repeat-K (scenarios.NAME.repeats); when
+    # it started (finished_at is when it ended): the provenance lists the jobs in this order.
+    repeat: int = 1
+    started_at: str | None = None
     weights: str = "real"  # real | random (seeded random weights: output length forced to fixed)
     # The settings that matter for speed (threads, binding, batching, KV cache, graphs), listed
     # under the tables; the environment variables the adapter set for the engine's best setup.

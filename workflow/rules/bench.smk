@@ -32,3 +32,38 @@ for bench_rule, (extra_runs, bench_engines) in bench_rules().items():
             "--prompts {input.prompts} --venv {params.venv} --lock {params.lock} --threads {threads} "
             "--out-dir results/raw/{wildcards.engine}/{wildcards.model} "
             "--server-log {log.server} --log {log.bench}"
+
+
+# Repeat K >= 2 of one engine on one model (scenarios.NAME.repeats): a pass of its own (its own
+# server, the scenarios repeated that often) into results/raw/{engine}/{model}/repeat-K. It waits for
+# pass K-1 of every engine on the model, so passes interleave (A B A B, not A A B B) and slow drift
+# of the machine spreads over the engines; that wait ignores times (ancient), so one lost pass reruns
+# alone.
+rule bench_repeat:
+    input:
+        unpack(engine_inputs),
+        engine_spec="results/specs/engines/{engine}.json",
+        model_spec="results/specs/models/{model}.json",
+        model="results/models/{model}.json",
+        prompts=f"results/prompts/{PROMPTS_NAME}.jsonl",
+        failed_before=repeat_failure_marker,
+        previous_round=previous_round,
+    output:
+        directory("results/raw/{engine}/{model}/repeat-{repeat}"),
+    log:
+        bench="logs/bench/{engine}/{model}.repeat-{repeat}.log",
+        server="logs/bench/{engine}/{model}.repeat-{repeat}.server.log",
+    wildcard_constraints:
+        repeat=r"[2-9]|[1-9][0-9]+",
+    threads: bench_threads
+    resources:
+        gpu=model_gpus,
+    params:
+        venv=lambda wc: f".venvs/{engine_env(wc.engine) or 'none'}",
+        lock=lambda wc: f"results/envs/{engine_env(wc.engine)}.lock" if engine_env(wc.engine) else "none",
+        scenarios=lambda wc: " ".join(repeated_scenarios(int(wc.repeat))),
+    shell:
+        "infbench bench --engine-spec {input.engine_spec} --model-spec {input.model_spec} "
+        "--prompts {input.prompts} --venv {params.venv} --lock {params.lock} --threads {threads} "
+        "--out-dir {output} --repeat {wildcards.repeat} --scenarios {params.scenarios} "
+        "--server-log {log.server} --log {log.bench}"

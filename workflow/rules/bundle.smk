@@ -16,6 +16,7 @@ rule bundle:
         # The raw records themselves: deleted ones are measured again before anything is packed.
         all_raw_records(),
         all_server_files(),
+        all_repeat_dirs(),
     log:
         "logs/bundle.log",
     run:

@@ -37,6 +37,10 @@ ENGINES = list(config["engines"])
 MODELS = list(config["models"])
 SCENARIOS = list(config["scenarios"])
 PROMPTS_NAME = config["prompts"]["name"]
+# Passes per scenario (scenarios.NAME.repeats): pass 1 is the bench job, each further pass a job of
+# its own (rule bench_repeat) running the scenarios repeated that often.
+REPEATS = {s: config["scenarios"][s]["repeats"] for s in SCENARIOS}
+MAX_REPEATS = max(REPEATS.values())
 
 
 def engine_of(engine):
@@ -85,10 +89,45 @@ def failure_marker(wildcards):
     return [marker] if os.path.exists(marker) else []
 
 
+def repeat_failure_marker(wildcards):
+    """As failure_marker, for pass K of a bench job: results/failures/{engine}/{model}/repeat-K.json."""
+    marker = f"results/failures/{wildcards.engine}/{wildcards.model}/repeat-{wildcards.repeat}.json"
+    return [marker] if os.path.exists(marker) else []
+
+
+def repeated_scenarios(repeat):
+    """The scenarios with at least `repeat` passes, in config order."""
+    return [s for s in SCENARIOS if REPEATS[s] >= repeat]
+
+
+def repeat_dirs(engine, model):
+    """results/raw/{engine}/{model}/repeat-K for each pass K >= 2 (none without repeats)."""
+    return [f"results/raw/{engine}/{model}/repeat-{k}" for k in range(2, MAX_REPEATS + 1)]
+
+
+def all_repeat_dirs():
+    return [path for e in ENGINES for m in MODELS for path in repeat_dirs(e, m)]
+
+
+def previous_round(wildcards):
+    """Pass K-1 of every engine on this model, as an input of pass K: passes interleave between
+    engines. ancient(): its time never makes pass K out of date, so one lost pass reruns alone."""
+    k = int(wildcards.repeat)
+    done = [
+        (
+            f"results/raw/{e}/{wildcards.model}/server.json"
+            if k == 2
+            else f"results/raw/{e}/{wildcards.model}/repeat-{k - 1}"
+        )
+        for e in ENGINES
+    ]
+    return [ancient(path) for path in done]
+
+
 def failed_bench_jobs():
     """(engine, model, reason) of this config's bench jobs whose server.json says they failed."""
     failed = []
-    for path in all_server_files():
+    for path in [*all_server_files(), *(f"{d}/server.json" for d in all_repeat_dirs())]:
         try:
             server = json.loads(open(path).read())
         except (OSError, ValueError):

@@ -22,6 +22,7 @@ rule compare:
         provenance=rules.provenance.output,
         records=all_raw_records(),
         servers=all_server_files(),
+        repeats=all_repeat_dirs(),
     output:
         md="results/compare/compare.md",
         csv="results/compare/compare.csv",

@@ -3,6 +3,7 @@ rule merge:
     input:
         [raw_outputs(e, m) for e in ENGINES for m in MODELS],
         [f"results/raw/{e}/{m}/server.json" for e in ENGINES for m in MODELS],
+        all_repeat_dirs(),  # passes 2 and up (scenarios.NAME.repeats)
         # For the decode bound beside single-request tok/s (results/bounds.py): each model's estimate,
         # what each engine used (memory.json) and this machine's measured bandwidth.
         [f"results/memory/{m}.json" for m in MODELS],

@@ -11,6 +11,7 @@ rule plots:
     input:
         records=all_raw_records(),
         servers=all_server_files(),
+        repeats=all_repeat_dirs(),
         plan="results/tables/merge_plan.json",
     output:
         [
@@ -47,6 +48,7 @@ rule provenance:
         prompts=f"results/prompts/{PROMPTS_NAME}.meta.json",
         servers=all_server_files(),
         records=all_raw_records(),
+        repeats=all_repeat_dirs(),
         bandwidth=rules.memory_bandwidth.output,
     output:
         report(
@@ -68,7 +70,8 @@ rule provenance:
     shell:
         "infbench provenance --config {params.config:q} --tables {input.tables} --locks {input.locks} "
         "--models {input.models} --prompts-meta {input.prompts} --servers {input.servers} "
-        "--records {input.records} --bandwidth {input.bandwidth} --out {output} > {log} 2>&1"
+        "--records {input.records} --repeat-dirs {input.repeats} --bandwidth {input.bandwidth} --out {output} "
+        "> {log} 2>&1"
 
 
 # Render each table and the provenance as HTML, so the report shows them inline.

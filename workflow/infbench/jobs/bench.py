@@ -1,7 +1,10 @@
 """One bench job: lease GPUs, start the engine's server, warm up, run every scenario, always stop.
 
 Writes results/raw/{engine}/{model}/{scenario}.jsonl (one record per request), server.json (the
-exact command line, version and start-up time) and memory.json (what the server used).
+exact command line, version, start-up time, when the job started and ended) and memory.json (what
+the server used). Repeat K >= 2 of a scenario (scenarios.NAME.repeats) is its own job, with its own
+server, writing results/raw/{engine}/{model}/repeat-K/ (the scenarios repeated that often; no extra
+runs).
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from infbench.engines.metricmaps import METRIC_MAPS, metric_map
 from infbench.engines.server import ManagedServer, PortClashError, ServerError, log_tail
 from infbench.engines.spec import EngineSpec, ModelSpec, read_engine_spec, read_model_spec
 from infbench.fileio import check_writable, write_json_atomic
-from infbench.handoff import MemoryReport, ServerInfo
+from infbench.handoff import MemoryReport, ServerInfo, now_iso
+from infbench.layout import repeat_of
 from infbench.measure.busy import LoadWatch
 from infbench.measure.client import RequestSettings, RunContext
 from infbench.measure.memwatch import MemoryWatcher
@@ -60,6 +64,8 @@ class BenchPaths:
     out_dir: Path  # results/raw/{engine}/{model}
     server_log: Path
     threads: int = 1  # the bench job's CPU threads: engines that take a thread count get this
+    repeat: int = 1  # which pass: 1 writes results/raw/E/M, K >= 2 results/raw/E/M/repeat-K
+    scenarios: tuple[str, ...] | None = None  # the scenarios this pass runs (None: all)
 
 
 def _terminate_on_sigterm() -> None:
@@ -94,11 +100,42 @@ PORT_TRIES = 3  # free_port() can lose the port to another process before the en
 
 
 def failure_marker(out_dir: Path) -> Path:
-    """results/failures/{engine}/{model}.json for results/raw/{engine}/{model}: written when a bench
-    job fails; the bench rule takes it as an input when present, so its newer time makes the next
-    run repeat exactly that job."""
+    """results/failures/{engine}/{model}.json for results/raw/{engine}/{model} (and
+    results/failures/{engine}/{model}/repeat-K.json for its repeat K): written when a bench job
+    fails; the bench rule takes it as an input when present, so its newer time makes the next run
+    repeat exactly that job."""
+    if repeat_of(out_dir):
+        return failure_marker(out_dir.parent).with_suffix("") / f"{out_dir.name}.json"
     engine_dir = out_dir.parent
     return engine_dir.parent.parent / "failures" / engine_dir.name / f"{out_dir.name}.json"
+
+
+def _this_pass(engine: EngineSpec, paths: BenchPaths) -> EngineSpec:
+    """The engine spec with only the scenarios this pass runs."""
+    if paths.scenarios is None:
+        return engine
+    unknown = sorted(set(paths.scenarios) - {s.name for s in engine.scenarios})
+    if unknown:
+        raise ValueError(f"bench --scenarios: {', '.join(unknown)} not in {paths.engine_spec}")
+    return replace(engine, scenarios=[s for s in engine.scenarios if s.name in paths.scenarios])
+
+
+def extra_runs(plugin: Engine, paths: BenchPaths) -> tuple[str, ...]:
+    """The runs only this kind measures (TGI: its native route): in the first pass only."""
+    return tuple(plugin.extra_runs) if paths.repeat == 1 else ()
+
+
+def run_bench_pass(paths: BenchPaths) -> None:
+    """run_bench, then its server.json stamped with the pass (repeat) and when the job started: the
+    provenance lists the bench jobs in the order they ran (interleaved engines, docs/compare.md)."""
+    started_at = now_iso()
+    try:
+        run_bench(paths)
+    finally:
+        server_file = paths.out_dir / "server.json"
+        if server_file.exists():
+            info = ServerInfo.read(server_file)
+            replace(info, repeat=paths.repeat, started_at=started_at).write(server_file)
 
 
 def run_bench(paths: BenchPaths) -> None:
@@ -109,7 +146,7 @@ def run_bench(paths: BenchPaths) -> None:
     if watched:
         log.info("stops when its parent (pid %d) ends", watched)
     model = read_model_spec(paths.model_spec)
-    engine = forced_output_length(read_engine_spec(paths.engine_spec), model)
+    engine = _this_pass(forced_output_length(read_engine_spec(paths.engine_spec), model), paths)
     prompts = read_sample(paths.prompts)
     plugin = engine_for(engine.kind)
     paths.out_dir.mkdir(parents=True, exist_ok=True)
@@ -201,9 +238,9 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
                         died = f"server exited with code {code} during scenario {scenario.name}"
                         log.error("%s (last lines of %s:\n%s)", died, paths.server_log, log_tail(paths.server_log, 10))
                 if died:  # as for the scenarios: empty files, so no stale record survives
-                    for run in plugin.extra_runs:
+                    for run in extra_runs(plugin, paths):
                         write_records(paths.out_dir / f"{run}.jsonl", [])
-                elif plugin.extra_runs:  # runs only this kind measures (TGI: its native route)
+                elif extra_runs(plugin, paths):  # runs only this kind measures (TGI: its native route)
                     base_url = f"http://{host}:{port}"
                     plugin.measure_extra(ExtraRunContext(base_url, engine, model, paths.venv, prompts, paths.out_dir))
                 version = None if died else _server_version(f"http://{host}:{port}", plan)
@@ -369,7 +406,7 @@ def _write_unmeasured(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, s
     """Empty records for every scenario, and memory.json and server.json with the status and reason."""
     for scenario in engine.scenarios:
         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
-    for run in engine_for(engine.kind).extra_runs:
+    for run in extra_runs(engine_for(engine.kind), paths):
         write_records(paths.out_dir / f"{run}.jsonl", [])
     MemoryReport(
         engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status=status, reason=reason

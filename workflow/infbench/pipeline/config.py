@@ -126,6 +126,12 @@ def _check_cross_references(config: dict) -> None:
             scenario_class(settings["kind"]).check_settings(name, settings)
         except ValueError as err:
             raise ConfigError(f"config error at {err}") from None
+        if settings["repeats"] > 1 and scenario_class(settings["kind"]).has_steps:
+            raise ConfigError(
+                f"config error at scenarios.{name}.repeats: {settings['repeats']} repeats of a {settings['kind']}: "
+                "a scenario with steps searches its own rates in each pass, so its passes do not line up; "
+                "leave repeats at 1"
+            )
     for name, model in config["models"].items():
         _check_random_source(name, model)
         if config["device"] == "cpu" and model["gpus"] > 0:

@@ -26,7 +26,7 @@ import numpy as np
 import polars as pl
 
 from infbench.handoff import MergePlan, ServerInfo
-from infbench.layout import NATIVE_RUN
+from infbench.layout import NATIVE_RUN, repeat_dirs
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, summarize_runs
 from infbench.measure.recordframe import read_runs
 from infbench.results import routing, runstatus
@@ -112,20 +112,6 @@ class RunFile:
     path: Path
 
 
-REPEAT_PREFIX = "repeat-"  # results/raw/E/M/repeat-K/: repeat K >= 2 (repeat 1 is results/raw/E/M itself)
-
-
-def repeat_dirs(run_dir: Path) -> list[tuple[int, Path]]:
-    """(repeat, folder) of one (engine, model): repeat 1 in run_dir, repeat K >= 2 in run_dir/repeat-K."""
-    found = [(1, run_dir)]
-    if run_dir.is_dir():
-        for child in run_dir.iterdir():
-            number = child.name.removeprefix(REPEAT_PREFIX)
-            if child.is_dir() and child.name.startswith(REPEAT_PREFIX) and number.isdigit() and int(number) >= 2:
-                found.append((int(number), child))
-    return sorted(found)
-
-
 def run_files(raw_dir: Path, plan: MergePlan) -> list[RunFile]:
     """Each raw file of the plan's runs, one per (engine, model, scenario, repeat)."""
     files = []
@@ -166,7 +152,10 @@ def load_results(root: Path, name: str) -> RunData:
         schema_overrides={RUN: pl.Int32, "repeat": pl.Int32},
     )
     servers = {
-        (e, m): ServerInfo.read(p).to_dict() if (p := results / "raw" / e / m / "server.json").exists() else {}
+        (e, m): runstatus.with_passes(
+            ServerInfo.read(p).to_dict() if (p := results / "raw" / e / m / "server.json").exists() else {},
+            results / "raw" / e / m,
+        )
         for e in plan.engines
         for m in plan.models
     }
@@ -232,6 +221,8 @@ def _repeats_and_marks(frame, keys, files, units, servers) -> tuple[pl.DataFrame
             cell_marks.append("client lag")
         if runstatus.busy(servers.get((f.engine, f.model), {}), f.scenario) and "busy" not in cell_marks:
             cell_marks.append("busy")
+        if servers.get((f.engine, f.model), {}).get("failed_passes") and "failed pass" not in cell_marks:
+            cell_marks.append("failed pass")
         if units[f.scenario] == "repeats":
             rows.append(
                 {"engine": f.engine, "model": f.model, "scenario": f.scenario, "repeat": f.repeat}

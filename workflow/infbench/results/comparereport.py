@@ -169,8 +169,9 @@ def markdown(
         lines += [
             "",
             "Marks: failed requests (some requests of the cell failed), client lag (the client's own delay passed "
-            "its limit), busy (other processes used the machine meanwhile): a difference in a marked cell may "
-            "come from them rather than the engine.",
+            "its limit), busy (other processes used the machine meanwhile), failed pass (a repeat's bench job "
+            "failed; the other passes count): a difference in a marked cell may come from them rather than the "
+            "engine.",
         ]
     return "\n".join(lines) + "\n"
 

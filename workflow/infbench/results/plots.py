@@ -42,8 +42,8 @@ class PlotData:
 
     @classmethod
     def load(cls, raw_dir: Path, plan: MergePlan) -> PlotData:
-        df, servers, requests = load_summaries(raw_dir, routing.check_plan(plan))
-        df, _ = tablestats.main_intervals(df, requests, plan)  # the error bars: the tables' 95% intervals
+        df, servers, requests, passes = load_summaries(raw_dir, routing.check_plan(plan))
+        df, _ = tablestats.main_intervals(df, requests, passes, plan)  # the error bars: the tables' 95% intervals
         skipped = {key: s.get("reason") or "skipped" for key, s in servers.items() if s.get("status") == "skipped"}
         return cls(plan, df, requests, skipped)
 

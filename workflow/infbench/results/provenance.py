@@ -33,7 +33,8 @@ SCHEMA = "infbench-provenance/1"
 TIME_MEANINGS = {
     "measurement_started_at": "first measured request sent (earliest send_time in results/raw; warm-up excluded)",
     "measurement_finished_at": "last measured request finished (latest send_time + latency in results/raw)",
-    "bench_finished_at": "last bench job wrote its results (latest finished_at of results/raw/*/*/server.json)",
+    "bench_finished_at": "last bench job wrote its results (latest finished_at of results/raw/*/*/server.json "
+    "and results/raw/*/*/repeat-*/server.json)",
     "written_at": "this file was written (the provenance rule ran, after the merge)",
 }
 
@@ -125,6 +126,18 @@ class Times:
 
 
 @dataclass(frozen=True)
+class BenchJob:
+    """One bench job (one pass of an engine on a model), as its server.json says it ran."""
+
+    engine: str
+    model: str
+    repeat: int  # 1, or K >= 2: results/raw/E/M/repeat-K (scenarios.NAME.repeats)
+    started_at: str | None
+    finished_at: str | None
+    status: str
+
+
+@dataclass(frozen=True)
 class Provenance:
     run_id: str
     results_sha256: str  # over the tables, raw records and server.json files (paths and contents)
@@ -140,6 +153,8 @@ class Provenance:
     # This machine's memory bandwidth as measured by the pipeline (infbench memory-bandwidth):
     # the CPU decode bounds in details.md / summary.csv are computed from it.
     memory_bandwidth: dict[str, Any] | None = None
+    # Every bench job in the order they started: how the passes of the engines interleaved.
+    bench_order: list[BenchJob] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -323,14 +338,26 @@ def collect(
     hardware: HardwareInfo | None = None,
     now: datetime | None = None,
     bandwidth: Path | None = None,
+    repeat_dirs: list[Path] = (),
 ) -> Provenance:
     servers_by_engine: dict[str, dict[str, dict]] = {}
+    jobs = []
     for path in servers:
         server = _read_json(path)
         ServerInfo.from_dict(server, str(path))  # checked; kept whole, with any fields newer writers added
         engine = server.get("engine") or Path(path).parent.parent.name
         model = server.get("model") or Path(path).parent.name
         servers_by_engine.setdefault(engine, {})[model] = server
+        jobs.append(_bench_job(server, engine, model))
+    records = list(records)
+    for folder in map(Path, repeat_dirs):  # passes 2 and up: their records and jobs; commands as pass 1's
+        path = folder / "server.json"
+        if path.exists():
+            server = _read_json(path)
+            ServerInfo.from_dict(server, str(path))
+            jobs.append(_bench_job(server, folder.parent.parent.name, folder.parent.name))
+            servers = [*servers, path]
+        records += sorted(folder.glob("*.jsonl"))
     locks_by_env = {Path(p).stem: Path(p) for p in locks}
 
     engines = []
@@ -391,9 +418,7 @@ def collect(
 
     git = git_info(repo)
     started, finished = measurement_window([Path(p) for p in records])
-    finished_at = sorted(
-        s["finished_at"] for runs in servers_by_engine.values() for s in runs.values() if s.get("finished_at")
-    )
+    finished_at = sorted(job.finished_at for job in jobs if job.finished_at)
     content = results_sha256([*map(Path, tables), *map(Path, records), *map(Path, servers)])
     now = now or datetime.now(timezone.utc)
     return Provenance(
@@ -413,6 +438,18 @@ def collect(
             written_at=now.isoformat(timespec="seconds"),
         ),
         memory_bandwidth=_read_json(Path(bandwidth)) if bandwidth else None,
+        bench_order=sorted(jobs, key=lambda job: (job.started_at or "", job.finished_at or "")),
+    )
+
+
+def _bench_job(server: dict, engine: str, model: str) -> BenchJob:
+    return BenchJob(
+        engine=server.get("engine") or engine,
+        model=server.get("model") or model,
+        repeat=server.get("repeat", 1),
+        started_at=server.get("started_at"),
+        finished_at=server.get("finished_at"),
+        status=server.get("status", "ok"),
     )
 
 

@@ -7,6 +7,10 @@ measure/busy.py) is marked BUSY_MARK, like client lag, and details.md names the 
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from infbench.handoff import ServerInfo
+from infbench.layout import repeat_dirs
 from infbench.measure.busy import culprit_text, load_summary
 
 BUSY_MARK = "!"  # a footnote mark: the cell stays a number for anyone parsing the table
@@ -28,15 +32,39 @@ def busy(server: dict, scenario: str) -> bool:
     return bool(load and load.get("busy"))
 
 
+def with_passes(server: dict, run_dir: Path) -> dict:
+    """server.json of pass 1 (results/raw/E/M) with what its further passes (repeat-K) add: a
+    scenario busy in any pass is busy (that pass's machine_load, with its repeat), and each failed
+    pass under failed_passes (repeat, reason)."""
+    for repeat, folder in repeat_dirs(run_dir)[1:]:
+        if not (folder / "server.json").exists():
+            continue
+        info = ServerInfo.read(folder / "server.json")
+        if info.status == "failed":
+            server.setdefault("failed_passes", []).append({"repeat": repeat, "reason": info.reason})
+        for scenario, load in info.machine_load.items():
+            if load.get("busy") and not busy(server, scenario):
+                server.setdefault("machine_load", {})[scenario] = load | {"repeat": repeat}
+    return server
+
+
 def failure_lines(servers: dict, engines: dict[str, str], models: list[str]) -> list[str]:
-    """Under a main table: one line per failed bench job, with where to look."""
-    return [
-        f"- FAILED: {label} ({model}): {servers[(engine, model)].get('reason')} "
-        f"(logs/bench/{engine}/{model}.log and .server.log); the next run repeats this job"
-        for engine, label in engines.items()
-        for model in models
-        if servers.get((engine, model), {}).get("status") == "failed"
-    ]
+    """Under a main table: one line per failed bench job (a failed pass of a repeat too), with where to look."""
+    lines = []
+    for engine, label in engines.items():
+        for model in models:
+            server = servers.get((engine, model), {})
+            if server.get("status") == "failed":
+                lines.append(
+                    f"- FAILED: {label} ({model}): {server.get('reason')} "
+                    f"(logs/bench/{engine}/{model}.log and .server.log); the next run repeats this job"
+                )
+            lines += [
+                f"- FAILED: {label} ({model}) repeat {failed['repeat']}: {failed['reason']} (logs/bench/{engine}/"
+                f"{model}.repeat-{failed['repeat']}.log); the cell shows the other passes; the next run repeats it"
+                for failed in server.get("failed_passes", [])
+            ]
+    return lines
 
 
 def busy_warnings(servers: dict, engines: dict[str, str], models: list[str], scenarios: list[str]) -> list[str]:

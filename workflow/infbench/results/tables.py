@@ -16,6 +16,7 @@ import polars as pl
 
 from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
+from infbench.layout import repeat_dirs
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
 from infbench.results import bounds, routing, runstatus, servertables, tablestats
@@ -58,61 +59,116 @@ REQUEST_COLUMNS = [
 BATCH_BYTES = 100_000_000
 
 
-def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, pl.DataFrame]:
+def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, pl.DataFrame, pl.DataFrame]:
     """One summary row per (engine, model, scenario), followed by a row per step of a sweep (its
     step_rate set; WHOLE picks the others), in the plan's order; each run's
-    server.json; and one row per request (REQUEST_COLUMNS, under the run's engine, model and scenario,
-    with the engine and model the record itself names as record_engine and record_model). Records come
-    from each JSONL's Parquet copy where it is usable, else from the JSONL (recordframe.py)."""
-    servers, runs = {}, []
+    server.json; one row per request (REQUEST_COLUMNS, under the run's engine, model and scenario,
+    with the engine and model the record itself names as record_engine and record_model); and one row
+    per pass (engine, model, scenario, repeat and REPEAT_FIGURES). Records come from each JSONL's
+    Parquet copy where it is usable, else from the JSONL (recordframe.py).
+
+    A scenario with repeats (results/raw/E/M/repeat-K) is summarized over the requests of all its
+    passes; the figures over a pass's wall time (requests/min, output tokens/s) are the mean of the
+    passes', since the time between passes is no part of any."""
+    servers, cells, runs, cell_of, repeat_no = {}, [], [], [], []
     for engine in plan.engines:
         for model in plan.models:
             run_dir = raw_dir / engine / model
             server_file = run_dir / "server.json"
-            servers[(engine, model)] = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
+            server = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
+            servers[(engine, model)] = runstatus.with_passes(server, run_dir)
+            passes = repeat_dirs(run_dir)
             for scenario in plan.runs(engine):
-                runs.append((engine, model, scenario, run_dir / f"{scenario}.jsonl"))
+                for repeat, folder in passes:
+                    if repeat == 1 or (folder / f"{scenario}.jsonl").exists():
+                        runs.append((engine, model, scenario, folder / f"{scenario}.jsonl"))
+                        cell_of.append(len(cells))
+                        repeat_no.append(repeat)
+                cells.append((engine, model, scenario))
     sweeps = [
-        run
-        for run, (_, _, scenario, _) in enumerate(runs)  # and a row per step (each offered rate)
+        cell
+        for cell, (_, _, scenario) in enumerate(cells)  # and a row per step (each offered rate)
         if scenario in plan.scenarios and routing.scenario_class(plan, scenario).has_steps
     ]
     names = pl.DataFrame(
         {
-            RUN: range(len(runs)),
-            "run_engine": [r[0] for r in runs],
-            "run_model": [r[1] for r in runs],
-            "run_scenario": [r[2] for r in runs],
+            RUN: range(len(cells)),
+            "run_engine": [c[0] for c in cells],
+            "run_model": [c[1] for c in cells],
+            "run_scenario": [c[2] for c in cells],
         },
         schema_overrides={RUN: pl.Int32},
     )
     columns = list(dict.fromkeys([*SUMMARY_FIELDS, *RECORD_COLUMNS]))
+    repeated = len(runs) > len(cells)
 
-    figures: dict = {}
+    figures: dict = {}  # per (cell, step): all passes together
+    per_pass: dict = {}  # per (run, None): one pass (only when some scenario has repeats)
     requests: list[pl.DataFrame] = []
-    for batch in _batches(runs):
+    for batch in _batches(runs, cell_of):
         frame = read_runs([runs[run][3] for run in batch], columns, RUN).with_columns(pl.col(RUN) + batch[0])
-        figures.update(summarize_runs(frame.lazy(), [run for run in sweeps if run in batch]))
+        by_cell = frame.with_columns(
+            pl.col(RUN).replace_strict(list(batch), [cell_of[run] for run in batch], return_dtype=pl.Int32)
+        )
+        batch_cells = {cell_of[run] for run in batch}
+        figures.update(summarize_runs(by_cell.lazy(), [cell for cell in sweeps if cell in batch_cells]))
+        if repeated:
+            per_pass.update(summarize_runs(frame.lazy(), []))
         requests.append(
-            request_metrics(frame.lazy())
+            request_metrics(by_cell.lazy())
             .join(names.lazy(), on=RUN, how="left", maintain_order="left")
             .select(*REQUEST_KEYS, *REQUEST_COLUMNS)
             .collect()
         )
+    passes = pl.DataFrame(
+        [
+            {"engine": e, "model": m, "scenario": s, "repeat": repeat_no[run]}
+            | {
+                f: ((per_pass if repeated else figures).get((run if repeated else cell_of[run], None)) or {}).get(f)
+                for f in REPEAT_FIGURES
+            }
+            for run, (e, m, s, _) in enumerate(runs)
+        ],
+        schema={"engine": pl.String, "model": pl.String, "scenario": pl.String, "repeat": pl.Int32}
+        | {f: pl.Float64 for f in REPEAT_FIGURES},
+    )
     rows = [
         asdict(s)
-        for run, (engine, model, scenario, _) in enumerate(runs)
-        for s in scenario_summaries(figures, run, engine, model, scenario)
+        for cell, (engine, model, scenario) in enumerate(cells)
+        for s in scenario_summaries(figures, cell, engine, model, scenario)
     ]
-    return pl.DataFrame(rows, infer_schema_length=None), servers, pl.concat(requests) if requests else _no_requests()
+    if repeated:
+        _pass_means(rows, passes)
+    summaries = pl.DataFrame(rows, infer_schema_length=None)
+    return summaries, servers, pl.concat(requests) if requests else _no_requests(), passes
 
 
-def _batches(runs: list[tuple[str, str, str, Path]]) -> list[range]:
-    """Consecutive runs in batches of up to BATCH_BYTES of raw JSONL (a larger run is a batch alone)."""
+# The figures over a pass's wall time: with repeats, a cell shows the mean of its passes'.
+REPEAT_FIGURES = ["requests_per_min", "output_tokens_per_s", "wall_time_s", "goodput_rps"]
+
+
+def _pass_means(rows: list[dict], passes: pl.DataFrame) -> None:
+    """Each whole-scenario row of a cell with several passes gets its passes' mean of REPEAT_FIGURES."""
+    means = {
+        (row["engine"], row["model"], row["scenario"]): row
+        for row in passes.group_by("engine", "model", "scenario")
+        .agg(pl.len().alias("passes"), *(pl.col(f).mean() for f in REPEAT_FIGURES))
+        .filter(pl.col("passes") > 1)
+        .iter_rows(named=True)
+    }
+    for row in rows:
+        mean = means.get((row["engine"], row["model"], row["scenario"]))
+        if mean and row.get("step_rate") is None:
+            row.update({f: mean[f] for f in REPEAT_FIGURES})
+
+
+def _batches(runs: list[tuple[str, str, str, Path]], cell_of: list[int]) -> list[range]:
+    """Consecutive runs in batches of up to BATCH_BYTES of raw JSONL (a larger run is a batch alone);
+    the passes of one cell stay in one batch (they are summarized together)."""
     batches, start, size = [], 0, 0
     for run, (*_, path) in enumerate(runs):
         file_size = path.stat().st_size if path.exists() else 0
-        if run > start and size + file_size > BATCH_BYTES:
+        if run > start and size + file_size > BATCH_BYTES and cell_of[run] != cell_of[run - 1]:
             batches.append(range(start, run))
             start, size = run, 0
         size += file_size
@@ -559,13 +615,13 @@ def sweep_lines(steps: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
 
 
 def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
-    df, servers, requests = load_summaries(raw_dir, routing.check_plan(plan))
+    df, servers, requests, passes = load_summaries(raw_dir, routing.check_plan(plan))
     df = bounds.with_bounds(df, raw_dir.parent, plan.scenarios)  # decode bound beside single-request tok/s
     server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests)
     df = server.with_columns(df)  # the server's own figures, where the bench job read them
     tables_dir.mkdir(parents=True, exist_ok=True)
     # Each main figure's units (per-prompt tokens/s, per-repeat requests/min) and 95% intervals.
-    df, samples = tablestats.main_intervals(df, requests, plan)
+    df, samples = tablestats.main_intervals(df, requests, passes, plan)
     # Build every table first, then write: a failure never leaves a mix of old and new tables.
     whole = df.filter(WHOLE)  # the main tables show whole scenarios; a sweep's steps are in details.md
     outputs = {

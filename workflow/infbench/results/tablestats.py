@@ -176,18 +176,12 @@ def interval_columns(
     return summaries.with_columns(**added)
 
 
-def repeat_figures(summaries: pl.DataFrame) -> pl.DataFrame:
-    """Per (engine, model, scenario, repeat) the per-repeat figures, from the summaries of whole
-    scenarios (today one repeat each: repeat 1)."""
-    columns = [column for unit, column in MAIN_FIGURES.values() if unit == "repeats"]
-    return summaries.select("engine", "model", "scenario", pl.lit(1, pl.Int32).alias("repeat"), *columns)
-
-
-def main_intervals(summaries: pl.DataFrame, requests: pl.DataFrame, plan: MergePlan) -> tuple[pl.DataFrame, dict]:
+def main_intervals(
+    summaries: pl.DataFrame, requests: pl.DataFrame, repeats: pl.DataFrame, plan: MergePlan
+) -> tuple[pl.DataFrame, dict]:
     """The summaries with the main figures' interval columns, and per scenario its cells' samples:
-    tokens/s over prompts in single-request scenarios, requests/min over repeats under load."""
-    whole = summaries.filter(pl.col("step_rate").is_null()) if "step_rate" in summaries.columns else summaries
-    repeats = repeat_figures(whole)
+    tokens/s over prompts in single-request scenarios (a prompt's figure the mean of its requests in
+    every pass), requests/min over repeats under load (one row per pass: tables.load_summaries)."""
     loads = routing.scenarios_where(plan, "in_throughput_table") + routing.scenarios_where(plan, "in_load_plot")
     shown = {
         "tokens_per_s_mean": routing.scenarios_where(plan, "in_speed_table"),
