@@ -5,6 +5,7 @@ import os
 import re
 from dataclasses import asdict
 
+from infbench import layout
 from infbench.engines.base import engine_for
 from infbench.handoff import MergePlan
 from infbench.pipeline.config import (
@@ -91,7 +92,7 @@ def failure_marker(wildcards):
 
 def repeat_failure_marker(wildcards):
     """As failure_marker, for pass K of a bench job: results/failures/{engine}/{model}/repeat-K.json."""
-    marker = f"results/failures/{wildcards.engine}/{wildcards.model}/repeat-{wildcards.repeat}.json"
+    marker = layout.repeat_failure_marker(wildcards.engine, wildcards.model, int(wildcards.repeat))
     return [marker] if os.path.exists(marker) else []
 
 
@@ -102,7 +103,7 @@ def repeated_scenarios(repeat):
 
 def repeat_dirs(engine, model):
     """results/raw/{engine}/{model}/repeat-K for each pass K >= 2 (none without repeats)."""
-    return [f"results/raw/{engine}/{model}/repeat-{k}" for k in range(2, MAX_REPEATS + 1)]
+    return [layout.repeat_raw_dir(engine, model, k) for k in range(2, MAX_REPEATS + 1)]
 
 
 def all_repeat_dirs():
@@ -114,11 +115,7 @@ def previous_round(wildcards):
     engines. ancient(): its time never makes pass K out of date, so one lost pass reruns alone."""
     k = int(wildcards.repeat)
     done = [
-        (
-            f"results/raw/{e}/{wildcards.model}/server.json"
-            if k == 2
-            else f"results/raw/{e}/{wildcards.model}/repeat-{k - 1}"
-        )
+        layout.server_info(e, wildcards.model) if k == 2 else layout.repeat_raw_dir(e, wildcards.model, k - 1)
         for e in ENGINES
     ]
     return [ancient(path) for path in done]
@@ -242,5 +239,6 @@ def memory_source_flag(wildcards):
     return "--model-meta"
 
 
-def memory_measured():
-    return [f"results/raw/{e}/{m}/memory.json" for e in config["engines"] for m in config["models"]]
+def memory_table_inputs():
+    """(estimates, measured): the memory table's inputs, in the order verify reads them too."""
+    return layout.memory_table_inputs(config["engines"], config["models"])

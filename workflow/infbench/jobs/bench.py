@@ -28,7 +28,7 @@ from infbench.engines.server import ManagedServer, PortClashError, ServerError, 
 from infbench.engines.spec import EngineSpec, ModelSpec, read_engine_spec, read_model_spec
 from infbench.fileio import check_writable, write_json_atomic
 from infbench.handoff import MemoryReport, ServerInfo, now_iso
-from infbench.layout import repeat_of
+from infbench.layout import RunFolder, repeat_failure_marker, repeat_of
 from infbench.measure.busy import LoadWatch
 from infbench.measure.client import RequestSettings, RunContext
 from infbench.measure.memwatch import MemoryWatcher
@@ -104,8 +104,10 @@ def failure_marker(out_dir: Path) -> Path:
     results/failures/{engine}/{model}/repeat-K.json for its repeat K): written when a bench job
     fails; the bench rule takes it as an input when present, so its newer time makes the next run
     repeat exactly that job."""
-    if repeat_of(out_dir):
-        return failure_marker(out_dir.parent).with_suffix("") / f"{out_dir.name}.json"
+    repeat = repeat_of(out_dir)
+    if repeat:
+        run = RunFolder.of(out_dir.parent)
+        return run.root / repeat_failure_marker(run.engine, run.model, repeat)
     engine_dir = out_dir.parent
     return engine_dir.parent.parent / "failures" / engine_dir.name / f"{out_dir.name}.json"
 
