@@ -20,7 +20,7 @@ from infbench.measure.metrics import summarize_frame
 from infbench.measure.recordframe import read_jsonl_frame
 from infbench.pipeline.config import ConfigError, validate_config
 from infbench.results import runstatus
-from infbench.results.bundle import make_bundle
+from infbench.results.bundle_make import make_bundle
 from infbench.results.redact import Redactor
 
 PROMPTS = 6
