@@ -96,6 +96,7 @@ def write_run(root: Path, seed: int, repeats: int, prompts: int, slow_engine: st
         "models": {m: m for m in MODELS},
         "scenarios": dict(SCENARIOS),
         "native_engines": [],
+        "repeats": {s: repeats for s in SCENARIOS} if repeats > 1 else {},
     }
     write_json_atomic(results / "tables" / "merge_plan.json", plan)
     write_json_atomic(

@@ -57,6 +57,7 @@ def fake_plan(config: dict) -> MergePlan:
             "models": {m: model_label(config, m) for m in config["models"]},
             "scenarios": {s: config["scenarios"][s]["kind"] for s in config["scenarios"]},
             "native_engines": [e for e in config["engines"] if config["engines"][e]["kind"] == "tgi"],
+            "repeats": {s: v["repeats"] for s, v in config["scenarios"].items() if v.get("repeats", 1) > 1},
         },
         sort_keys=True,
     )

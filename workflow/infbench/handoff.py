@@ -182,6 +182,9 @@ class MergePlan(HandoffRecord):
     scenarios: dict[str, str]  # name -> kind (single | throughput | open_loop | sweep)
     # Engines with an extra run over their native route (TGI): + native-single.jsonl (layout.NATIVE_RUN).
     native_engines: list[str] = field(default_factory=list)
+    # Scenarios run in more than one pass (scenarios.NAME.repeats): name -> passes. Only these passes
+    # are merged, so a pass left on disk by an earlier config with more repeats never counts.
+    repeats: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, text: str) -> MergePlan:
@@ -193,6 +196,10 @@ class MergePlan(HandoffRecord):
     def runs(self, engine: str) -> list[str]:
         """The record files merged for an engine: every scenario, then its extra runs."""
         return [*self.scenarios, *([NATIVE_RUN] if engine in self.native_engines else [])]
+
+    def passes(self, run: str) -> int:
+        """How many passes of a scenario (or an extra run: always one) the merge reads."""
+        return self.repeats.get(run, 1)
 
     def all_runs(self) -> list[str]:
         """Every run name of any engine, scenarios first."""

@@ -198,6 +198,7 @@ def merge_plan():
         models={m: model_label(config, m) for m in MODELS},
         scenarios={s: config["scenarios"][s]["kind"] for s in SCENARIOS},
         native_engines=[e for e in ENGINES if engine_of(e).extra_runs],
+        repeats={s: n for s, n in REPEATS.items() if n > 1},
     ).to_json()
 
 

@@ -110,7 +110,7 @@ def test_a_busy_or_failed_later_pass_is_marked(three):
         run / "repeat-3" / "server.json",
         {"engine": "beta", "model": "tiny", "status": "failed", "reason": "server exited", "repeat": 3},
     )
-    server = runstatus.with_passes(ServerInfo.read(run / "server.json").to_dict(), run)
+    server = runstatus.with_passes(ServerInfo.read(run / "server.json").to_dict(), run, lambda scenario: 3)
     assert runstatus.busy(server, "throughput") and not runstatus.busy(server, "single")
     assert server["machine_load"]["throughput"]["repeat"] == 2
     (line,) = runstatus.failure_lines({("beta", "tiny"): server}, {"beta": "Beta"}, ["tiny"])
@@ -143,3 +143,17 @@ def test_bench_refuses_a_pass_that_does_not_match_its_folder(tmp_path, capsys):
     assert main([*args, "--out-dir", str(tmp_path / "raw" / "e" / "m"), "--repeat", "2"]) == 2
     assert "--repeat 2" in capsys.readouterr().err
     assert main([*args, "--out-dir", str(tmp_path / "raw" / "e" / "m" / "repeat-3"), "--repeat", "2"]) == 2
+
+
+def test_a_pass_the_plan_does_not_ask_for_is_not_merged(three, tmp_path):
+    from dataclasses import replace
+
+    from infbench.handoff import MergePlan
+    from infbench.results.tables import merge
+
+    plan = MergePlan.from_json((three / "results" / "tables" / "merge_plan.json").read_text())
+    assert plan.repeats == {"single": 3, "throughput": 3}
+    fewer = replace(plan, repeats={"throughput": 2})  # repeat-3 is left over from an earlier config
+    summary = merge(three / "results" / "raw", tmp_path / "tables", fewer)
+    n = {row["scenario"]: row["n"] for row in summary.filter(pl.col("engine") == "alpha").iter_rows(named=True)}
+    assert n == {"single": PROMPTS, "throughput": 2 * 4}

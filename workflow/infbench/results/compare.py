@@ -121,7 +121,7 @@ def run_files(raw_dir: Path, plan: MergePlan) -> list[RunFile]:
             for repeat, folder in repeat_dirs(raw_dir / engine / model):
                 for scenario in scenarios:
                     path = folder / f"{scenario}.jsonl"
-                    if path.exists():
+                    if path.exists() and repeat <= plan.passes(scenario):
                         files.append(RunFile(engine, model, scenario, repeat, path))
     return files
 
@@ -155,6 +155,7 @@ def load_results(root: Path, name: str) -> RunData:
         (e, m): runstatus.with_passes(
             ServerInfo.read(p).to_dict() if (p := results / "raw" / e / m / "server.json").exists() else {},
             results / "raw" / e / m,
+            plan.passes,
         )
         for e in plan.engines
         for m in plan.models

@@ -7,6 +7,7 @@ measure/busy.py) is marked BUSY_MARK, like client lag, and details.md names the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from infbench.handoff import ServerInfo
@@ -32,18 +33,19 @@ def busy(server: dict, scenario: str) -> bool:
     return bool(load and load.get("busy"))
 
 
-def with_passes(server: dict, run_dir: Path) -> dict:
+def with_passes(server: dict, run_dir: Path, passes: Callable[[str], int]) -> dict:
     """server.json of pass 1 (results/raw/E/M) with what its further passes (repeat-K) add: a
     scenario busy in any pass is busy (that pass's machine_load, with its repeat), and each failed
-    pass under failed_passes (repeat, reason)."""
+    pass under failed_passes (repeat, reason). passes(scenario): the passes the plan merges (a
+    folder left by an earlier config with more repeats is not read)."""
     for repeat, folder in repeat_dirs(run_dir)[1:]:
         if not (folder / "server.json").exists():
             continue
         info = ServerInfo.read(folder / "server.json")
-        if info.status == "failed":
+        if info.status == "failed" and any(repeat <= passes(p.stem) for p in folder.glob("*.jsonl")):
             server.setdefault("failed_passes", []).append({"repeat": repeat, "reason": info.reason})
         for scenario, load in info.machine_load.items():
-            if load.get("busy") and not busy(server, scenario):
+            if repeat <= passes(scenario) and load.get("busy") and not busy(server, scenario):
                 server.setdefault("machine_load", {})[scenario] = load | {"repeat": repeat}
     return server
 

@@ -76,11 +76,11 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
             run_dir = raw_dir / engine / model
             server_file = run_dir / "server.json"
             server = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
-            servers[(engine, model)] = runstatus.with_passes(server, run_dir)
-            passes = repeat_dirs(run_dir)
+            servers[(engine, model)] = runstatus.with_passes(server, run_dir, plan.passes)
+            folders = repeat_dirs(run_dir)
             for scenario in plan.runs(engine):
-                for repeat, folder in passes:
-                    if repeat == 1 or (folder / f"{scenario}.jsonl").exists():
+                for repeat, folder in folders:
+                    if repeat == 1 or (repeat <= plan.passes(scenario) and (folder / f"{scenario}.jsonl").exists()):
                         runs.append((engine, model, scenario, folder / f"{scenario}.jsonl"))
                         cell_of.append(len(cells))
                         repeat_no.append(repeat)
