@@ -83,12 +83,17 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _json_text(value: str) -> str:
+    """A JSON argument (the merge plan, the config): the rules pass a file; JSON text still works."""
+    return value if value.lstrip().startswith("{") else Path(value).read_text()
+
+
 def _cmd_merge(args) -> int:
     from infbench.handoff import MergePlan
     from infbench.results.bounds import BoundFiles
     from infbench.results.tables import merge
 
-    text = args.plan if args.plan.lstrip().startswith("{") else Path(args.plan).read_text()
+    text = _json_text(args.plan)
     listed = args.estimates is not None or args.measured is not None or args.bandwidth is not None
     files = BoundFiles.listed(args.estimates or [], args.measured or [], args.bandwidth) if listed else None
     merge(args.raw_dir, args.out_dir, MergePlan.from_json(text), files)
@@ -100,7 +105,7 @@ def _cmd_provenance(args) -> int:
     from infbench.results.provenance import collect, write_provenance
 
     prov = collect(
-        json.loads(args.config),
+        json.loads(_json_text(args.config)),
         tables=args.tables,
         locks=args.locks,
         model_metas=args.models,
@@ -330,7 +335,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("provenance", help="write results/provenance.json (what ran, on what, when)")
-    p.add_argument("--config", required=True, help="the resolved config as JSON (secrets are redacted again)")
+    p.add_argument(
+        "--config", required=True, help="the resolved config, a JSON file or JSON text (secrets are redacted again)"
+    )
     p.add_argument("--tables", type=Path, nargs="+", required=True)
     p.add_argument("--locks", type=Path, nargs="*", default=[])
     p.add_argument("--models", type=Path, nargs="*", default=[], help="results/models/*.json")
