@@ -25,6 +25,7 @@ TABLES = f"{RESULTS}/tables"
 PLOTS = f"{RESULTS}/plots"
 REPORT = f"{RESULTS}/report"
 BUNDLES = f"{RESULTS}/bundles"
+COMPARE = f"{RESULTS}/compare"  # `infbench compare`'s report
 PROVENANCE = f"{RESULTS}/provenance.json"
 LOGS = "logs"
 
@@ -114,8 +115,8 @@ class RunFolder:
 REPEAT_PREFIX = "repeat-"
 
 
-def repeat_raw_dir(engine: str, model: str, repeat: int) -> str:
-    """Pass `repeat`'s folder: raw_dir itself for pass 1."""
+def repeat_raw_dir(engine: str, model: str, repeat: int | str) -> str:
+    """Pass `repeat`'s folder: raw_dir itself for pass 1 (a wildcard "{repeat}" gives the pattern of K >= 2)."""
     return raw_dir(engine, model) if repeat == 1 else f"{raw_dir(engine, model)}/{REPEAT_PREFIX}{repeat}"
 
 

@@ -13,9 +13,9 @@ for bench_rule, (extra_runs, bench_engines) in bench_rules().items():
             prompts=f"results/prompts/{PROMPTS_NAME}.jsonl",
             failed_before=failure_marker,
         output:
-            records=[f"results/raw/{{engine}}/{{model}}/{run}.jsonl" for run in [*SCENARIOS, *extra_runs]],
-            server="results/raw/{engine}/{model}/server.json",
-            memory="results/raw/{engine}/{model}/memory.json",
+            records=[layout.records("{engine}", "{model}", run) for run in [*SCENARIOS, *extra_runs]],
+            server=layout.server_info("{engine}", "{model}"),
+            memory=layout.memory_report("{engine}", "{model}"),
         log:
             bench="logs/bench/{engine}/{model}.log",
             server="logs/bench/{engine}/{model}.server.log",
@@ -30,7 +30,7 @@ for bench_rule, (extra_runs, bench_engines) in bench_rules().items():
         shell:
             "infbench bench --engine-spec {input.engine_spec} --model-spec {input.model_spec} "
             "--prompts {input.prompts} --venv {params.venv} --lock {params.lock} --threads {threads} "
-            "--out-dir results/raw/{wildcards.engine}/{wildcards.model} "
+            f"--out-dir {layout.raw_dir('{wildcards.engine}', '{wildcards.model}')} "
             "--server-log {log.server} --log {log.bench}"
 
 
@@ -49,7 +49,7 @@ rule bench_repeat:
         failed_before=repeat_failure_marker,
         previous_round=previous_round,
     output:
-        directory("results/raw/{engine}/{model}/repeat-{repeat}"),
+        directory(layout.repeat_raw_dir("{engine}", "{model}", "{repeat}")),
     log:
         bench="logs/bench/{engine}/{model}.repeat-{repeat}.log",
         server="logs/bench/{engine}/{model}.repeat-{repeat}.server.log",
