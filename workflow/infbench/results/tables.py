@@ -120,13 +120,14 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
             .select(*REQUEST_KEYS, *REQUEST_COLUMNS)
             .collect()
         )
+
+    def own(run: int) -> dict:  # one pass's own figures (a cell of one pass: the cell's)
+        return (per_pass.get((run, None)) if repeated else figures.get((cell_of[run], None))) or {}
+
     passes = pl.DataFrame(
         [
             {"engine": e, "model": m, "scenario": s, "repeat": repeat_no[run]}
-            | {
-                f: ((per_pass if repeated else figures).get((run if repeated else cell_of[run], None)) or {}).get(f)
-                for f in REPEAT_FIGURES
-            }
+            | {f: own(run).get(f) for f in REPEAT_FIGURES}
             for run, (e, m, s, _) in enumerate(runs)
         ],
         schema={"engine": pl.String, "model": pl.String, "scenario": pl.String, "repeat": pl.Int32}
