@@ -36,7 +36,7 @@ from infbench.measure.recordfiles import write_records
 from infbench.measure.recordmath import tokens_per_second
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import run_single
-from infbench.measure.scenarios import Scenario, Single
+from infbench.measure.scenarios import Scenario, warmup_requests
 from infbench.measure.scrape import ScenarioWatch
 from infbench.memory.vllmlog import read_vllm_startup
 from infbench.pipeline.prompts import read_sample
@@ -509,7 +509,7 @@ def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, serve
     count = engine.bench.warmup_requests
     if count == 0:
         return
-    requests = Single(name="warmup").build_requests(prompts)[:count]
+    requests = warmup_requests(count)  # never the measured prompts: they would be served from a cache
     ctx = RunContext(engine=engine.name, model=model.name, scenario="warmup", concurrency=1)
     records = asyncio.run(run_single(url, requests, settings, ctx))
     failed = [r for r in records if not r.ok]

@@ -41,6 +41,7 @@ class ChatRequest:
     request_id: str
     prompt_id: str
     messages: list[dict]
+    cache: str | None = None  # cold | warm (the scenario's); None: no cache control (warm-up, tools)
 
 
 @dataclass
@@ -62,8 +63,16 @@ class RequestSettings:
     # An external endpoint's key (from the variable its api_key_env names): sent as a bearer token,
     # kept out of repr so it never reaches a log.
     api_key: str | None = field(default=None, repr=False)
+    # How a cold request asks the engine not to reuse cached prefixes, in its own spelling: fields
+    # added to the body (llama.cpp: cache_prompt false), and a field set to a value unique to the
+    # request (vLLM: cache_salt), so no two requests share cached blocks.
+    cold_fields: dict = field(default_factory=dict)
+    cold_salt_field: str | None = None
+    # The engine leaves prompt_tokens_details out when nothing came from its cache (SGLang with
+    # --enable-cache-report): absent then means 0, not "cannot say".
+    cached_tokens_absent_is_zero: bool = False
 
-    def body(self, messages: list[dict]) -> dict:
+    def body(self, messages: list[dict], request: ChatRequest | None = None) -> dict:
         stream_options: dict = {"include_usage": True}
         if self.continuous_usage:
             stream_options["continuous_usage_stats"] = True
@@ -79,6 +88,10 @@ class RequestSettings:
         if self.seed is not None:
             body["seed"] = self.seed
         body.update(self.extra_body)
+        if request is not None and request.cache == "cold":
+            body.update(self.cold_fields)
+            if self.cold_salt_field:
+                body[self.cold_salt_field] = f"infbench-{request.request_id}"
         return body
 
 
@@ -126,7 +139,7 @@ class StreamClient:
         await self.pool.prewarm(n, timeout_s)
 
     def _request_bytes(self, request: ChatRequest, settings: RequestSettings) -> bytes:
-        body = json.dumps(settings.body(request.messages)).encode()
+        body = json.dumps(settings.body(request.messages, request)).encode()
         head = (
             b"POST "
             + self.path.encode()
@@ -164,6 +177,7 @@ class StreamClient:
             rate=ctx.rate,
             worker=ctx.worker,
             client_lag_share_limit=settings.client_lag_share_limit,
+            cache=request.cache,
             slo_ttft_s=ctx.slo_ttft_s,
             slo_tpot_s=ctx.slo_tpot_s,
         )
@@ -198,6 +212,8 @@ class StreamClient:
             # The engine sent no usage: count the chunks' tokens (one per chunk unless known), and say so.
             record.completion_tokens = sum(record.chunk_tokens)
             record.tokens_counted_by = "tokenizer" if self.token_counter else "chunks"
+        if record.error is None and record.cached_prompt_tokens is None and settings.cached_tokens_absent_is_zero:
+            record.cached_prompt_tokens = 0
         return record
 
     async def _exchange(self, conn: HttpConnection, payload: bytes, stream: StreamRecorder, timeout_s: float) -> None:
