@@ -126,3 +126,36 @@ def workdir_from_prepared(base: Path, dest: Path) -> Path:
         (workdir / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(base / name, workdir / name)  # keeps the times: newer than their inputs, so done
     return workdir
+
+
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    """A real Hugging Face tokenizer, small: a byte-level BPE (GPT-2's pre-tokenizer, as SmolLM2 and
+    Llama 3 have) trained on the bundled prompts, with a chat template, saved as a model folder."""
+    pytest.importorskip("transformers", reason="tokenizer-exact prompts need transformers (the tools env)")
+    import json
+
+    from infbench.pipeline.prompts import BUILTIN_FILE
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [m["content"] for line in BUILTIN_FILE.read_text().splitlines() for m in json.loads(line)["messages"]]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    specials = ["<|user|>", "<|system|>", "<|assistant|>", "<|end|>"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=1500, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, additional_special_tokens=specials)
+    fast.chat_template = TINY_CHAT_TEMPLATE
+    folder = tmp_path_factory.mktemp("tiny-tokenizer")
+    fast.save_pretrained(folder)
+    return folder

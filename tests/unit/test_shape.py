@@ -11,7 +11,7 @@ from infbench.engines.spec import BenchSettings, EngineSpec, ModelSpec, read_eng
 from infbench.handoff import HandoffError, MemoryReport, MergePlan, ServerInfo
 from infbench.jobs.bench import BenchPaths, tgi_native_command
 from infbench.measure.client import CLIENT_LAG_SHARE, RequestSettings
-from infbench.measure.loadgen import SweepPlan
+from infbench.measure.loadgen import StepLoad, StepWindow, SweepPlan
 from infbench.measure.records import RequestRecord
 from infbench.measure.scenarios import SCENARIO_KINDS, OpenLoop, Scenario, Single, Sweep, Throughput
 from infbench.pipeline.config import engine_spec, validate_config
@@ -43,7 +43,7 @@ def test_every_schema_kind_has_a_class_and_scenario_builds_it():
     assert sorted(SCENARIO_KINDS) == sorted(kinds)
     assert type(Scenario(name="s", kind="single")) is Single
     assert type(Scenario(name="t", kind="throughput", concurrency=3, requests=6)) is Throughput
-    assert type(Scenario(name="o", kind="open_loop", rate=2.0, requests=4)) is OpenLoop
+    assert type(Scenario(name="o", kind="open_loop", rate=2.0, duration_s=4)) is OpenLoop
     with pytest.raises(ValueError, match="unknown scenario kind 'soak'"):
         Scenario(name="x", kind="soak")
     with pytest.raises(ValueError, match="does not match"):
@@ -128,9 +128,12 @@ def test_code_defaults_are_the_schemas():
     assert EngineSpec(name="e", kind="vllm", label="E", env="x", device="cpu").startup_timeout_s == schema_default(
         "engines.*.startup_timeout_s"
     )
-    plan = SweepPlan(slo_ttft_s=1.0, slo_tpot_s=1.0, requests=4)
+    plan = SweepPlan(slo_ttft_s=1.0, slo_tpot_s=1.0, load=StepLoad(StepWindow(duration_s=60.0)))
     assert (plan.start_rate, plan.max_rate, plan.refine_steps) == tuple(
         schema_default(f"scenarios.*.{key}") for key in ("start_rate", "max_rate", "refine_steps")
+    )
+    assert (plan.load.window.warmup_s, plan.load.window.saturation_margin, plan.load.arrival) == tuple(
+        schema_default(f"scenarios.*.{key}") for key in ("warmup_s", "saturation_margin", "arrival")
     )
     with pytest.raises(KeyError, match="no default for scenarios.*.rate"):
         schema_default("scenarios.*.rate")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, StreamClient
 from infbench.measure.runners import run_closed_loop, run_single
@@ -120,25 +121,25 @@ def test_single_runs_one_at_a_time():
         assert after.send_time >= before.send_time + before.latency_s - 1e-3
 
 
-def _chat(server: ScriptedServer, request: ChatRequest, settings: RequestSettings):
+def _chat(server: ScriptedServer, request: ChatRequest, settings: RequestSettings, ctx: RunContext = CTX):
     async def go():
         async with StreamClient(server.url) as client:
-            return await client.chat(request, settings, CTX)
+            return await client.chat(request, settings, ctx)
 
     return asyncio.run(go())
 
 
 def test_a_cold_request_carries_the_engines_cold_fields_and_a_salt_of_its_own():
     """vLLM's spelling (cache_salt, unique per request) and llama.cpp's (cache_prompt false); a warm
-    request and a request without a cache state (the warm-up, tools) carry neither."""
+    request and a request without a cache state (tools, tests) carry neither."""
     script = [(0, chunk(content="x")), (0, "data: [DONE]")]
     settings = RequestSettings(
         model_name="m", max_tokens=2, cold_fields={"cache_prompt": False}, cold_salt_field="cache_salt"
     )
-    cold = [ChatRequest(f"single-{i:04d}", "p0", REQUEST.messages, cache="cold") for i in range(2)]
-    warm = ChatRequest("warm-0000", "p0", REQUEST.messages, cache="warm")
+    cold, warm = replace(CTX, cache="cold"), replace(CTX, cache="warm")
+    requests = [ChatRequest(f"single-{i:04d}", "p0", REQUEST.messages) for i in range(4)]
     with ScriptedServer(script) as server:
-        records = [_chat(server, r, settings) for r in [*cold, warm, REQUEST]]
+        records = [_chat(server, r, settings, c) for r, c in zip(requests, [cold, cold, warm, CTX], strict=True)]
         bodies = server.requests
     assert [r.cache for r in records] == ["cold", "cold", "warm", None]
     assert bodies[0]["cache_prompt"] is False and bodies[1]["cache_prompt"] is False

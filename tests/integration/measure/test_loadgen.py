@@ -8,7 +8,19 @@ import statistics
 import pytest
 from infbench.engines.spec import Scenario
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
-from infbench.measure.loadgen import LoadShape, SweepPlan, arrival_offsets, auto_workers, best_step, run_load, run_sweep
+from infbench.measure.loadgen import (
+    LoadShape,
+    StepLoad,
+    StepWindow,
+    SweepPlan,
+    arrival_offsets,
+    auto_workers,
+    best_step,
+    duration_offsets,
+    run_load,
+    run_sweep,
+)
+from infbench.measure.ratesearch import bracket_search
 from infbench.measure.refserver import RefServerProcess, RefSettings
 from infbench.pipeline.config import ConfigError, scenario_of, validate_config
 
@@ -117,43 +129,97 @@ def test_a_worker_that_cannot_reach_the_server_reports_errors_not_a_hang():
 def test_sweep_doubles_until_the_slo_fails_then_bisects():
     ctx = RunContext(engine="e", model="m", scenario="sweep", concurrency=0)
     steps_seen = []
+    # Loose: this is about the search, not saturation (a busy test machine can slow a short step).
+    window = StepWindow(duration_s=1.5, warmup_s=0.3, saturation_margin=0.9, drain_s=30)
     with RefServerProcess(RefSettings(ttft_s=0.01, itl_s=0.001, tokens=4)) as server:
         # Generous SLOs: every rate passes up to max_rate, nothing to refine.
-        plan = SweepPlan(slo_ttft_s=5.0, slo_tpot_s=5.0, requests=6, start_rate=20.0, max_rate=80.0)
+        plan = SweepPlan(slo_ttft_s=5.0, slo_tpot_s=5.0, load=StepLoad(window), start_rate=20.0, max_rate=80.0)
         steps = run_sweep(
             server.chat_url, lambda step, n: _requests(n, f"sw{step}"), SETTINGS, ctx, plan, on_step=steps_seen.append
         )
-        assert [s.rate for s in steps] == [20.0, 40.0, 80.0] and all(s.passed for s in steps)
+        assert [s.rate for s in steps] == [20.0, 40.0, 80.0] and all(s.passed for s in steps), steps
+        assert not any(s.saturated for s in steps)
         assert steps_seen == steps and best_step(steps).rate == 80.0
         assert all(r.slo_ttft_s == 5.0 and r.rate == s.rate for s in steps for r in s.records)
         assert all(s.goodput_rps and s.goodput_rps > 0 for s in steps)
         # An SLO below the server's own TTFT: the first rate fails, no request meets it.
-        plan = SweepPlan(slo_ttft_s=0.005, slo_tpot_s=5.0, requests=4, start_rate=20.0, max_rate=80.0)
+        plan = SweepPlan(slo_ttft_s=0.005, slo_tpot_s=5.0, load=StepLoad(window), start_rate=20.0, max_rate=80.0)
         steps = run_sweep(server.chat_url, lambda step, n: _requests(n, f"sf{step}"), SETTINGS, ctx, plan)
         assert len(steps) == 1 and not steps[0].passed and steps[0].goodput_rps == 0
         assert best_step(steps) is None
 
 
-def test_sweep_search_logic_without_a_server(monkeypatch):
+def test_sweep_search_logic():
     """Pass below 30 req/s: doubling from 4 fails at 32, then three bisections between 16 and 32."""
-    import infbench.measure.loadgen as loadgen
+    tried = []
 
-    def fake_run_load(url, requests, settings, ctx, shape, on_done=None, token_counter=None):
-        return [ctx.rate]
+    def passes(rate):
+        tried.append(rate)
+        return rate < 30
 
-    def fake_judge(rate, records):
-        return loadgen.SweepStep(
-            rate=rate, ttft_p99_s=None, tpot_p99_s=None, errors=0, goodput_rps=rate, passed=rate < 30
-        )
+    bracket = bracket_search(passes, start_rate=4, max_rate=1000, refine_steps=3)
+    assert tried == list(bracket.tried) == [4, 8, 16, 32, 24, 28, 30]
+    assert (bracket.passed, bracket.failed) == (28, 30)
 
-    monkeypatch.setattr(loadgen, "run_load", fake_run_load)
-    monkeypatch.setattr(loadgen, "judge_step", fake_judge)
-    plan = SweepPlan(slo_ttft_s=1, slo_tpot_s=1, requests=2, start_rate=4, max_rate=1000, refine_steps=3)
-    steps = run_sweep(
-        "http://x/v1/chat/completions", lambda step, n: _requests(n), SETTINGS, RunContext("e", "m", "s", 0), plan
-    )
-    assert [s.rate for s in steps] == [4, 8, 16, 32, 24, 28, 30]
-    assert best_step(steps).rate == 28
+
+def test_bracket_search_halves_down_stops_at_max_and_at_precision():
+    # The start fails: halve until a pass (capacity), then bisect.
+    bracket = bracket_search(lambda r: r <= 3, start_rate=16, max_rate=64, refine_steps=10, min_rate=0.5, precision=0.1)
+    assert bracket.tried[:4] == (16, 8, 4, 2) and (bracket.passed, bracket.failed) == (3.0, 3.25)
+    assert (bracket.failed - bracket.passed) <= 0.1 * bracket.passed
+    # Without min_rate (a sweep) a failing start ends the search.
+    assert bracket_search(lambda r: False, 4, 64, 3).tried == (4,)
+    # Everything passes: doubling stops at max_rate, nothing failed.
+    bracket = bracket_search(lambda r: True, 1, 6, 3)
+    assert bracket.tried == (1, 2, 4) and (bracket.passed, bracket.failed) == (4, None)
+    # Nothing passes down to min_rate.
+    assert bracket_search(lambda r: False, 4, 64, 3, min_rate=1).tried == (4, 2, 1)
+
+
+# --- steps sized by duration ----------------------------------------------------------------------
+
+
+def test_duration_offsets_fill_the_duration_and_match_the_counted_schedule():
+    offsets = duration_offsets(10.0, 20.0, "poisson", seed=3)
+    assert offsets == arrival_offsets(len(offsets), 20.0, "poisson", seed=3)
+    assert offsets[-1] < 10.0 and len(offsets) == pytest.approx(200, rel=0.2)
+    assert duration_offsets(1.0, 4.0, "constant") == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_a_step_shorter_than_its_warmup_is_refused():
+    with pytest.raises(ValueError, match="duration_s"):
+        StepWindow(duration_s=5.0, warmup_s=5.0)
+
+
+def test_a_timed_step_counts_only_after_its_warmup_and_is_not_saturated_when_the_server_keeps_up():
+    ctx = RunContext(engine="e", model="m", scenario="open", concurrency=0)
+    window = StepWindow(duration_s=3.0, warmup_s=0.5, drain_s=30)
+    with RefServerProcess(RefSettings(ttft_s=0.005, itl_s=0.001, tokens=3)) as server:
+        step = StepLoad(window, "constant").run(server.chat_url, _requests, SETTINGS, ctx, 10.0)
+    # constant at 10/s for 3 s: 30 sends, those planned at 0.5 s and later are counted
+    assert len(step.records) == 25 and all(r.ok for r in step.records)
+    start = step.records[0].send_mono - 0.5
+    assert all(r.send_mono - start >= 0.5 - 1e-9 for r in step.records)
+    assert step.offered_rps == pytest.approx(10.0)
+    # Completions in the window: the sends shifted by their ~10 ms latency (a busy test machine may
+    # stall the client a little, hence the room).
+    assert not step.saturated and step.achieved_rps == pytest.approx(10.0, abs=2.0), step
+    assert all(r.rate == 10.0 and r.saturated is False and r.achieved_rate for r in step.records)
+
+
+def test_a_timed_step_beyond_the_server_is_saturated_and_its_stragglers_are_cut():
+    """The reference server streams 50 tokens 20 ms apart (1 s each) to at most... everyone at once,
+    so make the client the bottleneck instead: one connection can't be shared, but a server whose
+    TTFT is longer than the step plus its drain never completes anything in the window."""
+    ctx = RunContext(engine="e", model="m", scenario="open", concurrency=0)
+    window = StepWindow(duration_s=0.6, warmup_s=0.1, drain_s=0.2)
+    with RefServerProcess(RefSettings(ttft_s=0.7, itl_s=0.001, tokens=2)) as server:
+        step = StepLoad(window, "constant").run(server.chat_url, _requests, SETTINGS, ctx, 20.0)
+    assert step.saturated and step.achieved_rps < step.offered_rps
+    assert all(r.saturated for r in step.records)
+    # Sent at 0.1 s or later, still waiting at 0.8 s: cut, an error that says so.
+    late = [r for r in step.records if r.error]
+    assert late and all(r.error.startswith("cut: still running") for r in late)
 
 
 # --- config ---------------------------------------------------------------------------------------
@@ -176,12 +242,13 @@ def test_open_loop_and_sweep_scenarios_are_validated_and_reach_the_spec():
             poisson={
                 "kind": "open_loop",
                 "rate": 2.5,
-                "requests": 20,
+                "duration_s": 20,
+                "warmup_s": 2,
                 "arrival": "gamma",
                 "burstiness": 0.5,
                 "workers": "auto",
             },
-            capacity={"kind": "sweep", "slo_ttft_s": 1.0, "slo_tpot_s": 0.1, "rates": [1, 2, 4], "requests": 10},
+            capacity={"kind": "sweep", "slo_ttft_s": 1.0, "slo_tpot_s": 0.1, "rates": [1, 2, 4], "duration_s": 30},
         )
     )
     open_loop = scenario_of(config, "poisson")
@@ -193,7 +260,10 @@ def test_open_loop_and_sweep_scenarios_are_validated_and_reach_the_spec():
         "auto",
     )
     sweep = scenario_of(config, "capacity")
-    assert sweep.rates == [1, 2, 4] and sweep.slo_ttft_s == 1.0 and sweep.requests == 10
+    assert (
+        sweep.rates == [1, 2, 4] and sweep.slo_ttft_s == 1.0 and sweep.plan().load.window == StepWindow(30.0, 10.0, 0.2)
+    )
+    assert open_loop.window() == StepWindow(20.0, 2.0, 0.2)
     shape = open_loop.load_shape(20)
     assert shape.kind == "open" and len(shape.offsets_s) == 20 and shape.workers == auto_workers(2)
     assert Scenario(name="t", kind="throughput", concurrency=6, requests=12, workers=2).load_shape(12) == LoadShape(
@@ -208,6 +278,9 @@ def test_open_loop_and_sweep_scenarios_are_validated_and_reach_the_spec():
         ({"kind": "sweep", "slo_ttft_s": 1.0}, "slo_tpot_s"),
         ({"kind": "open_loop", "rate": 1, "arrival": "uniform"}, "scenarios.s.arrival"),
         ({"kind": "throughput", "workers": 0}, "scenarios.s.workers"),
+        ({"kind": "open_loop", "rate": 1, "duration_s": 5, "warmup_s": 5}, "scenarios.s.duration_s"),
+        ({"kind": "sweep", "slo_ttft_s": 1, "slo_tpot_s": 1, "warmup_s": 90}, "scenarios.s.duration_s"),
+        ({"kind": "open_loop", "rate": 1, "requests": 10}, "scenarios.s.requests"),
     ],
 )
 def test_bad_load_scenarios_name_the_key(scenario, key):
@@ -232,8 +305,19 @@ def test_open_loop_and_sweep_scenarios_run_through_bench_and_reach_the_tables(tm
     ]
     engine = EngineSpec(name="ref", kind="transformers", label="Ref", env="x", device="cpu")
     model = ModelSpec(name="m", path="x")
-    open_loop = Scenario(name="poisson", kind="open_loop", requests=6, rate=30.0, seed=2)
-    sweep = Scenario(name="capacity", kind="sweep", requests=4, rates=[10.0, 20.0], slo_ttft_s=5.0, slo_tpot_s=5.0)
+    loose = {"saturation_margin": 0.95}  # about the plumbing: a busy test machine must not stop the sweep
+    open_loop = Scenario(name="poisson", kind="open_loop", rate=30.0, seed=2, duration_s=0.3, warmup_s=0.1, **loose)
+    sweep = Scenario(
+        name="capacity",
+        kind="sweep",
+        rates=[10.0, 20.0],
+        slo_ttft_s=5.0,
+        slo_tpot_s=5.0,
+        arrival="constant",
+        duration_s=1.0,
+        warmup_s=0.2,
+        **loose,
+    )
     out = tmp_path / "raw" / "ref" / "m"
     out.mkdir(parents=True)
     with RefServerProcess(RefSettings(ttft_s=0.01, itl_s=0.001, tokens=4)) as server:
@@ -241,8 +325,8 @@ def test_open_loop_and_sweep_scenarios_run_through_bench_and_reach_the_tables(tm
             records = _run_scenario(server.chat_url, prompts, scenario, SETTINGS, engine, model)
             write_records(out / f"{scenario.name}.jsonl", records)
     opened = [r for r in records if r.scenario == "capacity"]
-    assert len(opened) == 8 and {r.rate for r in opened} == {10.0, 20.0}
-    assert len({r.request_id for r in opened}) == 8  # ids unique across steps
+    assert len(opened) == 8 + 16 and {r.rate for r in opened} == {10.0, 20.0}  # counted: after the warm-up
+    assert len({r.request_id for r in opened}) == 24  # ids unique across steps
     plan = MergePlan(engines={"ref": "Ref"}, models={"m": "M"}, scenarios={"poisson": "open_loop", "capacity": "sweep"})
     df = merge(tmp_path / "raw", tmp_path / "tables", plan)
     assert set(df.select("scenario", "step_rate").iter_rows()) == {
@@ -258,3 +342,52 @@ def test_open_loop_and_sweep_scenarios_run_through_bench_and_reach_the_tables(tm
     sweeps = details.split("## Sweeps")[1]
     sweep_row = next(line for line in sweeps.splitlines() if line.startswith("ref | m | capacity |"))
     assert sweep_row.split(" | ")[5:7] == ["10, 20", "20.00"]  # rates tried, the best that met the SLOs
+
+
+# --- capacity at an SLO -------------------------------------------------------------------------------
+
+
+def test_capacity_finds_the_rate_the_reference_server_can_hold():
+    """The reference server answers in ~30 ms at any of these rates: a loose SLO passes every step up
+    to max_rate; a TTFT limit below the server's own fails every step, halving down to min_rate."""
+    from infbench.measure.capacity import CapacityPlan, run_capacity
+
+    ctx = RunContext(engine="e", model="m", scenario="cap", concurrency=0)
+    plan = CapacityPlan(
+        slo={"ttft_p90_s": 2.0, "error_rate": 0.0},
+        load=StepLoad(StepWindow(duration_s=1.0, warmup_s=0.2, saturation_margin=0.9, drain_s=30), "constant"),
+        start_rate=10,
+        max_rate=40,
+        min_rate=1,
+        refine_steps=3,
+        precision=0.1,
+    )
+    seen = []
+    with RefServerProcess(RefSettings(ttft_s=0.02, itl_s=0.002, tokens=5)) as server:
+        steps, bracket = run_capacity(
+            server.chat_url, lambda step, n: _requests(n, f"cap{step}"), SETTINGS, ctx, plan, on_step=seen.append
+        )
+        # A TTFT limit below the server's own 20 ms: the start fails, then every halving down to min_rate.
+        tight = CapacityPlan(**{**plan.__dict__, "slo": {"ttft_p50_s": 0.01}, "start_rate": 8, "min_rate": 2})
+        failed, none = run_capacity(server.chat_url, lambda step, n: _requests(n, f"t{step}"), SETTINGS, ctx, tight)
+    assert [s.rate for s in steps] == [10, 20, 40] and all(s.passed for s in steps) and seen == steps
+    assert (bracket.passed, bracket.failed) == (40, None)
+    assert all(r.step_passed and r.slo == '{"error_rate": 0.0, "ttft_p90_s": 2.0}' for s in steps for r in s.records)
+    assert steps[0].measured["ttft_p90_s"] < 2.0 and steps[0].measured["error_rate"] == 0.0
+    assert [s.rate for s in failed] == [8, 4, 2] and (none.passed, none.failed) == (None, 2)
+    assert all(s.missed == ["ttft_p50_s"] for s in failed)
+
+
+@pytest.mark.parametrize(
+    "slo, message",
+    [
+        ({"ttft_p95_s": 1.0}, "scenarios.c.slo.ttft_p95_s: not an SLO this kind knows"),
+        ({"error_rate": -1}, "scenarios.c.slo.error_rate: the limit must be a number >= 0"),
+        ({}, "scenarios.c.slo: give at least one limit"),
+    ],
+)
+def test_an_slo_key_the_capacity_kind_does_not_know_is_named(slo, message):
+    from infbench.measure.capacity import check_slo
+
+    with pytest.raises(ValueError, match=message):
+        check_slo(slo, "scenarios.c.slo")

@@ -167,3 +167,20 @@ def test_kind_mentions_counts_modules():
 def test_help_of_every_python_script(name):
     result = _run([sys.executable, str(SCRIPTS / name), "--help"], timeout=60)
     assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_trace_schedule_replays_a_seeded_window_against_the_reference_server():
+    args = ["--trace", "seeded", "--count", "12", "--time-scales", "0.05", "--length-scale", "0.05"]
+    result = _run([sys.executable, str(SCRIPTS / "trace_schedule.py"), *args])
+    assert result.returncode == 0, result.stderr
+    (replay,) = json.loads(result.stdout)["replays"]
+    assert replay["requests"] == 12 and replay["errors"] == 0 and replay["dispatch_lag_p99_ms"] is not None
+
+
+def test_trace_build_prepares_and_renders_the_seeded_trace(tmp_path, tiny_tokenizer_dir):
+    args = ["--trace", "seeded", "--model-dir", str(tiny_tokenizer_dir), "--length-scale", "0.1"]
+    result = _run([sys.executable, str(SCRIPTS / "trace_build.py"), *args, "--out", str(tmp_path / "p.json")])
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    assert figures["prepare"]["requests"] == figures["render"]["requests"] > 40
+    assert figures["peak_rss_mb"] > 0 and figures["total_wall_s"] > 0

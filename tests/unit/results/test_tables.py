@@ -87,3 +87,20 @@ def test_details_flag_prompt_token_mismatch_and_fixed_length(tmp_path):
 def test_same_prompt_tokens_says_so(tmp_path):
     details = (_run(tmp_path) / "details.md").read_text()
     assert "All engines counted the same prompt tokens" in details
+
+
+def test_a_saturated_sweep_step_is_marked_and_never_the_best(tmp_path):
+    """Both steps meet the SLOs on their percentiles, but the server fell behind at 8 req/s."""
+    raw = tmp_path / "raw"
+    records = []
+    for rate, saturated in ((4.0, False), (8.0, True)):
+        for r in _records("a", "sw", [10, 10, 10]):
+            r.request_id, r.rate, r.saturated = f"{r.request_id}-{rate:g}", rate, saturated
+            r.slo_ttft_s, r.slo_tpot_s = 5.0, 5.0
+            records.append(r)
+    write_records(raw / "a" / "m1" / "sw.jsonl", records)
+    write_json_atomic(raw / "a" / "m1" / "server.json", {"status": "ok", "version": "1", "command": ["a"]})
+    merge(raw, tmp_path / "tables", MergePlan(engines={"a": "A"}, models={"m1": "M"}, scenarios={"sw": "sweep"}))
+    details = (tmp_path / "tables" / "details.md").read_text()
+    row = next(line for line in details.split("## Sweeps")[1].splitlines() if line.startswith("a | m1 | sw |"))
+    assert row.split(" | ")[5:7] == ["4, 8 (saturated)", "4.00"]

@@ -510,7 +510,7 @@ def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, serve
     if count == 0:
         return
     requests = warmup_requests(count)  # never the measured prompts: they would be served from a cache
-    ctx = RunContext(engine=engine.name, model=model.name, scenario="warmup", concurrency=1)
+    ctx = RunContext(engine=engine.name, model=model.name, scenario="warmup", concurrency=1, cache="cold")
     records = asyncio.run(run_single(url, requests, settings, ctx))
     failed = [r for r in records if not r.ok]
     if failed:

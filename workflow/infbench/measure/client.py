@@ -41,7 +41,10 @@ class ChatRequest:
     request_id: str
     prompt_id: str
     messages: list[dict]
-    cache: str | None = None  # cold | warm (the scenario's); None: no cache control (warm-up, tools)
+    max_tokens: int | None = None  # its own output length (trace, synthetic sizes); None: the settings'
+    planned_prompt_tokens: int | None = None  # tokenizer-exact prompts: what the prepare step counted
+    conversation: str | None = None  # a conversation's turn: which conversation, which turn (1, 2, ...)
+    turn: int | None = None
 
 
 @dataclass
@@ -72,7 +75,9 @@ class RequestSettings:
     # --enable-cache-report): absent then means 0, not "cannot say".
     cached_tokens_absent_is_zero: bool = False
 
-    def body(self, messages: list[dict], request: ChatRequest | None = None) -> dict:
+    def body(self, messages: list[dict], max_tokens: int | None = None, cold_key: str | None = None) -> dict:
+        """The request body; `cold_key` (the request's id) marks a cold request: the engine's cold
+        fields, and its salt field set from the key, unique per request."""
         stream_options: dict = {"include_usage": True}
         if self.continuous_usage:
             stream_options["continuous_usage_stats"] = True
@@ -81,17 +86,17 @@ class RequestSettings:
             "messages": messages,
             "stream": True,
             "stream_options": stream_options,
-            "max_tokens": self.max_tokens,
+            "max_tokens": max_tokens or self.max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
         }
         if self.seed is not None:
             body["seed"] = self.seed
         body.update(self.extra_body)
-        if request is not None and request.cache == "cold":
+        if cold_key is not None:
             body.update(self.cold_fields)
             if self.cold_salt_field:
-                body[self.cold_salt_field] = f"infbench-{request.request_id}"
+                body[self.cold_salt_field] = f"infbench-{cold_key}"
         return body
 
 
@@ -105,6 +110,9 @@ class RunContext:
     worker: int = 0
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
+    # The scenario's declared cache state: cold requests carry the engine's cold fields (see
+    # RequestSettings.cold_fields); None: no cache control (tools, tests).
+    cache: str | None = None
 
 
 class StreamClient:
@@ -138,8 +146,9 @@ class StreamClient:
         """Open n connections ahead of a run (a closed loop's C users hold theirs all along)."""
         await self.pool.prewarm(n, timeout_s)
 
-    def _request_bytes(self, request: ChatRequest, settings: RequestSettings) -> bytes:
-        body = json.dumps(settings.body(request.messages, request)).encode()
+    def _request_bytes(self, request: ChatRequest, settings: RequestSettings, cold: bool = False) -> bytes:
+        cold_key = request.request_id if cold else None
+        body = json.dumps(settings.body(request.messages, request.max_tokens, cold_key)).encode()
         head = (
             b"POST "
             + self.path.encode()
@@ -155,14 +164,11 @@ class StreamClient:
         )
         return head + body
 
-    async def chat(
-        self, request: ChatRequest, settings: RequestSettings, ctx: RunContext, planned: float | None = None
+    def new_record(
+        self, request: ChatRequest, settings: RequestSettings, ctx: RunContext, planned: float
     ) -> RequestRecord:
-        """Send one streaming chat request and time it from `planned` (default: now); never raises
-        for server or network faults: they land in record.error."""
-        started = time.monotonic()
-        planned = started if planned is None else planned
-        record = RequestRecord(
+        """The record of `request` planned at `planned` (time.monotonic()), before anything is sent."""
+        return RequestRecord(
             request_id=request.request_id,
             prompt_id=request.prompt_id,
             engine=ctx.engine,
@@ -170,34 +176,61 @@ class StreamClient:
             scenario=ctx.scenario,
             concurrency=ctx.concurrency,
             send_time=planned + self.wall_offset,
-            max_tokens=settings.max_tokens,
+            max_tokens=request.max_tokens or settings.max_tokens,
             output_length=settings.output_length,
             send_mono=planned,
-            dispatch_lag_s=started - planned,
             rate=ctx.rate,
             worker=ctx.worker,
             client_lag_share_limit=settings.client_lag_share_limit,
-            cache=request.cache,
+            cache=ctx.cache,
             slo_ttft_s=ctx.slo_ttft_s,
             slo_tpot_s=ctx.slo_tpot_s,
+            planned_prompt_tokens=request.planned_prompt_tokens,
+            conversation=request.conversation,
+            turn=request.turn,
         )
-        payload = self._request_bytes(request, settings)  # built before connecting: no work between connect and write
+
+    async def chat(
+        self,
+        request: ChatRequest,
+        settings: RequestSettings,
+        ctx: RunContext,
+        planned: float | None = None,
+        deadline: float | None = None,
+    ) -> RequestRecord:
+        """Send one streaming chat request and time it from `planned` (default: now); never raises
+        for server or network faults: they land in record.error. A request still running at
+        `deadline` (time.monotonic(); a timed step's end plus its drain time) is cut there, an error."""
+        started = time.monotonic()
+        planned = started if planned is None else planned
+        timeout_s, cut = settings.timeout_s, False
+        if deadline is not None and deadline - started < timeout_s:
+            timeout_s, cut = max(deadline - started, 0.0), True
+        record = self.new_record(request, settings, ctx, planned)
+        record.dispatch_lag_s = started - planned
+        payload = self._request_bytes(
+            request, settings, ctx.cache == "cold"
+        )  # built before connecting: no work between connect and write
         stream = StreamRecorder(record, planned, self.token_counter, running_lag_selector())
         conn = None
         try:
             conn = self.pool.take_idle()
             record.connect_s = 0.0
             if conn is not None:
-                await self._exchange(conn, payload, stream, settings.timeout_s)
+                await self._exchange(conn, payload, stream, timeout_s)
                 if record.status is None and record.error is not None:
                     # The server had closed the kept-alive connection before our request: retry once, fresh.
                     conn.close()
                     conn, record.error = None, None
             if conn is None:
-                conn, record.connect_s = await asyncio.wait_for(self.pool.connect(), settings.timeout_s)
-                await self._exchange(conn, payload, stream, settings.timeout_s - (time.monotonic() - started))
+                conn, record.connect_s = await asyncio.wait_for(self.pool.connect(), timeout_s)
+                await self._exchange(conn, payload, stream, timeout_s - (time.monotonic() - started))
         except asyncio.TimeoutError:
-            record.error = f"timeout: no complete response within {settings.timeout_s:g} s"
+            record.error = (
+                f"cut: still running when its step's drain time ended ({timeout_s:.3g} s after it was sent)"
+                if cut
+                else f"timeout: no complete response within {timeout_s:g} s"
+            )
         except OSError as err:
             name = "ConnectError" if conn is None else type(err).__name__
             record.error = f"{name}: {err}"[:300]

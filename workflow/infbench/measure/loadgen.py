@@ -21,21 +21,44 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 
 from infbench.defaults import schema_default
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.eventloop import run_measured, wall_offset
+from infbench.measure.ratesearch import bracket_search
 from infbench.measure.records import RequestRecord
-from infbench.measure.runners import ProgressCallback, run_closed_loop, run_open_loop
+from infbench.measure.runners import ProgressCallback, run_closed_loop, run_conversations, run_open_loop
 from infbench.measure.sse import TokenCounter
 from infbench.procutil import die_with_parent
 
 ARRIVALS = ("poisson", "gamma", "constant")
 START_MARGIN_S = 0.2  # between the workers' ready signal and the common start: time to get going
 STREAMS_PER_WORKER = 256  # "auto" workers: one more process per this many concurrent streams
+
+
+def _arrivals(rate: float, arrival: str, burstiness: float, seed: int) -> Iterator[float]:
+    """Endless send times (seconds from the start, the first at 0) of a process with mean rate
+    `rate`/s; the settings are checked first."""
+    if rate <= 0 or not math.isfinite(rate):
+        raise ValueError(f"open loop: rate must be a positive number of requests/s, got {rate!r}")
+    if arrival not in ARRIVALS:
+        raise ValueError(f"open loop: arrival must be one of {', '.join(ARRIVALS)}, got {arrival!r}")
+    if burstiness <= 0:
+        raise ValueError(f"open loop: burstiness (gamma shape) must be > 0, got {burstiness!r}")
+    rng = random.Random(seed)
+    t, i = 0.0, 0
+    while True:
+        yield t
+        i += 1
+        if arrival == "poisson":
+            t += rng.expovariate(rate)
+        elif arrival == "gamma":
+            t += rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
+        else:
+            t = i / rate  # not a running sum: no rounding drift at a step's edges
 
 
 def arrival_offsets(
@@ -50,37 +73,41 @@ def arrival_offsets(
     poisson: exponential gaps; gamma: gamma gaps with shape `burstiness` (1 is Poisson, < 1 burstier,
     > 1 more regular), mean 1/rate either way; constant: every 1/rate.
     """
-    if rate <= 0 or not math.isfinite(rate):
-        raise ValueError(f"open loop: rate must be a positive number of requests/s, got {rate!r}")
-    if arrival not in ARRIVALS:
-        raise ValueError(f"open loop: arrival must be one of {', '.join(ARRIVALS)}, got {arrival!r}")
-    if burstiness <= 0:
-        raise ValueError(f"open loop: burstiness (gamma shape) must be > 0, got {burstiness!r}")
-    rng = random.Random(seed)
-    offsets, t = [], 0.0
-    for _ in range(n):
+    times = _arrivals(rate, arrival, burstiness, seed)
+    return [next(times) for _ in range(n)]
+
+
+def duration_offsets(
+    duration_s: float,
+    rate: float,
+    arrival: str = schema_default("scenarios.*.arrival"),
+    burstiness: float = schema_default("scenarios.*.burstiness"),
+    seed: int = schema_default("scenarios.*.seed"),
+) -> list[float]:
+    """The send times of arrival_offsets' process that fall within [0, duration_s)."""
+    offsets = []
+    for t in _arrivals(rate, arrival, burstiness, seed):
+        if t >= duration_s:
+            return offsets
         offsets.append(t)
-        if arrival == "poisson":
-            t += rng.expovariate(rate)
-        elif arrival == "gamma":
-            t += rng.gammavariate(burstiness, 1.0 / (rate * burstiness))
-        else:
-            t += 1.0 / rate
     return offsets
 
 
 @dataclass(frozen=True)
 class LoadShape:
-    """closed: `concurrency` streams back to back; open: send i at offsets_s[i] after the start."""
+    """closed: `concurrency` streams back to back; open: send i at offsets_s[i] after the start;
+    conversation: `concurrency` conversations at a time, turn by turn (the requests are conversations,
+    each a list of turns). An open loop's requests still running `deadline_s` after the start are cut."""
 
-    kind: str  # closed | open
+    kind: str  # closed | open | conversation
     concurrency: int = 1
     offsets_s: tuple[float, ...] = ()
     workers: int = 1
+    deadline_s: float | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("closed", "open"):
-            raise ValueError(f"load shape: kind must be closed or open, got {self.kind!r}")
+        if self.kind not in ("closed", "open", "conversation"):
+            raise ValueError(f"load shape: kind must be closed, open or conversation, got {self.kind!r}")
         if self.workers < 1 or self.concurrency < 1:
             raise ValueError("load shape: workers and concurrency must be at least 1")
 
@@ -103,6 +130,7 @@ class _Job:
     offsets_s: list[float]
     wall_offset_s: float
     token_counter: TokenCounter | None = None
+    deadline_s: float | None = None
 
 
 def _split(
@@ -114,7 +142,7 @@ def _split(
     token_counter: TokenCounter | None,
 ) -> list[_Job]:
     workers = min(shape.workers, len(requests)) or 1
-    if shape.kind == "closed":
+    if shape.kind != "open":
         workers = min(workers, shape.concurrency)
     offset = wall_offset()
     jobs = []
@@ -132,14 +160,16 @@ def _split(
                 offsets_s=list(shape.offsets_s[w::workers]),
                 wall_offset_s=offset,
                 token_counter=token_counter,
+                deadline_s=shape.deadline_s,
             )
         )
     return jobs
 
 
 async def _run_job(job: _Job, start_at: float, on_done: ProgressCallback | None) -> list[RequestRecord]:
-    if job.kind == "closed":
-        return await run_closed_loop(
+    if job.kind in ("closed", "conversation"):
+        runner = run_closed_loop if job.kind == "closed" else run_conversations
+        return await runner(
             job.url,
             job.requests,
             job.settings,
@@ -160,6 +190,7 @@ async def _run_job(job: _Job, start_at: float, on_done: ProgressCallback | None)
         on_done,
         job.token_counter,
         wall_offset_s=job.wall_offset_s,
+        deadline=None if job.deadline_s is None else start_at + job.deadline_s,
     )
 
 
@@ -172,7 +203,8 @@ def run_load(
     on_done: ProgressCallback | None = None,
     token_counter: TokenCounter | None = None,
 ) -> list[RequestRecord]:
-    """Run one load shape to the end and return every record, sorted by request id."""
+    """Run one load shape to the end and return every record, sorted by request id (a conversation
+    load: `requests` are conversations, each a list of turns)."""
     if shape.kind == "open" and len(shape.offsets_s) != len(requests):
         raise ValueError(f"open loop: {len(shape.offsets_s)} send times for {len(requests)} requests")
     jobs = _split(shape, url, requests, settings, ctx, token_counter)
@@ -271,6 +303,104 @@ def _run_in_processes(jobs: list[_Job], on_done: ProgressCallback | None) -> lis
                 worker.process.wait()
 
 
+# --- steps sized by duration ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepWindow:
+    """One open-loop step: sends for `duration_s`; those planned in its first `warmup_s` are sent but
+    not counted (the queue and caches settle). Requests still running `drain_s` after its end
+    (default: duration_s) are cut, as errors. The step is saturated when the requests completed within
+    the counted window fall short of those planned in it by more than `saturation_margin` (and by
+    at least SATURATION_MIN_SHORTFALL requests, so a handful of sends is not judged on one)."""
+
+    duration_s: float
+    warmup_s: float = schema_default("scenarios.*.warmup_s")
+    saturation_margin: float = schema_default("scenarios.*.saturation_margin")
+    drain_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.duration_s <= self.warmup_s:
+            raise ValueError(
+                f"duration_s ({self.duration_s:g} s) must be longer than warmup_s ({self.warmup_s:g} s): "
+                f"a step's warm-up is not counted, so nothing would be"
+            )
+
+    @property
+    def counted_s(self) -> float:
+        return self.duration_s - self.warmup_s
+
+    @property
+    def deadline_s(self) -> float:
+        return self.duration_s + (self.duration_s if self.drain_s is None else self.drain_s)
+
+
+SATURATION_MIN_SHORTFALL = 2
+
+
+@dataclass
+class TimedStep:
+    rate: float  # offered, nominal requests/s
+    offered_rps: float  # requests planned in the counted window / its length
+    achieved_rps: float  # requests completed (ok) in the counted window / its length
+    saturated: bool
+    records: list[RequestRecord] = field(default_factory=list, repr=False)  # the counted requests
+
+
+def judge_window(
+    rate: float, requests: list[ChatRequest], offsets: list[float], records: list[RequestRecord], window: StepWindow
+) -> TimedStep:
+    """Offered and achieved rates over the counted window, saturation, and the counted records (each
+    told its step's achieved rate and saturation)."""
+    offset_of = {request.request_id: offset for request, offset in zip(requests, offsets, strict=True)}
+    start = min((r.send_mono - offset_of[r.request_id] for r in records if r.send_mono is not None), default=0.0)
+    counted = [r for r in records if offset_of[r.request_id] >= window.warmup_s]
+    completed = sum(
+        1
+        for r in records
+        if r.ok and window.warmup_s <= r.send_mono - start + r.latency_s < window.duration_s  # ended in the window
+    )
+    short = len(counted) - completed
+    saturated = short >= SATURATION_MIN_SHORTFALL and completed < len(counted) * (1 - window.saturation_margin)
+    step = TimedStep(rate, len(counted) / window.counted_s, completed / window.counted_s, saturated, counted)
+    for record in counted:
+        record.achieved_rate, record.saturated = round(step.achieved_rps, 6), saturated
+    return step
+
+
+@dataclass(frozen=True)
+class StepLoad:
+    """How every step of a sweep or capacity search sends: its window, its arrival process (step i
+    seeded with seed + i) and its client processes."""
+
+    window: StepWindow
+    arrival: str = schema_default("scenarios.*.arrival")
+    burstiness: float = schema_default("scenarios.*.burstiness")
+    seed: int = schema_default("scenarios.*.seed")
+    workers: int = 1
+
+    def run(
+        self,
+        url: str,
+        requests_for: Callable[[int], list[ChatRequest]],
+        settings: RequestSettings,
+        ctx: RunContext,
+        rate: float,
+        index: int = 0,
+        on_done: ProgressCallback | None = None,
+        token_counter: TokenCounter | None = None,
+    ) -> TimedStep:
+        """Step `index`: an open loop at `rate` for the window's duration; `requests_for(n)` gives the
+        n requests its schedule holds."""
+        offsets = duration_offsets(self.window.duration_s, rate, self.arrival, self.burstiness, self.seed + index)
+        requests = requests_for(len(offsets))
+        shape = LoadShape(
+            kind="open", offsets_s=tuple(offsets), workers=self.workers, deadline_s=self.window.deadline_s
+        )
+        records = run_load(url, requests, settings, replace(ctx, rate=rate), shape, on_done, token_counter)
+        return judge_window(rate, requests, offsets, records, self.window)
+
+
 # --- sweep: the highest rate that meets the SLOs --------------------------------------------------
 
 
@@ -278,15 +408,11 @@ def _run_in_processes(jobs: list[_Job], on_done: ProgressCallback | None) -> lis
 class SweepPlan:
     slo_ttft_s: float
     slo_tpot_s: float
-    requests: int  # per step
+    load: StepLoad  # each step's duration, warm-up, arrivals and client processes
     rates: tuple[float, ...] = ()  # tried in order, all of them; empty: search from start_rate
     start_rate: float = schema_default("scenarios.*.start_rate")
     max_rate: float = schema_default("scenarios.*.max_rate")
     refine_steps: int = schema_default("scenarios.*.refine_steps")  # bisections between the last pass and first fail
-    arrival: str = schema_default("scenarios.*.arrival")
-    burstiness: float = schema_default("scenarios.*.burstiness")
-    seed: int = schema_default("scenarios.*.seed")
-    workers: int = 1
 
 
 @dataclass
@@ -298,6 +424,8 @@ class SweepStep:
     goodput_rps: float | None  # requests/s that met both SLOs
     passed: bool
     records: list[RequestRecord] = field(default_factory=list, repr=False)
+    achieved_rps: float | None = None
+    saturated: bool = False
 
 
 def judge_step(rate: float, records: list[RequestRecord]) -> SweepStep:
@@ -326,19 +454,20 @@ def run_sweep(
     on_step: Callable[[SweepStep], None] | None = None,
     token_counter: TokenCounter | None = None,
 ) -> list[SweepStep]:
-    """Open loops at rising rates. make_requests(step, n) gives a step's requests (ids unique per step).
-
-    Explicit `rates` are all run. Otherwise: double from start_rate until a step fails the SLOs (or
-    max_rate), then bisect between the last pass and the first fail `refine_steps` times.
-    """
+    """Open-loop steps sized by duration. make_requests(step, n) gives a step's requests (ids unique
+    per step). Explicit `rates` are run in order until one is saturated. Otherwise the bracketing
+    search (ratesearch.py): double from start_rate until a step fails the SLOs or is saturated (or
+    max_rate), then bisect between the last pass and the first fail `refine_steps` times."""
     steps: list[SweepStep] = []
 
     def step(rate: float) -> SweepStep:
-        requests = make_requests(len(steps), plan.requests)
-        offsets = arrival_offsets(len(requests), rate, plan.arrival, plan.burstiness, plan.seed + len(steps))
-        shape = LoadShape(kind="open", offsets_s=tuple(offsets), workers=plan.workers)
-        step_ctx = replace(ctx, rate=rate, slo_ttft_s=plan.slo_ttft_s, slo_tpot_s=plan.slo_tpot_s)
-        result = judge_step(rate, run_load(url, requests, settings, step_ctx, shape, on_done, token_counter))
+        index = len(steps)
+        step_ctx = replace(ctx, slo_ttft_s=plan.slo_ttft_s, slo_tpot_s=plan.slo_tpot_s)
+        requests_for = lambda n: make_requests(index, n)  # noqa: E731
+        timed = plan.load.run(url, requests_for, settings, step_ctx, rate, index, on_done, token_counter)
+        result = judge_step(rate, timed.records)
+        result.achieved_rps, result.saturated = timed.achieved_rps, timed.saturated
+        result.passed = result.passed and not timed.saturated
         steps.append(result)
         if on_step:
             on_step(result)
@@ -346,24 +475,10 @@ def run_sweep(
 
     if plan.rates:
         for rate in plan.rates:
-            step(rate)
+            if step(rate).saturated:
+                break  # higher rates would only queue more
         return steps
-    rate, passed_rate, failed_rate = plan.start_rate, None, None
-    while rate <= plan.max_rate:
-        if step(rate).passed:
-            passed_rate, rate = rate, rate * 2
-        else:
-            failed_rate = rate
-            break
-    if passed_rate is None or failed_rate is None:
-        return steps  # the first rate already fails, or max_rate passes: nothing to refine
-    low, high = passed_rate, failed_rate
-    for _ in range(plan.refine_steps):
-        mid = round((low + high) / 2, 3)
-        if step(mid).passed:
-            low = mid
-        else:
-            high = mid
+    bracket_search(lambda rate: step(rate).passed, plan.start_rate, plan.max_rate, plan.refine_steps)
     return steps
 
 

@@ -45,10 +45,19 @@ class RequestRecord:
     client_lag_share_limit: float | None = None  # flagged when client lag could move latency by more than this share
     worker: int = 0  # client process that sent it
     rate: float | None = None  # offered load (requests/s) of an open loop or sweep step
+    # A step sized by duration (open loop, sweep, capacity): requests completed per second in its
+    # counted window, and whether that fell clearly short of the offered rate.
+    achieved_rate: float | None = None
+    saturated: bool | None = None
+    slo: str | None = None  # capacity: its SLO as JSON {figure: limit} (measure/capacity.py)
+    step_passed: bool | None = None  # capacity: whether this request's step met the SLO (and was not saturated)
     slo_ttft_s: float | None = None  # a sweep's SLOs, for goodput
     slo_tpot_s: float | None = None
     max_tokens: int = 0
     output_length: str = "natural"  # natural (stop at EOS) | fixed (exactly max_tokens)
+    planned_prompt_tokens: int | None = None  # tokenizer-exact prompts: the prompt tokens planned
+    conversation: str | None = None  # a conversation's turn: its conversation and turn (1, 2, ...)
+    turn: int | None = None
     finish_reason: str | None = None
     status: int | None = None  # HTTP status
     error: str | None = None

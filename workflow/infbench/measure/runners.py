@@ -1,11 +1,12 @@
 """Load shapes in one process: each prompt alone, a closed loop at concurrency C, an open loop at
-planned send times (loadgen.py spreads them over processes)."""
+planned send times, conversations turn by turn (loadgen.py spreads them over processes)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, StreamClient
 from infbench.measure.records import RequestRecord
@@ -44,30 +45,48 @@ async def run_closed_loop(
     queue = list(reversed(requests))
     records: list[RequestRecord] = []
 
-    async def worker(client: StreamClient) -> None:
-        planned = first
+    async def worker(client: StreamClient, planned: float) -> None:
         while queue:
             request = queue.pop()
             record = await client.chat(request, settings, ctx, planned=planned)
             records.append(record)
-            # The next request is due when this one's HTTP response ended (a failed one: now); a server
-            # that ends the body late after [DONE] holds the connection, which is not the client's lag.
-            end = record.response_end_s if record.response_end_s is not None else record.latency_s
-            planned = planned + end if end is not None else time.monotonic()
+            planned = _next_due(planned, record)
             if on_done:
                 on_done(record)
 
+    await _streams(url, settings, token_counter, wall_offset_s, start_at, concurrency, len(requests), worker)
+    return sorted(records, key=lambda r: r.request_id)
+
+
+def _next_due(planned: float, record: RequestRecord) -> float:
+    """A closed stream's next send: when this request's HTTP response ended (a failed one: now); a
+    server that ends the body late after [DONE] holds the connection, which is not the client's lag."""
+    end = record.response_end_s if record.response_end_s is not None else record.latency_s
+    return planned + end if end is not None else time.monotonic()
+
+
+async def _streams(
+    url: str,
+    settings: RequestSettings,
+    token_counter: TokenCounter | None,
+    wall_offset_s: float | None,
+    start_at: float | None,
+    streams: int,
+    items: int,
+    worker: Callable[[StreamClient, float], Awaitable[None]],
+) -> None:
+    """`streams` copies of worker(client, first planned send) on one client, after opening a
+    connection per stream (at most `items`) and waiting for `start_at`."""
     async with StreamClient(url, token_counter, wall_offset_s) as client:
         try:
-            await client.prewarm(min(concurrency, len(requests)), settings.timeout_s)
+            await client.prewarm(min(streams, items), settings.timeout_s)
         except asyncio.TimeoutError:
             pass  # each request then connects (and times) on its own
         if start_at is not None:
             await asyncio.sleep(max(start_at - time.monotonic(), 0.0))
         # The plan starts after the connections are open: opening them is set-up, not a late send.
         first = max(time.monotonic() if start_at is None else start_at, time.monotonic())
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-    return sorted(records, key=lambda r: r.request_id)
+        await asyncio.gather(*(worker(client, first) for _ in range(streams)))
 
 
 async def run_open_loop(
@@ -79,8 +98,10 @@ async def run_open_loop(
     on_done: ProgressCallback | None = None,
     token_counter: TokenCounter | None = None,
     wall_offset_s: float | None = None,
+    deadline: float | None = None,
 ) -> list[RequestRecord]:
-    """Send request i at monotonic time planned[i], whatever is in flight (no concurrency cap)."""
+    """Send request i at monotonic time planned[i], whatever is in flight (no concurrency cap); a
+    request still running at `deadline` (monotonic) is cut there and recorded as an error."""
     if len(planned) != len(requests):
         raise ValueError(f"open loop: {len(planned)} send times for {len(requests)} requests")
     loop = asyncio.get_running_loop()
@@ -88,7 +109,7 @@ async def run_open_loop(
     async with StreamClient(url, token_counter, wall_offset_s) as client:
 
         async def one(request: ChatRequest, when: float) -> RequestRecord:
-            record = await client.chat(request, settings, ctx, planned=when)
+            record = await client.chat(request, settings, ctx, planned=when, deadline=deadline)
             if on_done:
                 on_done(record)
             return record
@@ -102,4 +123,48 @@ async def run_open_loop(
         while len(tasks) < len(requests):  # the last timers may fire a hair after the sleep ends
             await asyncio.sleep(0.001)
         records = await asyncio.gather(*tasks)
+    return sorted(records, key=lambda r: r.request_id)
+
+
+async def run_conversations(
+    url: str,
+    conversations: list[list[ChatRequest]],
+    settings: RequestSettings,
+    ctx: RunContext,
+    on_done: ProgressCallback | None = None,
+    token_counter: TokenCounter | None = None,
+    concurrency: int | None = None,
+    start_at: float | None = None,
+    wall_offset_s: float | None = None,
+) -> list[RequestRecord]:
+    """`concurrency` conversations at a time, each turn by turn: a conversation is its turns as
+    requests whose messages hold that turn's user message (and a leading system message); before a
+    turn is sent, the history of the turns before it, with the engine's own answers, goes in front of
+    it, as a chat client would send it. A turn is due when the turn before it ended. When a turn
+    fails, the conversation's later turns are recorded as not sent (errors), never dropped."""
+    concurrency = concurrency or ctx.concurrency
+    queue = list(reversed(conversations))
+    records: list[RequestRecord] = []
+
+    async def worker(client: StreamClient, planned: float) -> None:
+        while queue:
+            turns = queue.pop()
+            history: list[dict] = []
+            for index, turn in enumerate(turns):
+                system = [m for m in turn.messages if m["role"] == "system"] if not history else []
+                messages = system + history + [m for m in turn.messages if m["role"] != "system"]
+                record = await client.chat(replace(turn, messages=messages), settings, ctx, planned=planned)
+                records.append(record)
+                planned = _next_due(planned, record)
+                if on_done:
+                    on_done(record)
+                if not record.ok:
+                    for later in turns[index + 1 :]:
+                        unsent = client.new_record(later, settings, ctx, time.monotonic())
+                        unsent.error = f"not sent: an earlier turn of its conversation failed ({record.request_id})"
+                        records.append(unsent)
+                    break
+                history = messages + [{"role": "assistant", "content": record.output_text}]
+
+    await _streams(url, settings, token_counter, wall_offset_s, start_at, concurrency, len(conversations), worker)
     return sorted(records, key=lambda r: r.request_id)

@@ -11,6 +11,7 @@ scenario (a dict with its kind) reads back as the right class. Defaults come fro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -18,6 +19,8 @@ from infbench.defaults import schema_default
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.loadgen import (
     LoadShape,
+    StepLoad,
+    StepWindow,
     SweepPlan,
     arrival_offsets,
     auto_workers,
@@ -53,7 +56,8 @@ WARMUP_SUBJECTS = (
 
 
 def warmup_requests(count: int) -> list[ChatRequest]:
-    """`count` warm-up requests (none of the sample's prompts), sent cold so they leave nothing to reuse."""
+    """`count` warm-up requests (none of the sample's prompts); send them cold (RunContext.cache) so
+    they leave nothing to reuse."""
     return [
         ChatRequest(
             request_id=f"warmup-{i:04d}",
@@ -65,7 +69,6 @@ def warmup_requests(count: int) -> list[ChatRequest]:
                     f"{WARMUP_SUBJECTS[i % len(WARMUP_SUBJECTS)]} to a curious twelve-year-old.",
                 }
             ],
-            cache="cold",
         )
         for i in range(count)
     ]
@@ -112,6 +115,11 @@ class Scenario:
         settings = config["scenarios"][name]
         return scenario_class(settings["kind"]).from_settings(name, settings, config["prompts"]["n"])
 
+    @classmethod
+    def check_settings(cls, name: str, settings: dict) -> None:
+        """Checks the schema cannot express, on a validated entry with defaults: ValueError
+        "scenarios.NAME.KEY: why" (the config adds "config error at")."""
+
     @staticmethod
     def from_dict(data: dict) -> Scenario:
         """A spec file's scenario: its kind's class, from the keys that class has (a spec written by
@@ -143,7 +151,6 @@ class Scenario:
                 request_id=f"{prefix}-{i:04d}",
                 prompt_id=prompts[i % len(prompts)].id,
                 messages=list(prompts[i % len(prompts)].messages),
-                cache=self.cache,
             )
             for i in range(self.request_count(prompts))
         ]
@@ -158,7 +165,9 @@ class Scenario:
     # --- how it runs ------------------------------------------------------------------------------
 
     def run_context(self, engine: str, model: str) -> RunContext:
-        return RunContext(engine=engine, model=model, scenario=self.name, concurrency=self.concurrency)
+        return RunContext(
+            engine=engine, model=model, scenario=self.name, concurrency=self.concurrency, cache=self.cache
+        )
 
     @property
     def load_label(self) -> str:
@@ -209,16 +218,51 @@ class Throughput(Scenario):
     in_load_plot: ClassVar[bool] = True
 
 
+class TimedSteps:
+    """Keys and helpers of the kinds whose steps are sized by duration (open_loop, sweep, capacity)."""
+
+    duration_s: float
+    warmup_s: float
+    saturation_margin: float
+
+    def window(self) -> StepWindow:
+        return StepWindow(self.duration_s, self.warmup_s, self.saturation_margin)
+
+    def step_load(self, rate: int) -> StepLoad:
+        """Its steps' window and arrivals, with client processes for `rate` requests/s."""
+        return StepLoad(self.window(), self.arrival, self.burstiness, self.seed, self._workers_for(rate))
+
+    @classmethod
+    def check_settings(cls, name: str, settings: dict) -> None:
+        if "requests" in settings:
+            raise ValueError(
+                f"scenarios.{name}.requests: a {settings['kind']} step runs for duration_s "
+                f"({settings['duration_s']:g} s), not a request count: remove requests"
+            )
+        if settings["duration_s"] <= settings["warmup_s"]:
+            raise ValueError(
+                f"scenarios.{name}.duration_s: {settings['duration_s']:g} s is not longer than its warmup_s "
+                f"({settings['warmup_s']:g} s), whose requests are not counted"
+            )
+
+    def timed_requests(self, prompts, step: int | None = None) -> Callable[[int], list[ChatRequest]]:
+        """A step's n requests: the sample cycled to n (ids carry the step)."""
+        return lambda n: replace(self, requests=n).build_requests(prompts, step)
+
+
 @_register
 @dataclass(frozen=True)
-class OpenLoop(Scenario):
-    """Sends at planned times drawn in advance (mean `rate`/s), whatever is in flight."""
+class OpenLoop(TimedSteps, Scenario):
+    """Sends at planned times drawn in advance (mean `rate`/s) for `duration_s`, whatever is in flight."""
 
     kind: str = "open_loop"
     rate: float | None = None  # requests/s
     arrival: str = _default("arrival")  # poisson | gamma | constant
     burstiness: float = _default("burstiness")  # gamma shape
     seed: int = _default("seed")
+    duration_s: float = _default("duration_s")
+    warmup_s: float = _default("warmup_s")
+    saturation_margin: float = _default("saturation_margin")
     loop: ClassVar[str] = "open"
     in_load_plot: ClassVar[bool] = True
 
@@ -231,12 +275,24 @@ class OpenLoop(Scenario):
 
     @property
     def load_label(self) -> str:
-        return f"rate={self.rate:g}/s"
+        return f"rate={self.rate:g}/s for {self.duration_s:g} s"
+
+    def progress_total(self, prompts) -> int | None:
+        return None  # as many as the schedule draws within the duration
+
+    def run(
+        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
+    ) -> list[RequestRecord]:
+        step = self.step_load(int(self.rate)).run(
+            url, self.timed_requests(prompts), settings, ctx, self.rate, on_done=on_done
+        )
+        _log_saturation(self.name, step.rate, step.offered_rps, step.achieved_rps, step.saturated)
+        return step.records
 
 
 @_register
 @dataclass(frozen=True)
-class Sweep(Scenario):
+class Sweep(TimedSteps, Scenario):
     """Open loops at rising rates, to the highest rate whose TTFT and TPOT p99 meet the SLOs."""
 
     kind: str = "sweep"
@@ -249,6 +305,9 @@ class Sweep(Scenario):
     refine_steps: int = _default("refine_steps")
     slo_ttft_s: float | None = None  # on p99
     slo_tpot_s: float | None = None
+    duration_s: float = _default("duration_s")
+    warmup_s: float = _default("warmup_s")
+    saturation_margin: float = _default("saturation_margin")
     loop: ClassVar[str] = "open"
     has_steps: ClassVar[bool] = True
 
@@ -263,15 +322,11 @@ class Sweep(Scenario):
         return SweepPlan(
             slo_ttft_s=self.slo_ttft_s,
             slo_tpot_s=self.slo_tpot_s,
-            requests=self.requests,
+            load=self.step_load(int(self.max_rate)),
             rates=tuple(self.rates),
             start_rate=self.start_rate,
             max_rate=self.max_rate,
             refine_steps=self.refine_steps,
-            arrival=self.arrival,
-            burstiness=self.burstiness,
-            seed=self.seed,
-            workers=self._workers_for(int(self.max_rate)),
         )
 
     def run(
@@ -290,9 +345,10 @@ class Sweep(Scenario):
                 "n/a" if step.goodput_rps is None else f"{step.goodput_rps:.3g}",
                 "pass" if step.passed else "FAIL",
             )
+            _log_saturation(self.name, step.rate, None, step.achieved_rps, step.saturated)
 
         def make_requests(step: int, n: int) -> list[ChatRequest]:
-            return self.build_requests(prompts, step)
+            return self.timed_requests(prompts, step)(n)
 
         steps = run_sweep(url, make_requests, settings, ctx, self.plan(), on_done=on_done, on_step=on_step)
         best = best_step(steps)
@@ -305,6 +361,17 @@ class Sweep(Scenario):
     def steps(cls, records: list[RequestRecord]) -> list[tuple[float, list[RequestRecord]]]:
         rates = sorted({r.rate for r in records if r.rate is not None})
         return [(rate, [r for r in records if r.rate == rate]) for rate in rates]
+
+
+def _log_saturation(name: str, rate: float, offered: float | None, achieved: float | None, saturated: bool) -> None:
+    if saturated:
+        log.warning(
+            "%s: %.3g requests/s offered%s, %.3g completed per second: saturated (the server fell behind)",
+            name,
+            rate,
+            "" if offered is None else f" ({offered:.3g} in the counted window)",
+            achieved or 0.0,
+        )
 
 
 def _ms(seconds: float | None) -> str:

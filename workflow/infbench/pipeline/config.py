@@ -13,6 +13,7 @@ import yaml
 
 from infbench.defaults import load_schema
 from infbench.engines.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
+from infbench.measure.scenarios import scenario_class
 from infbench.secrets import HF_TOKEN_SHAPE, argv_secrets, is_secret_env_name, url_secrets
 
 ENGINE_LABELS = {
@@ -144,6 +145,11 @@ def _check_cross_references(config: dict) -> None:
         _check_engine_kind_keys(name, engine)
         resolve_env(engine, config["device"], name)
         _check_no_secret_values(name, engine)
+    for name, settings in config["scenarios"].items():
+        try:
+            scenario_class(settings["kind"]).check_settings(name, settings)
+        except ValueError as err:
+            raise ConfigError(f"config error at {err}") from None
     for name, model in config["models"].items():
         _check_random_source(name, model)
         if config["device"] == "cpu" and model["gpus"] > 0:

@@ -21,6 +21,18 @@ from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
 from infbench.results import bounds, conditions, routing, runstatus, servertables
 from infbench.results.redact import redact_argv, redact_url
 
+# Per request, what the workload sections read: timed steps' saturation, conversation turns, planned
+# prompt sizes, capacity verdicts.
+WORKLOAD_COLUMNS = [
+    "saturated",
+    "achieved_rate",
+    "conversation",
+    "turn",
+    "planned_prompt_tokens",
+    "step_passed",
+    "slo",
+    "send_time",
+]
 # Per request, what the tables and plots need beyond the summaries (the cross-engine checks, CDFs).
 REQUEST_COLUMNS = [
     "prompt_id",
@@ -36,6 +48,7 @@ REQUEST_COLUMNS = [
     "tokens_counted_by",
     "chunk_tokens_counted_by",
     "chunk_tokens_sum",
+    *WORKLOAD_COLUMNS,
 ]
 
 
@@ -108,7 +121,15 @@ def _batches(runs: list[tuple[str, str, str, Path]]) -> list[range]:
 
 
 # The record fields behind REQUEST_KEYS and REQUEST_COLUMNS.
-RECORD_COLUMNS = ["engine", "model", "prompt_id", "max_tokens", "output_length", "tokens_counted_by"]
+RECORD_COLUMNS = [
+    "engine",
+    "model",
+    "prompt_id",
+    "max_tokens",
+    "output_length",
+    "tokens_counted_by",
+    *WORKLOAD_COLUMNS,
+]
 REQUEST_KEYS = [
     pl.col("run_engine").alias("engine"),
     pl.col("run_model").alias("model"),
@@ -403,7 +424,7 @@ def details_table(df, requests: pl.DataFrame) -> str:
     if counted:
         lines += ["", "Token counts not from the engine's usage: " + ", ".join(f"{e} ({how})" for e, how in counted)]
     lines += client_lag_section(df, requests)
-    lines += sweep_lines(steps)
+    lines += sweep_lines(steps, requests)
     lines += ["", "## Output length", ""] + output_length_check(requests)
     mismatches = prompt_token_mismatches(requests)
     lines += ["", "## Prompt tokens across engines", ""]
@@ -461,10 +482,18 @@ def client_lag_section(df: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
     return lines
 
 
-def sweep_lines(steps: pl.DataFrame) -> list[str]:
-    """Per sweep, from its steps' summary rows: every rate tried, and the highest that met the SLOs with its goodput."""
+def saturated_steps(requests: pl.DataFrame) -> set[tuple[str, str, str, float]]:
+    """(engine, model, scenario, offered rate) of every saturated timed step (loadgen.judge_window)."""
+    rows = requests.filter(pl.col("saturated").fill_null(False)).select("engine", "model", "scenario", "rate")
+    return set(rows.unique().iter_rows())
+
+
+def sweep_lines(steps: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
+    """Per sweep, from its steps' summary rows: every rate tried, and the highest that met the SLOs
+    (and was not saturated) with its goodput."""
     if steps.is_empty():
         return []
+    saturated = saturated_steps(requests)
     lines = [
         "",
         "## Sweeps: the highest rate meeting the SLOs (TTFT and TPOT p99)",
@@ -474,10 +503,14 @@ def sweep_lines(steps: pl.DataFrame) -> list[str]:
     ]
     for (engine, model, sweep), part in steps.group_by(["engine", "model", "scenario"], maintain_order=True):
         part = part.sort("step_rate")
-        tried = ", ".join(
-            f"{r:g}{'' if ok else ' (fail)'}" for r, ok in zip(part["step_rate"], part["slo_passed"], strict=True)
+        part = part.with_columns(
+            saturated=pl.Series([(engine, model, sweep, rate) in saturated for rate in part["step_rate"]])
         )
-        passing = part.filter(pl.col("slo_passed"))
+        tried = ", ".join(
+            f"{r:g}{' (saturated)' if sat else '' if ok else ' (fail)'}"
+            for r, ok, sat in zip(part["step_rate"], part["slo_passed"], part["saturated"], strict=True)
+        )
+        passing = part.filter(pl.col("slo_passed") & ~pl.col("saturated"))
         best = passing.row(-1, named=True) if passing.height else None
         first = part.row(0, named=True)
         lines.append(
