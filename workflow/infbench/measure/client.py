@@ -74,6 +74,10 @@ class RequestSettings:
     # The engine leaves prompt_tokens_details out when nothing came from its cache (SGLang with
     # --enable-cache-report): absent then means 0, not "cannot say".
     cached_tokens_absent_is_zero: bool = False
+    # Every sampling field, in the engine's own spelling (its plug-in's request_fields), so that it
+    # falls back on none of its own or the model's defaults; None: temperature, top_p and seed as
+    # OpenAI spells them (tools, the reference server).
+    sampling_fields: dict | None = None
 
     def body(self, messages: list[dict], max_tokens: int | None = None, cold_key: str | None = None) -> dict:
         """The request body; `cold_key` (the request's id) marks a cold request: the engine's cold
@@ -87,11 +91,13 @@ class RequestSettings:
             "stream": True,
             "stream_options": stream_options,
             "max_tokens": max_tokens or self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
         }
-        if self.seed is not None:
-            body["seed"] = self.seed
+        if self.sampling_fields is None:
+            body.update(temperature=self.temperature, top_p=self.top_p)
+            if self.seed is not None:
+                body["seed"] = self.seed
+        else:
+            body.update(self.sampling_fields)
         body.update(self.extra_body)
         if cold_key is not None:
             body.update(self.cold_fields)
