@@ -145,7 +145,9 @@ def test_llamacpp_sets_threads_slots_and_context_explicitly(tmp_path, monkeypatc
     # threads from the job, one slot per request in flight, the model's context per slot
     assert [cmd[cmd.index(f) + 1] for f in ("--threads", "--parallel", "--ctx-size")] == ["2", "6", str(6 * 2048)]
     assert plan.settings["weights"] == "GGUF F32" and plan.settings["context"] == "12288 tokens (2048 per slot)"
-    assert plan.extra_body["top_k"] == 0 and plan.extra_body["min_p"] == 0.0 and "ignore_eos" not in plan.extra_body
+    assert plan.sampling_fields["top_k"] == 0 and plan.sampling_fields["min_p"] == 0.0
+    assert "ignore_eos" not in plan.extra_body
+    assert cmd[cmd.index("--cache-type") + 1] == "f32" and plan.settings["KV cache"] == "F32 (the serve dtype)"
     explicit = engine("llamacpp", threads=1, parallel=2, ctx_size=1024, output_length="fixed")
     plan = LlamaCppAdapter().plan(explicit, model, Path("v"), "127.0.0.1", 9000, threads=8)
     assert [plan.command[plan.command.index(f) + 1] for f in ("--threads", "--parallel", "--ctx-size")] == [
@@ -226,7 +228,7 @@ def test_openai_base_url_is_external_and_keeps_only_the_key_name():
     spec = engine("openai", env="", base_url="https://api.example.com", api_key_env="MY_ENDPOINT_KEY")
     plan = OpenAIAdapter().plan(spec, ModelSpec(name="m", path="p"), Path("v"), "", 0)
     assert plan.external and plan.command == [] and plan.api_key_env == "MY_ENDPOINT_KEY"
-    assert plan.settings == {"endpoint": "external endpoint"}
+    assert plan.settings["endpoint"] == "external endpoint" and "not controlled" in plan.settings["prefix cache"]
 
 
 # --- sglang, vLLM's CPU setup, transformers' batching ----------------------------------------------

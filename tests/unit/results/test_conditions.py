@@ -132,3 +132,30 @@ def test_details_and_csv_show_p99_only_from_100_requests(tmp_path, n):
         assert f"n/a (n={n})" in line and row["ttft_p99_s"] == "" and row["ttft_p90_s"] != ""
     else:
         assert "n/a (n=" not in line and float(row["ttft_p99_s"]) > 0
+
+
+def test_cold_on_an_engine_that_cannot_keep_it_cold_is_marked_with_the_reason(tmp_path):
+    """transformers with continuous batching (no switch for its block sharing): its cold cell is marked
+    though it reports no cached tokens, and the line under the table says why."""
+    import json
+
+    tables_dir = tmp_path
+    runs = {
+        ("alpha", "single"): _records("alpha", "single", 4, "cold", None, 20),
+        ("alpha", "throughput"): _records("alpha", "throughput", 4, "warm", None, 20),
+    }
+    raw = tables_dir / "raw"
+    for (engine, scenario), records in runs.items():
+        (raw / engine / "m").mkdir(parents=True, exist_ok=True)
+        write_records(raw / engine / "m" / f"{scenario}.jsonl", records)
+    reason = "transformers serve --continuous-batching shares KV blocks between requests and has no switch"
+    server = {"engine": "alpha", "model": "m", "status": "ok", "cache": {"not_assured": reason}}
+    (raw / "alpha" / "m" / "server.json").write_text(json.dumps(server))
+    plan = MergePlan(
+        engines={"alpha": "A"}, models={"m": "M"}, scenarios={"single": "single", "throughput": "throughput"}
+    )
+    merge(raw, tmp_path / "tables", plan)
+    speed = (tmp_path / "tables" / "inference_speed.md").read_text()
+    throughput = (tmp_path / "tables" / "throughput.md").read_text()
+    assert _row(speed).endswith("†") and f"alpha/m/single was declared cold, but cold is not assured: {reason}" in speed
+    assert not _row(throughput).endswith("†")  # warm: nothing to assure

@@ -12,9 +12,13 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from infbench.engines import cache as cachectl
+from infbench.engines import sampling as contract
+from infbench.engines.cache import CachePlan
 from infbench.engines.spec import EngineSpec, ModelSpec
 
 
@@ -39,6 +43,12 @@ class ServerPlan:
     # An endpoint that is already running: nothing is started, leased or measured for memory.
     external: bool = False
     api_key_env: str | None = None  # the variable that holds its key (never written anywhere)
+    # Every sampling field in the engine's own spelling (engines/sampling.py), and how its requests
+    # and server keep the scenarios' cache states (engines/cache.py).
+    sampling_fields: dict | None = None
+    cache: CachePlan = field(default_factory=CachePlan)
+    # A container's id file (docker --cidfile): its processes are the bench job's own (measure/busy.py).
+    container_id_file: str | None = None
     # The server's Prometheus metrics: a path on the server's root or a full URL; None: none known
     # (transformers serve has none). The metric names are in engines/metricmaps.py.
     metrics_url: str | None = None
@@ -116,24 +126,20 @@ class TransformersAdapter(EngineAdapter):
         # carry sampling or repetition penalties) with the benchmark's explicit settings.
         eos, pad = model_eos_ids(Path(model.path))
         sampling = engine.sampling
-        generation = {
-            "do_sample": sampling.temperature > 0,
-            "max_new_tokens": sampling.max_tokens,
-            "repetition_penalty": 1.0,
-            "eos_token_id": eos,
-            "pad_token_id": pad if pad is not None else eos,
-        }
-        if sampling.temperature > 0:
-            generation.update(temperature=sampling.temperature, top_p=sampling.top_p)
-        if sampling.output_length == "fixed":
-            generation["min_new_tokens"] = sampling.max_tokens
+        generation = contract.transformers_generation_config(
+            sampling, eos, pad, sampling.max_tokens, sampling.output_length == "fixed"
+        )
+        cache = cachectl.transformers_plan(engine.continuous_batching)
         return ServerPlan(
             command=command,
             health_path="/health",
             model_name=str(model.path),
             extra_body={"generation_config": json.dumps(generation, sort_keys=True)},
             fixed_length_control="generation_config.min_new_tokens",
+            sampling_fields=contract.transformers_fields(sampling),
+            cache=cache,
             settings={
+                "prefix cache": cache.control,
                 "continuous batching": "on (paged attention)"
                 if engine.continuous_batching
                 else "off (transformers serve's default; continuous_batching: true turns it on)",
@@ -221,6 +227,7 @@ class VllmAdapter(EngineAdapter):
         gpu_ids: list[str] = (),
         threads: int = 1,
     ) -> ServerPlan:
+        cache = cachectl.vllm_plan()
         command = [
             str(venv / "bin" / "python"),
             "-m",
@@ -241,13 +248,17 @@ class VllmAdapter(EngineAdapter):
             "--generation-config",
             "vllm",
             *(["--tensor-parallel-size", str(model.gpus)] if model.gpus > 1 else []),
+            *cache.server_args,  # cached prompt tokens in usage
             *engine.args,
         ]
         extra: dict = {}
         if engine.sampling.output_length == "fixed":
             extra = {"ignore_eos": True, "min_tokens": engine.sampling.max_tokens}
         env: dict[str, str] = {}
-        settings = {"graphs": "eager (--enforce-eager)" if "--enforce-eager" in command else "compiled"}
+        settings = {
+            "graphs": "eager (--enforce-eager)" if "--enforce-eager" in command else "compiled",
+            "prefix cache": cache.control,
+        }
         if engine.device == "cpu":
             # The bench job's cores (its first `threads` of this process's CPUs), all bound to OpenMP.
             cpus = sorted(os.sched_getaffinity(0))[: max(1, threads)]
@@ -274,6 +285,8 @@ class VllmAdapter(EngineAdapter):
             continuous_usage=True,
             env=env,
             settings=settings,
+            sampling_fields=contract.vllm_fields(engine.sampling),
+            cache=cache,
         )
 
 
@@ -317,6 +330,8 @@ class TgiAdapter(EngineAdapter):
         threads: int = 1,
     ) -> ServerPlan:
         launcher, image = engine.launcher or "native", engine.image or TGI_IMAGE
+        cache = cachectl.tgi_plan(list(engine.scenarios))
+        cache_env = [f"{k}={v}" for k, v in cache.server_env.items()]
         model_dir = str(Path(model.path).resolve())
         served_path = model_dir if launcher == "native" else "/data/model"
         tgi_args = [
@@ -333,19 +348,25 @@ class TgiAdapter(EngineAdapter):
             *engine.args,
         ]
         devices = ",".join(gpu_ids)
+        container_id_file = None
         if launcher == "native":  # inherits CUDA_VISIBLE_DEVICES from the bench job
             command = ["text-generation-launcher", "--hostname", host, "--port", str(port), *tgi_args]
         elif launcher == "docker":
             # A container sees no host CUDA_VISIBLE_DEVICES: the leased ids go on its command line
             # (quoted, as docker parses --gpus as CSV). The port is published on loopback only.
             gpus = ["--gpus", f'"device={devices}"'] if devices else []
+            container_id_file = str(Path(tempfile.gettempdir()) / f"infbench-{engine.name}-{port}.cid")
+            Path(container_id_file).unlink(missing_ok=True)  # docker refuses an existing one
             command = [
                 "docker",
                 "run",
                 "--rm",
                 "--name",
                 f"infbench-{engine.name}-{port}",
+                "--cidfile",  # its id: the container's processes are the bench job's own (busy mark)
+                container_id_file,
                 *gpus,
+                *(arg for pair in cache_env for arg in ("-e", pair)),
                 "--shm-size",
                 "1g",
                 "-p",
@@ -362,6 +383,7 @@ class TgiAdapter(EngineAdapter):
                 "run",
                 "--cleanenv",
                 *nv,
+                *(arg for pair in cache_env for arg in ("--env", pair)),
                 "--bind",
                 f"{model_dir}:/data/model:ro",
                 f"docker://{image}",
@@ -382,6 +404,11 @@ class TgiAdapter(EngineAdapter):
             version_path="/info",
             fixed_length_control=None,
             notes=notes,
+            env=dict(cache.server_env) if launcher == "native" else {},
+            settings={"prefix cache": cache.control},
+            sampling_fields=contract.tgi_fields(engine.sampling),
+            cache=cache,
+            container_id_file=container_id_file,
         )
 
 
@@ -391,6 +418,15 @@ def max_concurrency(engine: EngineSpec) -> int:
 
 
 LLAMACPP_LAUNCHER = Path(__file__).resolve().with_name("llamacpp_server.py")
+LLAMACPP_KV_TYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}  # serve dtype -> --cache-type
+
+
+def _kv_cache_said(command: list[str], serve_type: str | None) -> str:
+    """The KV cache type the launcher gets (its last --cache-type), and where it comes from."""
+    given = [command[i + 1] for i in range(len(command) - 1) if command[i] == "--cache-type"]
+    if not given:
+        return "F16 (llama.cpp's default)"
+    return given[-1].upper() + (" (the serve dtype)" if given[-1] == serve_type else " (from args)")
 
 
 def _launcher_path(launcher: Path) -> str:
@@ -439,6 +475,9 @@ class LlamaCppAdapter(EngineAdapter):
         parallel = engine.parallel or max_concurrency(engine)
         # llama.cpp splits n_ctx between its slots: each slot gets the model's full context length.
         ctx_size = engine.ctx_size or model.max_model_len * parallel
+        # The KV cache in the serve dtype, as the other engines keep it (llama.cpp's own default is F16).
+        kv_type = LLAMACPP_KV_TYPES.get(model.dtype)
+        cache = cachectl.llamacpp_plan()
         command = [
             str(venv / "bin" / "python"),
             _launcher_path(LLAMACPP_LAUNCHER),
@@ -456,21 +495,11 @@ class LlamaCppAdapter(EngineAdapter):
             str(parallel),
             "--ctx-size",
             str(ctx_size),
-            *engine.args,
+            *(["--cache-type", kv_type] if kv_type else []),
+            *engine.args,  # last: a --cache-type here wins
         ]
         sampling = engine.sampling
-        # llama.cpp's sampler chain has its own defaults (top_k 40, min_p 0.05, ...): neutralise them
-        # so temperature/top_p mean what they mean for the other engines.
-        extra: dict = {
-            "top_k": 0,
-            "min_p": 0.0,
-            "typical_p": 1.0,
-            "repeat_penalty": 1.0,
-            "presence_penalty": 0.0,
-            "frequency_penalty": 0.0,
-        }
-        if sampling.output_length == "fixed":
-            extra["ignore_eos"] = True
+        extra: dict = {"ignore_eos": True} if sampling.output_length == "fixed" else {}
         return ServerPlan(
             command=command,
             health_path="/health",
@@ -484,7 +513,11 @@ class LlamaCppAdapter(EngineAdapter):
                 "parallel slots": str(parallel),
                 "context": f"{ctx_size} tokens ({ctx_size // parallel} per slot)",
                 "continuous batching": "off" if "--no-cont-batching" in engine.args else "on",
+                "KV cache": _kv_cache_said(command, kv_type),
+                "prefix cache": cache.control,
             },
+            sampling_fields=contract.llamacpp_fields(sampling),
+            cache=cache,
         )
 
 
@@ -526,6 +559,7 @@ class OpenAIAdapter(EngineAdapter):
         if engine.sampling.output_length == "fixed":
             extra = {"ignore_eos": True, "min_tokens": engine.sampling.max_tokens}
         model_name = engine.served_model_name or model.name
+        cache = cachectl.openai_plan(engine.cold_fields, engine.cold_salt_field)
         if engine.base_url:
             return ServerPlan(
                 command=[],
@@ -536,9 +570,11 @@ class OpenAIAdapter(EngineAdapter):
                 version_path=engine.version_path,
                 fixed_length_control="ignore_eos + min_tokens (if honoured)",
                 notes=["external endpoint: not started by infbench, memory not measured"],
-                settings={"endpoint": "external endpoint"},
+                settings={"endpoint": "external endpoint", "prefix cache": cache.control},
                 external=True,
                 api_key_env=engine.api_key_env,
+                sampling_fields=contract.openai_fields(engine.sampling),
+                cache=cache,
             )
         values = {
             "model_path": str(model.path),
@@ -561,6 +597,9 @@ class OpenAIAdapter(EngineAdapter):
             version_path=engine.version_path,
             fixed_length_control="ignore_eos + min_tokens (if honoured)",
             api_key_env=engine.api_key_env,
+            settings={"prefix cache": cache.control},
+            sampling_fields=contract.openai_fields(engine.sampling),
+            cache=cache,
         )
 
 
@@ -585,6 +624,7 @@ class SglangAdapter(EngineAdapter):
         gpu_ids: list[str] = (),
         threads: int = 1,
     ) -> ServerPlan:
+        cache = cachectl.sglang_plan(list(engine.scenarios))
         command = [
             str(venv / "bin" / "python"),
             "-m",
@@ -607,6 +647,7 @@ class SglangAdapter(EngineAdapter):
             "--sampling-defaults",
             "openai",
             "--enable-metrics",  # its Prometheus endpoint, read around each scenario
+            *cache.server_args,
             *engine.args,
         ]
         extra: dict = {}
@@ -619,7 +660,9 @@ class SglangAdapter(EngineAdapter):
             extra_body=extra,
             version_path="/server_info",
             fixed_length_control="ignore_eos + min_tokens",
-            settings={"tensor parallel": str(max(1, model.gpus))},
+            settings={"tensor parallel": str(max(1, model.gpus)), "prefix cache": cache.control},
+            sampling_fields=contract.sglang_fields(engine.sampling),
+            cache=cache,
         )
 
 

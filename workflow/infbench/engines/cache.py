@@ -11,23 +11,22 @@ allows it:
 - llama.cpp: `"cache_prompt": false` on each cold request (its slot and host-RAM prompt caches are
   then neither read nor reused); its `usage` and `timings` always say what was reused.
 - SGLang and TGI: their prefix cache is one switch per server (`--disable-radix-cache`,
-  `PREFIX_CACHING=0`), so one server cannot run both: a config that asks for cold and warm scenarios
-  on one SGLang or TGI engine is refused at start-up, naming the scenarios (declare two engines).
+  `PREFIX_CACHING=0`): off when every scenario is cold; with warm scenarios beside cold ones it stays
+  on, and the cold ones are marked as not assured (declare a second engine for them).
 - transformers serve: keeps no KV cache between requests (nothing to control), except with
-  `--continuous-batching`, whose block sharing has no switch: cold cannot be assured there, and its
-  cold cells are marked rather than refused (the engine, not the config, lacks the control).
+  `--continuous-batching`, whose block sharing has no switch: cold cannot be assured there.
 - openai (any server): cold if its config names the server's own controls (`cold_fields`,
-  `cold_salt_field`), else not assured and marked the same way.
+  `cold_salt_field`), else not assured.
+
+Where cold is not assured the run goes on and the cells are marked (results/conditions.py), with the
+reason under the table, rather than stopping: a run is a matrix of engines, and one engine's missing
+control must not cost the others' figures (as an engine that cannot start here shows n/a).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
-
-
-class CacheConfigError(ValueError):
-    """The scenarios ask for a cache state the engine cannot give them on one server."""
+from dataclasses import asdict, dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,7 @@ def states(scenarios: Iterable) -> set[str]:
 
 
 def _names(scenarios: Iterable, state: str) -> str:
+    """The names of the scenarios (objects or dicts) that declare `state`."""
     return ", ".join(
         s["name"] if isinstance(s, dict) else s.name
         for s in scenarios
@@ -61,14 +61,20 @@ def _names(scenarios: Iterable, state: str) -> str:
     )
 
 
-def one_switch_per_server(engine: str, kind: str, scenarios: list, switch: str) -> None:
-    """SGLang, TGI: refuse cold and warm scenarios on one server, naming both sides."""
-    if states(scenarios) == {"cold", "warm"}:
-        raise CacheConfigError(
-            f"engines.{engine}: {kind}'s prefix cache is one switch per server ({switch}), so it cannot run "
-            f"cold scenarios ({_names(scenarios, 'cold')}) and warm ones ({_names(scenarios, 'warm')}) on one "
-            f"server: declare a second engine of kind {kind} for the warm ones"
-        )
+def _one_switch(kind: str, scenarios: list, switch: str, off: CachePlan, on: CachePlan) -> CachePlan:
+    """SGLang, TGI: the cache is one switch per server. All cold: off; any warm: on, and then the cold
+    scenarios beside them are not assured (marked in the tables, with how to fix it)."""
+    declared = states(scenarios)
+    if "warm" not in declared:
+        return off
+    if "cold" not in declared:
+        return on
+    return replace(
+        on,
+        not_assured=f"{kind}'s prefix cache is one switch per server ({switch}): it stays on for the warm "
+        f"scenarios ({_names(scenarios, 'warm')}), so the cold ones ({_names(scenarios, 'cold')}) may be served "
+        f"from it; declare a second engine of kind {kind} for them",
+    )
 
 
 def vllm_plan() -> CachePlan:
@@ -89,24 +95,21 @@ def llamacpp_plan() -> CachePlan:
     )
 
 
-def sglang_plan(engine: str, scenarios: list) -> CachePlan:
-    one_switch_per_server(engine, "sglang", scenarios, "--disable-radix-cache")
-    cold = "cold" in states(scenarios)
-    return CachePlan(
-        server_args=["--enable-cache-report", *(["--disable-radix-cache"] if cold else [])],
-        cached_tokens_absent_is_zero=True,
-        reports_cached_tokens=True,
-        control="radix cache off (--disable-radix-cache)" if cold else "radix cache on (SGLang's default)",
+def sglang_plan(scenarios: list) -> CachePlan:
+    report = {"cached_tokens_absent_is_zero": True, "reports_cached_tokens": True}  # left out at 0
+    off = CachePlan(
+        server_args=["--enable-cache-report", "--disable-radix-cache"],
+        control="radix cache off (--disable-radix-cache)",
+        **report,
     )
+    on = CachePlan(server_args=["--enable-cache-report"], control="radix cache on (SGLang's default)", **report)
+    return _one_switch("sglang", scenarios, "--disable-radix-cache", off, on)
 
 
-def tgi_plan(engine: str, scenarios: list) -> CachePlan:
-    one_switch_per_server(engine, "tgi", scenarios, "PREFIX_CACHING=0")
-    cold = "cold" in states(scenarios)
-    return CachePlan(
-        server_env={"PREFIX_CACHING": "0"} if cold else {},
-        control="prefix caching off (PREFIX_CACHING=0)" if cold else "prefix caching on (TGI's default)",
-    )
+def tgi_plan(scenarios: list) -> CachePlan:
+    off = CachePlan(server_env={"PREFIX_CACHING": "0"}, control="prefix caching off (PREFIX_CACHING=0)")
+    on = CachePlan(control="prefix caching on (TGI's default)")
+    return _one_switch("tgi", scenarios, "PREFIX_CACHING=0", off, on)
 
 
 def transformers_plan(continuous_batching: bool) -> CachePlan:

@@ -67,6 +67,10 @@ class EngineSpec:
     metrics_url: str | None = None  # openai: its Prometheus metrics (a URL, or a path on the server's root)
     api_key_env: str | None = None  # the variable's name; its value is read at bench time only
     served_model_name: str | None = None
+    # openai: the server's own controls for cold scenarios, and an external endpoint's bandwidth (GB/s)
+    cold_fields: dict = field(default_factory=dict)
+    cold_salt_field: str | None = None
+    bandwidth_gb_s: float | None = None
     gpu_ids: list[int] = field(default_factory=list)  # config gpu_ids: GPUs a job may lease (empty: all visible)
     sampling: Sampling = Sampling()
     scenarios: list[Scenario] = field(default_factory=list)

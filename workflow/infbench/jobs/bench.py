@@ -186,7 +186,10 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
                         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
                         continue
                     watch = LoadWatch(
-                        engine.bench.busy_cpu_limit, gpu_ids=lease.ids, core_limit=engine.bench.busy_core_limit
+                        engine.bench.busy_cpu_limit,
+                        gpu_ids=lease.ids,
+                        core_limit=engine.bench.busy_core_limit,
+                        container_ids=_container_ids(plan),  # a container's processes are this job's own
                     )
                     watch.start()
                     root = f"http://{host}:{port}"
@@ -224,6 +227,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
             notes=plan.notes,
             settings=plan.settings,
             server_env=_shown_env(plan.env),
+            cache=plan.cache.to_dict(),
             status="failed" if died else "ok",
             reason=died,
             machine_load=loads,
@@ -244,6 +248,16 @@ def _write_failed(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, err: 
     log.error("%s on %s failed: %s", engine.name, model.name, reason)
     _write_unmeasured(paths, engine, model, "failed", reason)
     write_json_atomic(failure_marker(paths.out_dir), {"reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def _container_ids(plan: ServerPlan) -> list[str]:
+    """The id of the container the server runs in (docker --cidfile), once docker has written it."""
+    if not plan.container_id_file:
+        return []
+    try:
+        return [Path(plan.container_id_file).read_text().strip()]
+    except OSError:
+        return []
 
 
 def _shown_env(env: dict[str, str]) -> dict[str, str]:
@@ -286,6 +300,8 @@ def run_external(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompt
         kind=engine.kind,
         status="skipped",
         reason="external endpoint: memory not measured",
+        # Its machine's bandwidth, when the config gives it: the decode bound's (results/bounds.py).
+        bandwidth_bytes_s=engine.bandwidth_gb_s * 1e9 if engine.bandwidth_gb_s else None,
     ).write(paths.out_dir / "memory.json")
     _server_info(
         engine,
@@ -294,6 +310,7 @@ def run_external(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompt
         fixed_length_control=plan.fixed_length_control,
         notes=plan.notes,
         settings=plan.settings,
+        cache=plan.cache.to_dict(),
         external=True,
         base_url=base,
     ).write(paths.out_dir / "server.json")
@@ -502,6 +519,10 @@ def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None 
         timeout_s=engine.bench.request_timeout_s,
         client_lag_share_limit=engine.bench.client_lag_share,
         continuous_usage=plan.continuous_usage,
+        sampling_fields=plan.sampling_fields,
+        cold_fields=plan.cache.cold_fields,
+        cold_salt_field=plan.cache.cold_salt_field,
+        cached_tokens_absent_is_zero=plan.cache.cached_tokens_absent_is_zero,
     )
 
 

@@ -40,6 +40,9 @@ KIND_ONLY_KEYS = {
     "base_url": ("openai",),
     "api_key_env": ("openai",),
     "served_model_name": ("openai",),
+    "cold_fields": ("openai",),
+    "cold_salt_field": ("openai",),
+    "bandwidth_gb_s": ("openai",),
 }
 
 
@@ -307,6 +310,9 @@ def engine_spec(config: dict, name: str) -> EngineSpec:
                 "metrics_url",
                 "api_key_env",
                 "served_model_name",
+                "cold_fields",
+                "cold_salt_field",
+                "bandwidth_gb_s",
             )
             if key in engine
         },

@@ -5,8 +5,8 @@ completions were across engines, and which percentiles the sample can support.
 - Cache: a scenario is `cold` (no request served from a prefix an earlier one computed) or `warm`
   (the engine's cache as it works by default). Each record carries the prompt tokens the engine
   served from its cache; details.md and summary.csv show their share per cell, the main tables
-  state the scenario's cache state in the title, and a cold cell with cached tokens is marked
-  CACHE_MARK, with the share under the table.
+  state the scenario's cache state in the title, and a cold cell with cached tokens, or on an engine
+  that cannot keep it cold (server.json's cache plan), is marked CACHE_MARK, with why under the table.
 - Output length: with `output_length: natural` each engine stops where it likes, so tokens/s and
   requests/min of engines whose completions differ in length compare different work. The main
   tables say so when mean completion lengths differ by more than LENGTH_SPREAD_LIMIT, and details.md
@@ -79,20 +79,37 @@ def cold_with_cached_tokens(row: dict | None) -> bool:
     return bool(row and "cold" in str(row.get("cache") or "") and (row.get("cached_prompt_share") or 0) > 0)
 
 
-def cache_flagged(part: pl.DataFrame, engine: str, model: str) -> bool:
-    return "cache" in part.columns and cold_with_cached_tokens(_row(part, engine, model))
+def not_assured(row: dict | None, server: dict | None) -> str | None:
+    """Why a cold scenario's engine could not keep it cold (server.json's cache plan), or None."""
+    if not row or "cold" not in str(row.get("cache") or ""):
+        return None
+    return ((server or {}).get("cache") or {}).get("not_assured")
 
 
-def cache_warnings(df: pl.DataFrame) -> list[str]:
+def cache_flagged(part: pl.DataFrame, engine: str, model: str, server: dict | None = None) -> bool:
+    """Declared cold, but served from a cache, or on an engine that cannot keep it cold."""
+    if "cache" not in part.columns:
+        return False
+    row = _row(part, engine, model)
+    return cold_with_cached_tokens(row) or bool(not_assured(row, server))
+
+
+def cache_warnings(df: pl.DataFrame, servers: dict | None = None) -> list[str]:
     if "cache" not in df.columns:
         return []
-    return [
-        f"- WARNING ({CACHE_MARK}): {row['engine']}/{row['model']}/{row['scenario']} was declared cold, but the "
-        f"engine served {row['cached_prompt_share']:.1%} of its prompt tokens from its prefix cache: its TTFT "
-        "and throughput are partly the cache's"
-        for row in df.iter_rows(named=True)
-        if cold_with_cached_tokens(row)
-    ]
+    lines = []
+    for row in df.iter_rows(named=True):
+        where = f"{row['engine']}/{row['model']}/{row['scenario']}"
+        if cold_with_cached_tokens(row):
+            lines.append(
+                f"- WARNING ({CACHE_MARK}): {where} was declared cold, but the engine served "
+                f"{row['cached_prompt_share']:.1%} of its prompt tokens from its prefix cache: its TTFT and "
+                "throughput are partly the cache's"
+            )
+        reason = not_assured(row, (servers or {}).get((row["engine"], row["model"])))
+        if reason:
+            lines.append(f"- WARNING ({CACHE_MARK}): {where} was declared cold, but cold is not assured: {reason}")
+    return lines
 
 
 def cache_state(df: pl.DataFrame, scenario: str) -> str:

@@ -187,7 +187,7 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: s
                 text += LAG_MARK  # the client's own lag passed its limit: see the footer
             if servertables.mismatch_flagged(part, engine, model):
                 text += servertables.MISMATCH_MARK  # the server counted otherwise: see the footer
-            if conditions.cache_flagged(part, engine, model):
+            if conditions.cache_flagged(part, engine, model, servers.get((engine, model))):
                 text += conditions.CACHE_MARK  # declared cold, yet served from a cache: see the footer
             text = runstatus.failed_cell(servers.get((engine, model), {})) or text  # never a failed job's number
             if runstatus.busy(servers.get((engine, model), {}), scenario):
@@ -223,7 +223,7 @@ def _footer(
         )
     lines += client_lag_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
     lines += servertables.mismatch_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
-    lines += conditions.cache_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
+    lines += conditions.cache_warnings(df.filter(pl.col("scenario").is_in(scenarios)), servers)
     if requests is not None:
         lines += conditions.completion_length_notes(df, requests, scenarios)
     lines += runstatus.failure_lines(servers, plan.engines, list(plan.models))
