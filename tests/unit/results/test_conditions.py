@@ -71,7 +71,7 @@ def test_percentiles_need_a_tail_beyond_them():
 
 
 def test_a_cold_scenario_served_from_a_cache_is_marked_and_the_share_shown(tmp_path):
-    """alpha said it served 25% of a cold scenario's prompt tokens from its cache: marked †, the share
+    """alpha said it served 25% of a cold scenario's prompt tokens from its cache: marked ‡, the share
     under the table and in details.md and summary.csv; beta (0 cached) is not marked."""
     tables = _merge(
         tmp_path,
@@ -84,10 +84,10 @@ def test_a_cold_scenario_served_from_a_cache_is_marked_and_the_share_shown(tmp_p
     )
     speed, throughput = tables["inference_speed.md"], tables["throughput.md"]
     alpha, beta = (cell.strip() for cell in _row(speed).split("|")[1:3])
-    assert alpha.endswith("†") and not beta.endswith("†")
+    assert alpha.endswith("‡") and not beta.endswith("‡")
     assert "scenario single, 4 prompts, cold cache" in speed
     assert "alpha/m/single was declared cold, but the engine served 25.0% of its prompt tokens" in speed
-    assert "concurrency 2, warm cache" in throughput and "†" not in _row(throughput)  # warm may hit
+    assert "concurrency 2, warm cache" in throughput and "‡" not in _row(throughput)  # warm may hit
     details = tables["details.md"]
     assert "| cached prompt % |" in details
     shares = {
@@ -157,5 +157,5 @@ def test_cold_on_an_engine_that_cannot_keep_it_cold_is_marked_with_the_reason(tm
     merge(raw, tmp_path / "tables", plan)
     speed = (tmp_path / "tables" / "inference_speed.md").read_text()
     throughput = (tmp_path / "tables" / "throughput.md").read_text()
-    assert _row(speed).endswith("†") and f"alpha/m/single was declared cold, but cold is not assured: {reason}" in speed
-    assert not _row(throughput).endswith("†")  # warm: nothing to assure
+    assert _row(speed).endswith("‡") and f"alpha/m/single was declared cold, but cold is not assured: {reason}" in speed
+    assert not _row(throughput).endswith("‡")  # warm: nothing to assure

@@ -22,7 +22,7 @@ import math
 
 import polars as pl
 
-CACHE_MARK = "†"  # a footnote mark: the cell stays a number for anyone parsing the table
+CACHE_MARK = "‡"  # a footnote mark: the cell stays a number for anyone parsing the table
 LENGTH_SPREAD_LIMIT = 0.10  # mean completion lengths of a row differing by more: said under the table
 CACHE_COLUMN = ("cached_prompt_share", "cached prompt %", "share")
 
