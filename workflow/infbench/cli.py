@@ -129,7 +129,8 @@ def _cmd_report_pages(args) -> int:
 def _cmd_bundle(args) -> int:
     import yaml
 
-    from infbench.results.bundle import BundleError, make_bundle
+    from infbench.results.bundle import BundleError
+    from infbench.results.bundle_make import make_bundle
     from infbench.results.redact import Redactor
 
     config: dict = {}
@@ -161,7 +162,8 @@ def _report_bundle(result) -> None:
 
 
 def _cmd_verify(args) -> int:
-    from infbench.results.bundle import BundleError, UnsafeArchiveError, verify_bundle
+    from infbench.results.bundle import BundleError, UnsafeArchiveError
+    from infbench.results.bundle_verify import verify_bundle
 
     try:
         result = verify_bundle(args.bundle, _extract_limits(args.max_gib))
@@ -214,7 +216,7 @@ def _cmd_compare(args) -> int:
 
 def _extract_limits(max_gib: float | None):
     """The extraction limits, the total (and the per-file limit with it) raised or lowered by --max-gib."""
-    from infbench.results.bundle import ExtractLimits
+    from infbench.results.bundle_verify import ExtractLimits
 
     if max_gib is None:
         return ExtractLimits()

@@ -5,6 +5,7 @@ import os
 import re
 from dataclasses import asdict
 
+from infbench import layout
 from infbench.engines.base import engine_for
 from infbench.handoff import MergePlan
 from infbench.pipeline.config import (
@@ -203,5 +204,6 @@ def memory_source_flag(wildcards):
     return "--model-meta"
 
 
-def memory_measured():
-    return [f"results/raw/{e}/{m}/memory.json" for e in config["engines"] for m in config["models"]]
+def memory_table_inputs():
+    """(estimates, measured): the memory table's inputs, in the order verify reads them too."""
+    return layout.memory_table_inputs(config["engines"], config["models"])

@@ -25,8 +25,8 @@ rule memory_estimate:
 rule memory_table:
     input:
         env=f".venvs/{config['tools_env']}/.infbench-built",
-        estimates=[f"results/memory/{m}.json" for m in config["models"]],
-        measured=memory_measured(),
+        estimates=memory_table_inputs()[0],
+        measured=memory_table_inputs()[1],
     output:
         "results/tables/memory.md",
     log:

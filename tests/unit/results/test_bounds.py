@@ -146,7 +146,8 @@ def test_details_and_csv_show_bound_and_flag_over_100(tmp_path):
     """The merge sets each single-request tok/s beside its bound; a bundle still verifies."""
     from fake_run import build_run, fake_config
     from infbench.fileio import write_json_atomic
-    from infbench.results.bundle import make_bundle, verify_bundle
+    from infbench.results.bundle_make import make_bundle
+    from infbench.results.bundle_verify import verify_bundle
     from infbench.results.redact import Redactor
     from infbench.results.tables import merge
 
