@@ -25,6 +25,7 @@ TABLES = f"{RESULTS}/tables"
 PLOTS = f"{RESULTS}/plots"
 REPORT = f"{RESULTS}/report"
 BUNDLES = f"{RESULTS}/bundles"
+COMPARE = f"{RESULTS}/compare"  # `infbench compare`'s report
 PROVENANCE = f"{RESULTS}/provenance.json"
 LOGS = "logs"
 

@@ -7,7 +7,7 @@ rule memory_estimate:
     input:
         unpack(memory_estimate_input),
     output:
-        "results/memory/{model}.json",
+        layout.memory_estimate("{model}"),
     log:
         "logs/memory/{model}.log",
     params:
@@ -42,7 +42,7 @@ rule memory_table:
 # the single-request decode bound of CPU runs is bandwidth / bytes read per token.
 rule memory_bandwidth:
     output:
-        "results/hardware/bandwidth.json",
+        layout.BANDWIDTH,
     log:
         "logs/memory/bandwidth.log",
     threads: all_cores
