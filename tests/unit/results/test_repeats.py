@@ -157,3 +157,19 @@ def test_a_pass_the_plan_does_not_ask_for_is_not_merged(three, tmp_path):
     summary = merge(three / "results" / "raw", tmp_path / "tables", fewer)
     n = {row["scenario"]: row["n"] for row in summary.filter(pl.col("engine") == "alpha").iter_rows(named=True)}
     assert n == {"single": PROMPTS, "throughput": 2 * 4}
+
+
+def test_a_pass_runs_its_scenarios_on_the_server_every_pass_gets(tmp_path):
+    from infbench.jobs.bench import BenchPaths, pass_scenarios
+    from infbench.pipeline.config import engine_spec
+
+    config = validate_config(_config(kind="single", repeats=2))
+    config["scenarios"]["t"] = {"kind": "throughput", "concurrency": 2, "repeats": 1}
+    engine = engine_spec(validate_config(config), "t")
+    paths = BenchPaths(*(tmp_path / n for n in ("e", "m", "p", "v", "l", "o", "s")), scenarios=("s",))
+    assert [s.name for s in pass_scenarios(engine, paths)] == ["s"]
+    assert [s.name for s in engine.scenarios] == ["s", "t"]  # the server (and its cache plan) sees both
+    with pytest.raises(ValueError, match="--scenarios: nope"):
+        pass_scenarios(
+            engine, BenchPaths(*(tmp_path / n for n in ("e", "m", "p", "v", "l", "o", "s")), scenarios=("nope",))
+        )

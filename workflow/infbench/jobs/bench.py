@@ -112,14 +112,15 @@ def failure_marker(out_dir: Path) -> Path:
     return engine_dir.parent.parent / "failures" / engine_dir.name / f"{out_dir.name}.json"
 
 
-def _this_pass(engine: EngineSpec, paths: BenchPaths) -> EngineSpec:
-    """The engine spec with only the scenarios this pass runs."""
+def pass_scenarios(engine: EngineSpec, paths: BenchPaths) -> list[Scenario]:
+    """The scenarios this pass runs. The server is planned from all of the engine's scenarios (its
+    cache settings depend on them), so every pass of a scenario runs on the same server setup."""
     if paths.scenarios is None:
-        return engine
+        return list(engine.scenarios)
     unknown = sorted(set(paths.scenarios) - {s.name for s in engine.scenarios})
     if unknown:
         raise ValueError(f"bench --scenarios: {', '.join(unknown)} not in {paths.engine_spec}")
-    return replace(engine, scenarios=[s for s in engine.scenarios if s.name in paths.scenarios])
+    return [s for s in engine.scenarios if s.name in paths.scenarios]
 
 
 def extra_runs(plugin: Engine, paths: BenchPaths) -> tuple[str, ...]:
@@ -148,7 +149,8 @@ def run_bench(paths: BenchPaths) -> None:
     if watched:
         log.info("stops when its parent (pid %d) ends", watched)
     model = read_model_spec(paths.model_spec)
-    engine = _this_pass(forced_output_length(read_engine_spec(paths.engine_spec), model), paths)
+    engine = forced_output_length(read_engine_spec(paths.engine_spec), model)
+    pass_scenarios(engine, paths)  # an unknown name is refused before any server starts
     prompts = read_sample(paths.prompts)
     plugin = engine_for(engine.kind)
     paths.out_dir.mkdir(parents=True, exist_ok=True)
@@ -217,7 +219,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
                 url = f"http://{host}:{port}/v1/chat/completions"
                 settings = _request_settings(engine, plan)
                 _warm_up(url, prompts, settings, engine, model, server)
-                for scenario in engine.scenarios:
+                for scenario in pass_scenarios(engine, paths):
                     if died:  # nothing to measure: an empty file, so no stale record survives
                         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
                         continue
@@ -326,7 +328,7 @@ def run_external(
     log.info("engine %s, model %s: external endpoint %s", engine.name, model.name, urls.api_base)
     settings = _request_settings(engine, plan, api_key)
     _warm_up(urls.chat, prompts, settings, engine, model)
-    for scenario in engine.scenarios:
+    for scenario in pass_scenarios(engine, paths):
         view = server_view(engine, model, scenario.name, paths.out_dir, base, plan, urls.metrics, headers)
         view.begin()
         records = _run_scenario(urls.chat, prompts, scenario, settings, engine, model)
@@ -423,7 +425,7 @@ def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reas
 
 def _write_unmeasured(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, status: str, reason: str) -> None:
     """Empty records for every scenario, and memory.json and server.json with the status and reason."""
-    for scenario in engine.scenarios:
+    for scenario in pass_scenarios(engine, paths):
         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
     for run in extra_runs(engine_for(engine.kind), paths):
         write_records(paths.out_dir / f"{run}.jsonl", [])
