@@ -6,6 +6,7 @@ rule bench:
         model_spec="results/specs/models/{model}.json",
         model="results/models/{model}.json",
         prompts=f"results/prompts/{PROMPTS_NAME}.jsonl",
+        requests=prepared_requests,
         failed_before=failure_marker,
     output:
         records=[f"results/raw/{{engine}}/{{model}}/{scenario}.jsonl" for scenario in SCENARIOS],
@@ -25,7 +26,7 @@ rule bench:
     shell:
         "infbench bench --engine-spec {input.engine_spec} --model-spec {input.model_spec} "
         "--prompts {input.prompts} --venv {params.venv} --lock {params.lock} --threads {threads} "
-        "--out-dir results/raw/{wildcards.engine}/{wildcards.model} "
+        "--out-dir results/raw/{wildcards.engine}/{wildcards.model} --requests-dir results/requests/{wildcards.model} "
         "--server-log {log.server} --log {log.bench}"
 
 

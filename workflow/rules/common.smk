@@ -17,6 +17,7 @@ from infbench.pipeline.config import (
     model_source,
     model_spec,
     resolve_env,
+    scenario_of,
     validate_config,
 )
 from infbench.pipeline.envbuild import ExistingEnvError, check_existing_envs
@@ -35,6 +36,9 @@ except ExistingEnvError as err:
 ENGINES = list(config["engines"])
 MODELS = list(config["models"])
 SCENARIOS = list(config["scenarios"])
+# Scenarios whose requests the prepare step builds per model (rule requests): tokenizer-exact prompts,
+# sampled conversations.
+PREPARED_SCENARIOS = [s for s in SCENARIOS if scenario_of(config, s).prepares]
 PROMPTS_NAME = config["prompts"]["name"]
 # TGI engines also measure over their native route: their bench job has one more output.
 TGI_ENGINES = [e for e in ENGINES if config["engines"][e]["kind"] == "tgi"]
@@ -189,3 +193,13 @@ def memory_source_flag(wildcards):
 
 def memory_measured():
     return [f"results/raw/{e}/{m}/memory.json" for e in config["engines"] for m in config["models"]]
+
+
+def prepared_requests(wildcards):
+    """A bench job's prepared request files: one per prepared scenario, for its model."""
+    return [f"results/requests/{wildcards.model}/{s}.json" for s in PREPARED_SCENARIOS]
+
+
+def scenario_source(wildcards):
+    """The file a prepared scenario reads (a trace, a conversations file), when it has one."""
+    return scenario_of(config, wildcards.scenario).source_file() or []

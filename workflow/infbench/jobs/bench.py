@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -64,6 +65,7 @@ class BenchPaths:
     out_dir: Path  # results/raw/{engine}/{model}
     server_log: Path
     threads: int = 1  # the bench job's CPU threads: engines that take a thread count get this
+    requests_dir: Path | None = None  # results/requests/{model}: prepared scenarios' request files
 
 
 def _terminate_on_sigterm() -> None:
@@ -192,7 +194,11 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
                     root = f"http://{host}:{port}"
                     view = server_view(engine, model, scenario.name, paths.out_dir, root, plan, gpu_ids=lease.ids)
                     view.begin()  # the engine's own metrics and energy, just before the first request
-                    records = _run_scenario(url, prompts, scenario, settings, engine, model)
+                    plan_for = lambda spec: adapter.plan(  # noqa: E731
+                        spec, model, paths.venv, host, port, lease.ids, threads=paths.threads
+                    )
+                    ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
+                    records = _run_scenario(url, prompts, ready, ready_settings, engine, model)
                     end_server_view(view, records)
                     load = watch.stop(scenario.name)
                     loads[scenario.name] = load.to_dict()
@@ -275,7 +281,9 @@ def run_external(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompt
     for scenario in engine.scenarios:
         view = server_view(engine, model, scenario.name, paths.out_dir, base, plan, urls.metrics, headers)
         view.begin()
-        records = _run_scenario(urls.chat, prompts, scenario, settings, engine, model)
+        plan_for = lambda spec: adapter_for(engine.kind).plan(spec, model, paths.venv, "", 0)  # noqa: E731
+        ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
+        records = _run_scenario(urls.chat, prompts, ready, ready_settings, engine, model)
         end_server_view(view, records)
         write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
     version = _server_version(base, plan)
@@ -503,6 +511,31 @@ def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None 
         client_lag_share_limit=engine.bench.client_lag_share,
         continuous_usage=plan.continuous_usage,
     )
+
+
+def prepared_scenario(
+    scenario: Scenario,
+    settings: RequestSettings,
+    requests_dir: Path | None,
+    engine: EngineSpec,
+    plan_for: Callable[[EngineSpec], ServerPlan],
+) -> tuple[Scenario, RequestSettings]:
+    """A prepared kind reads its request file (results/requests/{model}/{scenario}.json). A fixed-length
+    kind's requests carry their own output lengths: each is sent as output_length fixed, with the
+    engine's own fields for its length (the engine's plan at that max_tokens)."""
+    if not scenario.prepares:
+        return scenario, settings
+    if requests_dir is None:
+        raise BenchFailure(f"scenario {scenario.name}: its requests are prepared, but no --requests-dir was given")
+    scenario = replace(scenario, requests_file=str(requests_dir / f"{scenario.name}.json"))
+    if not scenario.fixed_lengths:
+        return scenario, settings
+    fixed = replace(engine, sampling=replace(engine.sampling, output_length="fixed"))
+    bodies = {
+        n: plan_for(replace(fixed, sampling=replace(fixed.sampling, max_tokens=n))).extra_body
+        for n in sorted(scenario.output_lengths())
+    }
+    return scenario, replace(settings, output_length="fixed", extra_body_by_max_tokens=bodies)
 
 
 def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, server: ManagedServer | None = None) -> None:

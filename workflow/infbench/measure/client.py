@@ -58,6 +58,9 @@ class RequestSettings:
     seed: int | None = schema_default("sampling.seed")
     output_length: str = schema_default("sampling.output_length")
     extra_body: dict = field(default_factory=dict)  # the engine's own control for fixed lengths
+    # Requests with their own output length (trace, synthetic): the engine's fields for each length
+    # (its fixed-length control names the count), else extra_body.
+    extra_body_by_max_tokens: dict[int, dict] = field(default_factory=dict)
     timeout_s: float = schema_default("bench.request_timeout_s")
     # Ask for cumulative usage in every chunk (vLLM's continuous_usage_stats): tokens per chunk from
     # usage deltas. Off by default: servers that validate stream_options strictly may refuse it.
@@ -67,7 +70,9 @@ class RequestSettings:
     # kept out of repr so it never reaches a log.
     api_key: str | None = field(default=None, repr=False)
 
-    def body(self, messages: list[dict], max_tokens: int | None = None) -> dict:
+    def body(self, messages: list[dict], request: ChatRequest | None = None) -> dict:
+        """The request body; a request with its own max_tokens gets the engine's fields for that length."""
+        max_tokens = (request.max_tokens if request is not None else None) or self.max_tokens
         stream_options: dict = {"include_usage": True}
         if self.continuous_usage:
             stream_options["continuous_usage_stats"] = True
@@ -76,13 +81,13 @@ class RequestSettings:
             "messages": messages,
             "stream": True,
             "stream_options": stream_options,
-            "max_tokens": max_tokens or self.max_tokens,
+            "max_tokens": max_tokens,
             "temperature": self.temperature,
             "top_p": self.top_p,
         }
         if self.seed is not None:
             body["seed"] = self.seed
-        body.update(self.extra_body)
+        body.update(self.extra_body_by_max_tokens.get(max_tokens, self.extra_body))
         return body
 
 
@@ -130,7 +135,7 @@ class StreamClient:
         await self.pool.prewarm(n, timeout_s)
 
     def _request_bytes(self, request: ChatRequest, settings: RequestSettings) -> bytes:
-        body = json.dumps(settings.body(request.messages, request.max_tokens)).encode()
+        body = json.dumps(settings.body(request.messages, request)).encode()
         head = (
             b"POST "
             + self.path.encode()

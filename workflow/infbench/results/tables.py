@@ -3,6 +3,7 @@
 results/tables/inference_speed.md  models x engines, mean tokens/s at concurrency 1
 results/tables/throughput.md       models x engines, requests/min under a closed loop
 results/tables/details.md          every (engine, model, scenario): n, errors, percentiles
+results/tables/workloads.md        capacity at an SLO, conversations per turn, shared prefix, sizes, trace replay
 results/tables/summary.csv         the same figures, machine-readable
 """
 
@@ -18,7 +19,7 @@ from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
-from infbench.results import bounds, routing, runstatus, servertables
+from infbench.results import bounds, routing, runstatus, servertables, workloads
 from infbench.results.redact import redact_argv, redact_url
 
 # Per request, what the workload sections read: timed steps' saturation, conversation turns, planned
@@ -531,6 +532,7 @@ def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
         + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models)))
         + "".join(line + "\n" for line in server.details(labelled(df.filter(WHOLE)))),
     }
+    outputs["workloads.md"] = workloads.workloads_table(df, requests, plan, servers)
     outputs["summary.csv"] = labelled(df).write_csv()
     # The plan itself, so that `infbench verify` can recompute these tables from a bundle's raw records.
     outputs["merge_plan.json"] = json.dumps(asdict(plan), indent=2) + "\n"
