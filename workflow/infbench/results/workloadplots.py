@@ -1,8 +1,9 @@
 """Plots of the workloads (results/plots/), beside plots.py's:
 
-latency_throughput.png  per engine, latency against throughput over every load level measured (each
-                        closed loop, open loop, trace, and every step of a sweep or capacity search):
-                        TTFT p90 against completed requests/s, TPOT p90 against output tokens/s.
+latency_throughput.png  per engine, latency against throughput at every load level measured: a line
+                        through each sweep's or capacity search's rates, a point for each other loaded
+                        scenario (closed loop, open loop, conversation, trace...): TTFT p90 against
+                        completed requests/s, TPOT p90 against output tokens/s.
 conversation_turns.png  per conversation scenario, median TTFT per turn for each engine.
 """
 
@@ -19,50 +20,61 @@ WORKLOAD_PLOT_FILES = ("latency_throughput.png", "conversation_turns.png")
 STYLES = ["-", "--", ":", "-."]
 
 
-def load_levels(data: PlotData, engine: str, model: str) -> pl.DataFrame:
-    """One row per load level an engine ran on a model: the whole runs of the loaded kinds (not the
-    single-request one) and each step of a sweep or capacity search."""
-    loaded = [name for name in data.plan.scenarios if not routing.scenario_class(data.plan, name).in_speed_table]
+def load_levels(data: PlotData, engine: str, model: str) -> dict[str, pl.DataFrame]:
+    """Per loaded scenario (not the single-request one), the load levels an engine ran on a model: a
+    sweep's or capacity search's steps (a curve of one workload at rising rates), else its one run."""
     stepped = set(routing.scenarios_where(data.plan, "has_steps"))
-    rows = data.summaries.filter(
-        (pl.col("engine") == engine)
-        & (pl.col("model") == model)
-        & pl.col("scenario").is_in(loaded)
-        & (pl.col("step_rate").is_not_null() | ~pl.col("scenario").is_in(list(stepped)))
-        & pl.col("requests_per_min").is_not_null()
-    )
-    return rows.with_columns(requests_per_s=pl.col("requests_per_min") / 60).sort("requests_per_s")
+    levels = {}
+    for scenario in data.plan.scenarios:
+        if routing.scenario_class(data.plan, scenario).in_speed_table:
+            continue
+        rows = data.summaries.filter(
+            (pl.col("engine") == engine)
+            & (pl.col("model") == model)
+            & (pl.col("scenario") == scenario)
+            & (pl.col("step_rate").is_not_null() if scenario in stepped else pl.col("step_rate").is_null())
+            & pl.col("requests_per_min").is_not_null()
+        )
+        if rows.height:
+            levels[scenario] = rows.with_columns(requests_per_s=pl.col("requests_per_min") / 60).sort("requests_per_s")
+    return levels
 
 
 def plot_latency_throughput(data: PlotData, path: Path) -> None:
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    """A line through each stepped scenario's rates; one marked point per other loaded scenario (their
+    prompts and outputs differ, so they are levels of different workloads, not one curve)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
     drawn = 0
+    markers = "osD^v<>PX*"
     for engine in data.plan.engines:
         for m_index, model in enumerate(data.plan.models):
-            levels = load_levels(data, engine, model)
-            if levels.is_empty():
-                continue
-            label = f"{data.plan.engines[engine]} / {data.plan.models[model]} ({levels.height} levels)"
-            style = {"color": data.colour(engine), "linestyle": STYLES[m_index % len(STYLES)], "marker": "o"}
-            ttft = levels.filter(pl.col("ttft_p90_s").is_not_null())
-            left.plot(ttft["requests_per_s"], ttft["ttft_p90_s"] * 1e3, label=label, **style)
-            tpot = levels.filter(pl.col("tpot_p90_s").is_not_null()).sort("output_tokens_per_s")
-            right.plot(tpot["output_tokens_per_s"], tpot["tpot_p90_s"] * 1e3, label=label, **style)
-            drawn += 1
+            for s_index, (scenario, rows) in enumerate(load_levels(data, engine, model).items()):
+                label = f"{data.plan.engines[engine]} / {data.plan.models[model]}: {scenario}"
+                style = {
+                    "color": data.colour(engine),
+                    "linestyle": STYLES[m_index % len(STYLES)] if rows.height > 1 else "none",
+                    "marker": markers[s_index % len(markers)],
+                }
+                ttft = rows.filter(pl.col("ttft_p90_s").is_not_null())
+                left.plot(ttft["requests_per_s"], ttft["ttft_p90_s"] * 1e3, label=label, **style)
+                tpot = rows.filter(pl.col("tpot_p90_s").is_not_null()).sort("output_tokens_per_s")
+                right.plot(tpot["output_tokens_per_s"], tpot["tpot_p90_s"] * 1e3, label=label, **style)
+                drawn += 1
     if not drawn:
         _no_data(left, "no loaded scenario measured")
         _no_data(right, "no loaded scenario measured")
     else:
         for ax, x, y in (
-            (left, "completed requests/s", "TTFT p90 (ms)"),
-            (right, "output tokens/s", "TPOT p90 (ms)"),
+            (left, "completed requests/s", "TTFT p90 (ms, log)"),
+            (right, "output tokens/s", "TPOT p90 (ms, log)"),
         ):
             ax.set_xlabel(x)
             ax.set_ylabel(y)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-        left.set_title("Latency against throughput: time to first token")
-        right.set_title("Latency against throughput: time per output token")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3, which="both")
+        left.set_title("Time to first token against requests/s")
+        right.set_title("Time per output token against output tokens/s")
+        right.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     _note_skipped(fig, data)
     _save(fig, path)
 
