@@ -27,6 +27,7 @@ localrules:
     provenance,
     report_pages,
     bundle,
+    compare,
 
 
 include: "workflow/rules/common.smk"
@@ -40,6 +41,7 @@ include: "workflow/rules/merge.smk"
 include: "workflow/rules/memory.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/bundle.smk"
+include: "workflow/rules/compare.smk"
 
 
 # Shown on the first page of `snakemake --report results/report.html`.

@@ -1,6 +1,7 @@
 """Does reading the server's metrics change the measurement? (a benchmark, not a test)
 
-    python bench_scripts/scrape_overhead.py [--rounds 3] [--engines vllm llamacpp] [--out results/scrape_overhead]
+    python bench_scripts/scrape_overhead.py [--rounds 3] [--engines vllm llamacpp] [--max-tokens N]
+                                            [--out results/scrape_overhead]
 
 Starts each engine's server once, from a default run's prepared specs, venvs and model
 (`snakemake --cores all` first), holding the node's CPU lock as a bench job does; warms it up, then
@@ -23,6 +24,7 @@ import json
 import os
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from infbench.engines.adapters import adapter_for
@@ -46,10 +48,12 @@ FIGURES = (
 )
 
 
-def run_engine(engine_name: str, model_name: str, rounds: int, out: Path) -> list[dict]:
+def run_engine(engine_name: str, model_name: str, rounds: int, out: Path, max_tokens: int | None) -> list[dict]:
     engine = read_engine_spec(Path(f"results/specs/engines/{engine_name}.json"))
     model = read_model_spec(Path(f"results/specs/models/{model_name}.json"))
     engine = forced_output_length(engine, model)
+    if max_tokens:  # shorter requests: quicker rounds, and the scrape's share of the work is larger
+        engine = replace(engine, sampling=replace(engine.sampling, max_tokens=max_tokens))
     prompts = read_sample(next(Path("results/prompts").glob("*.jsonl")))
     adapter = adapter_for(engine.kind)
     venv = Path(".venvs") / engine.env
@@ -106,6 +110,8 @@ def run_engine(engine_name: str, model_name: str, rounds: int, out: Path) -> lis
                         "load_avg_1m": round((load_before + os.getloadavg()[0]) / 2, 2),
                         "other_cpu_share": load.other_cpu_share,
                         "server_metrics": server_view.status if watch else None,
+                        "sampler_cpu_s": server_view.sampler_cpu_s if watch else None,
+                        "wall_s": load.wall_s,
                         **{key: getattr(figures, key) for key, _, _ in FIGURES},
                     }
                     rows.append(row)
@@ -124,6 +130,7 @@ def _row_text(row: dict) -> str:
     return (
         f"{row['engine']}/{row['scenario']} round {row['round']} scrape {row['mode']:<3}: {figures}  "
         f"errors {row['errors']}  load {row['load_avg_1m']}  others {row['other_cpu_share']:.0%}"
+        + (f"  sampler {row['sampler_cpu_s']} CPU s in {row['wall_s']} s" if row.get("sampler_cpu_s") else "")
     )
 
 
@@ -169,12 +176,13 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["vllm", "llamacpp"])
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--out", type=Path, default=Path("results/scrape_overhead"))
+    parser.add_argument("--max-tokens", type=int, default=None, help="sampling.max_tokens instead of the spec's")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
     for engine in args.engines:
         with GpuLease(count=0, candidates=[]):  # the node's CPU lock: no bench job measures meanwhile
-            rows += run_engine(engine, args.model, args.rounds, args.out)
+            rows += run_engine(engine, args.model, args.rounds, args.out, args.max_tokens)
         (args.out / "scrape_overhead.json").write_text(json.dumps(rows, indent=1))  # kept if a later engine fails
     text = report(rows)
     (args.out / "scrape_overhead.md").write_text(text)

@@ -31,6 +31,13 @@ def repo() -> Path:
     return REPO
 
 
+def cell_number(cell: str) -> float:
+    """The number of a main-table cell: without bold, its interval (`45.50 ±0.83`), a trailing
+    "(external endpoint)" and its footnote marks (* client lag, ! busy, ≠ server count, † no interval)."""
+    text = cell.replace("**", "").split(" (external endpoint)")[0].split(" ±")[0]
+    return float(text.strip().strip("*!≠†"))
+
+
 def pipeline_env(**extra: str) -> dict[str, str]:
     """The environment of a pipeline run: this checkout's package first, node locks of its own, no
     HF_TOKEN from the developer's shell."""

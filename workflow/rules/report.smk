@@ -62,7 +62,11 @@ rule provenance:
     params:
         # Redacted here already: the config never reaches a command line or a log with its secrets.
         # (a function, so that braces in the config, e.g. an openai command's {port}, stay as they are)
-        config=lambda wildcards: json.dumps(redact_config(config), sort_keys=True),
+        # compare_* only say what `compare` compares this run with: not part of the run (a new baseline
+        # must not make the provenance, and so the run, out of date).
+        config=lambda wildcards: json.dumps(
+            redact_config({k: v for k, v in config.items() if not k.startswith("compare_")}), sort_keys=True
+        ),
     shell:
         "infbench provenance --config {params.config:q} --tables {input.tables} --locks {input.locks} "
         "--models {input.models} --prompts-meta {input.prompts} --servers {input.servers} "

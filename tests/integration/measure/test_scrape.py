@@ -27,11 +27,13 @@ class MetricsServer:
         self.replies: list[tuple[int, str, float]] = []
         self.default: tuple[int, str, float] = (200, "", 0.0)
         self.hits = 0
+        self.authorizations: list[str | None] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
                 outer.hits += 1
+                outer.authorizations.append(self.headers.get("Authorization"))
                 status, text, delay = outer.replies.pop(0) if outer.replies else outer.default
                 time.sleep(delay)
                 body = text.encode()
@@ -197,3 +199,25 @@ def test_an_external_health_path_and_metrics_url_hang_on_the_server_root():
     assert full.metrics == "http://h:9100/metrics"
     with pytest.raises(ValueError, match="base_url"):
         endpoint_urls("127.0.0.1:8000/v1")
+
+
+def test_an_external_endpoints_key_reaches_every_scrape_but_no_command_line(server, tmp_path):
+    server.default = (200, text("during"), 0.0)
+    key = "Bearer sk-test-" + "Zx9" * 8
+    w = watch(tmp_path, server.url, interval_s=0.2, headers={"Authorization": key})
+    w.begin()
+    assert key not in " ".join(w.sampler.process.args)
+    time.sleep(0.5)
+    w.end(output_tokens=0)
+    assert len(server.authorizations) >= 3 and set(server.authorizations) == {key}
+    assert not any(key.encode() in path.read_bytes() for path in (tmp_path / "metrics").iterdir())
+
+
+def test_an_earlier_runs_scrapes_never_pass_for_this_ones(tmp_path):
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    (folder / "throughput.after.prom").write_text(text("after"))
+    w = watch(tmp_path, "http://127.0.0.1:9/metrics")
+    w.begin()
+    assert not (folder / "throughput.after.prom").exists()
+    assert w.end(output_tokens=0).status == "missing"

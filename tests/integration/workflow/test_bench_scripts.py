@@ -135,6 +135,15 @@ def test_memory_ground_truth_prints_every_case():
     assert len([line for line in result.stdout.splitlines() if line.startswith("| ")]) >= len(cases)
 
 
+def test_memory_estimate_speed_times_the_cli_and_the_page():
+    pytest.importorskip("starlette", reason="the page needs infbench[web]")
+    pytest.importorskip("torch")
+    result = _run([sys.executable, str(SCRIPTS / "memory_estimate_speed.py"), "--runs", "1"])
+    assert result.returncode == 0, result.stderr
+    assert "CLI, warm  median" in result.stdout and "page       median" in result.stdout
+    assert result.stdout.startswith("before: load average")
+
+
 def test_capture_metrics_against_the_reference_server(tmp_path):
     """Its chats and scrapes against a real local server (the reference server has no /metrics: what it
     answers there is written as is)."""
@@ -167,6 +176,14 @@ def test_kind_mentions_counts_modules():
 def test_help_of_every_python_script(name):
     result = _run([sys.executable, str(SCRIPTS / name), "--help"], timeout=60)
     assert result.returncode == 0 and "usage:" in result.stdout
+
+
+def test_compare_scale_times_a_tiny_pair_of_runs_and_bundles(tmp_path):
+    args = ["--prompts", "6", "--repeats", "2", "--times", "1", "--bundles", "--work", str(tmp_path)]
+    result = _run([sys.executable, str(SCRIPTS / "compare_scale.py"), *args])
+    assert result.returncode == 0, result.stderr
+    assert "| results folders | 1 |" in result.stdout and "| bundles (verified) | 1 |" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].endswith("(too few prompts, requests or repeats)")
 
 
 def test_trace_schedule_replays_a_seeded_window_against_the_reference_server():

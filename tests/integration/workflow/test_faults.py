@@ -31,7 +31,7 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from conftest import REPO, copy_workflow, pipeline_env, write_built_files
+from conftest import REPO, cell_number, copy_workflow, pipeline_env, write_built_files
 
 WORKFLOW = REPO / "workflow"
 # Looks like a Hugging Face token; never a real one. Built at run time so no file holds it whole.
@@ -445,7 +445,7 @@ def test_tables_show_a_failed_job_and_mark_a_busy_scenario(tmp_path):
     speed = (tables / "inference_speed.md").read_text()
     assert _cell_of(speed, "Tiny", "Beta") == "failed: server exited with code -9 during scenario single"
     alpha_cell = _cell_of(speed, "Tiny", "Transformers")
-    assert alpha_cell.endswith("!") and float(alpha_cell.strip("*!")) > 0
+    assert alpha_cell.endswith("!") and cell_number(alpha_cell) > 0
     assert not alpha_cell.startswith("**")  # no "best" against a failed job's partial records
     assert "- FAILED: Beta (tiny): server exited with code -9" in speed
     assert "- WARNING (!): alpha/tiny/single: the machine was busy: other processes used 9.0 CPU s" in speed
@@ -826,7 +826,7 @@ def test_real_run_bad_flag_under_k_shows_the_failure_and_keeps_the_other_engine(
     workdir, env, _ = real_run
     before = (workdir / "results/tables/inference_speed.md").read_text()
     a_before = _cell(before, "A").strip("*!")  # marks (* client lag, ! busy machine) and bold are not the number
-    float(_cell(before, "B").strip("*!"))  # B measured fine the first time
+    cell_number(_cell(before, "B"))  # B measured fine the first time
     (workdir / "bad.yaml").write_text(yaml.safe_dump(_real_config(["--no-such-flag"]), sort_keys=False))
     run = snakemake(workdir, "-k", "--configfile", "bad.yaml", env=env)
     said = run.stdout + run.stderr

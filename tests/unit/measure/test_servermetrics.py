@@ -224,3 +224,13 @@ def test_missing_server_metrics_are_not_judged_and_say_why():
     server = ServerMetrics(engine="vllm", model="m", scenario="s", status="missing", note="after scrape answered 503")
     result = reconcile(ClientCounts.of(_records(usage(VLLM_CAPTURE))), server)
     assert not result.judged and result.note == "after scrape answered 503"
+
+
+@pytest.mark.parametrize(("capture", "mapping"), [(VLLM_CAPTURE, VLLM), (LLAMACPP_CAPTURE, LLAMACPP)])
+def test_an_external_endpoints_engine_is_recognised_by_its_metric_names(capture, mapping):
+    from infbench.measure.scrape import Scrape, recognise
+
+    scrape = Scrape("http://h/metrics", 0.0, (METRICS / f"{capture}.before.prom").read_text(), None, 0.01)
+    assert recognise(scrape, tuple(METRIC_MAPS.values())) is mapping
+    garbage = Scrape("http://h/metrics", 0.0, "<html>no</html>", None, 0.01)
+    assert recognise(garbage, tuple(METRIC_MAPS.values())) is None

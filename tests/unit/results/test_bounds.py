@@ -49,8 +49,9 @@ def test_gpu_bound_uses_the_catalogue_and_splits_over_ranks():
     [
         ({"name": "NVIDIA L4"}, "L4-24GB datasheet"),
         ({"name": "NVIDIA L40S"}, "L40S-48GB datasheet"),
-        ({"name": "NVIDIA L40"}, "n/a: unknown GPU NVIDIA L40"),  # not the L40S, not the L4
-        ({"name": "NVIDIA H100 PCIe"}, "n/a: unknown GPU NVIDIA H100 PCIe"),  # not the SXM's 3.35 TB/s
+        ({"name": "NVIDIA L40"}, "L40-48GB datasheet"),  # its own entry: not the L40S, not the L4
+        ({"name": "NVIDIA H100 PCIe"}, "H100-PCIe-80GB datasheet"),  # not the SXM's 3.35 TB/s
+        ({"name": "NVIDIA H100 NVL 2"}, "n/a: unknown GPU NVIDIA H100 NVL 2"),  # no near miss
         ({"name": ""}, "n/a: unknown GPU (no name)"),  # an empty name matched everything before
         ({"name": "H100 renamed by a driver", "pci_device_id": 0x2330}, "H100-80GB datasheet"),
         ({"name": "", "pci_device_id": 0x26B5}, "n/a: unknown GPU (no name)"),  # the L40's id

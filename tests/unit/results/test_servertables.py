@@ -64,7 +64,9 @@ def test_a_mismatch_is_marked_in_the_main_table_and_named_in_details(tmp_path):
     assert "## What the server saw" in details
     assert "completion tokens: client (usage) 27, server 28" in details
     assert "alpha | tiny | single | 3 / 3 | n/a / 21 / 21 | 63 / 63 | match" in details
-    assert "interpolated within buckets" in details
+    assert "interpolated within its buckets" in details
+    # TTFT means: the client's exact mean beside the server's (the histogram's sum over its count)
+    assert "alpha | tiny | single | 110.0 / 100.0 / +10.0 |" in details
     assert "n/a: no RAPL: /sys/class/powercap is absent" in details
 
 

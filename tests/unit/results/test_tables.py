@@ -1,4 +1,5 @@
-"""The merge: study-shaped tables from raw records, best value in bold, skipped engines explained."""
+"""The merge: study-shaped tables from raw records, cells with their intervals, what is significantly
+best in bold, skipped engines explained."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def _records(engine, scenario, speed_tokens, prompt_tokens=20, concurrency=1, ou
     return out
 
 
-def _run(tmp_path, fast_prompt_tokens=20, output_length="natural"):
+def _run(tmp_path, fast_prompt_tokens=20, output_length="natural", speeds=((10, 30), (50, 50))):
     raw = tmp_path / "raw"
     plan = MergePlan(
         engines={"a": "Engine A", "b": "Engine B", "c": "Engine C"},
@@ -41,7 +42,7 @@ def _run(tmp_path, fast_prompt_tokens=20, output_length="natural"):
         scenarios={"single": "single", "throughput": "throughput"},
         native_engines=["c"],
     )
-    for engine, tokens, prompt_tokens in (("a", [10, 30], 20), ("b", [50, 50], fast_prompt_tokens)):
+    for engine, tokens, prompt_tokens in (("a", speeds[0], 20), ("b", speeds[1], fast_prompt_tokens)):
         write_records(
             raw / engine / "m1" / "single.jsonl",
             _records(engine, "single", tokens, prompt_tokens, output_length=output_length),
@@ -60,20 +61,38 @@ def _run(tmp_path, fast_prompt_tokens=20, output_length="natural"):
     return tmp_path / "tables"
 
 
-def test_speed_table_is_models_by_engines_with_best_in_bold(tmp_path):
-    speed = (_run(tmp_path) / "inference_speed.md").read_text()
+def test_speed_table_is_models_by_engines_with_intervals_and_the_significantly_best_in_bold(tmp_path):
+    speed = (_run(tmp_path, speeds=((10, 30) * 3, (50,) * 6)) / "inference_speed.md").read_text()
     assert "tokens/s" in speed
     assert "Model | Engine A | Engine B | Engine C" in speed
-    assert "model-1 | 20.00 | **50.00** | n/a: no docker engine" in speed
+    # A: 10 and 30 tokens/s over six prompts, mean 20, t(5) interval 2.571 x 10.95 / sqrt(6) = 11.50.
+    assert "model-1 | 20.00 ±11.50 | **50.00 ±0.00** | n/a: no docker engine" in speed
+    assert "- model-1: Engine B best: significantly ahead of Engine A (paired t over 6 prompts, p=0.00" in speed
+    assert "95% intervals: t over the prompts" in speed
     assert "- Engine A 1.0 (m1): `a serve`" in speed
     assert "Engine C (m1): not run, n/a: no docker engine" in speed
+
+
+def test_two_prompts_give_no_interval_and_no_bold_and_say_so(tmp_path):
+    speed = (_run(tmp_path) / "inference_speed.md").read_text()
+    assert "model-1 | 20.00† | 50.00† | n/a: no docker engine" in speed
+    assert "- model-1: no engine bold: Engine B against Engine A: 2 prompts: too few for an interval (at least 3)" in (
+        speed
+    )
+    assert "- † 2 prompts: too few for an interval (at least 3): every cell" in speed
 
 
 def test_throughput_table_in_requests_per_minute(tmp_path):
     throughput = (_run(tmp_path) / "throughput.md").read_text()
     # Two requests, sent at t=1000 and 1001, each 1 s long: 2 in 2 s = 60 requests/min.
     assert "requests/min" in throughput and "concurrency 2" in throughput
-    assert "model-1 | **60.00** | **60.00** | n/a: no docker engine" in throughput  # a tie: both bold
+    # One repeat: no interval and no bold (a closed loop's unit is the repeat), and the notes say why.
+    assert "model-1 | 60.00† | 60.00† | n/a: no docker engine" in throughput
+    assert "t over the repeats (requests under load wait for each other" in throughput
+    assert "- † 1 repeat: too few for an interval (at least 3): every cell" in throughput
+    details = (tmp_path / "tables" / "details.md").read_text()
+    assert "| tok/s 95% CI | req/min | req/min 95% CI |" in details
+    assert "| n/a (2 prompts: too few for an interval (at least 3)) |" in details
 
 
 def test_details_flag_prompt_token_mismatch_and_fixed_length(tmp_path):

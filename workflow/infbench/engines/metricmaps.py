@@ -36,7 +36,10 @@ VLLM = MetricMap(
         "e2e": "vllm:e2e_request_latency_seconds",
         "itl": "vllm:inter_token_latency_seconds",
     },
-    notes=("TTFT and e2e are timed inside the API server, from the request's arrival",),
+    notes=(
+        "TTFT and e2e are timed inside the API server, from the request's arrival",
+        "prompt_tokens_total counts every prompt token, prefix-cache hits too (vllm/v1/metrics/stats.py)",
+    ),
 )
 
 LLAMACPP = MetricMap(

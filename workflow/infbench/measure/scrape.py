@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from infbench.fileio import write_text_atomic
 from infbench.measure.energy import EnergyMeter, meter_for
@@ -38,6 +39,7 @@ SAMPLE_INTERVAL_S = 1.0
 SETTLE_TRIES = 6  # after-scrape: until two in a row agree, at most this many
 SETTLE_GAP_S = 0.25
 SAMPLER_START_S = 15.0  # the sampler's start-up (an interpreter and its imports), before the window
+AUTH_VARIABLE = "INFBENCH_SCRAPE_AUTHORIZATION"  # how an endpoint's key reaches the sampler process
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,9 @@ def sample_loop(url: str, gauges: dict[str, str], out: Path, interval_s: float, 
 
     signal.signal(signal.SIGTERM, on_term)
     names = list(gauges.values())
-    with httpx.Client(trust_env=False) as client, out.open("a") as sink:
+    auth = os.environ.pop(AUTH_VARIABLE, None)
+    headers = {"Authorization": auth} if auth else {}
+    with httpx.Client(trust_env=False, headers=headers) as client, out.open("a") as sink:
         print("ready", flush=True)
         next_at = time.monotonic()
         while not stop:
@@ -136,6 +140,8 @@ def sample_loop(url: str, gauges: dict[str, str], out: Path, interval_s: float, 
             except OSError as err:
                 row["energy_error"] = str(err)
             scrape = fetch(url, min(SCRAPE_TIMEOUT_S, interval_s), client=client) if names else None
+            if scrape is not None:
+                row["took_s"] = round(scrape.took_s, 4)  # the server's time to answer: its share of the cost
             if scrape is None:
                 pass  # no endpoint: energy only
             elif scrape.text is None:
@@ -173,10 +179,12 @@ class Sampler:
     """The sampler process for one scenario: started before the first request (its start-up is outside
     the window), stopped after the last; its rows are read back afterwards."""
 
-    def __init__(self, url: str | None, out: Path, gpu_ids: list[str], interval_s: float):
+    def __init__(self, url: str | None, out: Path, gpu_ids: list[str], interval_s: float, headers: dict | None = None):
         self.url, self.out, self.gpu_ids, self.interval_s = url, out, gpu_ids, interval_s
+        self.headers = headers or {}  # an external endpoint's key: to the child by environment, never argv
         self.process: subprocess.Popen | None = None
         self.error: str | None = None
+        self.cpu_s: float | None = None
 
     def command(self, mapping: MetricMap | None) -> list[str]:
         gauges = [f"{role}={name}" for role, name in (mapping.gauges if mapping and self.url else {}).items()]
@@ -198,6 +206,8 @@ class Sampler:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         self.out.write_text("")
         env = dict(os.environ, PYTHONPATH=_package_root())
+        if "Authorization" in self.headers:
+            env[AUTH_VARIABLE] = self.headers["Authorization"]
         try:
             self.process = subprocess.Popen(
                 self.command(mapping), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -212,6 +222,11 @@ class Sampler:
 
     def stop(self) -> list[dict]:
         if self.process and self.process.poll() is None:
+            try:  # what sampling cost the machine: the sampler's own CPU time, start-up included
+                times = psutil.Process(self.process.pid).cpu_times()
+                self.cpu_s = round(times.user + times.system, 3)
+            except psutil.Error:
+                pass
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout=SCRAPE_TIMEOUT_S + 2)
@@ -296,12 +311,14 @@ class ScenarioWatch:
         self.url, self.mapping, self.headers = url, mapping, headers
         self.no_endpoint_reason = no_endpoint_reason
         self.meter = meter if meter is not None else meter_for(list(gpu_ids))
-        self.sampler = Sampler(url, metrics_dir / f"{scenario}.samples.jsonl", list(gpu_ids), interval_s)
+        self.sampler = Sampler(url, metrics_dir / f"{scenario}.samples.jsonl", list(gpu_ids), interval_s, headers)
         self.before: Scrape | None = None
         self.energy_start: tuple[float, dict] | None = None
 
     def begin(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        for old in ("before.prom", "after.prom", "json"):  # an earlier run's files never pass for this one's
+            (self.dir / f"{self.scenario}.{old}").unlink(missing_ok=True)
         if self.url:
             self.before = fetch(self.url, self.timeout_s, self.headers)
             if self.before.text is not None:
@@ -323,13 +340,14 @@ class ScenarioWatch:
         if after is not None and after.text is not None:
             write_text_atomic(self.dir / f"{self.scenario}.after.prom", after.text)
         result = self._server_metrics(after, rows)
+        result.sampler_cpu_s = self.sampler.cpu_s
         mid = [row["energy"] for row in rows if row.get("energy")]
         window = energy_end[0] - self.energy_start[0] if self.energy_start else 0.0
         readings = [self.energy_start[1], *mid, energy_end[1]] if self.energy_start else []
         readings = [r for r in readings if r is not None]
         result.energy = self.meter.result(readings, window).per_token(output_tokens).to_dict()
         result.write(self.dir / f"{self.scenario}.json")
-        if result.status != "ok":
+        if result.status in ("missing", "invalid"):  # n/a (no endpoint) is said once, in details.md
             log.warning("%s: server metrics %s: %s", self.scenario, result.status, result.note)
         return result
 
@@ -350,7 +368,7 @@ class ScenarioWatch:
             note = f"{self.url}: {self.before.error}" if self.before and self.before.error else None
             note = note or f"{self.url}: no known engine's metric names (known: {known})"
             return ServerMetrics(**base, url=self.url, status="missing", note=note)
-        base.update(url=self.url, checked_on=self.mapping.checked_on)
+        base.update(url=self.url, checked_on=self.mapping.checked_on, mapping_notes=list(self.mapping.notes))
         peaks = gauge_peaks(rows, self.mapping)
         scrapes = (("before", self.before), ("after", after))
         missing = [f"{name} scrape {s.error}" for name, s in scrapes if s and s.error]

@@ -89,12 +89,14 @@ class ServerMetrics:
     status: str
     note: str | None = None
     checked_on: str | None = None  # the MetricMap's version
+    mapping_notes: list[str] = field(default_factory=list)  # what to know to read this engine's figures
     url: str | None = None
     window_s: float | None = None  # after-scrape time minus before-scrape time
     counters: dict[str, float | None] = field(default_factory=dict)  # role -> growth over the scenario
     histograms: dict[str, dict] = field(default_factory=dict)  # role -> Histogram.to_dict() of the growth
     gauges: GaugePeaks = field(default_factory=GaugePeaks)
     energy: dict | None = None  # energy.EnergyResult.to_dict(), or None when not asked for
+    sampler_cpu_s: float | None = None  # the sampler process's CPU time: what reading the gauges cost
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from infbench.fileio import write_text_atomic
 from infbench.memory.errors import EstimateError
+from infbench.memory.flags import BANDWIDTH_FILE
 from infbench.memory.vllm import PINNED_VERSION, SAMPLERS
 
 
@@ -19,14 +20,42 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register the memory subcommands on an argparse subparsers object."""
     p = subparsers.add_parser(
         "estimate",
-        help="estimate model memory and GPU fit (no weights downloaded)",
-        description="Estimate weights, KV cache and overheads of MODEL, and which GPUs "
-        "fit it under vLLM. MODEL is a hub id, a local model directory or a "
-        "config.json file.",
+        help="can I run it? model memory and GPU fit under vLLM (no weights downloaded)",
+        description="Estimate weights, KV cache and overheads of MODEL, and which GPUs fit it under vLLM: "
+        "the answer first, then the table for every catalogue GPU, then the details. MODEL is a hub "
+        "id, a local model directory or a config.json file. vLLM's own flag names work too. "
+        "--web serves the same estimate as a page.",
     )
-    p.add_argument("model", metavar="MODEL")
+    _strict(p)
+    p.add_argument("model", metavar="MODEL", nargs="?", help="hub id, model directory or config.json (not with --web)")
     _add_shape_args(p)
-    p.add_argument("--gpu", metavar="NAME", help="fit on this GPU only (e.g. H100, A100-40, L4)")
+    p.add_argument(
+        "--tensor-parallel-size",
+        "-tp",
+        "--tp",
+        dest="tp",
+        type=int,
+        metavar="N",
+        help="GPUs per model (default: the smallest that fits)",
+    )
+    p.add_argument(
+        "--max-num-seqs", type=int, metavar="N", help="vLLM max_num_seqs (default: the server's, per GPU and version)"
+    )
+    p.add_argument(
+        "--max-num-batched-tokens",
+        type=int,
+        metavar="N",
+        help="vLLM max_num_batched_tokens: the profiling batch (default: the server's, per GPU and version)",
+    )
+    p.add_argument(
+        "--enforce-eager", action="store_true", help="no CUDA graphs (vLLM --enforce-eager): their memory is not needed"
+    )
+    p.add_argument(
+        "--disable-custom-all-reduce",
+        action="store_true",
+        help="NCCL only at TP>1 (vLLM's flag; also what happens across nodes)",
+    )
+    p.add_argument("--gpu", metavar="NAME", help="fit on this GPU only, by exact name (e.g. H100-80GB, A100-40GB, L4)")
     p.add_argument(
         "--gpu-mem",
         metavar="GiB",
@@ -41,15 +70,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=float,
         help="GPU memory bandwidth for the decode bound (default: the catalogue's)",
     )
-    p.add_argument("--tp", type=int, metavar="N", help="tensor-parallel size (default: the smallest that fits)")
     p.add_argument(
         "--cpu-bandwidth",
         metavar="GB/s",
-        type=float,
-        help="local CPU memory bandwidth for its decode bound (default: measured now with a short read benchmark)",
+        nargs="?",
+        const="measure",
+        help="add this CPU's decode bound: GB/s, or no value to measure it now with a short read benchmark "
+        f"(default: the pipeline's {BANDWIDTH_FILE} when present, else none)",
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.set_defaults(func=run_estimate)
+    p.add_argument("--web", action="store_true", help="serve the estimator as a local page instead")
+    p.add_argument("--host", default="127.0.0.1", help="--web: address to bind (default %(default)s)")
+    p.add_argument("--port", type=int, default=8765, help="--web: port (default %(default)s; 0 = any free port)")
+    p.set_defaults(func=run_estimate, parser=p)
 
     p = subparsers.add_parser("memory-estimate", help="write one model's memory estimate as JSON (pipeline rule)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -81,18 +114,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def _add_shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--dtype",
+        "--quantization",
+        dest="dtype",
         metavar="D",
-        help="weight dtype: torch name (float16, bfloat16, ...) or short form "
-        "(fp32, bf16, fp16, fp8, int8, int4/gptq, awq, nf4, q8_0, q4_k); "
-        "default: the config's",
+        help="weight storage: torch name (float16, bfloat16, ...) or scheme (fp32, bf16, fp16, fp8, fp8-block, "
+        "fp8-channel, int8, int4/gptq, gptq-int8, awq, w4a16, mxfp4, nvfp4, nf4, q8_0, q4_k); "
+        "default: the config's quantization_config, else its torch_dtype",
     )
-    p.add_argument("--kv-dtype", metavar="D", help="KV-cache dtype (default: the activation dtype)")
-    p.add_argument("--context", type=int, metavar="N", help="sequence length L (default: the config's maximum)")
+    p.add_argument(
+        "--kv-cache-dtype",
+        "--kv-dtype",
+        dest="kv_dtype",
+        metavar="D",
+        help="KV-cache dtype (default: the activation dtype)",
+    )
+    p.add_argument(
+        "--max-model-len",
+        "--context",
+        dest="context",
+        type=int,
+        metavar="N",
+        help="sequence length (default: the config's maximum)",
+    )
     p.add_argument(
         "--batch", type=int, default=1, metavar="B", help="concurrent sequences of length L that must fit (default 1)"
     )
     p.add_argument(
+        "--gpu-memory-utilization",
         "--gpu-util",
+        dest="gpu_util",
         type=float,
         metavar="U",
         help="vLLM gpu_memory_utilization (default: the vLLM version's, 0.92 since 0.32)",
@@ -115,8 +165,23 @@ def _add_shape_args(p: argparse.ArgumentParser) -> None:
         "--group-size",
         type=int,
         metavar="G",
-        help="GPTQ/AWQ group size (default: the config's quantization_config, else 128; -1 = one group per column)",
+        help="GPTQ/AWQ/W4A16 group size (default: the config's quantization_config, else 128; "
+        "-1 = one group per column)",
     )
+
+
+def _strict(p: argparse.ArgumentParser) -> None:
+    """Unknown options are this subcommand's usage error, not the top-level parser's (which would
+    print infbench's usage and every subcommand)."""
+    parse = p.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        ns, extra = parse(args, namespace)
+        if extra:
+            p.error("unrecognized arguments: " + " ".join(extra))
+        return ns, extra
+
+    p.parse_known_args = parse_known_args  # type: ignore[method-assign]
 
 
 def _guarded(name: str, func, args: argparse.Namespace) -> int:
@@ -129,54 +194,24 @@ def _guarded(name: str, func, args: argparse.Namespace) -> int:
 
 
 def run_estimate(args: argparse.Namespace) -> int:
+    if args.web:
+        if args.model:
+            args.parser.error("--web takes no MODEL: pick or upload one on the page")
+        from infbench.memory.web import serve
+
+        return serve(args.host, args.port)
+    if not args.model:
+        args.parser.error("MODEL is required (or --web)")
     return _guarded("estimate", _estimate, args)
 
 
 def _estimate(args: argparse.Namespace) -> int:
-    from infbench.memory.estimate import build_estimate
-    from infbench.memory.facts import model_facts
-    from infbench.memory.gpus import custom_gpu, find_gpu
+    from infbench.memory.flags import estimate_from_args
     from infbench.memory.render import render_text
 
-    gpus = None
-    like = find_gpu(args.gpu) if args.gpu else None
-    if args.gpu_mem is not None or args.bandwidth is not None:
-        gib = args.gpu_mem if args.gpu_mem is not None else (like.memory_bytes / 2**30 if like else None)
-        if gib is None:
-            raise EstimateError("--bandwidth needs --gpu or --gpu-mem")
-        gpus = [custom_gpu(gib, like, args.bandwidth)]
-    elif like is not None:
-        gpus = [like]
-    facts = model_facts(args.model)  # a bad MODEL fails here, before any measuring
-    est = build_estimate(
-        facts,
-        dtype=args.dtype,
-        kv_dtype=args.kv_dtype,
-        context=args.context,
-        batch=args.batch,
-        gpus=gpus,
-        tp=args.tp,
-        gpu_util=args.gpu_util,
-        vllm_version=args.vllm_version,
-        sampler=args.sampler,
-        group_size=args.group_size,
-        cpu_bandwidth=_cpu_bandwidth(args.cpu_bandwidth),
-    )
+    est = estimate_from_args(args)
     print(est.to_json_text() if args.json else render_text(est))
     return 0
-
-
-def _cpu_bandwidth(gb_s: float | None) -> tuple[float, str]:
-    """The local CPU's bandwidth: given, or measured now (a second or two of copying)."""
-    if gb_s is not None:
-        if gb_s <= 0:
-            raise EstimateError(f"--cpu-bandwidth must be positive, got {gb_s}")
-        return gb_s * 1e9, "--cpu-bandwidth"
-    from infbench.memory.bandwidth import measure_read_bandwidth
-
-    m = measure_read_bandwidth(buffer_mib=64, repeats=3)
-    load = f", load {m.load_1min:.2f}" if m.load_1min is not None else ""
-    return m.bandwidth_bytes_s, f"read benchmark now, {m.threads} threads{load}"
 
 
 def run_memory_estimate(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ Each tensor gets a role, because quantization schemes treat them differently:
   linear     matrices of the transformer blocks (what GPTQ/AWQ/fp8 quantize)
   embedding  input (and learned position) embeddings
   lm_head    an untied output projection
+  router     an MoE router (gate) matrix: replicated on every rank, kept 16-bit
   other      1-D tensors: norms and biases
 """
 
@@ -32,7 +33,10 @@ from urllib.parse import urlparse
 
 from infbench.memory.errors import EstimateError
 
-ROLES = ("linear", "embedding", "lm_head", "other")
+ROLES = ("linear", "embedding", "lm_head", "router", "other")
+
+# Module names of MoE routers (Qwen/DeepSeek/Mixtral "gate", gpt-oss "router").
+_ROUTER_NAMES = ("gate", "router")
 
 # safetensors dtype tag -> bytes per element
 SAFETENSORS_DTYPE_BYTES = {
@@ -177,10 +181,22 @@ def config_from_file(path: Path) -> Any:
         raise EstimateError(f"config {path} has no model_type")
     data = dict(data)
     model_type = data.pop("model_type")
+    transformers = _require("transformers")
+    transformers.logging.set_verbosity_error()  # deprecation chatter is not the user's business
+    if model_type not in transformers.CONFIG_MAPPING:
+        raise EstimateError(
+            f"config {path}: model_type {model_type!r} is not an architecture transformers "
+            f"{transformers.__version__} knows (custom-code models are not read)"
+        )
     try:
         return AutoConfig.for_model(model_type, **data)
-    except (ValueError, KeyError) as exc:
-        raise EstimateError(f"config {path}: transformers does not know model_type {model_type!r} ({exc})") from None
+    except Exception as exc:  # bad values raise many types; each means the config is unreadable
+        raise EstimateError(f"config {path} (model_type {model_type!r}): {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
 
 
 def count_params(source: ModelSource) -> ParamCount:
@@ -215,7 +231,7 @@ def count_meta(config: Any) -> ParamCount:
         elif id(p) == head_id:
             role = "lm_head"
         elif p.dim() >= 2:
-            role = "linear"
+            role = "router" if _is_router(name) else "linear"
         else:
             role = "other"
         tensors.append(TensorInfo(name, shape, role))
@@ -246,7 +262,11 @@ def _build_on_meta(config: Any) -> Any:
             with torch.device("meta"):
                 return auto.from_config(config)
         except ValueError as exc:  # "Unrecognized configuration class ..."
-            errors.append(f"{auto.__name__}: {exc}")
+            errors.append(f"{auto.__name__}: {_first_line(exc)}")
+        except Exception as exc:  # the config's values do not build a model: say which, once
+            raise EstimateError(
+                f"transformers cannot build model_type {config.model_type!r} from this config: {_first_line(exc)}"
+            ) from None
     raise EstimateError(f"transformers cannot build model_type {config.model_type!r}: " + "; ".join(errors))
 
 
@@ -292,4 +312,9 @@ def _role_from_name(name: str, shape: tuple[int, ...]) -> str:
         return "lm_head"
     if any(part in _EMBEDDING_NAMES for part in parts):
         return "embedding"
-    return "linear"
+    return "router" if _is_router(name) else "linear"
+
+
+def _is_router(name: str) -> bool:
+    parts = name.split(".")
+    return len(parts) >= 2 and parts[-2] in _ROUTER_NAMES and parts[-1] == "weight"

@@ -43,7 +43,10 @@ class GpuFit:
     bandwidth_bytes_s: float | None = None  # per GPU, published
     decode_bytes_per_token: int = 0  # per GPU: weights + KV of `context` tokens
     decode_bound_tokens_s: float | None = None  # single request at `context` tokens
-    graphs_in_budget_bytes: int = 0  # CUDA-graph estimate charged inside the budget (vLLM >= 0.32)
+    graphs_in_budget_bytes: int = 0  # CUDA-graph estimate charged inside the budget (vLLM >= 0.21)
+    cuda_graphs_bytes: int = 0  # per GPU, inside or outside the budget (0 with --enforce-eager)
+    all_reduce: str = ""  # "none" (TP=1), "custom" (vLLM's kernel) or "nccl"
+    kv_groups: int = 1  # KV-cache block groups (sliding-window/hybrid models: more than one)
 
     @property
     def setup(self) -> str:
@@ -86,6 +89,10 @@ class Estimate:
     file_bytes: int | None = None  # the checkpoint as stored (local safetensors only)
     resident_bytes: int = 0  # what one GPU at TP=1 holds, as vLLM lays it out
     cpu_bound: SpeedBound | None = None
+    max_num_seqs: int | None = None  # None: each GPU's server default
+    max_num_batched_tokens: int | None = None
+    enforce_eager: bool = False
+    disable_custom_all_reduce: bool = False
 
     def to_json(self) -> dict[str, Any]:
         f = self.facts
@@ -110,6 +117,15 @@ class Estimate:
             "weights_file_bytes": self.file_bytes,
             "weights_resident_bytes": self.resident_bytes,
             "weights_assumptions": {k: s.assumption for k, s in quant.SCHEMES.items()},
+            "quantization": None
+            if f.quant is None
+            else {
+                "method": f.quant.method,
+                "scheme": f.quant.scheme,
+                "kept_16bit": list(f.quant.skip),
+                "source": quant.SCHEMES[f.quant.scheme].source,
+            },
+            "moe": None if f.moe is None else asdict(f.moe),
             "kv_cache": {
                 "attention": f.kv.attention,
                 "layers": f.kv.num_layers,
@@ -129,6 +145,12 @@ class Estimate:
                 "accounting": vllm_rules.profile_for(self.vllm_version).name,
                 "graphs_in_budget": not vllm_rules.profile_for(self.vllm_version).graphs_outside_budget,
                 "sampler": self.sampler,
+                "max_num_seqs": self.max_num_seqs,
+                "max_num_batched_tokens": self.max_num_batched_tokens,
+                "enforce_eager": self.enforce_eager,
+                "disable_custom_all_reduce": self.disable_custom_all_reduce,
+                "expert_parallel": "not modelled separately: with experts dividing evenly over the GPUs, "
+                "each holds the same bytes as under tensor parallelism",
                 "gpu_memory_utilization": self.gpu_util,
                 "context": self.context,
                 "batch": self.batch,

@@ -274,16 +274,14 @@ def kv_capacity(est: dict[str, Any] | None, meas: dict[str, Any]) -> KvCapacity 
 
 
 def _matching_fit(est: dict[str, Any], gpus: list[dict[str, Any]]) -> dict[str, Any] | None:
-    from infbench.memory.gpus import CATALOGUE
+    from infbench.memory.gpus import match_device
 
-    if not gpus:
+    gpu = match_device(str(gpus[0].get("name", ""))) if gpus else None
+    if gpu is None:
         return None
-    name = str(gpus[0].get("name", "")).lower()
-    for gpu in CATALOGUE:
-        if gpu.device_name and gpu.device_name.lower() in name or name in gpu.device_name.lower():
-            for fit in est["vllm"]["gpus"]:
-                if fit["gpu"] == gpu.name and fit["tp"] == len(gpus):
-                    return fit
+    for fit in est["vllm"]["gpus"]:
+        if fit["gpu"] == gpu.name and fit["tp"] == len(gpus):
+            return fit
     return None
 
 

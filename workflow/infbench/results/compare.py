@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -110,16 +111,31 @@ class RunFile:
     path: Path
 
 
+REPEAT_PREFIX = "repeat-"  # results/raw/E/M/repeat-K/: repeat K >= 2 (repeat 1 is results/raw/E/M itself)
+
+
+def repeat_dirs(run_dir: Path) -> list[tuple[int, Path]]:
+    """(repeat, folder) of one (engine, model): repeat 1 in run_dir, repeat K >= 2 in run_dir/repeat-K."""
+    found = [(1, run_dir)]
+    if run_dir.is_dir():
+        for child in run_dir.iterdir():
+            number = child.name.removeprefix(REPEAT_PREFIX)
+            if child.is_dir() and child.name.startswith(REPEAT_PREFIX) and number.isdigit() and int(number) >= 2:
+                found.append((int(number), child))
+    return sorted(found)
+
+
 def run_files(raw_dir: Path, plan: MergePlan) -> list[RunFile]:
-    """Each raw file of the plan's runs, one per repeat (today one repeat: results/raw/E/M/S.jsonl)."""
+    """Each raw file of the plan's runs, one per (engine, model, scenario, repeat)."""
     files = []
     for engine in plan.engines:
         for model in plan.models:
             scenarios = [*plan.scenarios, *([NATIVE] if engine in plan.native_engines else [])]
-            for scenario in scenarios:
-                path = raw_dir / engine / model / f"{scenario}.jsonl"
-                if path.exists():
-                    files.append(RunFile(engine, model, scenario, 0, path))
+            for repeat, folder in repeat_dirs(raw_dir / engine / model):
+                for scenario in scenarios:
+                    path = folder / f"{scenario}.jsonl"
+                    if path.exists():
+                        files.append(RunFile(engine, model, scenario, repeat, path))
     return files
 
 
@@ -137,7 +153,7 @@ def load_results(root: Path, name: str) -> RunData:
     provenance = json.loads(provenance_file.read_text())
     units = {s: u for s in [*plan.scenarios, NATIVE] if (u := unit_of(plan, s))}
     files = [f for f in run_files(results / "raw", plan) if f.scenario in units]
-    frame = read_runs([f.path for f in files], ["prompt_id", *SUMMARY_FIELDS], RUN) if files else None
+    frame = _read(files)
     keys = pl.DataFrame(
         {
             RUN: range(len(files)),
@@ -161,6 +177,18 @@ def load_results(root: Path, name: str) -> RunData:
         if server.get("status") in ("skipped", "failed")
     }
     return data
+
+
+CHUNK_COLUMNS = ("chunk_times_s", "chunk_tokens")  # ITL is not compared: its chunk lists are not read
+
+
+def _read(files: list[RunFile]) -> pl.DataFrame | None:
+    """The records of every file (RUN: the file's position), without their chunk lists."""
+    if not files:
+        return None
+    columns = ["prompt_id", *(c for c in SUMMARY_FIELDS if c not in CHUNK_COLUMNS)]
+    frame = read_runs([f.path for f in files], columns, RUN)
+    return frame.with_columns(chunk_times_s=pl.lit([], pl.List(pl.Float64)), chunk_tokens=pl.lit([], pl.List(pl.Int64)))
 
 
 def _requests(frame, keys: pl.DataFrame, files: list[RunFile], units: dict[str, str]) -> pl.DataFrame:
@@ -235,6 +263,29 @@ def opened_run(path: Path, limits: ExtractLimits | None = None) -> Iterator[RunD
                 + (f"; and {len(result.problems) - 5} more" if len(result.problems) > 5 else "")
             )
         yield load_results(folder, str(path))
+
+
+@contextlib.contextmanager
+def opened_pair(path_a: Path, path_b: Path, limits: ExtractLimits | None = None) -> Iterator[tuple[RunData, RunData]]:
+    """Both runs, opened (bundles verified) side by side in two threads: the checks are mostly polars
+    and hashing, which release the GIL. The same path twice is opened once. A's error comes first."""
+    if Path(path_a).resolve() == Path(path_b).resolve():
+        with opened_run(path_a, limits) as run:
+            yield run, run
+        return
+    managers = [opened_run(path_a, limits), opened_run(path_b, limits)]
+    with contextlib.ExitStack() as stack, ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(manager.__enter__) for manager in managers]
+        runs, errors = [], []
+        for manager, future in zip(managers, futures, strict=True):
+            try:
+                runs.append(future.result())
+                stack.push(manager.__exit__)  # left (the scratch folder removed) with the stack
+            except Exception as err:  # noqa: PERF203  (each side's error is kept; A's is raised)
+                errors.append(err)
+        if errors:
+            raise errors[0]
+        yield runs[0], runs[1]
 
 
 # --- what differs between the two runs ---------------------------------------------------------

@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 import polars as pl  # noqa: E402
+from matplotlib.ticker import NullLocator  # noqa: E402
 
 from infbench.fileio import write_bytes_atomic, write_text_atomic  # noqa: E402
 from infbench.results import significance as sig  # noqa: E402
@@ -29,7 +30,7 @@ from infbench.results.compare import (  # noqa: E402
     Row,
     common_cells,
     compare_runs,
-    opened_run,
+    opened_pair,
     provenance_differences,
     worse_beyond,
 )
@@ -198,31 +199,43 @@ def csv(rows: list[Row]) -> str:
 
 
 def forest_plot(rows: list[Row]) -> bytes:
-    """One panel per metric, one line per cell: the change in % and its interval, coloured by verdict."""
+    """One panel per metric, one line per cell: the change in % and its interval, coloured by verdict.
+
+    Each panel draws all its intervals as one collection and all its points as one scatter, and the
+    margins are set by hand (no tight_layout): hundreds of rows stay fast."""
     metrics = list(dict.fromkeys(row.metric for row in rows))
     cells = list(dict.fromkeys((row.engine, row.model, row.scenario) for row in rows))
-    height = max(2.5, 0.22 * len(cells) + 1.4)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics) + 2.2, height), sharey=True, squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    position = {cell: y for y, cell in enumerate(cells)}
+    label_width = max(len("/".join(cell)) for cell in cells) * 0.075 + 0.3  # inches for the cell names
+    width, height = 2.4 * len(metrics) + label_width, max(2.5, 0.2 * len(cells) + 1.3)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(width, height), squeeze=False)
+    for index, (ax, metric) in enumerate(zip(axes[0], metrics, strict=True)):
+        ax.set_ylim(len(cells) - 0.5, -0.5)
+        if index:  # the cell names only once, on the left: no tick objects per row on the other panels
+            ax.yaxis.set_major_locator(NullLocator())
         ax.axvline(0, color="#999999", linewidth=0.8)
-        for row in (r for r in rows if r.metric == metric):
-            y = cells.index((row.engine, row.model, row.scenario))
-            change, colour = row.change, COLOURS[row.change.verdict]
-            if change.change_pct is None:
-                continue
-            if change.low_pct is not None:
-                ax.plot([change.low_pct, change.high_pct], [y, y], color=colour, linewidth=1.6)
-            ax.plot([change.change_pct], [y], "o", color=colour, markersize=3.5)
+        shown = [r for r in rows if r.metric == metric and r.change.change_pct is not None]
+        ys = [position[(r.engine, r.model, r.scenario)] for r in shown]
+        colours = [COLOURS[r.change.verdict] for r in shown]
+        bounded = [(y, r, c) for y, r, c in zip(ys, shown, colours, strict=True) if r.change.low_pct is not None]
+        if bounded:
+            ax.hlines(
+                [y for y, _, _ in bounded],
+                [r.change.low_pct for _, r, _ in bounded],
+                [r.change.high_pct for _, r, _ in bounded],
+                colors=[c for _, _, c in bounded],
+                linewidth=1.6,
+            )
+        ax.scatter([r.change.change_pct for r in shown], ys, c=colours, s=10, zorder=3)
         ax.set_title(metric_label(metric), fontsize=9)
         ax.set_xlabel("change %", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(axis="x", alpha=0.3)
     axes[0][0].set_yticks(range(len(cells)), ["/".join(cell) for cell in cells])
-    axes[0][0].invert_yaxis()
     handles = [plt.Line2D([], [], color=c, marker="o", linewidth=1.6, label=v) for v, c in COLOURS.items()]
     fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=7, frameon=False)
     fig.suptitle("B against A: change in % with 95% interval", fontsize=10)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.96))
+    fig.subplots_adjust(left=label_width / width, right=0.98, top=1 - 0.55 / height, bottom=0.9 / height, wspace=0.15)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata={"Software": None})
     plt.close(fig)
@@ -232,12 +245,11 @@ def forest_plot(rows: list[Row]) -> bytes:
 def write_report(out_dir: Path, text: str, rows: list[Row]) -> list[Path]:
     """compare.md, compare.csv, forest.png and compare.html under out_dir."""
     plot = forest_plot(rows) if rows else b""
-    inline = f"\n\n![Forest plot](data:image/png;base64,{base64.b64encode(plot).decode()})\n" if plot else ""
-    outputs = {
-        "compare.md": text.encode(),
-        "compare.csv": csv(rows).encode(),
-        "compare.html": markdown_page("Comparison", text + inline).encode(),
-    }
+    page = markdown_page("Comparison", text)
+    if plot:  # inlined after rendering: the page loads nothing from outside
+        image = f'<p><img alt="forest plot" src="data:image/png;base64,{base64.b64encode(plot).decode()}"></p>'
+        page = page.replace("\n</body>", f"\n{image}\n</body>", 1)
+    outputs = {"compare.md": text.encode(), "compare.csv": csv(rows).encode(), "compare.html": page.encode()}
     if plot:
         outputs["forest.png"] = plot
     written = []
@@ -276,7 +288,7 @@ def compare_paths(
     limits: ExtractLimits | None = None,
 ) -> Outcome:
     """Open, check and compare two runs; write the report under out_dir (when given)."""
-    with opened_run(path_a, limits) as a, opened_run(path_b, limits) as b:
+    with opened_pair(path_a, path_b, limits) as (a, b):
         differences = provenance_differences(a.provenance, b.provenance)
         if differences.refusals and not allow_different_workload:
             listed = "".join(f"\n  - {line}" for line in differences.lines)

@@ -1,9 +1,9 @@
 """Plots of a run, from the raw records (matplotlib, Agg backend), written to results/plots/.
 
-tokens_per_s.png   mean tokens/s of a single request per model and engine (bars, sd as error bars)
+tokens_per_s.png   mean tokens/s of a single request per model and engine (bars, 95% interval over prompts)
 ttft_cdf.png       distribution (CDF) of the time to first token per engine and model, per scenario
 latency_cdf.png    distribution (CDF) of the full round-trip latency, per scenario
-throughput.png     requests/min and output tokens/s per engine under the closed- and open-loop scenarios
+throughput.png     requests/min (95% interval over repeats) and output tokens/s per engine under load
 server_timeline.png  the engine's running/waiting requests and KV usage beside the client's in flight
                    (results/serverplots.py), per scenario whose server metrics were sampled
 
@@ -25,7 +25,7 @@ import polars as pl  # noqa: E402
 
 from infbench.fileio import write_bytes_atomic  # noqa: E402
 from infbench.handoff import MergePlan  # noqa: E402
-from infbench.results import routing  # noqa: E402
+from infbench.results import routing, tablestats  # noqa: E402
 from infbench.results.serverplots import TIMELINE_FILE, plot_server_timeline  # noqa: E402
 from infbench.results.tables import load_summaries  # noqa: E402
 
@@ -43,6 +43,7 @@ class PlotData:
     @classmethod
     def load(cls, raw_dir: Path, plan: MergePlan) -> PlotData:
         df, servers, requests = load_summaries(raw_dir, routing.check_plan(plan))
+        df, _ = tablestats.main_intervals(df, requests, plan)  # the error bars: the tables' 95% intervals
         skipped = {key: s.get("reason") or "skipped" for key, s in servers.items() if s.get("status") == "skipped"}
         return cls(plan, df, requests, skipped)
 
@@ -57,7 +58,7 @@ class PlotData:
             & (pl.col("scenario") == scenario)
             & pl.col("step_rate").is_null()  # the whole scenario, not one of a sweep's steps
         )
-        return row[column].item() if row.height else None
+        return row[column].item() if row.height and column in row.columns else None
 
     def scenarios(self, flag: str) -> list[str]:
         """The scenarios whose kind's class sets `flag` (measure.scenarios), in the config's order."""
@@ -78,7 +79,8 @@ def _save(fig, path: Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def _grouped_bars(ax, data: PlotData, scenario: str, column: str, sd_column: str | None) -> None:
+def _grouped_bars(ax, data: PlotData, scenario: str, column: str) -> None:
+    """Bars per model and engine; the 95% interval as the error bar where the tables give one."""
     models = list(data.plan.models)
     engines = list(data.plan.engines)
     width = 0.8 / max(len(engines), 1)
@@ -89,17 +91,19 @@ def _grouped_bars(ax, data: PlotData, scenario: str, column: str, sd_column: str
             if value is None:  # why is said under the figure (_note_skipped) and in the tables
                 ax.text(x, 0, " n/a", ha="center", va="bottom", fontsize=8, rotation=90, color="dimgray")
                 continue
-            sd = data.value(engine, model, scenario, sd_column) if sd_column else None
+            low = data.value(engine, model, scenario, f"{column}_ci_low")
+            high = data.value(engine, model, scenario, f"{column}_ci_high")
+            error = [[value - low], [high - value]] if low is not None and high is not None else None
             ax.bar(
                 x,
                 value,
                 width,
-                yerr=sd,
+                yerr=error,
                 capsize=3,
                 color=data.colour(engine),
                 label=data.plan.engines[engine] if m_index == 0 else None,
             )
-            ax.text(x, value + (sd or 0.0), f"{value:.1f}", ha="center", va="bottom", fontsize=7)
+            ax.text(x, max(value, high or value), f"{value:.1f}", ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(models)), [data.plan.models[m] for m in models], rotation=20, ha="right")
     ax.set_xlim(-0.5, len(models) - 0.5)  # every engine's slot shows, an n/a one included
     ax.grid(axis="y", alpha=0.3)
@@ -125,9 +129,9 @@ def plot_tokens_per_s(data: PlotData, path: Path) -> None:
         if scenario is None:
             _no_data(ax)
             continue
-        _grouped_bars(ax, data, scenario, "tokens_per_s_mean", "tokens_per_s_sd")
+        _grouped_bars(ax, data, scenario, "tokens_per_s_mean")
         ax.set_title(f"Inference speed, scenario {scenario} (concurrency 1)")
-        ax.set_ylabel("tokens/s (mean of requests, sd as error bar)")
+        ax.set_ylabel("tokens/s (mean; error bar: 95% interval over prompts)")
         _legend(ax)
     _note_skipped(fig, data)
     _save(fig, path)
@@ -202,9 +206,9 @@ def plot_throughput(data: PlotData, path: Path) -> None:
             (axes[row][0], "requests_per_min", "requests/min"),
             (axes[row][1], "output_tokens_per_s", "output tokens/s"),
         ):
-            _grouped_bars(ax, data, scenario, column, None)
+            _grouped_bars(ax, data, scenario, column)
             ax.set_title(f"{label}, scenario {scenario} ({load})", fontsize=10)
-            ax.set_ylabel(label)
+            ax.set_ylabel(label + (" (error bar: 95% interval over repeats)" if column == "requests_per_min" else ""))
             _legend(ax)
     _note_skipped(fig, data)
     _save(fig, path)

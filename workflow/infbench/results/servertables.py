@@ -65,6 +65,17 @@ def client_counts(requests: pl.DataFrame) -> dict[Key, ClientCounts]:
     return out
 
 
+def client_means(requests: pl.DataFrame) -> dict[Key, dict[str, float | None]]:
+    """Mean TTFT and latency of the successful requests per scenario: beside the server's exact means
+    (a histogram's sum over its count), the difference needs no bucket interpolation."""
+    means = (
+        requests.filter(pl.col("ok"))
+        .group_by(["engine", "model", "scenario"])
+        .agg(ttft=pl.col("ttft_s").mean(), e2e=pl.col("latency_s").mean())
+    )
+    return {(e, m, s): {"ttft": ttft, "e2e": e2e} for e, m, s, ttft, e2e in means.iter_rows()}
+
+
 def reconciliations(metrics: dict[Key, ServerMetrics], counts: dict[Key, ClientCounts]) -> dict[Key, Reconciliation]:
     return {key: reconcile(counts[key], server) for key, server in metrics.items() if key in counts}
 
@@ -94,19 +105,22 @@ class ServerView:
     def __init__(self, raw_dir: Path, engines, models, scenarios, requests: pl.DataFrame):
         self.metrics = load_server_metrics(raw_dir, engines, models, scenarios)
         self.counts = client_counts(requests) if self.metrics else {}
+        self.means = client_means(requests) if self.metrics else {}
         self.recs = reconciliations(self.metrics, self.counts)
 
     def with_columns(self, df: pl.DataFrame) -> pl.DataFrame:
         return with_server_columns(df, self.metrics, self.recs)
 
     def details(self, df: pl.DataFrame) -> list[str]:
-        return details_section(df, self.metrics, self.recs, self.counts)
+        return details_section(df, self.metrics, self.recs, self.counts, self.means)
 
 
 SERVER_COLUMNS = {
     "server_metrics": pl.String,  # ok | n/a | missing | invalid
     "server_ttft_p50_s": pl.Float64,
     "server_ttft_p99_s": pl.Float64,
+    "server_ttft_mean_s": pl.Float64,  # exact: the histogram's sum over its count
+    "server_e2e_mean_s": pl.Float64,
     "server_queue_p50_s": pl.Float64,
     "server_prefill_p50_s": pl.Float64,
     "server_decode_p50_s": pl.Float64,
@@ -133,12 +147,14 @@ def server_row(server: ServerMetrics, rec: Reconciliation | None) -> dict:
     quantile = {role: server.quantiles(role) for role in ("ttft", "queue", "prefill", "decode", "e2e")}
     energy = server.energy or {}
     verdict = "n/a"
-    if rec is not None:
+    if rec is not None and server.status != "n/a":  # no endpoint: nothing to judge
         verdict = "MISMATCH" if rec.mismatch else "match" if rec.judged else "not judged"
     return {
         "server_metrics": server.status,
         "server_ttft_p50_s": quantile["ttft"][0.5],
         "server_ttft_p99_s": quantile["ttft"][0.99],
+        "server_ttft_mean_s": _mean(server, "ttft"),
+        "server_e2e_mean_s": _mean(server, "e2e"),
         "server_queue_p50_s": quantile["queue"][0.5],
         "server_prefill_p50_s": quantile["prefill"][0.5],
         "server_decode_p50_s": quantile["decode"][0.5],
@@ -159,6 +175,11 @@ def server_row(server: ServerMetrics, rec: Reconciliation | None) -> dict:
         "energy_avg_w": energy.get("average_watts"),
         "energy_method": energy.get("method") if energy.get("joules") is not None else _energy_na(energy),
     }
+
+
+def _mean(server: ServerMetrics, role: str) -> float | None:
+    hist = server.histogram(role)
+    return hist.mean if hist else None
 
 
 def _energy_na(energy: dict) -> str | None:
@@ -193,7 +214,7 @@ def _diff_ms(client: float | None, server: float | None) -> str:
     return "n/a" if client is None or server is None else f"{(client - server) * 1e3:+.1f}"
 
 
-def details_section(df: pl.DataFrame, metrics: dict[Key, ServerMetrics], recs, counts) -> list[str]:
+def details_section(df: pl.DataFrame, metrics: dict[Key, ServerMetrics], recs, counts, means=None) -> list[str]:
     """details.md's "What the server saw" (df: the summaries with_server_columns); nothing when no run
     has server metrics."""
     if not metrics:
@@ -205,11 +226,14 @@ def details_section(df: pl.DataFrame, metrics: dict[Key, ServerMetrics], recs, c
     for (engine, model, scenario), server in measured.items():
         if server.status != "ok" or server.note:
             lines.append(f"- {engine}/{model}/{scenario}: server metrics {server.status}: {server.note}")
-    maps = sorted({(k[0], v.checked_on) for k, v in measured.items() if v.checked_on})
-    lines += [f"- {engine}: metric names as checked on {checked}" for engine, checked in maps]
+    maps = sorted({(k[0], v.checked_on, tuple(v.mapping_notes)) for k, v in measured.items() if v.checked_on})
+    lines += [
+        f"- {engine}: metric names as checked on {checked}" + "".join(f"; {note}" for note in notes)
+        for engine, checked, notes in maps
+    ]
     if measured:
         lines += _reconciliation_table(measured, recs, counts)
-        lines += _latency_table(df, measured)
+        lines += _latency_table(df, measured, means or {})
         lines += _health_table(measured)
     lines += _energy_table(metrics)
     lines += [""] + (mismatch_warnings(df) or ["No count mismatch between client and server."])
@@ -221,8 +245,9 @@ def _reconciliation_table(measured, recs, counts) -> list[str]:
         "",
         "### Counts: client vs usage vs server",
         "",
-        "Completion tokens as the client counted them in the stream (chunks), as the responses' `usage` "
-        "said, and as the server's counter grew; prompt tokens from `usage` and the server; completed "
+        "Completion tokens as the client counted them in the stream (chunks; an EOS token that ends a request "
+        "is counted by `usage` but never streamed), as the responses' `usage` said, and as the server's counter "
+        "grew; prompt tokens from `usage` and the server; completed "
         f"requests. An error-free scenario must match exactly (else {MISMATCH_MARK} in the main tables).",
         "",
         "engine | model | scenario | requests ok (client / server) | completion tokens (chunks / usage / server) "
@@ -256,33 +281,37 @@ def _reconciliation_table(measured, recs, counts) -> list[str]:
     return lines
 
 
-def _latency_table(df: pl.DataFrame, measured) -> list[str]:
+def _latency_table(df: pl.DataFrame, measured, means) -> list[str]:
     lines = [
         "",
         "### Latency: server vs client",
         "",
-        "Server percentiles from its histograms' growth over the scenario, interpolated within buckets "
-        "(exact only to the bucket bounds); client percentiles exact. Difference = client - server: the "
-        "network and client overhead (and the bucket error).",
+        "Server means are exact (a histogram's sum over its count); server percentiles are interpolated within "
+        "its buckets (exact only to the bucket bounds); client figures are exact. Difference = client - server: "
+        "the network and client overhead (for percentiles, plus the bucket error).",
         "",
-        "engine | model | scenario | TTFT p50 ms (client / server / diff) | TTFT p99 ms (client / server) "
-        "| latency p50 ms (client / server / diff) | queue p50 ms | prefill p50 ms | decode p50 ms",
-        "--- | --- | --- | --- | --- | --- | --- | --- | ---",
+        "engine | model | scenario | TTFT mean ms (client / server / diff) | latency mean ms (client / server / diff) "
+        "| TTFT p50 ms (client / server) | TTFT p99 ms (client / server) | latency p50 ms (client / server) "
+        "| queue p50 ms | prefill p50 ms | decode p50 ms",
+        "--- | --- | --- | --- | --- | --- | --- | --- | --- | --- | ---",
     ]
     for (engine, model, scenario), server in measured.items():
         row = df.filter((pl.col("engine") == engine) & (pl.col("model") == model) & (pl.col("scenario") == scenario))
         client = row.row(0, named=True) if row.height else {}
+        mean = means.get((engine, model, scenario), {})
         q = {role: server.quantiles(role) for role in ("ttft", "queue", "prefill", "decode", "e2e")}
-        ttft50, e2e50 = client.get("ttft_p50_s"), client.get("latency_p50_s")
+        ttft_mean, e2e_mean = _mean(server, "ttft"), _mean(server, "e2e")
         lines.append(
             " | ".join(
                 [
                     engine,
                     model,
                     scenario,
-                    f"{_ms(ttft50)} / {_ms(q['ttft'][0.5])} / {_diff_ms(ttft50, q['ttft'][0.5])}",
+                    f"{_ms(mean.get('ttft'))} / {_ms(ttft_mean)} / {_diff_ms(mean.get('ttft'), ttft_mean)}",
+                    f"{_ms(mean.get('e2e'))} / {_ms(e2e_mean)} / {_diff_ms(mean.get('e2e'), e2e_mean)}",
+                    f"{_ms(client.get('ttft_p50_s'))} / {_ms(q['ttft'][0.5])}",
                     f"{_ms(client.get('ttft_p99_s'))} / {_ms(q['ttft'][0.99])}",
-                    f"{_ms(e2e50)} / {_ms(q['e2e'][0.5])} / {_diff_ms(e2e50, q['e2e'][0.5])}",
+                    f"{_ms(client.get('latency_p50_s'))} / {_ms(q['e2e'][0.5])}",
                     _ms(q["queue"][0.5]),
                     _ms(q["prefill"][0.5]),
                     _ms(q["decode"][0.5]),

@@ -10,7 +10,7 @@ results/tables/summary.csv         the same figures, machine-readable
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +19,7 @@ from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
-from infbench.results import bounds, routing, runstatus, servertables, workloads
+from infbench.results import bounds, routing, runstatus, servertables, tablestats, workloads
 from infbench.results.redact import redact_argv, redact_url
 
 # Per request, what the workload sections read: timed steps' saturation, conversation turns, planned
@@ -38,6 +38,7 @@ WORKLOAD_COLUMNS = [
 REQUEST_COLUMNS = [
     "prompt_id",
     "ok",
+    "tokens_per_s",
     "ttft_s",
     "latency_s",
     "prompt_tokens",
@@ -163,25 +164,45 @@ def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: str, column: str, title: str) -> str:
-    """Models as rows, engines as columns, the best (largest) value of each row in bold."""
+def pivot_markdown(
+    df: pl.DataFrame,
+    plan: MergePlan,
+    servers: dict,
+    scenario: str,
+    column: str,
+    title: str,
+    samples: dict[tuple[str, str], tablestats.CellSample],
+) -> str:
+    """Models as rows, engines as columns, each cell with its 95% interval; bold what is
+    significantly best in its row, or tied with the best (tablestats.row_bold); notes under the table."""
     labels = list(plan.engines.values())
     lines = [f"## {title}", "", " | ".join(["Model", *labels]), " | ".join(["---"] * (len(labels) + 1))]
     part = df.filter(pl.col("scenario") == scenario)
+    row_notes, missing, numbers = [], {}, 0
     for model, model_label in plan.models.items():
         values = {
             engine: part.filter((pl.col("model") == model) & (pl.col("engine") == engine))[column].item()
             for engine in plan.engines
         }
         values = {e: None if runstatus.failed_cell(servers.get((e, model), {})) else v for e, v in values.items()}
-        present = [v for v in values.values() if v is not None]
-        best = max(present) if len(present) > 1 else None
+        cell_samples = {
+            e: replace(samples[(e, model)], marked=_marks(part, servers, e, model, scenario))
+            for e in plan.engines
+            if (e, model) in samples
+        }
+        decision = tablestats.row_bold(values, cell_samples, plan.engines)
+        if decision.note:
+            row_notes.append((model_label, decision.note))
         cells = []
         for engine in plan.engines:
             value = values[engine]
+            interval = cell_samples[engine].interval if engine in cell_samples else None
             skipped = servers.get((engine, model), {}).get("status") == "skipped"
-            text = servers[(engine, model)]["reason"] if skipped else _fmt(value)
-            text = f"**{text}**" if value is not None and value == best else text
+            text = servers[(engine, model)]["reason"] if skipped else tablestats.cell_text(value, interval)
+            numbers += value is not None
+            if value is not None and interval is not None and interval.half_width is None:
+                missing.setdefault(interval.note, []).append(f"{plan.engines[engine]} ({model_label})")
+            text = f"**{text}**" if engine in decision.bold else text
             if servers.get((engine, model), {}).get("external") and value is not None:
                 text += " (external endpoint)"  # not started here: its machine and load are unknown
             if _lag_flagged(part, engine, model):
@@ -193,7 +214,19 @@ def pivot_markdown(df: pl.DataFrame, plan: MergePlan, servers: dict, scenario: s
                 text += runstatus.BUSY_MARK  # others used the machine meanwhile: see the footer
             cells.append(text)
         lines.append(" | ".join([model_label, *cells]))
+    unit = next(iter(samples.values())).unit if samples else tablestats.MAIN_FIGURES[column][0]
+    lines += tablestats.table_notes(unit, row_notes, missing, numbers)
     return "\n".join(lines) + "\n"
+
+
+def _marks(part: pl.DataFrame, servers: dict, engine: str, model: str, scenario: str) -> tuple[str, ...]:
+    """Why a cell may not be bold alone: failed requests, client lag, the server's own count, a busy machine."""
+    row = part.filter((pl.col("model") == model) & (pl.col("engine") == engine))
+    marks = ["failed requests"] if row.height == 1 and (row["errors"].item() or 0) > 0 else []
+    marks += ["client lag"] if _lag_flagged(part, engine, model) else []
+    marks += ["server count differs"] if servertables.mismatch_flagged(part, engine, model) else []
+    marks += ["busy machine"] if runstatus.busy(servers.get((engine, model), {}), scenario) else []
+    return tuple(marks)
 
 
 def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[str]) -> str:
@@ -250,7 +283,7 @@ def _pct(share: float | None) -> str:
     return "n/a" if share is None else f"{share * 100:.2f}%"
 
 
-def speed_table(df, plan: MergePlan, servers) -> str:
+def speed_table(df, plan: MergePlan, servers, samples: dict) -> str:
     singles = routing.scenarios_where(plan, "in_speed_table")
     parts = [
         "# Generative inference speed",
@@ -268,12 +301,13 @@ def speed_table(df, plan: MergePlan, servers) -> str:
                 scenario,
                 "tokens_per_s_mean",
                 f"Inference speed (tokens/s), scenario {scenario}, {n} prompts",
+                samples[scenario],
             )
         )
     return "\n".join(parts) + _footer(df, plan, servers, singles)
 
 
-def throughput_table(df, plan: MergePlan, servers) -> str:
+def throughput_table(df, plan: MergePlan, servers, samples: dict) -> str:
     loads = routing.scenarios_where(plan, "in_throughput_table")
     parts = [
         "# Generative inference throughput",
@@ -292,6 +326,7 @@ def throughput_table(df, plan: MergePlan, servers) -> str:
                 scenario,
                 "requests_per_min",
                 f"Throughput (requests/min), scenario {scenario}, concurrency {concurrency}",
+                samples[scenario],
             )
         )
     return "\n".join(parts) + _footer(df, plan, servers, loads)
@@ -306,7 +341,9 @@ DETAIL_COLUMNS = [
     ("errors", "errors", None),
     ("tokens_per_s_mean", "tok/s mean", 2),
     ("tokens_per_s_sd", "tok/s sd", 2),
+    ("tokens_per_s_mean", "tok/s 95% CI", "ci"),
     ("requests_per_min", "req/min", 2),
+    ("requests_per_min", "req/min 95% CI", "ci"),
     ("output_tokens_per_s", "out tok/s", 2),
     ("ttft_p50_s", "TTFT p50 ms", -3),
     ("ttft_p90_s", "TTFT p90 ms", -3),
@@ -399,10 +436,15 @@ def details_table(df, requests: pl.DataFrame) -> str:
     for row in df.iter_rows(named=True):
         lines.append(
             " | ".join(
-                bounds.detail_cell(row, key, digits) if digits in bounds.CELL_KINDS else _detail_cell(row[key], digits)
+                tablestats.ci_cell(row, key)
+                if digits == "ci"
+                else bounds.detail_cell(row, key, digits)
+                if digits in bounds.CELL_KINDS
+                else _detail_cell(row[key], digits)
                 for key, _, digits in columns
             )
         )
+    lines += tablestats.interval_notes()
     lines += bounds.bound_notes(df)
     counted = (
         requests.filter(pl.col("tokens_counted_by").ne_missing("usage"))
@@ -523,11 +565,13 @@ def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
     server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests)
     df = server.with_columns(df)  # the server's own figures, where the bench job read them
     tables_dir.mkdir(parents=True, exist_ok=True)
+    # Each main figure's units (per-prompt tokens/s, per-repeat requests/min) and 95% intervals.
+    df, samples = tablestats.main_intervals(df, requests, plan)
     # Build every table first, then write: a failure never leaves a mix of old and new tables.
     whole = df.filter(WHOLE)  # the main tables show whole scenarios; a sweep's steps are in details.md
     outputs = {
-        "inference_speed.md": speed_table(whole, plan, servers),
-        "throughput.md": throughput_table(whole, plan, servers),
+        "inference_speed.md": speed_table(whole, plan, servers, samples),
+        "throughput.md": throughput_table(whole, plan, servers, samples),
         "details.md": details_table(df, requests)
         + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models)))
         + "".join(line + "\n" for line in server.details(labelled(df.filter(WHOLE)))),
