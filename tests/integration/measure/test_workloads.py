@@ -131,9 +131,9 @@ def test_fixed_length_requests_get_the_engines_fields_for_their_own_length(tmp_p
     plan_for = lambda spec: adapter_for("vllm").plan(spec, model, tmp_path, "127.0.0.1", 1)  # noqa: E731
     ready, settings = prepared_scenario(sizes, SETTINGS, requests_dir, engine, plan_for)
     assert ready.requests_file == str(requests_dir / "sizes.json") and settings.output_length == "fixed"
-    body = settings.body([{"role": "user", "content": "x"}], ChatRequest("r", "p", [], max_tokens=8))
+    body = settings.body([{"role": "user", "content": "x"}], ChatRequest("r", "p", [], max_tokens=8).max_tokens)
     assert (body["max_tokens"], body["min_tokens"], body["ignore_eos"]) == (8, 8, True)
-    body = settings.body([{"role": "user", "content": "x"}], ChatRequest("r", "p", []))
+    body = settings.body([{"role": "user", "content": "x"}], ChatRequest("r", "p", []).max_tokens)
     assert body["max_tokens"] == 6 and "min_tokens" not in body  # a request without its own length: as before
     chat = next(s for s in SCENARIOS if s.name == "chat")
     assert prepared_scenario(chat, SETTINGS, requests_dir, engine, plan_for)[1] is SETTINGS

@@ -70,9 +70,9 @@ class RequestSettings:
     # kept out of repr so it never reaches a log.
     api_key: str | None = field(default=None, repr=False)
 
-    def body(self, messages: list[dict], request: ChatRequest | None = None) -> dict:
+    def body(self, messages: list[dict], max_tokens: int | None = None) -> dict:
         """The request body; a request with its own max_tokens gets the engine's fields for that length."""
-        max_tokens = (request.max_tokens if request is not None else None) or self.max_tokens
+        max_tokens = max_tokens or self.max_tokens
         stream_options: dict = {"include_usage": True}
         if self.continuous_usage:
             stream_options["continuous_usage_stats"] = True
@@ -135,7 +135,7 @@ class StreamClient:
         await self.pool.prewarm(n, timeout_s)
 
     def _request_bytes(self, request: ChatRequest, settings: RequestSettings) -> bytes:
-        body = json.dumps(settings.body(request.messages, request)).encode()
+        body = json.dumps(settings.body(request.messages, request.max_tokens)).encode()
         head = (
             b"POST "
             + self.path.encode()
