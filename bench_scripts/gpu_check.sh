@@ -140,11 +140,11 @@ for model in $MODELS; do
       --init-device "$DEVICE" --out "resources/models/$model" --meta "$meta" 2>&1 | tail -3
   fi
   if [[ "$architecture" != "-" ]]; then
-    "$PY" -m infbench.memory.cli memory-estimate --config "$architecture" --name "$model" --dtype "$serve_dtype" \
+    "$PY" -m infbench.cli memory-estimate --config "$architecture" --name "$model" --dtype "$serve_dtype" \
       --context "$context" --out "$OUT/memory/$model.json" > "$OUT/logs/estimate-$model.log" 2>&1 \
       || echo "estimate failed: see $OUT/logs/estimate-$model.log"
   else
-    "$PY" -m infbench.memory.cli memory-estimate --model-meta "$meta" --name "$model" --dtype "$serve_dtype" \
+    "$PY" -m infbench.cli memory-estimate --model-meta "$meta" --name "$model" --dtype "$serve_dtype" \
       --context "$context" --out "$OUT/memory/$model.json" > "$OUT/logs/estimate-$model.log" 2>&1 \
       || echo "estimate failed: see $OUT/logs/estimate-$model.log"
   fi

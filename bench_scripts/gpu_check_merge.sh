@@ -14,7 +14,7 @@ shopt -s nullglob
 estimates=("$OUT"/memory/*.json)
 measured=("$OUT"/raw/*/*/memory.json)
 if (( ${#estimates[@]} )) && (( ${#measured[@]} )); then
-  "$PY" -m infbench.memory.cli memory-table --estimates "${estimates[@]}" --measured "${measured[@]}" \
+  "$PY" -m infbench.cli memory-table --estimates "${estimates[@]}" --measured "${measured[@]}" \
     --out "$OUT/tables/memory.md"
 fi
 for table in inference_speed throughput memory; do

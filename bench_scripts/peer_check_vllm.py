@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from infbench.engines.adapters import VllmAdapter
+from infbench.engines.base import engine_for
 from infbench.engines.server import ManagedServer
 from infbench.engines.spec import EngineSpec, ModelSpec, Sampling
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
@@ -157,7 +157,7 @@ def main() -> int:
     )
     model = ModelSpec(name=name, path=str(args.model_dir), dtype=args.dtype, gpus=0, max_model_len=2048)
     port = free_port()
-    plan = VllmAdapter().plan(engine, model, args.venv, "127.0.0.1", port)
+    plan = engine_for("vllm").plan(engine, model, args.venv, "127.0.0.1", port)
     env = {**__import__("os").environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
     server = ManagedServer(
         command=plan.command, log_path=workdir / "server.log", health_url=f"http://127.0.0.1:{port}/health", env=env

@@ -27,7 +27,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from infbench.engines.adapters import adapter_for
+from infbench.engines.base import engine_for
 from infbench.engines.gpus import GpuLease
 from infbench.engines.metricmaps import metric_map
 from infbench.engines.server import ManagedServer
@@ -55,7 +55,7 @@ def run_engine(engine_name: str, model_name: str, rounds: int, out: Path, max_to
     if max_tokens:  # shorter requests: quicker rounds, and the scrape's share of the work is larger
         engine = replace(engine, sampling=replace(engine.sampling, max_tokens=max_tokens))
     prompts = read_sample(next(Path("results/prompts").glob("*.jsonl")))
-    adapter = adapter_for(engine.kind)
+    adapter = engine_for(engine.kind)
     venv = Path(".venvs") / engine.env
     host, port = engine.bench.host, free_port(engine.bench.host)
     threads = len(os.sched_getaffinity(0))

@@ -30,7 +30,8 @@ import statistics
 import time
 from pathlib import Path
 
-from infbench.engines.adapters import VllmAdapter, vllm_cpu_best_env
+from infbench.engines.base import engine_for
+from infbench.engines.kinds.vllm import vllm_cpu_best_env
 from infbench.engines.server import ManagedServer
 from infbench.engines.spec import EngineSpec, ModelSpec, Sampling
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
@@ -84,7 +85,7 @@ def plan_variant(variant: str, args, port: int):
         args=["--enforce-eager"],
         sampling=Sampling(max_tokens=args.max_tokens, output_length="fixed"),
     )
-    plan = VllmAdapter().plan(engine, MODEL, VENV, "127.0.0.1", port)
+    plan = engine_for("vllm").plan(engine, MODEL, VENV, "127.0.0.1", port)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "KMP_", "VLLM_CPU"))}
     env.pop("PYTHONPATH", None)
     env.update(BASE_ENV)

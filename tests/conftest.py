@@ -104,6 +104,24 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+def engine_spec_of(kind: str, **fields):
+    """An EngineSpec of a kind for a test: the keys of the kind's own Settings (engines/kinds/) go
+    into its settings, the others are the spec's (name, label and env default to the kind)."""
+    from dataclasses import fields as dataclass_fields
+
+    from infbench.engines.base import engine_for
+    from infbench.engines.spec import EngineSpec
+
+    settings_class = engine_for(kind).Settings
+    own = {f.name for f in dataclass_fields(settings_class)}
+    settings = settings_class(**{key: fields.pop(key) for key in list(fields) if key in own})
+    fields.setdefault("name", kind)
+    fields.setdefault("label", kind)
+    fields.setdefault("env", kind)
+    fields.setdefault("device", "cpu")
+    return EngineSpec(kind=kind, settings=settings, **fields)
+
+
 PREPARED_MODEL = "smollm2-135m"
 
 

@@ -69,7 +69,8 @@ def finished_run(snakemake, tmp_path_factory, prepared_transformers):
     prompts.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
     config_path = workdir / "e2e.yaml"
     config_path.write_text(yaml.safe_dump(_config(prompts), sort_keys=False))
-    result = snakemake(workdir, "--configfile", str(config_path))
+    # A whole run with real servers: minutes on an idle machine, much longer on a loaded one.
+    result = snakemake(workdir, "--configfile", str(config_path), timeout=3600)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return workdir, config_path, prompts
 

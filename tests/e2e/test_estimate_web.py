@@ -45,7 +45,7 @@ def server(tmp_path):
         shutil.copy(CONFIGS / f"{name}.json", tmp_path / "config" / "models" / f"{name}.json")
     env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"), XDG_CACHE_HOME=str(tmp_path / "cache"))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "infbench.memory.cli", "estimate", "--web", "--port", "0"],
+        [sys.executable, "-m", "infbench.cli", "estimate", "--web", "--port", "0"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
@@ -92,7 +92,7 @@ def test_page_answers_uploads_and_bad_input_in_a_real_browser(server, tmp_path):
         page.wait_for_function("document.querySelectorAll('#table tr').length === 2")
         page.wait_for_function("document.querySelector('#answer').textContent.includes('16,384')")
         cli = subprocess.run(
-            [sys.executable, "-m", "infbench.memory.cli", "estimate", str(CONFIGS / "gpt-oss-120b.json"),
+            [sys.executable, "-m", "infbench.cli", "estimate", str(CONFIGS / "gpt-oss-120b.json"),
              "--gpu", "A100-80GB", "--tensor-parallel-size", "4", "--max-model-len", "16384", "--json"],
             env=dict(os.environ, PYTHONPATH=str(REPO / "workflow"), XDG_CACHE_HOME=str(tmp_path / "cache")),
             capture_output=True, text=True, check=True,

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 from infbench.defaults import load_schema, schema_default
+from infbench.engines.base import ExtraRunContext
+from infbench.engines.kinds.tgi import native_command
 from infbench.engines.spec import BenchSettings, EngineSpec, ModelSpec, read_engine_spec, write_spec
 from infbench.handoff import HandoffError, MemoryReport, MergePlan, ServerInfo
-from infbench.jobs.bench import BenchPaths, tgi_native_command
 from infbench.measure.client import CLIENT_LAG_SHARE, RequestSettings
 from infbench.measure.loadgen import StepLoad, StepWindow, SweepPlan
 from infbench.measure.records import RequestRecord
@@ -154,17 +155,10 @@ def test_the_tgi_native_client_gets_the_request_timeout(tmp_path):
     engine = EngineSpec(
         name="tgi", kind="tgi", label="TGI", env="tgi", device="cpu", bench=BenchSettings(request_timeout_s=42.0)
     )
-    paths = BenchPaths(
-        engine_spec=tmp_path,
-        model_spec=tmp_path,
-        prompts=tmp_path,
-        venv=tmp_path / "venv",
-        lock=tmp_path,
-        out_dir=tmp_path / "out",
-        server_log=tmp_path,
-    )
-    command = tgi_native_command("http://127.0.0.1:1", paths, engine, ModelSpec(name="m", path="/m"), tmp_path / "p")
+    ctx = ExtraRunContext("http://127.0.0.1:1", engine, ModelSpec(name="m", path="/m"), tmp_path / "venv", [], tmp_path)
+    command = native_command(ctx, tmp_path / "p")
     assert command[command.index("--timeout-s") + 1] == "42.0"
+    assert command[command.index("--out") + 1] == str(tmp_path / "native-single.jsonl")
 
 
 # --- typed records handed between steps ---------------------------------------------------------

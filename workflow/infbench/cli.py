@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from infbench.defaults import schema_default
+from infbench.engines.base import cpu_runtimes
 from infbench.memory.cli import add_parser as add_memory_commands
 
 
@@ -435,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="FILE", help="results/hardware/bandwidth.json")
     p.set_defaults(func=_cmd_memory_bandwidth)
 
-    add_memory_commands(sub)  # estimate, memory-estimate, memory-table
+    add_memory_commands(sub, cpu_runtimes)  # estimate, memory-estimate, memory-table
     return parser
 
 

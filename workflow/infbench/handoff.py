@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from infbench.defaults import schema_default
 from infbench.fileio import write_json_atomic
+from infbench.layout import NATIVE_RUN
 
 R = TypeVar("R", bound="HandoffRecord")
 
@@ -175,7 +176,8 @@ class MergePlan(HandoffRecord):
     engines: dict[str, str]  # name -> column label
     models: dict[str, str]  # name -> row label
     scenarios: dict[str, str]  # name -> kind (single | throughput | open_loop | sweep)
-    native_engines: list[str] = field(default_factory=list)  # TGI: + native-single.jsonl
+    # Engines with an extra run over their native route (TGI): + native-single.jsonl (layout.NATIVE_RUN).
+    native_engines: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, text: str) -> MergePlan:
@@ -183,6 +185,14 @@ class MergePlan(HandoffRecord):
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())  # no sort_keys: the config's engine order is the tables' column order
+
+    def runs(self, engine: str) -> list[str]:
+        """The record files merged for an engine: every scenario, then its extra runs."""
+        return [*self.scenarios, *([NATIVE_RUN] if engine in self.native_engines else [])]
+
+    def all_runs(self) -> list[str]:
+        """Every run name of any engine, scenarios first."""
+        return [*self.scenarios, *([NATIVE_RUN] if self.native_engines else [])]
 
 
 @dataclass(frozen=True)

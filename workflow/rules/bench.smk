@@ -1,41 +1,36 @@
-# Benchmark one engine on one model: start its server, warm up, run every scenario, stop it.
-rule bench:
-    input:
-        unpack(engine_inputs),
-        engine_spec="results/specs/engines/{engine}.json",
-        model_spec="results/specs/models/{model}.json",
-        model="results/models/{model}.json",
-        prompts=f"results/prompts/{PROMPTS_NAME}.jsonl",
-        requests=prepared_requests,
-        failed_before=failure_marker,
-    output:
-        records=[f"results/raw/{{engine}}/{{model}}/{scenario}.jsonl" for scenario in SCENARIOS],
-        server="results/raw/{engine}/{model}/server.json",
-        memory="results/raw/{engine}/{model}/memory.json",
-    log:
-        bench="logs/bench/{engine}/{model}.log",
-        server="logs/bench/{engine}/{model}.server.log",
-    wildcard_constraints:
-        engine=one_of(OPENAI_ONLY_ENGINES),
-    threads: bench_threads
-    resources:
-        gpu=model_gpus,
-    params:
-        venv=lambda wc: f".venvs/{engine_env(wc.engine) or 'none'}",
-        lock=lambda wc: f"results/envs/{engine_env(wc.engine)}.lock" if engine_env(wc.engine) else "none",
-    shell:
-        "infbench bench --engine-spec {input.engine_spec} --model-spec {input.model_spec} "
-        "--prompts {input.prompts} --venv {params.venv} --lock {params.lock} --threads {threads} "
-        "--out-dir results/raw/{wildcards.engine}/{wildcards.model} --requests-dir results/requests/{wildcards.model} "
-        "--server-log {log.server} --log {log.bench}"
+# Benchmark one engine on one model: start its server, warm up, run every scenario, stop it. One
+# rule per set of extra runs (bench_rules(): e.g. bench_tgi also writes its native-route records).
+for bench_rule, (extra_runs, bench_engines) in bench_rules().items():
 
-
-# TGI: the same bench job, plus a second measurement over its native /generate_stream route.
-use rule bench as bench_tgi with:
-    output:
-        records=[f"results/raw/{{engine}}/{{model}}/{scenario}.jsonl" for scenario in SCENARIOS],
-        native="results/raw/{engine}/{model}/native-single.jsonl",
-        server="results/raw/{engine}/{model}/server.json",
-        memory="results/raw/{engine}/{model}/memory.json",
-    wildcard_constraints:
-        engine=one_of(TGI_ENGINES),
+    rule:
+        name:
+            bench_rule
+        input:
+            unpack(engine_inputs),
+            engine_spec="results/specs/engines/{engine}.json",
+            model_spec="results/specs/models/{model}.json",
+            model="results/models/{model}.json",
+            prompts=f"results/prompts/{PROMPTS_NAME}.jsonl",
+            requests=prepared_requests,
+            failed_before=failure_marker,
+        output:
+            records=[f"results/raw/{{engine}}/{{model}}/{run}.jsonl" for run in [*SCENARIOS, *extra_runs]],
+            server="results/raw/{engine}/{model}/server.json",
+            memory="results/raw/{engine}/{model}/memory.json",
+        log:
+            bench="logs/bench/{engine}/{model}.log",
+            server="logs/bench/{engine}/{model}.server.log",
+        wildcard_constraints:
+            engine=one_of(bench_engines),
+        threads: bench_threads
+        resources:
+            gpu=model_gpus,
+        params:
+            venv=lambda wc: f".venvs/{engine_env(wc.engine) or 'none'}",
+            lock=lambda wc: f"results/envs/{engine_env(wc.engine)}.lock" if engine_env(wc.engine) else "none",
+        shell:
+            "infbench bench --engine-spec {input.engine_spec} --model-spec {input.model_spec} "
+            "--prompts {input.prompts} --venv {params.venv} --lock {params.lock} --threads {threads} "
+            "--out-dir results/raw/{wildcards.engine}/{wildcards.model} "
+            "--requests-dir results/requests/{wildcards.model} "
+            "--server-log {log.server} --log {log.bench}"

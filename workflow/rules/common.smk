@@ -5,6 +5,7 @@ import os
 import re
 from dataclasses import asdict
 
+from infbench.engines.base import engine_for
 from infbench.handoff import MergePlan
 from infbench.pipeline.config import (
     ConfigError,
@@ -40,9 +41,25 @@ SCENARIOS = list(config["scenarios"])
 # sampled conversations.
 PREPARED_SCENARIOS = [s for s in SCENARIOS if scenario_of(config, s).prepares]
 PROMPTS_NAME = config["prompts"]["name"]
-# TGI engines also measure over their native route: their bench job has one more output.
-TGI_ENGINES = [e for e in ENGINES if config["engines"][e]["kind"] == "tgi"]
-OPENAI_ONLY_ENGINES = [e for e in ENGINES if e not in TGI_ENGINES]
+
+
+def engine_of(engine):
+    """The plug-in of an engine's kind (infbench/engines/kinds/): what only some kinds do."""
+    return engine_for(config["engines"][engine]["kind"])
+
+
+def bench_rules():
+    """Bench jobs differ only in the extra record files some kinds measure beside the scenarios (TGI:
+    its native route): one bench rule per set of extra runs, named after the kinds that have it
+    (bench, bench_tgi), as {rule name: (extra runs, engines)}."""
+    groups = {}
+    for engine in ENGINES:
+        groups.setdefault(engine_of(engine).extra_runs, []).append(engine)
+    rules_ = {}
+    for extra, engines in groups.items():
+        kinds = sorted({engine_of(e).kind for e in engines})
+        rules_["_".join(["bench", *kinds]) if extra else "bench"] = (extra, engines)
+    return rules_
 
 
 def one_of(names):
@@ -106,12 +123,11 @@ def model_build_dtype(wildcards):
 
 
 def engine_inputs(wildcards):
-    """A bench job's engine-specific inputs: its env and lock (none for an openai engine without an
-    env) and, for llama.cpp, the model's GGUF record."""
+    """A bench job's engine-specific inputs: its env and lock (none for an engine without an env) and
+    what its kind needs beyond them (llama.cpp: the model's GGUF record)."""
     env = engine_env(wildcards.engine)
     inputs = {"env": env_marker(env), "lock": f"results/envs/{env}.lock"} if env else {}
-    if config["engines"][wildcards.engine]["kind"] == "llamacpp":
-        inputs["gguf"] = f"results/models/{wildcards.model}.gguf.json"
+    inputs.update(engine_of(wildcards.engine).extra_inputs(wildcards.model))
     return inputs
 
 
@@ -140,8 +156,8 @@ def bench_threads(wildcards):
 
 
 def raw_outputs(engine, model):
-    native = ["native-single"] if engine in TGI_ENGINES else []
-    return [f"results/raw/{engine}/{model}/{scenario}.jsonl" for scenario in [*SCENARIOS, *native]]
+    runs = [*SCENARIOS, *engine_of(engine).extra_runs]
+    return [f"results/raw/{engine}/{model}/{run}.jsonl" for run in runs]
 
 
 def merge_plan():
@@ -149,7 +165,7 @@ def merge_plan():
         engines={e: engine_label(config, e) for e in ENGINES},
         models={m: model_label(config, m) for m in MODELS},
         scenarios={s: config["scenarios"][s]["kind"] for s in SCENARIOS},
-        native_engines=TGI_ENGINES,
+        native_engines=[e for e in ENGINES if engine_of(e).extra_runs],
     ).to_json()
 
 

@@ -16,7 +16,7 @@ rule memory_estimate:
         dtype=lambda wc: model_spec(config, wc.model).dtype,  # the dtype engines compute in
         context=lambda wc: config["models"][wc.model]["max_model_len"],
     shell:
-        "PYTHONPATH=workflow {params.python} -m infbench.memory.cli memory-estimate "
+        "PYTHONPATH=workflow {params.python} -m infbench.cli memory-estimate "
         "{params.flag} {input.source:q} --name {wildcards.model} --dtype {params.dtype} "
         "--context {params.context} --out {output} > {log} 2>&1"
 
@@ -34,7 +34,7 @@ rule memory_table:
     params:
         python=memory_python(),
     shell:
-        "PYTHONPATH=workflow {params.python} -m infbench.memory.cli memory-table "
+        "PYTHONPATH=workflow {params.python} -m infbench.cli memory-table "
         "--estimates {input.estimates} --measured {input.measured} --out {output} > {log} 2>&1"
 
 

@@ -10,7 +10,7 @@ import json
 from dataclasses import asdict
 
 import pytest
-from infbench.engines.adapters import adapter_for
+from infbench.engines.base import engine_for
 from infbench.engines.spec import EngineSpec, ModelSpec, Sampling, write_spec
 from infbench.fileio import write_json_atomic
 from infbench.handoff import MergePlan
@@ -68,7 +68,7 @@ def prepared(tmp_path, tiny_tokenizer_dir, monkeypatch):
 def test_every_workload_kind_runs_and_reaches_workloads_md(tmp_path, prepared):
     model, requests_dir = prepared
     engine = EngineSpec(name="ref", kind="vllm", label="Ref", env="x", device="cuda", scenarios=SCENARIOS)
-    plan_for = lambda spec: adapter_for("vllm").plan(spec, model, tmp_path, "127.0.0.1", 1)  # noqa: E731
+    plan_for = lambda spec: engine_for("vllm").plan(spec, model, tmp_path, "127.0.0.1", 1)  # noqa: E731
     prompts = [Prompt(f"p{i}", ({"role": "user", "content": f"question {i}"},), "t", i) for i in range(4)]
     out = tmp_path / "raw" / "ref" / "m"
     records = {}
@@ -128,7 +128,7 @@ def test_fixed_length_requests_get_the_engines_fields_for_their_own_length(tmp_p
     model, requests_dir = prepared
     sizes = next(s for s in SCENARIOS if s.name == "sizes")
     engine = EngineSpec(name="v", kind="vllm", label="vLLM", env="x", device="cuda", sampling=Sampling(max_tokens=64))
-    plan_for = lambda spec: adapter_for("vllm").plan(spec, model, tmp_path, "127.0.0.1", 1)  # noqa: E731
+    plan_for = lambda spec: engine_for("vllm").plan(spec, model, tmp_path, "127.0.0.1", 1)  # noqa: E731
     ready, settings = prepared_scenario(sizes, SETTINGS, requests_dir, engine, plan_for)
     assert ready.requests_file == str(requests_dir / "sizes.json") and settings.output_length == "fixed"
     body = settings.body([{"role": "user", "content": "x"}], ChatRequest("r", "p", [], max_tokens=8).max_tokens)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, copy_workflow
-from infbench.engines.adapters import TransformersAdapter
+from infbench.engines.base import engine_for
 from infbench.engines.gpus import GpuLease, visible_gpu_ids
 from infbench.engines.spec import EngineSpec, ModelSpec, Sampling
 from infbench.jobs.bench import _server_env, forced_output_length
@@ -432,7 +432,9 @@ def test_provenance_reads_gpus_through_nvml(monkeypatch, tmp_path):
 def test_transformers_device_per_gpu_count(tmp_path, gpus, device):
     engine = EngineSpec(name="t", kind="transformers", label="T", env="t", device="cuda")
     model = ModelSpec(name="m", path=str(tmp_path), gpus=gpus)
-    command = TransformersAdapter().plan(engine, model, tmp_path, "127.0.0.1", 1, [str(i) for i in range(gpus)]).command
+    command = (
+        engine_for("transformers").plan(engine, model, tmp_path, "127.0.0.1", 1, [str(i) for i in range(gpus)]).command
+    )
     assert command[command.index("--device") + 1] == device
 
 
@@ -571,9 +573,9 @@ def test_gpu_check_flow_runs_on_the_cpu(tmp_path):
 def test_summary_prints_key_figures_and_estimate_against_nvml(tmp_path):
     """What gpu_check.sh prints from its output folder: per-scenario figures, and the estimate beside
     the NVML-measured memory with the error in % (figures made up here: no GPU exists)."""
+    from infbench.cli import main as memory_main
     from infbench.measure.recordfiles import write_records
     from infbench.measure.records import RequestRecord
-    from infbench.memory.cli import main as memory_main
 
     out = tmp_path / "out"
     raw = out / "raw" / "transformers" / "tiny"

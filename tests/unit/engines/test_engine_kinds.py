@@ -9,17 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
-from infbench.engines.adapters import (
-    LlamaCppAdapter,
-    OpenAIAdapter,
-    SglangAdapter,
-    TransformersAdapter,
-    VllmAdapter,
-    cpu_list,
-    fill_command,
-    vllm_cpu_best_env,
-)
+from conftest import REPO, engine_spec_of
+from infbench.engines.base import engine_for
+from infbench.engines.kinds.openai import fill_command
+from infbench.engines.kinds.vllm import cpu_list, vllm_cpu_best_env
 from infbench.engines.spec import EngineSpec, ModelSpec, Sampling, Scenario
 from infbench.pipeline.config import ConfigError, engine_spec, validate_config
 
@@ -39,11 +32,8 @@ def _with_engine(**engine) -> dict:
 
 
 def engine(kind, device="cpu", output_length="natural", **kw) -> EngineSpec:
-    return EngineSpec(
-        name=kind,
-        kind=kind,
-        label=kind,
-        env=kw.pop("env", kind),
+    return engine_spec_of(
+        kind,
         device=device,
         sampling=Sampling(max_tokens=32, output_length=output_length),
         scenarios=[
@@ -132,10 +122,10 @@ def test_llamacpp_sets_threads_slots_and_context_explicitly(tmp_path, monkeypatc
     monkeypatch.chdir(tmp_path)
     _gguf_meta(tmp_path, "m")
     model = ModelSpec(name="m", path="resources/models/m", dtype="float32", max_model_len=2048)
-    plan = LlamaCppAdapter().plan(engine("llamacpp"), model, Path(".venvs/llamacpp"), "127.0.0.1", 9000, threads=2)
+    plan = engine_for("llamacpp").plan(engine("llamacpp"), model, Path(".venvs/llamacpp"), "127.0.0.1", 9000, threads=2)
     cmd = plan.command
     assert cmd[0] == ".venvs/llamacpp/bin/python" and cmd[1].endswith("engines/llamacpp_server.py")
-    from infbench.engines.adapters import LLAMACPP_LAUNCHER, _launcher_path
+    from infbench.engines.kinds.llamacpp import LLAMACPP_LAUNCHER, _launcher_path
 
     assert cmd[1] == str(LLAMACPP_LAUNCHER)  # not under the working directory: its absolute path
     monkeypatch.chdir(REPO)  # the pipeline runs in the clone: its own launcher, named relative to it
@@ -147,7 +137,7 @@ def test_llamacpp_sets_threads_slots_and_context_explicitly(tmp_path, monkeypatc
     assert plan.settings["weights"] == "GGUF F32" and plan.settings["context"] == "12288 tokens (2048 per slot)"
     assert plan.extra_body["top_k"] == 0 and plan.extra_body["min_p"] == 0.0 and "ignore_eos" not in plan.extra_body
     explicit = engine("llamacpp", threads=1, parallel=2, ctx_size=1024, output_length="fixed")
-    plan = LlamaCppAdapter().plan(explicit, model, Path("v"), "127.0.0.1", 9000, threads=8)
+    plan = engine_for("llamacpp").plan(explicit, model, Path("v"), "127.0.0.1", 9000, threads=8)
     assert [plan.command[plan.command.index(f) + 1] for f in ("--threads", "--parallel", "--ctx-size")] == [
         "1",
         "2",
@@ -159,10 +149,11 @@ def test_llamacpp_sets_threads_slots_and_context_explicitly(tmp_path, monkeypatc
 def test_llamacpp_says_why_when_no_gguf_could_be_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = ModelSpec(name="f", path="resources/models/f")
-    assert "no GGUF for f" in LlamaCppAdapter().unavailable_reason(engine("llamacpp"), model)
+    assert "no GGUF for f" in engine_for("llamacpp").unavailable_reason(engine("llamacpp"), model)
     _gguf_meta(tmp_path, "f", status="unsupported", reason="n/a: no GGUF writer for FalconForCausalLM", path=None)
     assert (
-        LlamaCppAdapter().unavailable_reason(engine("llamacpp"), model) == "n/a: no GGUF writer for FalconForCausalLM"
+        engine_for("llamacpp").unavailable_reason(engine("llamacpp"), model)
+        == "n/a: no GGUF writer for FalconForCausalLM"
     )
 
 
@@ -195,7 +186,7 @@ def test_openai_command_template_is_filled(tmp_path):
         args=["--fast"],
     )
     model = ModelSpec(name="m", path="resources/models/m", gpus=2)
-    plan = OpenAIAdapter().plan(spec, model, tmp_path, "127.0.0.1", 8123, ["0", "3"])
+    plan = engine_for("openai").plan(spec, model, tmp_path, "127.0.0.1", 8123, ["0", "3"])
     assert plan.command == [
         "my-server",
         "resources/models/m",
@@ -216,7 +207,7 @@ def test_openai_command_template_is_filled(tmp_path):
 def test_openai_command_runs_from_its_env(tmp_path):
     (tmp_path / "bin").mkdir()
     (tmp_path / "bin" / "srv").write_text("")
-    plan = OpenAIAdapter().plan(
+    plan = engine_for("openai").plan(
         engine("openai", env="e", command=["srv", "{port}"]), ModelSpec(name="m", path="p"), tmp_path, "127.0.0.1", 1
     )
     assert plan.command == [str(tmp_path / "bin" / "srv"), "1"]
@@ -224,7 +215,7 @@ def test_openai_command_runs_from_its_env(tmp_path):
 
 def test_openai_base_url_is_external_and_keeps_only_the_key_name():
     spec = engine("openai", env="", base_url="https://api.example.com", api_key_env="MY_ENDPOINT_KEY")
-    plan = OpenAIAdapter().plan(spec, ModelSpec(name="m", path="p"), Path("v"), "", 0)
+    plan = engine_for("openai").plan(spec, ModelSpec(name="m", path="p"), Path("v"), "", 0)
     assert plan.external and plan.command == [] and plan.api_key_env == "MY_ENDPOINT_KEY"
     assert plan.settings == {"endpoint": "external endpoint"}
 
@@ -234,7 +225,7 @@ def test_openai_base_url_is_external_and_keeps_only_the_key_name():
 
 def test_sglang_command_line_and_cpu_skip_reason(tmp_path):
     model = ModelSpec(name="m", path="resources/models/m", dtype="bfloat16", gpus=2, max_model_len=4096)
-    plan = SglangAdapter().plan(
+    plan = engine_for("sglang").plan(
         engine("sglang", device="cuda", output_length="fixed"), model, tmp_path, "127.0.0.1", 30000
     )
     cmd = plan.command
@@ -247,8 +238,10 @@ def test_sglang_command_line_and_cpu_skip_reason(tmp_path):
     ]
     assert cmd[cmd.index("--sampling-defaults") + 1] == "openai"  # never the model's generation_config
     assert plan.extra_body == {"ignore_eos": True, "min_tokens": 32} and plan.version_path == "/server_info"
-    assert SglangAdapter().unavailable_reason(engine("sglang", device="cpu")) == "n/a: SGLang runs on CUDA GPUs only"
-    assert SglangAdapter().unavailable_reason(engine("sglang", device="cuda")) is None
+    assert (
+        engine_for("sglang").unavailable_reason(engine("sglang", device="cpu")) == "n/a: SGLang runs on CUDA GPUs only"
+    )
+    assert engine_for("sglang").unavailable_reason(engine("sglang", device="cuda")) is None
     assert (REPO / "envs/sglang.txt").read_text().count("sglang==") == 1
 
 
@@ -261,7 +254,7 @@ def test_vllm_cpu_binds_the_jobs_cores_and_preloads_what_the_env_has(tmp_path):
     assert vllm_cpu_best_env(tmp_path, [4, 5, 6, 7])["VLLM_CPU_OMP_THREADS_BIND"] == "4-6"
     assert vllm_cpu_best_env(tmp_path, [3])["VLLM_CPU_OMP_THREADS_BIND"] == "3"
     assert env["LD_PRELOAD"].split(":")[-1] == str((tmp_path / "lib/libiomp5.so").resolve())
-    plan = VllmAdapter().plan(
+    plan = engine_for("vllm").plan(
         engine("vllm", args=["--enforce-eager"], server_env={"VLLM_CPU_KVCACHE_SPACE": "1"}),
         ModelSpec(name="m", path="p"),
         tmp_path,
@@ -271,12 +264,17 @@ def test_vllm_cpu_binds_the_jobs_cores_and_preloads_what_the_env_has(tmp_path):
     )
     assert plan.env["VLLM_CPU_OMP_THREADS_BIND"] == str(min(__import__("os").sched_getaffinity(0)))
     assert plan.settings["KV cache"] == "1 GiB (VLLM_CPU_KVCACHE_SPACE)" and plan.settings["graphs"].startswith("eager")
-    assert VllmAdapter().plan(engine("vllm", device="cuda"), ModelSpec(name="m", path="p"), tmp_path, "h", 1).env == {}
+    assert (
+        engine_for("vllm").plan(engine("vllm", device="cuda"), ModelSpec(name="m", path="p"), tmp_path, "h", 1).env
+        == {}
+    )
 
 
 def test_transformers_continuous_batching_is_a_setting(tmp_path):
     model = ModelSpec(name="m", path=str(tmp_path))
-    off = TransformersAdapter().plan(engine("transformers"), model, tmp_path, "127.0.0.1", 1)
-    on = TransformersAdapter().plan(engine("transformers", continuous_batching=True), model, tmp_path, "127.0.0.1", 1)
+    off = engine_for("transformers").plan(engine("transformers"), model, tmp_path, "127.0.0.1", 1)
+    on = engine_for("transformers").plan(
+        engine("transformers", continuous_batching=True), model, tmp_path, "127.0.0.1", 1
+    )
     assert "--continuous-batching" not in off.command and off.settings["continuous batching"].startswith("off")
     assert "--continuous-batching" in on.command and on.settings["continuous batching"].startswith("on")

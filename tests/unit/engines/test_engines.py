@@ -1,4 +1,4 @@
-"""Engine adapters up to the process boundary: command lines, request controls, skip reasons."""
+"""Engine plug-ins up to the process boundary: command lines, request controls, skip reasons."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ from pathlib import Path
 
 import infbench
 import pytest
-from infbench.engines.adapters import TGI_IMAGE, TgiAdapter, TransformersAdapter, VllmAdapter, adapter_for
+from conftest import engine_spec_of
+from infbench.engines.base import engine_for
+from infbench.engines.kinds.tgi import TGI_IMAGE
 from infbench.engines.spec import EngineSpec, ModelSpec, Sampling, Scenario
 
 
 def engine(kind="transformers", output_length="natural", **kw) -> EngineSpec:
-    return EngineSpec(
-        name=kw.pop("name", kind),
-        kind=kind,
-        label=kind,
-        env=kind,
+    return engine_spec_of(
+        kind,
         device="cuda",
         sampling=Sampling(max_tokens=32, output_length=output_length),
         scenarios=[Scenario(name="single", kind="single")],
@@ -35,7 +34,7 @@ def model(tmp_path) -> ModelSpec:
 
 
 def test_transformers_sends_an_explicit_generation_config(model, tmp_path):
-    plan = TransformersAdapter().plan(engine(output_length="fixed"), model, tmp_path / "venv", "127.0.0.1", 8000)
+    plan = engine_for("transformers").plan(engine(output_length="fixed"), model, tmp_path / "venv", "127.0.0.1", 8000)
     assert plan.command[:3] == [str(tmp_path / "venv/bin/transformers"), "serve", model.path]
     assert plan.command[plan.command.index("--device") + 1] == "auto"  # 2 GPUs: layers split over both
     assert plan.command[plan.command.index("--host") + 1] == "127.0.0.1"
@@ -47,19 +46,19 @@ def test_transformers_sends_an_explicit_generation_config(model, tmp_path):
 
 
 def test_vllm_command_ignores_model_generation_defaults_and_shards(model, tmp_path):
-    plan = VllmAdapter().plan(engine("vllm"), model, tmp_path / "v", "127.0.0.1", 8001)
+    plan = engine_for("vllm").plan(engine("vllm"), model, tmp_path / "v", "127.0.0.1", 8001)
     cmd = plan.command
     assert cmd[:3] == [str(tmp_path / "v/bin/python"), "-m", "vllm.entrypoints.openai.api_server"]
     assert cmd[cmd.index("--generation-config") + 1] == "vllm"
     assert cmd[cmd.index("--tensor-parallel-size") + 1] == "2"
     assert cmd[cmd.index("--max-model-len") + 1] == "4096"
     assert plan.extra_body == {} and plan.version_path == "/version"
-    fixed = VllmAdapter().plan(engine("vllm", output_length="fixed"), model, tmp_path, "127.0.0.1", 1)
+    fixed = engine_for("vllm").plan(engine("vllm", output_length="fixed"), model, tmp_path, "127.0.0.1", 1)
     assert fixed.extra_body == {"ignore_eos": True, "min_tokens": 32}
 
 
 def test_tgi_native_launcher_command(model, tmp_path):
-    plan = TgiAdapter().plan(
+    plan = engine_for("tgi").plan(
         engine("tgi", launcher="native", args=["--disable-custom-kernels"]),
         model,
         tmp_path,
@@ -74,7 +73,7 @@ def test_tgi_native_launcher_command(model, tmp_path):
 
 
 def test_tgi_docker_passes_gpu_ids_and_binds_loopback(model, tmp_path):
-    plan = TgiAdapter().plan(engine("tgi", launcher="docker"), model, tmp_path, "127.0.0.1", 8003, ["2", "3"])
+    plan = engine_for("tgi").plan(engine("tgi", launcher="docker"), model, tmp_path, "127.0.0.1", 8003, ["2", "3"])
     cmd = plan.command
     assert cmd[:3] == ["docker", "run", "--rm"]
     assert cmd[cmd.index("--gpus") + 1] == '"device=2,3"'
@@ -84,7 +83,7 @@ def test_tgi_docker_passes_gpu_ids_and_binds_loopback(model, tmp_path):
 
 
 def test_tgi_apptainer_passes_gpu_ids(model, tmp_path):
-    plan = TgiAdapter().plan(
+    plan = engine_for("tgi").plan(
         engine("tgi", launcher="apptainer", image="my/tgi:1"), model, tmp_path, "127.0.0.1", 8004, ["1"]
     )
     cmd = plan.command
@@ -95,10 +94,11 @@ def test_tgi_apptainer_passes_gpu_ids(model, tmp_path):
 def test_tgi_says_why_it_cannot_run(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     assert (
-        TgiAdapter().unavailable_reason(engine("tgi", launcher="native")) == "n/a: text-generation-launcher not on PATH"
+        engine_for("tgi").unavailable_reason(engine("tgi", launcher="native"))
+        == "n/a: text-generation-launcher not on PATH"
     )
-    assert TgiAdapter().unavailable_reason(engine("tgi", launcher="docker")) == "n/a: docker not installed"
-    assert TgiAdapter().unavailable_reason(engine("tgi", launcher="apptainer")) == "n/a: apptainer not installed"
+    assert engine_for("tgi").unavailable_reason(engine("tgi", launcher="docker")) == "n/a: docker not installed"
+    assert engine_for("tgi").unavailable_reason(engine("tgi", launcher="apptainer")) == "n/a: apptainer not installed"
 
 
 def test_tgi_docker_without_an_engine(monkeypatch, tmp_path):
@@ -106,12 +106,12 @@ def test_tgi_docker_without_an_engine(monkeypatch, tmp_path):
     fake.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert TgiAdapter().unavailable_reason(engine("tgi", launcher="docker")) == "n/a: no docker engine"
+    assert engine_for("tgi").unavailable_reason(engine("tgi", launcher="docker")) == "n/a: no docker engine"
 
 
 def test_unknown_kind_is_named():
     with pytest.raises(ValueError, match="mlc-llm"):
-        adapter_for("mlc-llm")
+        engine_for("mlc-llm")
 
 
 def test_a_skipped_engine_leaves_a_reason_and_empty_records(tmp_path):

@@ -56,7 +56,7 @@ def _spec(kind: str, **kw) -> EngineSpec:
 def test_server_view_per_engine_kind(tmp_path):
     from dataclasses import replace
 
-    from infbench.engines.adapters import ServerPlan
+    from infbench.engines.base import ServerPlan
     from infbench.engines.metricmaps import LLAMACPP, VLLM
     from infbench.engines.spec import BenchSettings, ModelSpec
     from infbench.jobs.bench import server_view

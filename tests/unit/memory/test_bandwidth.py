@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from infbench.cli import main
 from infbench.memory.bandwidth import measure_read_bandwidth, write_measurement
 from infbench.memory.triad import measure_triad_bandwidth
 from infbench.results.provenance import HardwareInfo, collect
@@ -32,7 +33,6 @@ def test_triad_measures_a_plausible_bandwidth_and_checks_its_work():
 
 
 def test_cli_and_provenance_record_the_measurement(tmp_path, capsys, monkeypatch):
-    from infbench.cli import main
 
     monkeypatch.setenv("INFBENCH_GPU_LOCK_DIR", str(tmp_path / "locks"))
     out = tmp_path / "hardware" / "bandwidth.json"

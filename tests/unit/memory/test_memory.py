@@ -19,9 +19,10 @@ from conftest import REPO
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from infbench.cli import main  # noqa: E402
+from infbench.engines.base import cpu_runtimes  # noqa: E402
 from infbench.memory import quant  # noqa: E402
-from infbench.memory.cli import main  # noqa: E402
-from infbench.memory.cpu_runtime import CPU_RUNTIMES  # noqa: E402
+from infbench.memory.cpu_runtime import PYTHON_RUNTIME  # noqa: E402
 from infbench.memory.errors import EstimateError  # noqa: E402
 from infbench.memory.estimate import build_estimate, estimate  # noqa: E402
 from infbench.memory.facts import model_facts  # noqa: E402
@@ -407,7 +408,7 @@ def test_cli_memory_estimate_and_table(tmp_path, capsys):
 
 
 def test_table_error_percent_cpu_and_gpu():
-    est = json.loads(estimate(str(SMOLLM2), name="smollm2-135m").to_json_text())
+    est = json.loads(estimate(str(SMOLLM2), name="smollm2-135m", cpu_runtimes=cpu_runtimes()).to_json_text())
     vllm_cpu = est["cpu_footprint"]["vllm"]
     assert vllm_cpu["idle_bytes"] == vllm_cpu["loaded_bytes"]  # vLLM copies weights at load
     cpu = compare(
@@ -497,7 +498,7 @@ SMOLLM2_SERVE_RSS_PEAK = 756_011_008
 
 
 def test_smollm2_estimate_against_measured_serve_footprint():
-    est = json.loads(estimate(str(SMOLLM2), name="smollm2-135m").to_json_text())
+    est = json.loads(estimate(str(SMOLLM2), name="smollm2-135m", cpu_runtimes=cpu_runtimes()).to_json_text())
     row = compare(
         est,
         {
@@ -559,7 +560,7 @@ def test_smollm2_estimate_against_measured_cpu_footprint(tmp_path):
     est = estimate(str(model_dir), name="smollm2-135m", dtype="bf16")
     assert est.weights_bytes["bf16"] == pytest.approx(256.6 * 2**20, rel=0.001)
     predicted = est.cpu_footprint["python"]["loaded_bytes"]
-    assert predicted == CPU_RUNTIMES["python"].runtime_bytes + est.weights_bytes["bf16"]
+    assert predicted == PYTHON_RUNTIME.runtime_bytes + est.weights_bytes["bf16"]
     # Weights are exact; the runtime term is a stated ~350 MiB baseline that moves with
     # allocator state and library versions: 20% of the ~600 MiB total covers that.
     assert predicted == pytest.approx(measured, rel=0.20), (
@@ -571,10 +572,10 @@ def test_memory_table_pairs_by_kind_subtracts_the_cpu_kv_pool_and_explains_skips
     from infbench.memory.cpu_runtime import cpu_footprint
     from infbench.memory.table import compare
 
-    est = {"dtype": "fp32", "cpu_footprint": cpu_footprint(500 * 2**20, cast_at_load=True)}
+    est = {"dtype": "fp32", "cpu_footprint": cpu_footprint(500 * 2**20, cast_at_load=True, runtimes=cpu_runtimes())}
     # Weights cast at load (bf16 on disk, served fp32) are resident at idle, even for transformers.
     assert est["cpu_footprint"]["transformers"]["idle_bytes"] == est["cpu_footprint"]["transformers"]["loaded_bytes"]
-    assert cpu_footprint(10, cast_at_load=False)["transformers"]["weights_at_idle"] is False
+    assert cpu_footprint(10, cast_at_load=False, runtimes=cpu_runtimes())["transformers"]["weights_at_idle"] is False
     gib = 2**30
     vllm = compare(
         est,

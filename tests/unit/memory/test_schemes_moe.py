@@ -14,8 +14,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from infbench.cli import main  # noqa: E402
 from infbench.memory import quant  # noqa: E402
-from infbench.memory.cli import main  # noqa: E402
 from infbench.memory.errors import EstimateError  # noqa: E402
 from infbench.memory.estimate import build_estimate  # noqa: E402
 from infbench.memory.facts import model_facts  # noqa: E402
@@ -201,7 +201,7 @@ def test_facts_are_cached_by_content(tmp_path):
     # The second estimate of a config needs neither torch nor transformers.
     env = dict(os.environ, XDG_CACHE_HOME=str(tmp_path), PYTHONPATH=os.environ.get("PYTHONPATH", ""))
     code = (
-        "import sys; from infbench.memory.cli import main; "
+        "import sys; from infbench.cli import main; "
         f"main(['estimate', {str(DATA / 'qwen3-235b-a22b.json')!r}, '--json']); "
         "print('torch' in sys.modules, file=sys.stderr)"
     )

@@ -13,9 +13,9 @@ from conftest import DATA
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from infbench.cli import main  # noqa: E402
 from infbench.memory import quant  # noqa: E402
 from infbench.memory import vllm as vllm_rules  # noqa: E402
-from infbench.memory.cli import main  # noqa: E402
 from infbench.memory.errors import EstimateError  # noqa: E402
 from infbench.memory.estimate import build_estimate  # noqa: E402
 from infbench.memory.facts import model_facts  # noqa: E402

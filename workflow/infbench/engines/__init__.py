@@ -1,2 +1,2 @@
-"""Engine servers: one adapter per engine kind, the spec files a bench job reads, the server
+"""Engine servers: one plug-in per engine kind (engines/kinds/), the spec files a bench job reads, the server
 process lifecycle and GPU leases."""

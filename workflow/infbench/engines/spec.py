@@ -1,7 +1,8 @@
 """Spec files: the only way settings reach a bench job.
 
 results/specs/engines/{engine}.json holds one engine's settings plus the shared bench settings;
-results/specs/models/{model}.json holds how a model is served. Editing one engine's settings changes
+results/specs/models/{model}.json holds how a model is served. An engine's kind-specific keys are
+its kind's Settings dataclass (engines/base.py, engines/kinds/), under `settings`. Editing one engine's settings changes
 only its own spec file, so Snakemake reruns only that engine's bench jobs (and the merge).
 Defaults are the schema's (infbench/defaults.py); scenarios are measure/scenarios.py's classes.
 """
@@ -13,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from infbench.defaults import schema_default
+from infbench.engines.base import Engine, EngineSettings, engine_for
 from infbench.fileio import write_json_atomic
 from infbench.measure.scenarios import Scenario
 
@@ -51,30 +53,29 @@ class EngineSpec:
     # secrets travel by name, so no spec file, Snakemake param or log holds their value.
     server_env_from: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: float = schema_default("engines.*.startup_timeout_s")
-    launcher: str | None = None  # TGI: native | docker | apptainer
-    image: str | None = None  # TGI: container image for docker/apptainer
-    # llamacpp: threads (default: the bench job's), parallel slots (default: the largest scenario
-    # concurrency) and context size (default: max_model_len per slot)
-    threads: int | None = None
-    parallel: int | None = None
-    ctx_size: int | None = None
-    continuous_batching: bool = False  # transformers: `transformers serve --continuous-batching`
-    # openai: a server started from a command template, or an endpoint already running at base_url
-    command: list[str] = field(default_factory=list)
-    health_path: str | None = "/health"  # None: an external endpoint whose readiness is GET {base_url}/models
-    version_path: str | None = None
-    base_url: str | None = None
-    metrics_url: str | None = None  # openai: its Prometheus metrics (a URL, or a path on the server's root)
-    api_key_env: str | None = None  # the variable's name; its value is read at bench time only
-    served_model_name: str | None = None
+    # The kind's own keys: its Settings dataclass (engines/kinds/KIND.py); its defaults when not given.
+    settings: EngineSettings | None = None
     gpu_ids: list[int] = field(default_factory=list)  # config gpu_ids: GPUs a job may lease (empty: all visible)
     sampling: Sampling = Sampling()
     scenarios: list[Scenario] = field(default_factory=list)
     bench: BenchSettings = BenchSettings()
 
+    def __post_init__(self) -> None:
+        settings_class = engine_for(self.kind).Settings
+        if self.settings is None:
+            object.__setattr__(self, "settings", settings_class())
+        elif not isinstance(self.settings, settings_class):
+            raise TypeError(f"engine {self.name}: settings {type(self.settings).__name__} are not kind {self.kind}'s")
+
+    @property
+    def engine(self) -> Engine:
+        """The plug-in of this engine's kind."""
+        return engine_for(self.kind)
+
     @classmethod
     def from_dict(cls, data: dict) -> EngineSpec:
         data = dict(data)
+        data["settings"] = engine_for(data["kind"]).Settings(**data.get("settings", {}))
         data["sampling"] = Sampling(**data.get("sampling", {}))
         data["scenarios"] = [Scenario.from_dict(s) for s in data.get("scenarios", [])]
         data["bench"] = BenchSettings(**data.get("bench", {}))

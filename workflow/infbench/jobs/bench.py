@@ -7,11 +7,9 @@ exact command line, version and start-up time) and memory.json (what the server 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -20,8 +18,7 @@ from pathlib import Path
 import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-import infbench
-from infbench.engines.adapters import ServerPlan, adapter_for
+from infbench.engines.base import Engine, ExtraRunContext, ServerPlan, engine_for
 from infbench.engines.endpoints import endpoint_urls
 from infbench.engines.gpus import GpuLease, this_node, visible_gpu_ids
 from infbench.engines.metricmaps import METRIC_MAPS, metric_map
@@ -39,7 +36,6 @@ from infbench.measure.records import RequestRecord
 from infbench.measure.runners import run_single
 from infbench.measure.scenarios import Scenario, Single
 from infbench.measure.scrape import ScenarioWatch
-from infbench.memory.vllmlog import read_vllm_startup
 from infbench.pipeline.prompts import read_sample
 from infbench.procutil import exit_when_parent_dies, free_port
 
@@ -117,31 +113,32 @@ def run_bench(paths: BenchPaths) -> None:
     model = read_model_spec(paths.model_spec)
     engine = forced_output_length(read_engine_spec(paths.engine_spec), model)
     prompts = read_sample(paths.prompts)
-    adapter = adapter_for(engine.kind)
+    plugin = engine_for(engine.kind)
     paths.out_dir.mkdir(parents=True, exist_ok=True)
     node = this_node()
     log.info("node %s, Slurm job %s", node.hostname, node.slurm_job_id or "none (not under Slurm)")
-    reason = adapter.unavailable_reason(engine, model)
+    reason = plugin.unavailable_reason(engine, model)
     if reason:
         _write_skipped(paths, engine, model, reason)
         return
     try:
-        if engine.base_url:
-            run_external(paths, engine, model, prompts, adapter.plan(engine, model, paths.venv, "", 0))
+        base_url = plugin.external_endpoint(engine)
+        if base_url:
+            run_external(paths, engine, model, prompts, plugin.plan(engine, model, paths.venv, "", 0), base_url)
             return
-        _measure(paths, engine, model, prompts, adapter)
+        _measure(paths, engine, model, prompts, plugin)
     except (ServerError, BenchFailure) as err:
         _write_failed(paths, engine, model, err)
         raise
 
 
-def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, adapter) -> None:
+def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, plugin: Engine) -> None:
     with GpuLease(count=model.gpus, candidates=visible_gpu_ids(engine.gpu_ids) if model.gpus else []) as lease:
         host = engine.bench.host
         log.info("engine %s, model %s, GPUs %s", engine.name, model.name, lease.ids or "none (CPU)")
         for attempt in range(1, PORT_TRIES + 1):
             port = free_port(host)
-            plan = adapter.plan(engine, model, paths.venv, host, port, lease.ids, threads=paths.threads)
+            plan = plugin.plan(engine, model, paths.venv, host, port, lease.ids, threads=paths.threads)
             env = _server_env(engine, paths.venv, lease.env(), plan.env)
             log.info("server command: %s", " ".join(plan.command))
             server = ManagedServer(
@@ -150,7 +147,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
                 health_url=f"http://{host}:{port}{plan.health_path}",
                 env=env,
                 startup_timeout_s=engine.startup_timeout_s,
-                port=None if plan.command[0] == "docker" else port,  # docker's proxy is not our child
+                port=port if plan.owns_port else None,  # a container's proxy is not our child
             )
             server.start()
             try:
@@ -172,7 +169,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
                 device=engine.device,
                 kind=engine.kind,
                 interval_s=engine.bench.memory_sample_interval_s,
-                kv_cache_bytes=_cpu_kv_pool_bytes(engine, env),
+                kv_cache_bytes=plugin.kv_pool_bytes(engine, env),
             )
             watcher = MemoryWatcher(server.process.pid, memory, lease.ids)
             watcher.mark_idle()
@@ -194,7 +191,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
                     root = f"http://{host}:{port}"
                     view = server_view(engine, model, scenario.name, paths.out_dir, root, plan, gpu_ids=lease.ids)
                     view.begin()  # the engine's own metrics and energy, just before the first request
-                    plan_for = lambda spec: adapter.plan(  # noqa: E731
+                    plan_for = lambda spec: plugin.plan(  # noqa: E731
                         spec, model, paths.venv, host, port, lease.ids, threads=paths.threads
                     )
                     ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
@@ -209,15 +206,17 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, a
                     if code is not None:
                         died = f"server exited with code {code} during scenario {scenario.name}"
                         log.error("%s (last lines of %s:\n%s)", died, paths.server_log, log_tail(paths.server_log, 10))
-                if engine.kind == "tgi" and not died:
-                    _tgi_native(f"http://{host}:{port}", paths, engine, model)
+                if died:  # as for the scenarios: empty files, so no stale record survives
+                    for run in plugin.extra_runs:
+                        write_records(paths.out_dir / f"{run}.jsonl", [])
+                elif plugin.extra_runs:  # runs only this kind measures (TGI: its native route)
+                    base_url = f"http://{host}:{port}"
+                    plugin.measure_extra(ExtraRunContext(base_url, engine, model, paths.venv, prompts, paths.out_dir))
                 version = None if died else _server_version(f"http://{host}:{port}", plan)
-                version = version or version_from_lock(paths.lock, adapter.package)
+                version = version or version_from_lock(paths.lock, plugin.package)
             finally:
                 memory = watcher.stop()
-        if engine.kind == "vllm":  # vLLM logs its own KV capacity: the memory table sets the estimate beside it
-            startup = read_vllm_startup(paths.server_log)
-            memory.engine_reported = startup.to_dict() if startup else None
+        plugin.after_stop(engine, paths.server_log, memory)  # what the server left behind (vLLM: its log)
         memory.write(paths.out_dir / "memory.json")
         _server_info(
             engine,
@@ -253,14 +252,16 @@ def _write_failed(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, err: 
 
 
 def _shown_env(env: dict[str, str]) -> dict[str, str]:
-    """The variables the adapter set for the engine's best setup, as server.json records them."""
+    """The variables the engine's plug-in set for the engine's best setup, as server.json records them."""
     return {key: value for key, value in sorted(env.items())}
 
 
-def run_external(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, plan: ServerPlan) -> None:
+def run_external(
+    paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, plan: ServerPlan, base_url: str
+) -> None:
     """An endpoint already running (base_url): not started, not leased, its memory not measured.
     Its key is read from the variable api_key_env names, here only, and sent as a bearer token."""
-    urls = endpoint_urls(engine.base_url, plan.health_path, plan.metrics_url)  # with or without /v1
+    urls = endpoint_urls(base_url, plan.health_path, plan.metrics_url)  # with or without /v1
     base = urls.root
     api_key = os.environ.get(plan.api_key_env) if plan.api_key_env else None
     if plan.api_key_env and not api_key:
@@ -281,7 +282,7 @@ def run_external(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompt
     for scenario in engine.scenarios:
         view = server_view(engine, model, scenario.name, paths.out_dir, base, plan, urls.metrics, headers)
         view.begin()
-        plan_for = lambda spec: adapter_for(engine.kind).plan(spec, model, paths.venv, "", 0)  # noqa: E731
+        plan_for = lambda spec: engine_for(engine.kind).plan(spec, model, paths.venv, "", 0)  # noqa: E731
         ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
         records = _run_scenario(urls.chat, prompts, ready, ready_settings, engine, model)
         end_server_view(view, records)
@@ -328,7 +329,8 @@ def server_view(
     if not engine.bench.server_metrics:
         url, reason = None, "n/a: server metrics not read (bench.server_metrics: false)"
     elif url is None:
-        reason = "n/a: no metrics endpoint" + (" (set metrics_url)" if engine.kind == "openai" else "")
+        settable = hasattr(engine.settings, "metrics_url")  # a kind whose metrics endpoint is configured
+        reason = "n/a: no metrics endpoint" + (" (set metrics_url)" if settable else "")
     return ScenarioWatch(
         engine.name,
         model.name,
@@ -375,8 +377,8 @@ def _write_unmeasured(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, s
     """Empty records for every scenario, and memory.json and server.json with the status and reason."""
     for scenario in engine.scenarios:
         write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
-    if engine.kind == "tgi":
-        write_records(paths.out_dir / "native-single.jsonl", [])
+    for run in engine_for(engine.kind).extra_runs:
+        write_records(paths.out_dir / f"{run}.jsonl", [])
     MemoryReport(
         engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status=status, reason=reason
     ).write(paths.out_dir / "memory.json")
@@ -398,17 +400,6 @@ def _server_info(engine: EngineSpec, model: ModelSpec, **run) -> ServerInfo:
     )
 
 
-def _cpu_kv_pool_bytes(engine: EngineSpec, env: dict[str, str]) -> int | None:
-    """vLLM-CPU preallocates VLLM_CPU_KVCACHE_SPACE GiB of KV cache: the memory table subtracts it."""
-    space = env.get("VLLM_CPU_KVCACHE_SPACE")
-    if engine.kind != "vllm" or engine.device != "cpu" or not space:
-        return None
-    try:
-        return int(float(space) * 2**30)
-    except ValueError:
-        return None
-
-
 def _server_version(base_url: str, plan: ServerPlan) -> str | None:
     """The running server's own word (vLLM /version, TGI /info), else None (the lock is used)."""
     if not plan.version_path:
@@ -418,48 +409,6 @@ def _server_version(base_url: str, plan: ServerPlan) -> str | None:
         return str(reply.json().get("version")) if reply.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
         return None
-
-
-def _tgi_native(base_url: str, paths: BenchPaths, engine: EngineSpec, model: ModelSpec) -> None:
-    """Second TGI measurement over /generate_stream, in the TGI env (its client can't share ours)."""
-    sample = paths.out_dir / "native-prompts.jsonl"
-    prompts = read_sample(paths.prompts)
-    sample.write_text("".join(json.dumps({"id": p.id, "messages": list(p.messages)}) + "\n" for p in prompts))
-    env = dict(os.environ, PYTHONPATH=str(Path(infbench.__file__).resolve().parent.parent))
-    result = subprocess.run(
-        tgi_native_command(base_url, paths, engine, model, sample), env=env, capture_output=True, text=True
-    )
-    sample.unlink(missing_ok=True)
-    log.info("native /generate_stream: %s", result.stderr.strip()[-500:])
-    if result.returncode not in (0, 1):  # 1: some requests failed, counted in the records
-        raise RuntimeError(f"TGI native measurement failed: {result.stderr[-2000:]}")
-
-
-def tgi_native_command(
-    base_url: str, paths: BenchPaths, engine: EngineSpec, model: ModelSpec, sample: Path
-) -> list[str]:
-    """The native client's command line: the same max_tokens and request timeout as the chat scenarios."""
-    return [
-        str(paths.venv / "bin" / "python"),
-        "-m",
-        "infbench.measure.tgi_native",
-        "--base-url",
-        base_url,
-        "--model-dir",
-        model.path,
-        "--prompts",
-        str(sample),
-        "--max-tokens",
-        str(engine.sampling.max_tokens),
-        "--engine",
-        engine.name,
-        "--model",
-        model.name,
-        "--timeout-s",
-        str(engine.bench.request_timeout_s),
-        "--out",
-        str(paths.out_dir / "native-single.jsonl"),
-    ]
 
 
 def _server_env(

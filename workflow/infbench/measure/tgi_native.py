@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from infbench.layout import NATIVE_RUN
 from infbench.measure.recordfiles import write_records
 from infbench.measure.records import RequestRecord
 
@@ -54,11 +55,11 @@ async def measure(
     records = []
     for index, prompt in enumerate(prompts):  # concurrency 1, like the single scenario
         record = RequestRecord(
-            request_id=f"native-single-{index:04d}",
+            request_id=f"{NATIVE_RUN}-{index:04d}",
             prompt_id=prompt["id"],
             engine=engine,
             model=model,
-            scenario="native-single",
+            scenario=NATIVE_RUN,
             concurrency=1,
             send_time=time.time(),
             max_tokens=max_tokens,

@@ -1,13 +1,15 @@
-"""Subcommands `estimate`, `memory-estimate` and `memory-table`.
+"""Subcommands `estimate`, `memory-estimate`, `memory-bandwidth` and `memory-table`.
 
-The main infbench CLI registers them with add_parser(subparsers); until then,
-`python -m infbench.memory.cli estimate MODEL ...` works on its own.
+The main infbench CLI (infbench.cli) registers them with add_parser(subparsers, cpu_runtimes) and
+hands in the engine kinds' CPU memory figures, which this layer cannot import; run them as
+`infbench estimate ...` or, in the tools venv, `python -m infbench.cli memory-estimate ...`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from infbench.fileio import write_text_atomic
@@ -16,8 +18,9 @@ from infbench.memory.flags import BANDWIDTH_FILE
 from infbench.memory.vllm import PINNED_VERSION, SAMPLERS
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register the memory subcommands on an argparse subparsers object."""
+def add_parser(subparsers: argparse._SubParsersAction, cpu_runtimes: Callable[[], dict] | None = None) -> None:
+    """Register the memory subcommands on an argparse subparsers object. cpu_runtimes: a function
+    giving each engine kind's CPU memory figures (engines.base.cpu_runtimes) for the estimates."""
     p = subparsers.add_parser(
         "estimate",
         help="can I run it? model memory and GPU fit under vLLM (no weights downloaded)",
@@ -82,7 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--web", action="store_true", help="serve the estimator as a local page instead")
     p.add_argument("--host", default="127.0.0.1", help="--web: address to bind (default %(default)s)")
     p.add_argument("--port", type=int, default=8765, help="--web: port (default %(default)s; 0 = any free port)")
-    p.set_defaults(func=run_estimate, parser=p)
+    p.set_defaults(func=run_estimate, parser=p, cpu_runtimes=cpu_runtimes)
 
     p = subparsers.add_parser("memory-estimate", help="write one model's memory estimate as JSON (pipeline rule)")
     src = p.add_mutually_exclusive_group(required=True)
@@ -97,7 +100,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", required=True, help="model name used in tables")
     _add_shape_args(p)
     p.add_argument("--out", required=True, metavar="FILE", help="results/memory/NAME.json")
-    p.set_defaults(func=run_memory_estimate)
+    p.set_defaults(func=run_memory_estimate, cpu_runtimes=cpu_runtimes)
 
     p = subparsers.add_parser("memory-table", help="write results/tables/memory.md from estimates and measurements")
     p.add_argument("--estimates", nargs="+", required=True, metavar="FILE")
@@ -199,7 +202,7 @@ def run_estimate(args: argparse.Namespace) -> int:
             args.parser.error("--web takes no MODEL: pick or upload one on the page")
         from infbench.memory.web import serve
 
-        return serve(args.host, args.port)
+        return serve(args.host, args.port, _cpu_runtimes(args))
     if not args.model:
         args.parser.error("MODEL is required (or --web)")
     return _guarded("estimate", _estimate, args)
@@ -212,6 +215,10 @@ def _estimate(args: argparse.Namespace) -> int:
     est = estimate_from_args(args)
     print(est.to_json_text() if args.json else render_text(est))
     return 0
+
+
+def _cpu_runtimes(args: argparse.Namespace) -> dict | None:
+    return args.cpu_runtimes() if getattr(args, "cpu_runtimes", None) else None
 
 
 def run_memory_estimate(args: argparse.Namespace) -> int:
@@ -241,6 +248,7 @@ def _memory_estimate(args: argparse.Namespace) -> int:
         vllm_version=args.vllm_version,
         sampler=args.sampler,
         group_size=args.group_size,
+        cpu_runtimes=_cpu_runtimes(args),
     )
     out = Path(args.out)
     write_text_atomic(out, est.to_json_text() + "\n")  # never a half-written estimate
@@ -262,15 +270,3 @@ def _memory_table(args: argparse.Namespace) -> int:
     write_table([Path(p) for p in args.estimates], [Path(p) for p in args.measured], out, args.gpu_util)
     print(f"wrote {out}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="infbench", description="infbench memory tools")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_parser(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

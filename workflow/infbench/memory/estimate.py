@@ -10,7 +10,7 @@ from typing import Any
 
 from infbench.memory import quant
 from infbench.memory import vllm as vllm_rules
-from infbench.memory.cpu_runtime import cpu_footprint
+from infbench.memory.cpu_runtime import CpuRuntime, cpu_footprint
 from infbench.memory.errors import EstimateError
 from infbench.memory.facts import ModelFacts, model_facts
 from infbench.memory.fit import Shape, fit_gpu, overheads_for, smallest_setup, valid_tp
@@ -38,8 +38,10 @@ def build_estimate(
     max_num_batched_tokens: int | None = None,
     enforce_eager: bool = False,
     disable_custom_all_reduce: bool = False,
+    cpu_runtimes: dict[str, CpuRuntime] | None = None,
 ) -> Estimate:
-    """cpu_bandwidth: (bytes/s, where the figure comes from) for the local-CPU speed bound."""
+    """cpu_bandwidth: (bytes/s, where the figure comes from) for the local-CPU speed bound;
+    cpu_runtimes: each engine kind's CPU memory beside the weights (engines.base.cpu_runtimes())."""
     notes: list[str] = []
     scheme = quant.parse_weight_dtype(dtype) if dtype else (facts.quantized_as or facts.model_dtype or "bf16")
     kv_name = quant.parse_kv_dtype(kv_dtype) if kv_dtype else quant.default_kv_dtype(scheme, facts.model_dtype)
@@ -132,6 +134,7 @@ def build_estimate(
         cpu_footprint=cpu_footprint(
             served.stored_bytes,
             cast_at_load=bool(stored_dtype) and quant.parse_weight_dtype(stored_dtype) != scheme,
+            runtimes=cpu_runtimes,
         ),
         fits=fits,
         smallest=best,

@@ -49,7 +49,15 @@ def estimate_from_args(args: argparse.Namespace, model: str | None = None) -> Es
         max_num_batched_tokens=args.max_num_batched_tokens,
         enforce_eager=args.enforce_eager,
         disable_custom_all_reduce=args.disable_custom_all_reduce,
+        cpu_runtimes=_cpu_runtimes(args),
     )
+
+
+def _cpu_runtimes(args: argparse.Namespace) -> dict | None:
+    """Each engine kind's CPU memory (engines.base.cpu_runtimes), handed in by infbench.cli: the
+    function itself (the command line) or its result (the page)."""
+    runtimes = getattr(args, "cpu_runtimes", None)
+    return runtimes() if callable(runtimes) else runtimes
 
 
 def _cpu_bandwidth(value: str | None) -> tuple[float, str] | None:

@@ -119,7 +119,9 @@ def _picks() -> list[dict[str, str]]:
     return [{"name": p.stem, "model": str(p)} for p in sorted(MODELS_DIR.glob("*.json"))]
 
 
-def estimate_payload(form: dict[str, str], files: list[tuple[str, bytes]], upload_dir: Path) -> dict[str, Any]:
+def estimate_payload(
+    form: dict[str, str], files: list[tuple[str, bytes]], upload_dir: Path, cpu_runtimes: dict | None = None
+) -> dict[str, Any]:
     """What the page shows for one setting: the estimate's JSON and its answer lines."""
     from infbench.memory.flags import estimate_from_args
     from infbench.memory.render import answer_lines
@@ -127,6 +129,7 @@ def estimate_payload(form: dict[str, str], files: list[tuple[str, bytes]], uploa
     if files:
         form = {**form, "model": _saved_upload(files, upload_dir)}
     args, model = _flags(form)
+    args.cpu_runtimes = cpu_runtimes  # each engine kind's CPU memory, as the CLI has it
     est = estimate_from_args(args, model)
     out = est.to_json()
     out["answer"] = answer_lines(est)
@@ -135,7 +138,7 @@ def estimate_payload(form: dict[str, str], files: list[tuple[str, bytes]], uploa
     return out
 
 
-def create_app(upload_dir: Path | None = None):
+def create_app(upload_dir: Path | None = None, cpu_runtimes: dict | None = None):
     uvicorn, Starlette, Request, HTMLResponse, JSONResponse, Route = _require_web()
     uploads = upload_dir or Path(tempfile.mkdtemp(prefix="infbench-web-"))
 
@@ -150,7 +153,7 @@ def create_app(upload_dir: Path | None = None):
         fields = {k: v for k, v in form.items() if isinstance(v, str)}
         files = [(v.filename or "config.json", await v.read()) for _, v in form.multi_items() if not isinstance(v, str)]
         try:
-            return JSONResponse(estimate_payload(fields, files, uploads))
+            return JSONResponse(estimate_payload(fields, files, uploads, cpu_runtimes))
         except EstimateError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
 
@@ -173,12 +176,12 @@ def _setup() -> dict[str, Any]:
     }
 
 
-def serve(host: str = "127.0.0.1", port: int = 8765) -> int:
+def serve(host: str = "127.0.0.1", port: int = 8765, cpu_runtimes: dict | None = None) -> int:
     """Serve the page until interrupted; prints the address first (port 0: any free port)."""
     import socket
 
     uvicorn = _require_web()[0]
-    app = create_app()
+    app = create_app(cpu_runtimes=cpu_runtimes)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:

@@ -6,41 +6,17 @@ Errors name the key (e.g. `engines.transformers.kind`), so a user knows what to 
 from __future__ import annotations
 
 import copy
+from dataclasses import fields
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 from infbench.defaults import load_schema
+from infbench.engines.base import COMMON_CONFIG_KEYS, EngineConfigError, engine_for, engine_kinds
 from infbench.engines.spec import BenchSettings, EngineSpec, ModelSpec, Sampling, Scenario
 from infbench.measure.scenarios import scenario_class
 from infbench.secrets import HF_TOKEN_SHAPE, argv_secrets, is_secret_env_name, url_secrets
-
-ENGINE_LABELS = {
-    "transformers": "Transformers",
-    "vllm": "vLLM",
-    "tgi": "TGI",
-    "llamacpp": "llama.cpp",
-    "openai": "OpenAI-compatible",
-    "sglang": "SGLang",
-}
-
-# Engine keys that belong to one kind only: set on another kind, they stop the run naming the key.
-KIND_ONLY_KEYS = {
-    "launcher": ("tgi",),
-    "image": ("tgi",),
-    "threads": ("llamacpp",),
-    "parallel": ("llamacpp",),
-    "ctx_size": ("llamacpp",),
-    "continuous_batching": ("transformers",),
-    "command": ("openai",),
-    "health_path": ("openai",),
-    "version_path": ("openai",),
-    "metrics_url": ("openai",),
-    "base_url": ("openai",),
-    "api_key_env": ("openai",),
-    "served_model_name": ("openai",),
-}
 
 
 class ConfigError(ValueError):
@@ -252,38 +228,21 @@ def existing_python(engine: dict) -> str | None:
 
 
 def _check_engine_kind_keys(name: str, engine: dict) -> None:
-    """Keys of another kind, and what kind openai needs, named at start-up (not mid-run)."""
+    """Keys of another kind, and the kind's own checks (openai: command or base_url), named at
+    start-up (not mid-run). Which keys a kind has is its Settings dataclass (engines/kinds/)."""
     kind = engine["kind"]
-    for key, kinds in KIND_ONLY_KEYS.items():
-        if key in engine and kind not in kinds:
+    plugin = engine_for(kind)
+    own = {f.name for f in fields(plugin.Settings)}
+    for key in engine:
+        if key not in COMMON_CONFIG_KEYS and key not in own:
+            kinds = [k for k, e in engine_kinds().items() if key in {f.name for f in fields(e.Settings)}]
             raise ConfigError(
                 f"config error at engines.{name}.{key}: only for kind {' or '.join(kinds)} (this engine is kind {kind})"
             )
-    if kind != "openai":
-        if "env" not in engine:
-            raise ConfigError(f"config error at engines.{name}.env: required for kind {kind}")
-        return
-    if ("command" in engine) == ("base_url" in engine):
-        raise ConfigError(
-            f"config error at engines.{name}: kind openai needs exactly one of command (a server "
-            "the pipeline starts) or base_url (an endpoint already running)"
-        )
-    if "base_url" in engine:
-        if "env" in engine:
-            raise ConfigError(
-                f"config error at engines.{name}.env: a base_url endpoint is not started, so it has no env"
-            )
-        return
-    from infbench.engines.adapters import OPENAI_PLACEHOLDERS, fill_command
-
     try:
-        fill_command(engine["command"], {key: "x" for key in OPENAI_PLACEHOLDERS})
-    except ValueError as err:
-        raise ConfigError(f"config error at engines.{name}.command: {err}") from None
-    if not any("{port}" in part for part in engine["command"]):
-        raise ConfigError(
-            f"config error at engines.{name}.command: it must contain {{port}} (the pipeline picks a free port)"
-        )
+        plugin.check_config(name, engine)
+    except EngineConfigError as err:
+        raise ConfigError(str(err)) from None
 
 
 def resolve_env(engine: dict, device: str, engine_name: str = "?") -> str | None:
@@ -306,34 +265,14 @@ def engine_spec(config: dict, name: str) -> EngineSpec:
     return EngineSpec(
         name=name,
         kind=engine["kind"],
-        label=engine.get("label") or ENGINE_LABELS.get(engine["kind"], name),
+        label=engine_label(config, name),
         env=resolve_env(engine, config["device"], name) or "",
         device=config["device"],
         args=list(engine["args"]),
         server_env={k: v for k, v in engine["server_env"].items() if isinstance(v, str)},
         server_env_from={k: v["from_env"] for k, v in engine["server_env"].items() if isinstance(v, dict)},
         startup_timeout_s=engine["startup_timeout_s"],
-        launcher=engine.get("launcher"),
-        image=engine.get("image"),
-        **{
-            key: engine[key]
-            for key in (
-                "threads",
-                "parallel",
-                "ctx_size",
-                "continuous_batching",
-                "health_path",
-                "version_path",
-                "base_url",
-                "metrics_url",
-                "api_key_env",
-                "served_model_name",
-            )
-            if key in engine
-        },
-        # an external endpoint without a health_path is checked at GET {base_url}/models (OpenAI's route)
-        **({"health_path": None} if "base_url" in engine and "health_path" not in engine else {}),
-        command=list(engine.get("command", [])),
+        settings=engine_for(engine["kind"]).settings_from_config(engine),
         gpu_ids=list(config.get("gpu_ids", [])),
         sampling=Sampling(**config["sampling"]),
         scenarios=[scenario_of(config, s) for s in config["scenarios"]],
@@ -365,4 +304,4 @@ def model_label(config: dict, name: str) -> str:
 
 def engine_label(config: dict, name: str) -> str:
     engine = config["engines"][name]
-    return engine.get("label") or ENGINE_LABELS.get(engine["kind"], name)
+    return engine.get("label") or engine_for(engine["kind"]).label

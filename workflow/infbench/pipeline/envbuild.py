@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from infbench.engines.base import engine_for
 from infbench.fileio import write_text_atomic
 
 DIRECTIVE = "# infbench:"
@@ -62,13 +63,6 @@ def build_env(name: str, requirements: Path, venv: Path, lock: Path, marker: Pat
 # offline GPU boxes, bring their own interpreter. Nothing is installed into it; the pipeline records
 # its pip freeze as the lock and links it under .venvs/NAME/bin/ so the bench job finds it as a venv.
 
-# Modules an engine's server needs from its interpreter (transformers serve: its serving extras).
-ENGINE_MODULES = {
-    "transformers": ["transformers", "torch", "fastapi", "uvicorn", "pydantic", "openai"],
-    "vllm": ["vllm"],
-    "tgi": ["text_generation"],
-}
-
 _PROBE = """
 import importlib.metadata, importlib.util, json, sys
 print(json.dumps({
@@ -105,7 +99,8 @@ def interpreter_path(python: str) -> str:
 
 def check_existing_env(engine_name: str, kind: str, python: str) -> dict:
     """Stop with the engine's name and what is missing, before anything runs."""
-    modules = ENGINE_MODULES.get(kind, [])
+    engine = engine_for(kind)  # its env_modules: what its server needs from the interpreter
+    modules = list(engine.env_modules)
     python = interpreter_path(python)
     try:
         probe = probe_python(python, modules)
@@ -115,7 +110,7 @@ def check_existing_env(engine_name: str, kind: str, python: str) -> dict:
         raise ExistingEnvError(
             f"engine {engine_name!r} ({kind}): the existing interpreter {python} lacks "
             f"{', '.join(probe['missing'])} (nothing is installed into an existing env: install "
-            f"{'transformers[serving]' if kind == 'transformers' else ', '.join(probe['missing'])} there, "
+            f"{engine.env_install_hint or ', '.join(probe['missing'])} there, "
             "or use an env file under envs/)"
         )
     return probe

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from infbench.defaults import schema_default
 from infbench.fileio import write_bytes_atomic
 from infbench.results.redact import Redactor
 
@@ -146,7 +147,9 @@ class RunScope:
         config = provenance.get("config") or {}
         if not config.get("engines") or not config.get("models"):
             return None
-        envs = {e.get("env") for e in provenance.get("engines", [])} | {config.get("tools_env", "transformers")}
+        envs = {e.get("env") for e in provenance.get("engines", [])} | {
+            config.get("tools_env", schema_default("tools_env"))
+        }
         return cls(
             frozenset(config["engines"]),
             frozenset(config["models"]),

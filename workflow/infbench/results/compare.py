@@ -26,6 +26,7 @@ import numpy as np
 import polars as pl
 
 from infbench.handoff import MergePlan, ServerInfo
+from infbench.layout import NATIVE_RUN
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, summarize_runs
 from infbench.measure.recordframe import read_runs
 from infbench.results import routing, runstatus
@@ -62,7 +63,7 @@ PER_REPEAT = (
     Metric("latency p50", "latency_p50_s", False),
     Metric("latency p99", "latency_p99_s", False),
 )
-NATIVE = "native-single"  # TGI's extra measurement over its native route: a single-request scenario
+NATIVE = NATIVE_RUN  # TGI's extra measurement over its native route: a single-request scenario
 CELL = ["engine", "model", "scenario"]
 
 
@@ -130,7 +131,7 @@ def run_files(raw_dir: Path, plan: MergePlan) -> list[RunFile]:
     files = []
     for engine in plan.engines:
         for model in plan.models:
-            scenarios = [*plan.scenarios, *([NATIVE] if engine in plan.native_engines else [])]
+            scenarios = plan.runs(engine)
             for repeat, folder in repeat_dirs(raw_dir / engine / model):
                 for scenario in scenarios:
                     path = folder / f"{scenario}.jsonl"

@@ -65,8 +65,7 @@ class PlotData:
         return routing.scenarios_where(self.plan, flag)
 
     def all_scenarios(self) -> list[str]:
-        native = ["native-single"] if self.plan.native_engines else []
-        return [*self.plan.scenarios, *native]
+        return self.plan.all_runs()
 
 
 def _save(fig, path: Path) -> None:

@@ -71,7 +71,7 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
             run_dir = raw_dir / engine / model
             server_file = run_dir / "server.json"
             servers[(engine, model)] = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
-            for scenario in [*plan.scenarios, *(["native-single"] if engine in plan.native_engines else [])]:
+            for scenario in plan.runs(engine):
                 runs.append((engine, model, scenario, run_dir / f"{scenario}.jsonl"))
     sweeps = [
         run
