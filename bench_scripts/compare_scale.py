@@ -116,7 +116,7 @@ def write_run(root: Path, seed: int, repeats: int, prompts: int, slow_engine: st
 def bundle(root: Path) -> Path:
     """The run's tables (merged as the merge rule does) and its bundle; returns the bundle's path."""
     from infbench.handoff import MergePlan
-    from infbench.results.bundle import make_bundle
+    from infbench.results.bundle_make import make_bundle
     from infbench.results.redact import Redactor
     from infbench.results.tables import merge
 

@@ -237,9 +237,9 @@ print(time.perf_counter() - started)  # the merge alone, without starting Python
 VERIFY = """
 from pathlib import Path
 try:
-    from infbench.results.bundle import VerifyResult, check_results
+    from infbench.results.bundle_verify import VerifyResult, check_results
 except ImportError:  # an older checkout (--workflow): only the recomputation
-    from infbench.results.bundle import VerifyResult, _recompute_tables
+    from infbench.results.bundle_verify import VerifyResult, _recompute_tables
     check_results = lambda folder, result: _recompute_tables(folder, result) or result
 folder = Path({folder!r})
 result = check_results(folder, VerifyResult(bundle=folder))

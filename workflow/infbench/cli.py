@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from infbench import layout
 from infbench.defaults import schema_default
 from infbench.engines.base import cpu_runtimes
 from infbench.memory.cli import add_parser as add_memory_commands
@@ -91,11 +92,20 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _json_text(value: str) -> str:
+    """A JSON argument (the merge plan, the config): the rules pass a file; JSON text still works."""
+    return value if value.lstrip().startswith("{") else Path(value).read_text()
+
+
 def _cmd_merge(args) -> int:
     from infbench.handoff import MergePlan
+    from infbench.results.bounds import BoundFiles
     from infbench.results.tables import merge
 
-    merge(args.raw_dir, args.out_dir, MergePlan.from_json(args.plan))
+    text = _json_text(args.plan)
+    listed = args.estimates is not None or args.measured is not None or args.bandwidth is not None
+    files = BoundFiles.listed(args.estimates or [], args.measured or [], args.bandwidth) if listed else None
+    merge(args.raw_dir, args.out_dir, MergePlan.from_json(text), files)
     print(f"tables written to {args.out_dir}", file=sys.stderr)
     return 0
 
@@ -104,7 +114,7 @@ def _cmd_provenance(args) -> int:
     from infbench.results.provenance import collect, write_provenance
 
     prov = collect(
-        json.loads(args.config),
+        json.loads(_json_text(args.config)),
         tables=args.tables,
         locks=args.locks,
         model_metas=args.models,
@@ -141,7 +151,8 @@ def _cmd_report_pages(args) -> int:
 def _cmd_bundle(args) -> int:
     import yaml
 
-    from infbench.results.bundle import BundleError, make_bundle
+    from infbench.results.bundle import BundleError
+    from infbench.results.bundle_make import make_bundle
     from infbench.results.redact import Redactor
 
     config: dict = {}
@@ -173,7 +184,8 @@ def _report_bundle(result) -> None:
 
 
 def _cmd_verify(args) -> int:
-    from infbench.results.bundle import BundleError, UnsafeArchiveError, verify_bundle
+    from infbench.results.bundle import BundleError, UnsafeArchiveError
+    from infbench.results.bundle_verify import verify_bundle
 
     try:
         result = verify_bundle(args.bundle, _extract_limits(args.max_gib))
@@ -226,7 +238,7 @@ def _cmd_compare(args) -> int:
 
 def _extract_limits(max_gib: float | None):
     """The extraction limits, the total (and the per-file limit with it) raised or lowered by --max-gib."""
-    from infbench.results.bundle import ExtractLimits
+    from infbench.results.bundle_verify import ExtractLimits
 
     if max_gib is None:
         return ExtractLimits()
@@ -326,15 +338,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_seeded_trace)
 
     p = sub.add_parser("merge", help="merge raw records into markdown tables and a CSV")
-    p.add_argument("--raw-dir", type=Path, default=Path("results/raw"))
-    p.add_argument("--out-dir", type=Path, default=Path("results/tables"))
+    p.add_argument("--raw-dir", type=Path, default=Path(layout.RAW))
+    p.add_argument("--out-dir", type=Path, default=Path(layout.TABLES))
     p.add_argument(
-        "--plan", required=True, help="JSON: {engines: {name: label}, models: {...}, scenarios: {name: kind}}"
+        "--plan",
+        required=True,
+        help="the merge plan, a JSON file (results/specs/merge_plan.json) or JSON text: "
+        "{engines: {name: label}, models: {...}, scenarios: {name: kind}}",
     )
+    # What the decode bounds read (the merge rule passes them; without any, the layout's files beside --raw-dir).
+    p.add_argument("--estimates", type=Path, nargs="*", help="results/memory/MODEL.json")
+    p.add_argument("--measured", type=Path, nargs="*", help="results/raw/ENGINE/MODEL/memory.json")
+    p.add_argument("--bandwidth", type=Path, help="results/hardware/bandwidth.json")
     p.set_defaults(func=_cmd_merge)
 
     p = sub.add_parser("provenance", help="write results/provenance.json (what ran, on what, when)")
-    p.add_argument("--config", required=True, help="the resolved config as JSON (secrets are redacted again)")
+    p.add_argument(
+        "--config", required=True, help="the resolved config, a JSON file or JSON text (secrets are redacted again)"
+    )
     p.add_argument("--tables", type=Path, nargs="+", required=True)
     p.add_argument("--locks", type=Path, nargs="*", default=[])
     p.add_argument("--models", type=Path, nargs="*", default=[], help="results/models/*.json")
@@ -342,24 +363,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--servers", type=Path, nargs="*", default=[], help="results/raw/*/*/server.json")
     p.add_argument("--records", type=Path, nargs="*", default=[], help="results/raw/*/*/*.jsonl")
     p.add_argument("--bandwidth", type=Path, help="results/hardware/bandwidth.json (memory read benchmark)")
-    p.add_argument("--out", type=Path, default=Path("results/provenance.json"))
+    p.add_argument("--out", type=Path, default=Path(layout.PROVENANCE))
     p.set_defaults(func=_cmd_provenance)
 
     p = sub.add_parser("plots", help="plot tokens/s, TTFT and latency CDFs and throughput as PNG")
-    p.add_argument("--raw-dir", type=Path, default=Path("results/raw"))
-    p.add_argument("--plan", type=Path, default=Path("results/tables/merge_plan.json"))
-    p.add_argument("--out-dir", type=Path, default=Path("results/plots"))
+    p.add_argument("--raw-dir", type=Path, default=Path(layout.RAW))
+    p.add_argument("--plan", type=Path, default=Path(layout.MERGE_PLAN))
+    p.add_argument("--out-dir", type=Path, default=Path(layout.PLOTS))
     p.set_defaults(func=_cmd_plots)
 
     p = sub.add_parser("report-pages", help="render the tables and the provenance as HTML for the report")
     p.add_argument("--tables", type=Path, nargs="+", required=True)
-    p.add_argument("--provenance", type=Path, default=Path("results/provenance.json"))
-    p.add_argument("--out-dir", type=Path, default=Path("results/report"))
+    p.add_argument("--provenance", type=Path, default=Path(layout.PROVENANCE))
+    p.add_argument("--out-dir", type=Path, default=Path(layout.REPORT))
     p.set_defaults(func=_cmd_report_pages)
 
     p = sub.add_parser("bundle", help="write results/bundles/RUN_ID.tar.gz (secrets redacted, with a manifest)")
     p.add_argument("--root", type=Path, default=Path("."), help="the workflow directory (holds results/, logs/)")
-    p.add_argument("--out-dir", type=Path, default=Path("results/bundles"))
+    p.add_argument("--out-dir", type=Path, default=Path(layout.BUNDLES))
     p.add_argument(
         "--configfile",
         type=Path,
@@ -384,7 +405,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("a", type=Path, metavar="A", help="the baseline: a bundle (.tar.gz) or a results folder")
     p.add_argument("b", type=Path, metavar="B", help="the run compared with it (may be A itself)")
-    p.add_argument("--out", type=Path, default=Path("results/compare"), help="where the report goes")
+    p.add_argument("--out", type=Path, default=Path(layout.COMPARE), help="where the report goes")
     p.add_argument(
         "--fail-if-worse",
         type=float,

@@ -14,9 +14,9 @@ for bench_rule, (extra_runs, bench_engines) in bench_rules().items():
             requests=prepared_requests,
             failed_before=failure_marker,
         output:
-            records=[f"results/raw/{{engine}}/{{model}}/{run}.jsonl" for run in [*SCENARIOS, *extra_runs]],
-            server="results/raw/{engine}/{model}/server.json",
-            memory="results/raw/{engine}/{model}/memory.json",
+            records=[layout.records("{engine}", "{model}", run) for run in [*SCENARIOS, *extra_runs]],
+            server=layout.server_info("{engine}", "{model}"),
+            memory=layout.memory_report("{engine}", "{model}"),
         log:
             bench="logs/bench/{engine}/{model}.log",
             server="logs/bench/{engine}/{model}.server.log",
@@ -31,6 +31,6 @@ for bench_rule, (extra_runs, bench_engines) in bench_rules().items():
         shell:
             "infbench bench --engine-spec {input.engine_spec} --model-spec {input.model_spec} "
             "--prompts {input.prompts} --venv {params.venv} --lock {params.lock} --threads {threads} "
-            "--out-dir results/raw/{wildcards.engine}/{wildcards.model} "
-            "--requests-dir results/requests/{wildcards.model} "
+            f"--out-dir {layout.raw_dir('{wildcards.engine}', '{wildcards.model}')} "
+            f"--requests-dir {layout.requests_dir('{wildcards.model}')} "
             "--server-log {log.server} --log {log.bench}"

@@ -19,6 +19,6 @@ rule bundle:
     log:
         "logs/bundle.log",
     run:
-        from infbench.results.bundle import bundle_for_snakemake
+        from infbench.results.bundle_make import bundle_for_snakemake
 
         bundle_for_snakemake(config, Path(log[0]))

@@ -1,10 +1,13 @@
 # Config validation and the small input functions the rules share.
 
+import contextlib
 import json
 import os
 import re
+import tempfile
 from dataclasses import asdict
 
+from infbench import layout
 from infbench.engines.base import engine_for
 from infbench.handoff import MergePlan
 from infbench.pipeline.config import (
@@ -85,7 +88,7 @@ def env_marker(env):
 def failure_marker(wildcards):
     """A bench job that failed left results/failures/{engine}/{model}.json: as an input (newer than
     the outputs it wrote) it makes the next run repeat exactly that job; absent, nothing changes."""
-    marker = f"results/failures/{wildcards.engine}/{wildcards.model}.json"
+    marker = layout.failure_marker(wildcards.engine, wildcards.model)
     return [marker] if os.path.exists(marker) else []
 
 
@@ -157,7 +160,7 @@ def bench_threads(wildcards):
 
 def raw_outputs(engine, model):
     runs = [*SCENARIOS, *engine_of(engine).extra_runs]
-    return [f"results/raw/{engine}/{model}/{run}.jsonl" for run in runs]
+    return [layout.records(engine, model, run) for run in runs]
 
 
 def merge_plan():
@@ -167,6 +170,17 @@ def merge_plan():
         scenarios={s: config["scenarios"][s]["kind"] for s in SCENARIOS},
         native_engines=[e for e in ENGINES if engine_of(e).extra_runs],
     ).to_json()
+
+
+@contextlib.contextmanager
+def handoff_file(text):
+    """A temporary file holding text (the merge plan, the redacted config) for the command a rule runs:
+    what a rule hands its command travels in a file, never on a command line (process lists, logs)."""
+    with tempfile.TemporaryDirectory(prefix="infbench-") as folder:
+        path = os.path.join(folder, "handoff.json")
+        with open(path, "w") as out:
+            out.write(text)
+        yield path
 
 
 def write_spec_file(path, spec, log_path):
@@ -182,7 +196,7 @@ def all_raw_records():
 
 
 def all_server_files():
-    return [f"results/raw/{e}/{m}/server.json" for e in ENGINES for m in MODELS]
+    return [layout.server_info(e, m) for e in ENGINES for m in MODELS]
 
 
 def memory_python():
@@ -207,13 +221,14 @@ def memory_source_flag(wildcards):
     return "--model-meta"
 
 
-def memory_measured():
-    return [f"results/raw/{e}/{m}/memory.json" for e in config["engines"] for m in config["models"]]
+def memory_table_inputs():
+    """(estimates, measured): the memory table's inputs, in the order verify reads them too."""
+    return layout.memory_table_inputs(config["engines"], config["models"])
 
 
 def prepared_requests(wildcards):
     """A bench job's prepared request files: one per prepared scenario, for its model."""
-    return [f"results/requests/{wildcards.model}/{s}.json" for s in PREPARED_SCENARIOS]
+    return [layout.request_file(wildcards.model, s) for s in PREPARED_SCENARIOS]
 
 
 def scenario_source(wildcards):

@@ -7,7 +7,7 @@ rule memory_estimate:
     input:
         unpack(memory_estimate_input),
     output:
-        "results/memory/{model}.json",
+        layout.memory_estimate("{model}"),
     log:
         "logs/memory/{model}.log",
     params:
@@ -25,8 +25,8 @@ rule memory_estimate:
 rule memory_table:
     input:
         env=f".venvs/{config['tools_env']}/.infbench-built",
-        estimates=[f"results/memory/{m}.json" for m in config["models"]],
-        measured=memory_measured(),
+        estimates=memory_table_inputs()[0],
+        measured=memory_table_inputs()[1],
     output:
         "results/tables/memory.md",
     log:
@@ -42,7 +42,7 @@ rule memory_table:
 # the single-request decode bound of CPU runs is bandwidth / bytes read per token.
 rule memory_bandwidth:
     output:
-        "results/hardware/bandwidth.json",
+        layout.BANDWIDTH,
     log:
         "logs/memory/bandwidth.log",
     threads: all_cores

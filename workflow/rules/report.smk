@@ -12,7 +12,7 @@ rule plots:
     input:
         records=all_raw_records(),
         servers=all_server_files(),
-        plan="results/tables/merge_plan.json",
+        plan=layout.MERGE_PLAN,
     output:
         [
             report(
@@ -26,7 +26,7 @@ rule plots:
     log:
         "logs/report/plots.log",
     shell:
-        "infbench plots --raw-dir results/raw --plan {input.plan} --out-dir results/plots > {log} 2>&1"
+        f"infbench plots --raw-dir {layout.RAW} --plan {{input.plan}} --out-dir {layout.PLOTS} > {{log}} 2>&1"
 
 
 # Record what ran, on what and when: git, redacted config, locks, hashes, hardware, versions, times.
@@ -49,7 +49,7 @@ rule provenance:
         prompts=f"results/prompts/{PROMPTS_NAME}.meta.json",
         servers=all_server_files(),
         records=all_raw_records(),
-        bandwidth=rules.memory_bandwidth.output,
+        bandwidth=layout.BANDWIDTH,
     output:
         report(
             "results/provenance.json",
@@ -60,17 +60,20 @@ rule provenance:
     log:
         "logs/report/provenance.log",
     params:
-        # Redacted here already: the config never reaches a command line or a log with its secrets.
+        # Redacted here already, and handed over in a file: never on a command line or in a log.
         # (a function, so that braces in the config, e.g. an openai command's {port}, stay as they are)
         # compare_* only say what `compare` compares this run with: not part of the run (a new baseline
         # must not make the provenance, and so the run, out of date).
         config=lambda wildcards: json.dumps(
             redact_config({k: v for k, v in config.items() if not k.startswith("compare_")}), sort_keys=True
         ),
-    shell:
-        "infbench provenance --config {params.config:q} --tables {input.tables} --locks {input.locks} "
-        "--models {input.models} --prompts-meta {input.prompts} --servers {input.servers} "
-        "--records {input.records} --bandwidth {input.bandwidth} --out {output} > {log} 2>&1"
+    run:
+        with handoff_file(params.config) as config_file:
+            shell(
+                "infbench provenance --config {config_file:q} --tables {input.tables} --locks {input.locks} "
+                "--models {input.models} --prompts-meta {input.prompts} --servers {input.servers} "
+                "--records {input.records} --bandwidth {input.bandwidth} --out {output} > {log} 2>&1"
+            )
 
 
 # Render each table and the provenance as HTML, so the report shows them inline.

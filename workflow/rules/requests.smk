@@ -17,7 +17,7 @@ rule scenario_spec:
 # Write the small seeded trace in the Mooncake format that a trace scenario with source seeded replays.
 rule seeded_trace:
     output:
-        "results/traces/seeded-{seed}.jsonl",
+        layout.seeded_trace("{seed}"),
     log:
         "logs/traces/seeded-{seed}.log",
     wildcard_constraints:
@@ -36,7 +36,7 @@ rule requests:
         model="results/models/{model}.json",
         source=scenario_source,
     output:
-        "results/requests/{model}/{scenario}.json",
+        layout.request_file("{model}", "{scenario}"),
     log:
         "logs/requests/{model}/{scenario}.log",
     wildcard_constraints:

@@ -15,11 +15,11 @@ from infbench.measure.metrics import (
     request_metrics,
     summarize,
     tokens_per_second,
-    weighted_percentiles,
 )
 from infbench.measure.recordfiles import write_records
 from infbench.measure.recordframe import records_frame
 from infbench.measure.records import RequestRecord, read_records
+from infbench.measure.stats import weighted_percentiles
 
 
 def rec(i, send, ttft, latency, completion, prompt=10, error=None, status=200, concurrency=1):
@@ -129,7 +129,7 @@ def test_live_percentile_agrees_with_the_frame_percentiles_to_the_bit():
 def test_bucketed_percentiles_are_exact_across_signs_magnitudes_ties_and_groups():
     """The selection goes by buckets of the floats' bits: values of both signs, zeros, many
     magnitudes, ties and values crowded into one bucket must still give the sorted list's figures."""
-    from infbench.measure.metrics import grouped_percentiles
+    from infbench.measure.stats import grouped_percentiles
 
     rng = random.Random(21)
     groups = {

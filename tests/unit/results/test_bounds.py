@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from infbench.results.bounds import NoBound, bound_cells, bounds_for_run, decode_bound, mean_context
+from infbench.results.bounds import BoundFiles, NoBound, bound_cells, bounds_for_run, decode_bound, mean_context
 
 ESTIMATE = {  # the fields of results/memory/{model}.json the bound reads
     "dtype": "fp32",
@@ -114,18 +114,28 @@ def _write_pipeline_files(results: Path) -> None:
 
 
 def test_bounds_for_run_reads_the_pipeline_files(tmp_path):
+    tmp_path = tmp_path / "results"
+    tmp_path.mkdir()
     _write_pipeline_files(tmp_path)
     records = [{"prompt_tokens": 100, "completion_tokens": 50}, {"prompt_tokens": 300, "completion_tokens": 0}]
     assert mean_context(records) == 125  # failed or empty replies do not count
-    bound = bounds_for_run(tmp_path, "t", "m", records)
+    files = BoundFiles.under(tmp_path.parent, ["t", "other"], ["m"])
+    bound = bounds_for_run(files, "t", "m", records)
     assert bound.context_tokens == 125 and bound.bytes_per_token == 4 * 10**8 + 125 * 1000
-    assert bounds_for_run(tmp_path, "other", "m", records) is None
+    assert bounds_for_run(files, "other", "m", records) is None
+    # The merge rule's lists name the same files.
+    listed = BoundFiles.listed(
+        [tmp_path / "memory" / "m.json"], [tmp_path / "raw" / "t" / "m" / "memory.json"], files.bandwidth
+    )
+    assert bounds_for_run(listed, "t", "m", records) == bound
 
 
 def test_with_bounds_adds_columns_to_single_scenarios_only(tmp_path):
     import polars as pl
     from infbench.results.bounds import with_bounds
 
+    tmp_path = tmp_path / "results"
+    tmp_path.mkdir()
     _write_pipeline_files(tmp_path)
     df = pl.DataFrame(
         {
@@ -137,7 +147,8 @@ def test_with_bounds_adds_columns_to_single_scenarios_only(tmp_path):
             "completion_tokens_mean": [0.0, 0.0],
         }
     )
-    out = with_bounds(df, tmp_path, {"single": "single", "load": "throughput"})
+    files = BoundFiles.under(tmp_path.parent, ["t"], ["m"])
+    out = with_bounds(df, files, {"single": "single", "load": "throughput"})
     assert out["decode_bound_tokens_s"].to_list() == [pytest.approx(10.0), None]
     assert out["pct_of_bound"].to_list() == [pytest.approx(50.0), None]
 
@@ -146,7 +157,8 @@ def test_details_and_csv_show_bound_and_flag_over_100(tmp_path):
     """The merge sets each single-request tok/s beside its bound; a bundle still verifies."""
     from fake_run import build_run, fake_config
     from infbench.fileio import write_json_atomic
-    from infbench.results.bundle import make_bundle, verify_bundle
+    from infbench.results.bundle_make import make_bundle
+    from infbench.results.bundle_verify import verify_bundle
     from infbench.results.redact import Redactor
     from infbench.results.tables import merge
 

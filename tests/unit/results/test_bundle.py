@@ -11,7 +11,9 @@ import tarfile
 import pytest
 from fake_run import FAKE_TOKEN, build_run, fake_config
 from infbench.cli import main
-from infbench.results.bundle import UnsafeArchiveError, make_bundle, verify_bundle
+from infbench.results.bundle import UnsafeArchiveError
+from infbench.results.bundle_make import make_bundle
+from infbench.results.bundle_verify import verify_bundle
 from infbench.results.redact import REDACTED, Redactor, redact_config
 from infbench.secrets import is_secret_env_name, is_secret_key
 

@@ -22,7 +22,9 @@ from fake_run import build_run, fake_config, fake_plan
 from infbench.cli import main
 from infbench.handoff import MergePlan
 from infbench.pipeline.config import ConfigError, validate_config
-from infbench.results.bundle import ExtractLimits, UnsafeArchiveError, make_bundle, verify_bundle
+from infbench.results.bundle import UnsafeArchiveError
+from infbench.results.bundle_make import make_bundle
+from infbench.results.bundle_verify import ExtractLimits, verify_bundle
 from infbench.results.provenance import read_provenance
 from infbench.results.redact import REDACTED, Redactor, redact_argv, redact_url
 from infbench.results.tables import merge

@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 from fake_run import build_run, fake_config
 from infbench.cli import main
-from infbench.results.bundle import make_bundle
+from infbench.results.bundle_make import make_bundle
 from infbench.results.compare import provenance_differences
 from infbench.results.redact import Redactor
 

@@ -16,25 +16,20 @@ a scenario's summary is one group_by over them. The merge, verify, the plots, ca
 bench job's own logs all go through `summarize_frame`. Two per-record helpers stay in plain Python
 because the bench job needs them live, per request: `tokens_per_second` (its progress bar) and
 `percentile` (the client's read lag of one request); tests/unit/measure/test_metrics.py checks they agree with
-the expressions. Figures are the ones the earlier per-record Python code gave, to the last bit:
-percentiles interpolate like numpy's default, means are exactly rounded sums over n (as
-statistics.fmean) and the sd is the correctly rounded root of the exact sample variance (as
-statistics.stdev), computed from exact integer sums of the floats' mantissas.
+the expressions. Figures are the ones the earlier per-record Python code gave, to the last bit: the exact
+percentiles, means and sd come from the general statistics engine in measure/stats.py.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from fractions import Fraction
 
 import polars as pl
 
 # Per-record figures live in a polars-free module (the bench job runs without polars); re-exported here.
-from infbench.measure.recordmath import _interpolated, _rank, percentile, tokens_per_second  # noqa: F401
+from infbench.measure.recordmath import percentile, tokens_per_second  # noqa: F401
 from infbench.measure.records import RequestRecord
-
-QUANTILES = (50, 90, 99)
+from infbench.measure.stats import QUANTILES, exact_moments, exact_sd, grouped_percentiles
 
 # -- per request --------------------------------------------------------------------------------
 
@@ -101,108 +96,6 @@ def inter_token_latencies(record: RequestRecord) -> list[float]:
 
     samples = itl_samples(records_frame([record]).lazy(), []).collect()
     return [value for value, weight in samples.iter_rows() for _ in range(weight)]
-
-
-# Percentile selection: values go to buckets by the top bits of an order-preserving integer image of
-# the float (sign, exponent and BUCKET_BITS of mantissa: buckets 2^-BUCKET_BITS wide, relatively), so
-# that only the few buckets holding a wanted rank are ever sorted. A group and a bucket make one
-# Int64 key (group * 2^20 + bucket), the cheapest thing for polars to group by.
-BUCKET_BITS = 8
-_BUCKET = 1 << (52 - BUCKET_BITS)  # the bucket of a value: its order key // _BUCKET, in [-2^19, 2^19)
-_GROUP = 1 << 20
-
-
-def _order_key(value: pl.Expr) -> pl.Expr:
-    """An Int64 that orders as the float does: a positive float's bits already do; a negative one's
-    magnitude bits are flipped, so that a larger magnitude gives a smaller integer."""
-    bits = value.reinterpret(dtype=pl.Int64)
-    return pl.when(bits >= 0).then(bits).otherwise(bits ^ pl.lit(0x7FFF_FFFF_FFFF_FFFF, pl.Int64))
-
-
-def grouped_percentiles(samples: pl.LazyFrame, qs=QUANTILES) -> pl.DataFrame:
-    """Percentiles p{q} of `value` per integer `group`, each row counting `weight` times (ITL: a
-    chunk's k tokens), as `_interpolated` gives them from the sorted values: exactly, without
-    sorting or repeating all the values.
-
-    The rank of q among a group's n weighted values and the interpolation are computed in Python,
-    as in `percentile`; polars finds the value at each wanted position: a histogram of weights per
-    bucket (cumulated in bucket order) says which bucket holds the position, and only those buckets'
-    values are sorted and cumulated to pick it."""
-    value, weight, key = pl.col("value"), pl.col("weight"), pl.col("key")
-    lf = (
-        samples.select(
-            value, weight, key=pl.col("group").cast(pl.Int64) * _GROUP + _order_key(value) // _BUCKET + _GROUP // 2
-        )
-        .collect()
-        .lazy()
-    )
-    hist = (
-        lf.group_by(key)
-        .agg(weight.sum())
-        .sort(key)
-        .with_columns(group=key // _GROUP)
-        .with_columns(end=weight.cum_sum().over("group"))
-        .with_columns(start=pl.col("end") - weight)
-        .collect()
-    )
-    totals = hist.group_by("group", maintain_order=True).agg(n=pl.col("end").max())
-    wanted = []  # (group, q, position): the floor and ceiling of each rank
-    for group, n in totals.iter_rows():
-        for q in qs:
-            _, low, high = _rank(n, q)
-            wanted += [(group, q, low), (group, q, high)]
-    positions = (
-        pl.DataFrame(wanted, schema={"group": pl.Int64, "q": pl.Float64, "position": pl.Int64}, orient="row")
-        .sort("position")
-        .join_asof(
-            hist.select("group", "key", "start").sort("start"),
-            left_on="position",
-            right_on="start",
-            by="group",
-            check_sortedness=False,
-        )
-        .with_columns(offset=pl.col("position") - pl.col("start"))
-    )
-    in_bucket = (
-        lf.filter(key.is_in(positions["key"].unique().implode()))
-        .sort(key, value)
-        .with_columns(after=weight.cum_sum().over(key))
-        .select(key, value, offset=pl.col("after") - weight)
-        .collect()
-    )
-    picked = positions.sort("offset").join_asof(in_bucket.sort("offset"), on="offset", by="key", check_sortedness=False)
-    found = {
-        (group, q, position): v
-        for group, q, position, v in picked.select("group", "q", "position", "value").iter_rows()
-    }
-    rows = []
-    for group, n in totals.iter_rows():
-        row = {"group": group}
-        for q in qs:
-            _, low, high = _rank(n, q)
-            row[f"p{q}"] = _interpolated(_Known({low: found[(group, q, low)], high: found[(group, q, high)]}, n), q)
-        rows.append(row)
-    return pl.DataFrame(rows, schema={"group": pl.Int64, **{f"p{q}": pl.Float64 for q in qs}})
-
-
-class _Known(dict):
-    """The sorted values `_interpolated` reads, where only the two it reads are known."""
-
-    def __init__(self, values: dict[int, float], count: int):
-        super().__init__(values)
-        self.count = count
-
-    def __len__(self) -> int:
-        return self.count
-
-
-def weighted_percentiles(values: pl.Series, weights: pl.Series, qs=QUANTILES) -> dict[float, float | None]:
-    """grouped_percentiles of one group."""
-    if values.is_empty():
-        return dict.fromkeys(qs)
-    frame = pl.DataFrame({"group": pl.repeat(0, len(values), eager=True), "value": values, "weight": weights})
-    row = grouped_percentiles(frame.lazy(), qs).row(0, named=True)
-    return {q: row[f"p{q}"] for q in qs}
 
 
 # -- per scenario -------------------------------------------------------------------------------
@@ -440,23 +333,7 @@ def _exact_means(lf: pl.LazyFrame) -> pl.DataFrame:
             ),
         ]
     )
-    bits = pl.col("value").reinterpret(dtype=pl.Int64)
-    magnitude = bits & pl.lit(0x7FFF_FFFF_FFFF_FFFF, pl.Int64)
-    biased = magnitude // (1 << 52)
-    mantissa = (magnitude & pl.lit((1 << 52) - 1, pl.Int64)) + pl.when(biased > 0).then(1 << 52).otherwise(0)
-    signed = pl.when(bits < 0).then(-mantissa).otherwise(mantissa).cast(pl.Int128)
-    partials = (
-        samples.with_columns(exponent=pl.max_horizontal(biased, 1) - 1075, m=signed)
-        .group_by(PART, "metric", "exponent")
-        .agg(n=pl.len(), sx=pl.col("m").sum(), sxx=(pl.col("m") * pl.col("m")).sum())
-        .collect()
-    )
-    sums: dict = {}
-    for row in partials.iter_rows(named=True):
-        entry = sums.setdefault((row[PART], row["metric"]), [0, Fraction(0), Fraction(0)])
-        entry[0] += row["n"]
-        entry[1] += Fraction(row["sx"]) * Fraction(2) ** row["exponent"]
-        entry[2] += Fraction(row["sxx"]) * Fraction(2) ** (2 * row["exponent"])
+    sums = exact_moments(samples, [PART, "metric"])
     out: dict = {}
     for (part, metric), (n, sx, sxx) in sums.items():
         row = out.setdefault(
@@ -468,7 +345,7 @@ def _exact_means(lf: pl.LazyFrame) -> pl.DataFrame:
             continue
         row["tokens_per_s_mean"] = mean
         if n > 1:
-            row["tokens_per_s_sd"] = _sqrt_of_fraction((n * sxx - sx * sx) / n / (n - 1))
+            row["tokens_per_s_sd"] = exact_sd(n, sx, sxx)
     schema = {
         PART: pl.UInt32,
         "tokens_per_s_mean": pl.Float64,
@@ -476,18 +353,6 @@ def _exact_means(lf: pl.LazyFrame) -> pl.DataFrame:
         "connect_mean_s": pl.Float64,
     }
     return pl.DataFrame(list(out.values()), schema=schema)
-
-
-def _sqrt_of_fraction(value: Fraction) -> float:
-    """The float nearest to sqrt(value): an integer root with 60+ bits, its last bit set when inexact
-    (round to odd), then one correctly rounded division."""
-    num, den = value.numerator, value.denominator
-    shift = max(0, 64 - (num.bit_length() - den.bit_length()) // 2)
-    scaled, remainder = divmod(num << (2 * shift), den)
-    root = math.isqrt(scaled)
-    if remainder or root * root != scaled:
-        root |= 1
-    return root / (1 << shift)
 
 
 def _derived() -> list[pl.Expr]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
+from infbench import layout
 from infbench.defaults import schema_default
 from infbench.measure.capacity import CapacityPlan, CapacityStep, check_slo, run_capacity
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
@@ -572,9 +573,6 @@ class Synthetic(_PreparedClosedLoop, PreparedKind, Scenario):
         return f"{', '.join(f'{i}/{o}' for i, o in self.pairs())} tokens, c={self.concurrency}"
 
 
-SEEDED_TRACE = "results/traces/seeded-{seed}.jsonl"  # the seeded trace the pipeline writes (rule seeded_trace)
-
-
 @_register
 @dataclass(frozen=True)
 class Trace(PreparedKind, Scenario):
@@ -596,7 +594,7 @@ class Trace(PreparedKind, Scenario):
 
     @staticmethod
     def trace_path(source: str, seed: int) -> str:
-        return SEEDED_TRACE.format(seed=seed) if source == "seeded" else source.removeprefix("jsonl:")
+        return layout.seeded_trace(seed) if source == "seeded" else source.removeprefix("jsonl:")
 
     def trace_window(self) -> TraceWindow:
         return TraceWindow(**self.window)

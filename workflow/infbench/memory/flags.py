@@ -8,12 +8,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from infbench import layout
 from infbench.memory.errors import EstimateError
 
 if TYPE_CHECKING:
     from infbench.memory.records import Estimate
 
-BANDWIDTH_FILE = "results/hardware/bandwidth.json"  # what the pipeline's memory_bandwidth rule writes
+BANDWIDTH_FILE = layout.BANDWIDTH  # what the pipeline's memory_bandwidth rule writes
 
 
 def estimate_from_args(args: argparse.Namespace, model: str | None = None) -> Estimate:

@@ -373,9 +373,11 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{value:+.1f}%"
 
 
-def write_table(
-    estimate_paths: list[Path], measured_paths: list[Path], out: Path, gpu_util: float | None = None
-) -> None:
+def read_inputs(
+    estimate_paths: list[Path], measured_paths: list[Path]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The table's estimates and measurements, read as the memory_table rule and verify pass them
+    (infbench.layout.memory_table_inputs gives both lists)."""
     estimates = [load_json(p, "estimate") for p in estimate_paths]
     measured = []
     for p in measured_paths:
@@ -384,4 +386,11 @@ def write_table(
         meas.setdefault("model", Path(p).parent.name)
         meas.setdefault("engine", Path(p).parent.parent.name)
         measured.append(meas)
+    return estimates, measured
+
+
+def write_table(
+    estimate_paths: list[Path], measured_paths: list[Path], out: Path, gpu_util: float | None = None
+) -> None:
+    estimates, measured = read_inputs(estimate_paths, measured_paths)
     write_text_atomic(out, render(estimates, measured, gpu_util))  # never a half-written table

@@ -5,7 +5,7 @@ token's own row) and the KV cache of its context once, so a request's tokens/s c
 
     bandwidth / (weights + KV bytes per token x context tokens)        (per GPU at TP ranks)
 
-Inputs, all files the pipeline already wrote:
+Inputs, all files the pipeline already wrote (BoundFiles; the merge rule passes them, infbench.layout names them):
   results/memory/{model}.json          the estimate: weights per dtype, embedding size, KV bytes per token
   results/raw/{engine}/{model}/memory.json   device, GPUs used (NVML name and PCI id), dtype vLLM logged
   results/hardware/bandwidth.json      this machine's measured bandwidth (CPU runs)
@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from infbench import layout
 
 _DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 # Bytes per embedding weight as the estimate stores each dtype (its weights_assumptions): quantized
@@ -61,7 +63,34 @@ class NoBound:
         return None
 
 
-def _read(path: Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class BoundFiles:
+    """The files the decode bounds read: one estimate per model, one memory.json per run, the
+    machine's bandwidth. A file absent (or not listed) gives no bound for what needs it."""
+
+    estimates: dict[str, Path]  # model -> results/memory/{model}.json
+    measured: dict[tuple[str, str], Path]  # (engine, model) -> results/raw/{engine}/{model}/memory.json
+    bandwidth: Path | None = None  # results/hardware/bandwidth.json
+
+    @classmethod
+    def under(cls, root: Path, engines: list[str], models: list[str]) -> BoundFiles:
+        """The layout's files under a workflow directory (or a bundle's run folder)."""
+        return cls(
+            {m: root / layout.memory_estimate(m) for m in models},
+            {(e, m): root / layout.memory_report(e, m) for e in engines for m in models},
+            root / layout.BANDWIDTH,
+        )
+
+    @classmethod
+    def listed(cls, estimates: list[Path], measured: list[Path], bandwidth: Path | None) -> BoundFiles:
+        """From the merge rule's inputs: each file's model (and engine) from where the layout puts it."""
+        runs = {(run.engine, run.model): path for path in measured for run in [layout.RunFolder.of(path.parent)]}
+        return cls({path.stem: path for path in estimates}, runs, bandwidth)
+
+
+def _read(path: Path | None) -> dict[str, Any] | None:
+    if path is None:
+        return None
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
@@ -166,15 +195,15 @@ def mean_context(records: list[dict[str, Any]]) -> float:
 
 
 def bounds_for_run(
-    results: Path, engine: str, model: str, records: list[dict[str, Any]]
+    files: BoundFiles, engine: str, model: str, records: list[dict[str, Any]]
 ) -> DecodeBound | NoBound | None:
-    """Read the pipeline's files under results/ for one (engine, model)."""
+    """The bound of one (engine, model) from the pipeline's files."""
     return decode_bound(
         engine,
         model,
-        _read(results / "memory" / f"{model}.json"),
-        _read(results / "raw" / engine / model / "memory.json"),
-        _read(results / "hardware" / "bandwidth.json"),
+        _read(files.estimates.get(model)),
+        _read(files.measured.get((engine, model))),
+        _read(files.bandwidth),
         mean_context(records),
     )
 
@@ -189,27 +218,27 @@ def bound_cells(bound: DecodeBound | NoBound | None, measured_tokens_s: float | 
     return f"{bound.tokens_s:.1f}", pct_cell(bound.percent(measured_tokens_s))
 
 
-def with_bounds(df: Any, results_dir: Path, scenario_kinds: dict[str, str]) -> Any:
+def with_bounds(df: Any, files: BoundFiles, scenario_kinds: dict[str, str]) -> Any:
     """A summary DataFrame (one row per engine, model, scenario) with four more columns:
     decode_bound_tokens_s, pct_of_bound, decode_bound_note (why there is no bound) and
     decode_bound_source (where its bandwidth comes from), for single-request scenarios (null elsewhere)."""
     import polars as pl
 
     bounds, pcts, notes, sources = [], [], [], []
-    cpu = _read(results_dir / "hardware" / "bandwidth.json")
+    cpu = _read(files.bandwidth)
     estimates: dict[str, dict[str, Any] | None] = {}
     for row in df.iter_rows(named=True):
         bound = None
         if scenario_kinds.get(row["scenario"]) == "single":
             model, engine = row["model"], row["engine"]
             if model not in estimates:
-                estimates[model] = _read(results_dir / "memory" / f"{model}.json")
+                estimates[model] = _read(files.estimates.get(model))
             context = (row.get("prompt_tokens_mean") or 0.0) + (row.get("completion_tokens_mean") or 0.0) / 2
             bound = decode_bound(
                 engine,
                 model,
                 estimates[model],
-                _read(results_dir / "raw" / engine / model / "memory.json"),
+                _read(files.measured.get((engine, model))),
                 cpu,
                 context,
             )

@@ -31,7 +31,7 @@ from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, summa
 from infbench.measure.recordframe import read_runs
 from infbench.results import routing, runstatus
 from infbench.results import significance as sig
-from infbench.results.bundle import ExtractLimits, opened_bundle, plan_name_problems
+from infbench.results.bundle_verify import ExtractLimits, opened_bundle, plan_name_problems
 
 
 class CompareError(RuntimeError):

@@ -24,7 +24,7 @@ from matplotlib.ticker import NullLocator  # noqa: E402
 
 from infbench.fileio import write_bytes_atomic, write_text_atomic  # noqa: E402
 from infbench.results import significance as sig  # noqa: E402
-from infbench.results.bundle import ExtractLimits  # noqa: E402
+from infbench.results.bundle_verify import ExtractLimits  # noqa: E402
 from infbench.results.compare import (  # noqa: E402
     Differences,
     Row,

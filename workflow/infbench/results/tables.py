@@ -559,9 +559,15 @@ def sweep_lines(steps: pl.DataFrame, requests: pl.DataFrame) -> list[str]:
     return lines
 
 
-def merge(raw_dir: Path, tables_dir: Path, plan: MergePlan) -> pl.DataFrame:
+def merge(
+    raw_dir: Path, tables_dir: Path, plan: MergePlan, bound_files: bounds.BoundFiles | None = None
+) -> pl.DataFrame:
+    """The tables of plan's runs under raw_dir (results/raw). bound_files: what the decode bounds
+    read, as the merge rule passes them; by default the layout's files beside raw_dir."""
     df, servers, requests = load_summaries(raw_dir, routing.check_plan(plan))
-    df = bounds.with_bounds(df, raw_dir.parent, plan.scenarios)  # decode bound beside single-request tok/s
+    if bound_files is None:
+        bound_files = bounds.BoundFiles.under(raw_dir.parent.parent, list(plan.engines), list(plan.models))
+    df = bounds.with_bounds(df, bound_files, plan.scenarios)  # decode bound beside single-request tok/s
     server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests)
     df = server.with_columns(df)  # the server's own figures, where the bench job read them
     tables_dir.mkdir(parents=True, exist_ok=True)
