@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+import polars as pl
 import pytest
 from infbench.engines.base import engine_for
 from infbench.engines.spec import EngineSpec, ModelSpec, Sampling, write_spec
@@ -26,6 +27,7 @@ from infbench.pipeline.requestprep import main as prepare_main
 from infbench.results.plots import PlotData
 from infbench.results.tables import merge
 from infbench.results.workloadplots import WORKLOAD_PLOT_FILES, write_workload_plots
+from infbench.results.workloads import _cached, _per_group
 
 SETTINGS = RequestSettings(model_name="m", max_tokens=6, timeout_s=60)
 SCENARIOS = [
@@ -114,6 +116,8 @@ def test_every_workload_kind_runs_and_reaches_workloads_md(tmp_path, prepared):
         line for line in text.splitlines() if line.startswith("Ref | M | 1 |") or line.startswith("Ref | M | 2 |")
     ]
     assert len(turn_rows) == 2
+    # A conversation is warm unless declared cold; the reference server says nothing of its cache.
+    assert all(line.endswith(" | n/a (warm)") for line in turn_rows), turn_rows
     size_rows = [
         line.split(" | ")[2]
         for line in text.splitlines()
@@ -147,3 +151,31 @@ def test_prepare_refuses_sizes_that_do_not_fit_and_names_the_key(tmp_path, prepa
     err = capsys.readouterr().err
     assert err.startswith("error: scenarios.big.input_tokens: 500 prompt tokens") and "context of 512" in err
     assert json.loads((tmp_path / "results" / "requests" / "m" / "sizes.json").read_text())["version"] == 1
+
+
+def test_cached_prompt_share_counts_only_requests_that_said():
+    """cached prompt %: tokens from the cache over the prompt tokens of the requests that reported it."""
+    rows = [  # turn 2: 90 of 120 cached, 100 of 140 cached, one request that did not say
+        {"turn": 2, "cached_prompt_tokens": 90, "prompt_tokens": 120},
+        {"turn": 2, "cached_prompt_tokens": 100, "prompt_tokens": 140},
+        {"turn": 2, "cached_prompt_tokens": None, "prompt_tokens": 500},
+        {"turn": 1, "cached_prompt_tokens": None, "prompt_tokens": 40},
+    ]
+    frame = pl.DataFrame(
+        [
+            {
+                **r,
+                "ok": True,
+                "cache": "warm",
+                "ttft_s": 0.1,
+                "latency_s": 1.0,
+                "completion_tokens": 8,
+                "send_time": 0.0,
+                "planned_prompt_tokens": None,
+            }
+            for r in rows
+        ],
+        schema_overrides={"cached_prompt_tokens": pl.Int64, "planned_prompt_tokens": pl.Int64},
+    )
+    by_turn = {r["turn"]: _cached(r) for r in _per_group(frame, ["turn"]).iter_rows(named=True)}
+    assert by_turn == {1: "n/a (warm)", 2: "73.1% (warm)"}

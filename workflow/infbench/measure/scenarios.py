@@ -60,6 +60,35 @@ def _register(cls: type[Scenario]) -> type[Scenario]:
     return cls
 
 
+# Warm-up requests never send a measured prompt: a prompt sent before its measurement would be served
+# from the engine's prefix cache. These share nothing with any prompt sample beyond the chat template.
+WARMUP_SUBJECTS = (
+    "the water cycle",
+    "how a bicycle gear works",
+    "why leaves change colour in autumn",
+    "the rules of chess for a beginner",
+)
+
+
+def warmup_requests(count: int) -> list[ChatRequest]:
+    """`count` warm-up requests (none of the sample's prompts); send them cold (RunContext.cache) so
+    they leave nothing to reuse."""
+    return [
+        ChatRequest(
+            request_id=f"warmup-{i:04d}",
+            prompt_id=f"warmup-{i:04d}",
+            messages=[
+                {
+                    "role": "user",
+                    "content": f"Warm-up request {i}: in three short paragraphs, explain "
+                    f"{WARMUP_SUBJECTS[i % len(WARMUP_SUBJECTS)]} to a curious twelve-year-old.",
+                }
+            ],
+        )
+        for i in range(count)
+    ]
+
+
 def scenario_class(kind: str) -> type[Scenario]:
     """The class registered for a kind; a clear error for an unknown one."""
     try:
@@ -75,6 +104,9 @@ class Scenario:
     concurrency: int = _default("concurrency")
     requests: int | None = None  # a sweep: per step
     workers: int | str = _default("workers")  # client processes, or "auto"
+    # cold: every request asks the engine not to serve it from a prefix an earlier request computed
+    # (RequestSettings.cold_fields / cold_salt_field, the engine's own spelling); warm: as the engine does
+    cache: str = "cold"  # the schema has no default: it depends on the kind (warm kinds redeclare it)
 
     loop: ClassVar[str] = "closed"  # closed: C streams back to back | open: sends at planned times
     # Where the summary goes (asked by the tables and the plots).
@@ -151,7 +183,9 @@ class Scenario:
     # --- how it runs ------------------------------------------------------------------------------
 
     def run_context(self, engine: str, model: str) -> RunContext:
-        return RunContext(engine=engine, model=model, scenario=self.name, concurrency=self.concurrency)
+        return RunContext(
+            engine=engine, model=model, scenario=self.name, concurrency=self.concurrency, cache=self.cache
+        )
 
     @property
     def load_label(self) -> str:
@@ -421,6 +455,7 @@ class MultiTurn(PreparedKind, Scenario):
     it and the engine's own answers to them. Per-turn TTFT and tokens/s in workloads.md."""
 
     kind: str = "conversation"
+    cache: str = "warm"  # reusing the prefix is what it measures (cache: cold salts every request)
     section: ClassVar[str | None] = "conversation"
     source: str = "builtin"  # builtin | jsonl:PATH | hf:DATASET[:SPLIT]
     conversations: int | None = None  # how many, sampled with seed (None: all)
@@ -479,6 +514,7 @@ class SharedPrefix(_PreparedClosedLoop, PreparedKind, Scenario):
     its own `question_tokens`; a closed loop at `concurrency`, groups mixed (seeded)."""
 
     kind: str = "shared_prefix"
+    cache: str = "warm"  # reusing the prefix is what it measures (cache: cold salts every request)
     section: ClassVar[str | None] = "shared_prefix"
     groups: int = _default("groups")
     prompts_per_group: int = _default("prompts_per_group")
@@ -580,6 +616,7 @@ class Trace(PreparedKind, Scenario):
     its own output length; lengths and blocks shrunk together by length_scale (measure/trace.py)."""
 
     kind: str = "trace"
+    cache: str = "warm"  # reusing the prefix is what it measures (cache: cold salts every request)
     section: ClassVar[str | None] = "trace"
     source: str = "seeded"  # seeded | jsonl:PATH
     window: dict = field(default_factory=dict)  # start | start_s, then count | duration_s

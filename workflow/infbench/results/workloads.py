@@ -3,6 +3,8 @@
 - Capacity (requests/min at the SLO): models x engines, then every rate tried with its figures;
 - Conversations: TTFT, tokens/s and prompt tokens per turn (later turns carry the history);
 - Shared prefix: throughput and TTFT of groups sharing a system prompt;
+  (these two and the trace's: the share of prompt tokens the engine served from its cache, and the
+  scenario's cache state, warm unless declared cold);
 - Synthetic sizes: per (input, output) pair, with the prompt tokens planned against those counted;
 - Trace replay: offered against achieved rate, latencies and the client's schedule error.
 
@@ -60,6 +62,10 @@ def _per_group(requests: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
             first_send=pl.col("send_time").filter(ok).min(),
             last_end=(pl.col("send_time") + pl.col("latency_s")).filter(ok).max(),
             ok_n=ok.sum(),
+            # prompt tokens the engine said came from its cache, of those of requests that said
+            cached_sum=pl.col("cached_prompt_tokens").filter(ok).sum(),
+            cached_of=pl.col("prompt_tokens").filter(ok & pl.col("cached_prompt_tokens").is_not_null()).sum(),
+            cache=pl.col("cache").drop_nulls().unique().sort().str.join("+"),
             off_plan=(ok & pl.col("planned_prompt_tokens").is_not_null())
             .and_(pl.col("prompt_tokens").ne_missing(pl.col("planned_prompt_tokens")))
             .sum(),
@@ -67,10 +73,19 @@ def _per_group(requests: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         .with_columns(
             requests_per_min=pl.when(pl.col("last_end") > pl.col("first_send")).then(
                 pl.col("ok_n") / (pl.col("last_end") - pl.col("first_send")) * 60
-            )
+            ),
+            cached_share=pl.when(pl.col("cached_of") > 0).then(pl.col("cached_sum") / pl.col("cached_of")),
         )
         .sort(keys)
     )
+
+
+def _cached(row: dict) -> str:
+    """The share of prompt tokens served from the engine's cache, with the scenario's cache state;
+    n/a where the engine does not say (transformers serve)."""
+    share = row["cached_share"]
+    text = "n/a" if share is None else f"{share:.1%}"
+    return f"{text} ({row['cache']})" if row["cache"] else text
 
 
 def _who(plan: MergePlan, engine: str, model: str) -> list[str]:
@@ -192,11 +207,12 @@ def conversation_section(df: pl.DataFrame, requests: pl.DataFrame, plan: MergePl
                 _ms(r["ttft_p90"]),
                 _num(r["tokens_per_s"]),
                 _num(r["completion_tokens"], 1),
+                _cached(r),
             ]
             for r in turns.iter_rows(named=True)
         ]
         header = ["engine", "model", "turn", "n", "errors", "prompt tok", "TTFT p50 ms", "TTFT p90 ms", "tok/s mean"]
-        lines += _table([*header, "completion tok"], rows) + [""]
+        lines += _table([*header, "completion tok", "cached prompt %"], rows) + [""]
     return lines
 
 
@@ -221,11 +237,12 @@ def shared_prefix_section(df: pl.DataFrame, requests: pl.DataFrame, plan: MergeP
                 _ms(r["ttft_p50"]),
                 _ms(r["ttft_p90"]),
                 _ms(r["tpot_p50"]),
+                _cached(r),
             ]
             for r in whole.iter_rows(named=True)
         ]
         header = ["engine", "model", "n", "errors", "prompt tok", "req/min", "TTFT p50 ms", "TTFT p90 ms"]
-        lines += _table([*header, "TPOT p50 ms"], rows) + [""]
+        lines += _table([*header, "TPOT p50 ms", "cached prompt %"], rows) + [""]
     return lines
 
 
@@ -295,10 +312,12 @@ def trace_section(df: pl.DataFrame, requests: pl.DataFrame, plan: MergePlan, ser
                     _ms(s.get("tpot_p90_s")),
                     _num(s.get("latency_p90_s"), 3),
                     _ms(s.get("dispatch_lag_p99_s")),
+                    _cached(r),
                 ]
             )
         header = ["engine", "model", "n", "errors", "offered req/s", "completed req/s", "prompt tok"]
         header += ["TTFT p50 ms", "TTFT p90 ms", "TPOT p90 ms", "latency p90 s", "dispatch lag p99 ms"]
+        header += ["cached prompt %"]
         lines += _table(header, rows) + [""]
     return lines
 
