@@ -199,7 +199,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
                     )
                     ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
                     records = _run_scenario(url, prompts, ready, ready_settings, engine, model)
-                    end_server_view(view, records)
+                    end_server_view(view, records, scenario.records_every_send)
                     load = watch.stop(scenario.name)
                     loads[scenario.name] = load.to_dict()
                     if load.busy:
@@ -299,7 +299,7 @@ def run_external(
         plan_for = lambda spec: engine_for(engine.kind).plan(spec, model, paths.venv, "", 0)  # noqa: E731
         ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
         records = _run_scenario(urls.chat, prompts, ready, ready_settings, engine, model)
-        end_server_view(view, records)
+        end_server_view(view, records, scenario.records_every_send)
         write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
     version = _server_version(base, plan)
     MemoryReport(
@@ -362,11 +362,11 @@ def server_view(
     )
 
 
-def end_server_view(view: ScenarioWatch, records: list[RequestRecord]) -> None:
+def end_server_view(view: ScenarioWatch, records: list[RequestRecord], records_every_send: bool = True) -> None:
     """Right after the scenario's last request: the after-scrape, the deltas and the energy; a count
     that differs from the server's in an error-free scenario is logged (the tables mark it)."""
     server = view.end(sum(r.completion_tokens or 0 for r in records if r.ok))
-    check = reconcile(ClientCounts.of(records), server)
+    check = reconcile(ClientCounts.of(records, unrecorded_sends=not records_every_send), server)
     if check.mismatch:
         log.warning("%s: the server counted otherwise: %s", view.scenario, "; ".join(check.lines()))
     elif check.judged:

@@ -116,6 +116,9 @@ class Scenario:
     has_steps: ClassVar[bool] = False  # one summary row per step (a sweep's rates) besides the whole
     prepares: ClassVar[bool] = False  # its requests come from the prepare step (PreparedKind)
     section: ClassVar[str | None] = None  # its section of workloads.md (results/workloads.py), if any
+    # Every request it sends is recorded (timed steps: those of each step's warm-up window are not),
+    # so the server's counters can be reconciled with the records.
+    records_every_send: ClassVar[bool] = True
 
     def __new__(cls, *args, **fields):
         if cls is Scenario:  # Scenario(kind=...) builds that kind's class
@@ -239,6 +242,7 @@ class Throughput(Scenario):
 class TimedSteps:
     """Keys and helpers of the kinds whose steps are sized by duration (open_loop, sweep, capacity)."""
 
+    records_every_send: ClassVar[bool] = False  # a step's warm-up requests are sent, not recorded
     duration_s: float
     warmup_s: float
     saturation_margin: float

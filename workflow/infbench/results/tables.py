@@ -583,7 +583,8 @@ def merge(
     if bound_files is None:
         bound_files = bounds.BoundFiles.under(raw_dir.parent.parent, list(plan.engines), list(plan.models))
     df = bounds.with_bounds(df, bound_files, plan.scenarios)  # decode bound beside single-request tok/s
-    server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests)
+    unrecorded = [s for s in plan.scenarios if not routing.scenario_class(plan, s).records_every_send]
+    server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests, unrecorded)
     df = server.with_columns(df)  # the server's own figures, where the bench job read them
     tables_dir.mkdir(parents=True, exist_ok=True)
     # Each main figure's units (per-prompt tokens/s, per-repeat requests/min) and 95% intervals.
