@@ -21,6 +21,7 @@ pytest.importorskip("transformers")
 
 from infbench.cli import main  # noqa: E402
 from infbench.engines.base import cpu_runtimes  # noqa: E402
+from infbench.handoff import MemoryEstimate  # noqa: E402
 from infbench.memory import quant  # noqa: E402
 from infbench.memory.cpu_runtime import PYTHON_RUNTIME  # noqa: E402
 from infbench.memory.errors import EstimateError  # noqa: E402
@@ -412,7 +413,7 @@ def test_table_error_percent_cpu_and_gpu():
     vllm_cpu = est["cpu_footprint"]["vllm"]
     assert vllm_cpu["idle_bytes"] == vllm_cpu["loaded_bytes"]  # vLLM copies weights at load
     cpu = compare(
-        est,
+        MemoryEstimate.from_dict(est),
         {
             "engine": "vllm",
             "model": "smollm2-135m",
@@ -424,7 +425,7 @@ def test_table_error_percent_cpu_and_gpu():
     assert cpu.error_pct == pytest.approx(10.0, abs=0.01) and cpu.peak_error_pct is None
     # An engine without its own runtime term falls back to the plain python one.
     other = compare(
-        est,
+        MemoryEstimate.from_dict(est),
         {"engine": "someengine", "model": "smollm2-135m", "device": "cpu", "rss_idle_bytes": 1, "rss_peak_bytes": 1},
     )
     assert "python runtime" in other.compared
@@ -432,7 +433,7 @@ def test_table_error_percent_cpu_and_gpu():
     total = 80 * GIB
     predicted = 512 * 2**20 + int(0.92 * total)  # pinned vLLM: u = 0.92, graphs inside it
     gpu = compare(
-        est,
+        MemoryEstimate.from_dict(est),
         {
             "engine": "vllm",
             "model": "smollm2-135m",
@@ -456,7 +457,7 @@ def test_table_error_percent_cpu_and_gpu():
     over = {o["name"]: o["bytes"] for o in est["overheads"]}
     non_kv = est["weights_bytes"]["bf16"] + over["cuda_context"] + over["cuda_graphs"] + over["runtime"]
     direct = compare(
-        est,
+        MemoryEstimate.from_dict(est),
         {
             "engine": "vllm",
             "model": "smollm2-135m",
@@ -474,7 +475,7 @@ def test_table_error_percent_cpu_and_gpu():
         },
     )
     assert direct.error_pct == pytest.approx(0.0)
-    md = render([est], [])
+    md = render([MemoryEstimate.from_dict(est)], [])
     assert "No measurements yet." in md and "smollm2-135m" in md
 
 
@@ -500,7 +501,7 @@ SMOLLM2_SERVE_RSS_PEAK = 756_011_008
 def test_smollm2_estimate_against_measured_serve_footprint():
     est = json.loads(estimate(str(SMOLLM2), name="smollm2-135m", cpu_runtimes=cpu_runtimes()).to_json_text())
     row = compare(
-        est,
+        MemoryEstimate.from_dict(est),
         {
             "engine": "transformers",
             "model": "smollm2-135m",
@@ -578,7 +579,7 @@ def test_memory_table_pairs_by_kind_subtracts_the_cpu_kv_pool_and_explains_skips
     assert cpu_footprint(10, cast_at_load=False, runtimes=cpu_runtimes())["transformers"]["weights_at_idle"] is False
     gib = 2**30
     vllm = compare(
-        est,
+        MemoryEstimate.from_dict(est),
         {
             "engine": "fast",
             "kind": "vllm",
@@ -591,7 +592,7 @@ def test_memory_table_pairs_by_kind_subtracts_the_cpu_kv_pool_and_explains_skips
     )
     assert vllm.measured_idle == 3 * gib and "KV pool" in vllm.compared and vllm.compared.startswith("RSS idle vs vllm")
     skipped = compare(
-        est,
+        MemoryEstimate.from_dict(est),
         {
             "engine": "tgi",
             "kind": "tgi",
