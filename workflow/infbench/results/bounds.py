@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from infbench import layout
-from infbench.handoff import MemoryEstimate
+from infbench.handoff import MemoryEstimate, MemoryReport
 
 _DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 # Bytes per embedding weight as the estimate stores each dtype (its weights_assumptions): quantized
@@ -105,6 +105,12 @@ def _read_estimate(path: Path | None) -> MemoryEstimate | None:
     return MemoryEstimate.from_dict(data, str(path)) if data else None
 
 
+def _read_report(path: Path | None, engine: str, model: str) -> MemoryReport | None:
+    """results/raw/{engine}/{model}/memory.json as its typed record (None when absent or not JSON)."""
+    data = _read(path)
+    return MemoryReport.from_dict({"engine": engine, "model": model, **data}, str(path)) if data else None
+
+
 def catalogue_gpu(name: str, pci_device_id: int | None = None):
     """The catalogue entry of exactly this GPU: its NVML name, else its PCI device id; None if unknown.
     ("NVIDIA L40" is not an "NVIDIA L40S", and neither is an "NVIDIA L4".)"""
@@ -121,17 +127,17 @@ def catalogue_gpu(name: str, pci_device_id: int | None = None):
     return None
 
 
-def _bandwidth(memory: dict[str, Any], cpu: dict[str, Any] | None) -> tuple[float, str, int] | str | None:
+def _bandwidth(memory: MemoryReport, cpu: dict[str, Any] | None) -> tuple[float, str, int] | str | None:
     """(bytes/s per device, where it comes from, TP ranks) for one run; a string when no bound can
     be given (the reason); None when an input is missing."""
-    if memory.get("bandwidth_bytes_s"):  # given by the config (an external endpoint's machine)
-        return float(memory["bandwidth_bytes_s"]), "from the config", 1
-    if memory.get("status") == "skipped" and "external" in str(memory.get("reason") or ""):
+    if memory.bandwidth_bytes_s:  # given by the config (an external endpoint's machine)
+        return float(memory.bandwidth_bytes_s), "from the config", 1
+    if memory.status == "skipped" and "external" in str(memory.reason or ""):
         return "n/a: external endpoint (its memory bandwidth is not known here)"
-    if memory.get("status") not in (None, "ok"):
+    if memory.status != "ok":
         return None
-    gpus = memory.get("gpus") or []
-    if memory.get("device", "cpu") == "cpu":
+    gpus = memory.gpus
+    if memory.device == "cpu":
         if not cpu or not cpu.get("bandwidth_bytes_s"):
             return None
         load = cpu.get("load_1min")
@@ -141,8 +147,8 @@ def _bandwidth(memory: dict[str, Any], cpu: dict[str, Any] | None) -> tuple[floa
         return float(cpu["bandwidth_bytes_s"]), f"measured {method}{at}{busy}", 1
     if not gpus:
         return "n/a: no GPU recorded (NVML could not be read)"
-    found = [catalogue_gpu(g.get("name", ""), g.get("pci_device_id")) for g in gpus]
-    unknown = next((g.get("name") or "(no name)" for g, c in zip(gpus, found, strict=True) if c is None), None)
+    found = [catalogue_gpu(g.name, g.pci_device_id) for g in gpus]
+    unknown = next((g.name or "(no name)" for g, c in zip(gpus, found, strict=True) if c is None), None)
     if unknown is not None:
         return f"n/a: unknown GPU {unknown}"
     if len({c.name for c in found}) > 1:
@@ -168,7 +174,7 @@ def decode_bound(
     engine: str,
     model: str,
     estimate: MemoryEstimate | None,
-    memory: dict[str, Any] | None,
+    memory: MemoryReport | None,
     cpu_bandwidth: dict[str, Any] | None,
     context_tokens: float,
 ) -> DecodeBound | NoBound | None:
@@ -182,7 +188,7 @@ def decode_bound(
     if isinstance(found, str):
         return NoBound(engine, model, found)
     bandwidth, source, ranks = found
-    logged = (memory.get("engine_reported") or {}).get("dtype")  # what vLLM actually computed in
+    logged = (memory.engine_reported or {}).get("dtype")  # what vLLM actually computed in
     dtype = _DTYPES.get(str(logged), estimate.dtype)
     weights = read_bytes_per_token(estimate, dtype)
     per_token = estimate.kv_cache.bytes_per_token
@@ -210,7 +216,7 @@ def bounds_for_run(
         engine,
         model,
         _read_estimate(files.estimates.get(model)),
-        _read(files.measured.get((engine, model))),
+        _read_report(files.measured.get((engine, model)), engine, model),
         _read(files.bandwidth),
         mean_context(records),
     )
@@ -246,7 +252,7 @@ def with_bounds(df: Any, files: BoundFiles, scenario_kinds: dict[str, str]) -> A
                 engine,
                 model,
                 estimates[model],
-                _read(files.measured.get((engine, model))),
+                _read_report(files.measured.get((engine, model)), engine, model),
                 cpu,
                 context,
             )
