@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from infbench import layout
 from infbench.engines.base import Engine, ExtraRunContext, ServerPlan, engine_for
 from infbench.engines.endpoints import endpoint_urls
 from infbench.engines.gpus import GpuLease, this_node, visible_gpu_ids
@@ -97,8 +98,7 @@ def failure_marker(out_dir: Path) -> Path:
     """results/failures/{engine}/{model}.json for results/raw/{engine}/{model}: written when a bench
     job fails; the bench rule takes it as an input when present, so its newer time makes the next
     run repeat exactly that job."""
-    engine_dir = out_dir.parent
-    return engine_dir.parent.parent / "failures" / engine_dir.name / f"{out_dir.name}.json"
+    return layout.failure_marker_of(out_dir)
 
 
 def run_bench(paths: BenchPaths) -> None:
@@ -180,7 +180,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
                 _warm_up(url, prompts, settings, engine, model, server)
                 for scenario in engine.scenarios:
                     if died:  # nothing to measure: an empty file, so no stale record survives
-                        write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
+                        write_records(layout.records_in(paths.out_dir, scenario.name), [])
                         continue
                     watch = LoadWatch(
                         engine.bench.busy_cpu_limit, gpu_ids=lease.ids, core_limit=engine.bench.busy_core_limit
@@ -195,14 +195,14 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
                     loads[scenario.name] = load.to_dict()
                     if load.busy:
                         log.warning("%s: the machine was busy: %s; see details.md", scenario.name, load.summary())
-                    write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
+                    write_records(layout.records_in(paths.out_dir, scenario.name), records)
                     code = server.process.poll()
                     if code is not None:
                         died = f"server exited with code {code} during scenario {scenario.name}"
                         log.error("%s (last lines of %s:\n%s)", died, paths.server_log, log_tail(paths.server_log, 10))
                 if died:  # as for the scenarios: empty files, so no stale record survives
                     for run in plugin.extra_runs:
-                        write_records(paths.out_dir / f"{run}.jsonl", [])
+                        write_records(layout.records_in(paths.out_dir, run), [])
                 elif plugin.extra_runs:  # runs only this kind measures (TGI: its native route)
                     base_url = f"http://{host}:{port}"
                     plugin.measure_extra(ExtraRunContext(base_url, engine, model, paths.venv, prompts, paths.out_dir))
@@ -211,7 +211,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
             finally:
                 memory = watcher.stop()
         plugin.after_stop(engine, paths.server_log, memory)  # what the server left behind (vLLM: its log)
-        memory.write(paths.out_dir / "memory.json")
+        memory.write(paths.out_dir / layout.MEMORY_REPORT)
         _server_info(
             engine,
             model,
@@ -226,7 +226,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
             status="failed" if died else "ok",
             reason=died,
             machine_load=loads,
-        ).write(paths.out_dir / "server.json")
+        ).write(paths.out_dir / layout.SERVER_INFO)
         if died:
             write_json_atomic(
                 failure_marker(paths.out_dir), {"reason": died, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -278,7 +278,7 @@ def run_external(
         view.begin()
         records = _run_scenario(urls.chat, prompts, scenario, settings, engine, model)
         end_server_view(view, records)
-        write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
+        write_records(layout.records_in(paths.out_dir, scenario.name), records)
     version = _server_version(base, plan)
     MemoryReport(
         engine=engine.name,
@@ -287,7 +287,7 @@ def run_external(
         kind=engine.kind,
         status="skipped",
         reason="external endpoint: memory not measured",
-    ).write(paths.out_dir / "memory.json")
+    ).write(paths.out_dir / layout.MEMORY_REPORT)
     _server_info(
         engine,
         model,
@@ -297,7 +297,7 @@ def run_external(
         settings=plan.settings,
         external=True,
         base_url=base,
-    ).write(paths.out_dir / "server.json")
+    ).write(paths.out_dir / layout.SERVER_INFO)
 
 
 def server_view(
@@ -368,13 +368,13 @@ def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reas
 def _write_unmeasured(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, status: str, reason: str) -> None:
     """Empty records for every scenario, and memory.json and server.json with the status and reason."""
     for scenario in engine.scenarios:
-        write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
+        write_records(layout.records_in(paths.out_dir, scenario.name), [])
     for run in engine_for(engine.kind).extra_runs:
-        write_records(paths.out_dir / f"{run}.jsonl", [])
+        write_records(layout.records_in(paths.out_dir, run), [])
     MemoryReport(
         engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status=status, reason=reason
-    ).write(paths.out_dir / "memory.json")
-    _server_info(engine, model, status=status, reason=reason).write(paths.out_dir / "server.json")
+    ).write(paths.out_dir / layout.MEMORY_REPORT)
+    _server_info(engine, model, status=status, reason=reason).write(paths.out_dir / layout.SERVER_INFO)
 
 
 def _server_info(engine: EngineSpec, model: ModelSpec, **run) -> ServerInfo:

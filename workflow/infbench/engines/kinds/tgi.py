@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import infbench
+from infbench import layout
 from infbench.engines.base import Engine, EngineSettings, ExtraRunContext, ServerPlan, register
 from infbench.layout import NATIVE_RUN
 
@@ -161,5 +162,5 @@ def native_command(ctx: ExtraRunContext, sample: Path) -> list[str]:
         "--timeout-s",
         str(ctx.spec.bench.request_timeout_s),
         "--out",
-        str(ctx.out_dir / f"{NATIVE_RUN}.jsonl"),
+        str(layout.records_in(ctx.out_dir, NATIVE_RUN)),
     ]
