@@ -7,6 +7,7 @@ copy of the pipeline), tests/e2e/ (real engine servers, Slurm; marked slow)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -33,9 +34,10 @@ def repo() -> Path:
 
 def cell_number(cell: str) -> float:
     """The number of a main-table cell: without bold, its interval (`45.50 ±0.83`), a trailing
-    "(external endpoint)" and its footnote marks (* client lag, ! busy, ≠ server count, † no interval)."""
+    "(external endpoint)" and its footnote marks (* client lag, ! busy, ≠ server count, † no interval,
+    ‡ not cold)."""
     text = cell.replace("**", "").split(" (external endpoint)")[0].split(" ±")[0]
-    return float(text.strip().strip("*!≠†"))
+    return float(text.strip().strip("*!≠†‡"))
 
 
 def pipeline_env(**extra: str) -> dict[str, str]:
@@ -122,6 +124,25 @@ def engine_spec_of(kind: str, **fields):
     return EngineSpec(kind=kind, settings=settings, **fields)
 
 
+def gguf_meta(root: Path, name: str, **fields) -> None:
+    """The GGUF record the gguf rule writes (llama.cpp's plan reads it), for a model under root."""
+    meta = {
+        "model": name,
+        "status": "ok",
+        "reason": None,
+        "path": f"resources/gguf/{name}.gguf",
+        "file_type": "F32",
+        "source_dtype": "bfloat16",
+        "tokenizer": "gpt2",
+        "tokenizer_pre": "smollm",
+        "sha256": "0" * 64,
+        "size_bytes": 1,
+        **fields,
+    }
+    (root / "results/models").mkdir(parents=True, exist_ok=True)
+    (root / f"results/models/{name}.gguf.json").write_text(json.dumps(meta))
+
+
 PREPARED_MODEL = "smollm2-135m"
 
 
@@ -164,7 +185,6 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     """A real Hugging Face tokenizer, small: a byte-level BPE (GPT-2's pre-tokenizer, as SmolLM2 and
     Llama 3 have) trained on the bundled prompts, with a chat template, saved as a model folder."""
     pytest.importorskip("transformers", reason="tokenizer-exact prompts need transformers (the tools env)")
-    import json
 
     from infbench.pipeline.prompts import BUILTIN_FILE
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers

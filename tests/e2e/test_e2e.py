@@ -95,6 +95,27 @@ def test_greedy_answer_mentions_paris_on_every_engine(finished_run):
         assert all(0 < r["completion_tokens"] <= 24 for r in records)
 
 
+def test_cold_scenarios_are_served_from_no_cache_as_the_engines_report(finished_run):
+    """The throughput scenario resends the prompts single just sent, on the same server: cold (the
+    default), vLLM (cache_salt) and llama.cpp (cache_prompt false) still say 0 cached prompt tokens;
+    transformers cannot say (None). The tables show the share and mark nothing."""
+    workdir, _, _ = finished_run
+    raw = workdir / "results/raw"
+    for engine in ("vllm", "llamacpp", "transformers"):
+        for scenario in ("single", "throughput"):
+            records = [json.loads(line) for line in (raw / engine / "smollm2-135m" / f"{scenario}.jsonl").open()]
+            assert records and all(r["cache"] == "cold" for r in records), (engine, scenario)
+            cached = {r["cached_prompt_tokens"] for r in records}
+            assert cached == ({None} if engine == "transformers" else {0}), (engine, scenario, cached)
+        plan = json.loads((raw / engine / "smollm2-135m" / "server.json").read_text())["cache"]
+        assert plan["not_assured"] is None, (engine, plan)
+    details = (workdir / "results/tables/details.md").read_text()
+    assert "| cached prompt % |" in details
+    for table in ("inference_speed.md", "throughput.md"):
+        text = (workdir / "results/tables" / table).read_text()
+        assert "cold cache" in text and "‡" not in text
+
+
 def test_server_counts_reconcile_exactly_on_vllm_and_llamacpp(finished_run):
     """Each scenario's usage sums against the engine's own counters, read around it from /metrics."""
     from infbench.measure.reconcile import ClientCounts, reconcile

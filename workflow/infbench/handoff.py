@@ -147,6 +147,8 @@ class ServerInfo(HandoffRecord):
     node: dict = field(default_factory=dict)
     # Per scenario: what other processes used meanwhile (measure.busy.MachineLoad.to_dict())
     machine_load: dict = field(default_factory=dict)
+    # How the server and its requests kept the scenarios' cache states (engines.cache.CachePlan.to_dict())
+    cache: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from dataclasses import replace
 
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext, StreamClient
 from infbench.measure.runners import run_closed_loop, run_single
@@ -117,3 +119,66 @@ def test_single_runs_one_at_a_time():
         records = asyncio.run(run_single(server.url, requests, SETTINGS, CTX))
     for before, after in zip(records, records[1:], strict=False):
         assert after.send_time >= before.send_time + before.latency_s - 1e-3
+
+
+def _chat(server: ScriptedServer, request: ChatRequest, settings: RequestSettings, ctx: RunContext = CTX):
+    async def go():
+        async with StreamClient(server.url) as client:
+            return await client.chat(request, settings, ctx)
+
+    return asyncio.run(go())
+
+
+def test_a_cold_request_carries_the_engines_cold_fields_and_a_salt_of_its_own():
+    """vLLM's spelling (cache_salt, unique per request) and llama.cpp's (cache_prompt false); a warm
+    request and a request without a cache state (tools, tests) carry neither."""
+    script = [(0, chunk(content="x")), (0, "data: [DONE]")]
+    settings = RequestSettings(
+        model_name="m", max_tokens=2, cold_fields={"cache_prompt": False}, cold_salt_field="cache_salt"
+    )
+    cold, warm = replace(CTX, cache="cold"), replace(CTX, cache="warm")
+    requests = [ChatRequest(f"single-{i:04d}", "p0", REQUEST.messages) for i in range(4)]
+    with ScriptedServer(script) as server:
+        records = [_chat(server, r, settings, c) for r, c in zip(requests, [cold, cold, warm, CTX], strict=True)]
+        bodies = server.requests
+    assert [r.cache for r in records] == ["cold", "cold", "warm", None]
+    assert bodies[0]["cache_prompt"] is False and bodies[1]["cache_prompt"] is False
+    assert bodies[0]["cache_salt"] != bodies[1]["cache_salt"]  # no two cold requests share cached blocks
+    assert all("cache_prompt" not in b and "cache_salt" not in b for b in bodies[2:])
+
+
+def test_cached_prompt_tokens_come_from_usage_or_llamacpps_timings():
+    """As vLLM (--enable-prompt-tokens-details) and llama.cpp send them; none said: None (cannot say),
+    unless the engine leaves the field out at 0 (SGLang with --enable-cache-report)."""
+    usage = {"prompt_tokens": 384, "completion_tokens": 1, "prompt_tokens_details": {"cached_tokens": 256}}
+    llamacpp = {"prompt_tokens": 384, "completion_tokens": 1}
+    timings = {"cache_n": 383, "prompt_n": 1}
+    cases = [
+        ([(0, chunk(content="x")), (0, chunk(usage=usage)), (0, "data: [DONE]")], SETTINGS, 256),
+        (
+            [
+                (0, chunk(content="x")),
+                (
+                    0,
+                    'data: {"choices": [], "usage": '
+                    + json.dumps(llamacpp)
+                    + ', "timings": '
+                    + json.dumps(timings)
+                    + "}",
+                ),
+                (0, "data: [DONE]"),
+            ],
+            SETTINGS,
+            383,
+        ),
+        ([(0, chunk(content="x")), (0, chunk(usage=llamacpp)), (0, "data: [DONE]")], SETTINGS, None),
+        (
+            [(0, chunk(content="x")), (0, chunk(usage=llamacpp)), (0, "data: [DONE]")],
+            RequestSettings(model_name="m", max_tokens=2, cached_tokens_absent_is_zero=True),
+            0,
+        ),
+    ]
+    for script, settings, expected in cases:
+        with ScriptedServer(script) as server:
+            record = _chat(server, REQUEST, settings)
+        assert record.ok and record.cached_prompt_tokens == expected, (expected, record)

@@ -114,6 +114,26 @@ def test_cache_share_reports_each_scenario_and_warns_on_a_cold_hit(tmp_path):
     assert _run([sys.executable, str(SCRIPTS / "cache_share.py"), "--results", str(tmp_path / "no")]).returncode == 2
 
 
+def test_results_before_after_prints_both_runs_per_engine(tmp_path):
+    """The golden merge as 'after', and a copy of it without the cache column as 'before' (a run
+    from before issue 19): per engine both runs' figures, the length spread and the cells' marks."""
+    before = tmp_path / "before"
+    shutil.copytree(GOLDEN / "tables", before / "tables")
+    rows = (before / "tables" / "summary.csv").read_text().splitlines()
+    drop = rows[0].split(",").index("cached_prompt_share")
+    old = "\n".join(",".join(c for i, c in enumerate(r.split(",")) if i != drop) for r in rows) + "\n"
+    (before / "tables" / "summary.csv").write_text(old)
+    result = _run([sys.executable, str(SCRIPTS / "results_before_after.py"), str(before), str(GOLDEN)])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "vllm | smollm2-135m | single | before | 41.83 | 43 | 112.2 | not recorded | 11% | -" in lines
+    assert "vllm | smollm2-135m | single | after | 41.83 | 43 | 112.2 | n/a | 11% | -" in lines
+    llamacpp = next(line for line in lines if line.startswith("llamacpp | smollm2-135m | single | after"))
+    assert llamacpp.endswith("| n/a: no llama-server on PATH")  # a cell that is no number says why
+    missing = _run([sys.executable, str(SCRIPTS / "results_before_after.py"), str(tmp_path / "no"), str(GOLDEN)])
+    assert missing.returncode == 2 and "not a finished run's results folder" in missing.stderr
+
+
 def test_cache_before_after_dry_run_shows_the_plan():
     result = _run([sys.executable, str(SCRIPTS / "cache_before_after.py"), "--dry-run", "--rounds", "1"])
     assert result.returncode == 0, result.stderr

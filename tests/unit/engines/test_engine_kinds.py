@@ -4,12 +4,11 @@ a missing or misplaced key stops the run at start-up naming it."""
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, engine_spec_of
+from conftest import REPO, engine_spec_of, gguf_meta
 from infbench.engines.base import engine_for
 from infbench.engines.kinds.openai import fill_command
 from infbench.engines.kinds.vllm import cpu_list, vllm_cpu_best_env
@@ -100,27 +99,9 @@ def test_bad_values_of_the_new_keys_are_named():
 # --- llama.cpp -------------------------------------------------------------------------------------
 
 
-def _gguf_meta(root: Path, name: str, **fields) -> None:
-    meta = {
-        "model": name,
-        "status": "ok",
-        "reason": None,
-        "path": f"resources/gguf/{name}.gguf",
-        "file_type": "F32",
-        "source_dtype": "bfloat16",
-        "tokenizer": "gpt2",
-        "tokenizer_pre": "smollm",
-        "sha256": "0" * 64,
-        "size_bytes": 1,
-        **fields,
-    }
-    (root / "results/models").mkdir(parents=True, exist_ok=True)
-    (root / f"results/models/{name}.gguf.json").write_text(json.dumps(meta))
-
-
 def test_llamacpp_sets_threads_slots_and_context_explicitly(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    _gguf_meta(tmp_path, "m")
+    gguf_meta(tmp_path, "m")
     model = ModelSpec(name="m", path="resources/models/m", dtype="float32", max_model_len=2048)
     plan = engine_for("llamacpp").plan(engine("llamacpp"), model, Path(".venvs/llamacpp"), "127.0.0.1", 9000, threads=2)
     cmd = plan.command
@@ -135,7 +116,10 @@ def test_llamacpp_sets_threads_slots_and_context_explicitly(tmp_path, monkeypatc
     # threads from the job, one slot per request in flight, the model's context per slot
     assert [cmd[cmd.index(f) + 1] for f in ("--threads", "--parallel", "--ctx-size")] == ["2", "6", str(6 * 2048)]
     assert plan.settings["weights"] == "GGUF F32" and plan.settings["context"] == "12288 tokens (2048 per slot)"
-    assert plan.extra_body["top_k"] == 0 and plan.extra_body["min_p"] == 0.0 and "ignore_eos" not in plan.extra_body
+    fields = engine_for("llamacpp").request_fields(engine("llamacpp"))
+    assert fields["top_k"] == 0 and fields["min_p"] == 0.0
+    assert "ignore_eos" not in plan.extra_body
+    assert cmd[cmd.index("--cache-type") + 1] == "f32" and plan.settings["KV cache"] == "F32 (the serve dtype)"
     explicit = engine("llamacpp", threads=1, parallel=2, ctx_size=1024, output_length="fixed")
     plan = engine_for("llamacpp").plan(explicit, model, Path("v"), "127.0.0.1", 9000, threads=8)
     assert [plan.command[plan.command.index(f) + 1] for f in ("--threads", "--parallel", "--ctx-size")] == [
@@ -150,7 +134,7 @@ def test_llamacpp_says_why_when_no_gguf_could_be_written(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     model = ModelSpec(name="f", path="resources/models/f")
     assert "no GGUF for f" in engine_for("llamacpp").unavailable_reason(engine("llamacpp"), model)
-    _gguf_meta(tmp_path, "f", status="unsupported", reason="n/a: no GGUF writer for FalconForCausalLM", path=None)
+    gguf_meta(tmp_path, "f", status="unsupported", reason="n/a: no GGUF writer for FalconForCausalLM", path=None)
     assert (
         engine_for("llamacpp").unavailable_reason(engine("llamacpp"), model)
         == "n/a: no GGUF writer for FalconForCausalLM"
@@ -217,7 +201,7 @@ def test_openai_base_url_is_external_and_keeps_only_the_key_name():
     spec = engine("openai", env="", base_url="https://api.example.com", api_key_env="MY_ENDPOINT_KEY")
     plan = engine_for("openai").plan(spec, ModelSpec(name="m", path="p"), Path("v"), "", 0)
     assert plan.external and plan.command == [] and plan.api_key_env == "MY_ENDPOINT_KEY"
-    assert plan.settings == {"endpoint": "external endpoint"}
+    assert plan.settings["endpoint"] == "external endpoint" and "not controlled" in plan.settings["prefix cache"]
 
 
 # --- sglang, vLLM's CPU setup, transformers' batching ----------------------------------------------

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+from infbench.engines import sampling as contract
+from infbench.engines.cache import CachePlan, openai_plan
 from infbench.memory.cpu_runtime import CpuRuntime
 
 if TYPE_CHECKING:
@@ -64,6 +66,8 @@ class ServerPlan:
     # Whether the started process tree binds the port itself: a container's proxy does not, so who
     # holds the port is not checked (engines.server.ManagedServer's port check).
     owns_port: bool = True
+    # A container's id file (docker --cidfile): its processes are the bench job's own (measure/busy.py).
+    container_id_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,17 @@ class Engine:
     def extra_inputs(self, model: str) -> dict[str, str]:
         """Files a bench job of this kind needs beyond the common ones, by name (Snakemake inputs)."""
         return {}
+
+    def request_fields(self, spec: EngineSpec) -> dict:
+        """Every sampling field of the contract (engines/sampling.py) in this engine's own spelling, so
+        it falls back on none of its own or the model's defaults. Default: the fields OpenAI defines."""
+        return contract.openai_fields(spec.sampling)
+
+    def cache_plan(self, spec: EngineSpec) -> CachePlan:
+        """How this engine keeps its scenarios' cache states (engines/cache.py): server flags, fields of
+        a cold request, whether it reports cached tokens. plan() puts its server flags on the command
+        line; the bench job gives its request fields to the client. Default: no control, not assured."""
+        return openai_plan(None, None)
 
     # --- bench time (jobs/bench.py) ---------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 The bench job runs this file by path with the llamacpp venv's python, so it imports nothing from
 infbench (the venv has only xllamacpp). Every setting that matters for speed is passed explicitly:
-threads (generation and prompt processing), parallel slots, context size, continuous batching.
+threads (generation and prompt processing), parallel slots, context size, continuous batching, and
+the KV cache type (llama.cpp keeps F16 unless told; the bench job asks for the serve dtype's).
 
   python llamacpp_server.py --model F.gguf --alias NAME --host 127.0.0.1 --port P \
       --threads 2 --parallel 4 --ctx-size 8192
@@ -29,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size", type=int, default=None, help="logical batch (n_batch); llama.cpp's default if unset"
     )
     parser.add_argument("--no-cont-batching", action="store_true", help="turn continuous batching off")
+    parser.add_argument(
+        "--cache-type",
+        choices=["f32", "f16", "bf16"],
+        default=None,
+        help="KV cache type, K and V (llama.cpp's default: f16); the bench job passes the serve dtype's",
+    )
     parser.add_argument("--verbosity", type=int, default=None)
     args = parser.parse_args(argv)
 
@@ -51,12 +58,16 @@ def main(argv: list[str] | None = None) -> int:
     params.endpoint_metrics = True
     if args.batch_size:
         params.n_batch = args.batch_size
+    if args.cache_type:
+        kv_type = getattr(xllamacpp.ggml_type, f"GGML_TYPE_{args.cache_type.upper()}")
+        params.cache_type_k = params.cache_type_v = kv_type
     if args.verbosity is not None:
         params.verbosity = args.verbosity
     print(f"llama.cpp (xllamacpp {xllamacpp.__version__}): {xllamacpp.get_system_info()}", flush=True)
     print(
         f"llama.cpp: model {args.model} as {args.alias!r} on {args.host}:{args.port}, threads {args.threads}, "
-        f"parallel {args.parallel}, ctx {args.ctx_size}, cont_batching {params.cont_batching}",
+        f"parallel {args.parallel}, ctx {args.ctx_size}, cont_batching {params.cont_batching}, "
+        f"KV cache {args.cache_type or 'f16 (default)'}",
         flush=True,
     )
 

@@ -34,7 +34,7 @@ from infbench.measure.recordfiles import write_records
 from infbench.measure.recordmath import tokens_per_second
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import run_single
-from infbench.measure.scenarios import Scenario, Single
+from infbench.measure.scenarios import Scenario, warmup_requests
 from infbench.measure.scrape import ScenarioWatch
 from infbench.pipeline.prompts import read_sample
 from infbench.procutil import exit_when_parent_dies, free_port
@@ -183,7 +183,10 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
                         write_records(layout.records_in(paths.out_dir, scenario.name), [])
                         continue
                     watch = LoadWatch(
-                        engine.bench.busy_cpu_limit, gpu_ids=lease.ids, core_limit=engine.bench.busy_core_limit
+                        engine.bench.busy_cpu_limit,
+                        gpu_ids=lease.ids,
+                        core_limit=engine.bench.busy_core_limit,
+                        container_ids=_container_ids(plan),  # a container's processes are this job's own
                     )
                     watch.start()
                     root = f"http://{host}:{port}"
@@ -223,6 +226,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
             notes=plan.notes,
             settings=plan.settings,
             server_env=_shown_env(plan.env),
+            cache=plugin.cache_plan(engine).to_dict(),
             status="failed" if died else "ok",
             reason=died,
             machine_load=loads,
@@ -243,6 +247,16 @@ def _write_failed(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, err: 
     log.error("%s on %s failed: %s", engine.name, model.name, reason)
     _write_unmeasured(paths, engine, model, "failed", reason)
     write_json_atomic(failure_marker(paths.out_dir), {"reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+
+def _container_ids(plan: ServerPlan) -> list[str]:
+    """The id of the container the server runs in (docker --cidfile), once docker has written it."""
+    if not plan.container_id_file:
+        return []
+    try:
+        return [Path(plan.container_id_file).read_text().strip()]
+    except OSError:
+        return []
 
 
 def _shown_env(env: dict[str, str]) -> dict[str, str]:
@@ -287,6 +301,8 @@ def run_external(
         kind=engine.kind,
         status="skipped",
         reason="external endpoint: memory not measured",
+        # Its machine's bandwidth, when the config gives it: the decode bound's (results/bounds.py).
+        bandwidth_bytes_s=_given_bandwidth(engine),
     ).write(paths.out_dir / layout.MEMORY_REPORT)
     _server_info(
         engine,
@@ -295,6 +311,7 @@ def run_external(
         fixed_length_control=plan.fixed_length_control,
         notes=plan.notes,
         settings=plan.settings,
+        cache=engine_for(engine.kind).cache_plan(engine).to_dict(),
         external=True,
         base_url=base,
     ).write(paths.out_dir / layout.SERVER_INFO)
@@ -436,9 +453,17 @@ def _server_env(
     return env
 
 
+def _given_bandwidth(engine: EngineSpec) -> float | None:
+    """An external endpoint's memory bandwidth, when its config gives it (bytes/s): its decode bound."""
+    given = getattr(engine.settings, "bandwidth_gb_s", None)
+    return given * 1e9 if given else None
+
+
 def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None = None) -> RequestSettings:
     s = engine.sampling
     extra = {"api_key": api_key} if api_key else {}
+    plugin = engine_for(engine.kind)
+    cache = plugin.cache_plan(engine)
     return RequestSettings(
         **extra,
         model_name=plan.model_name,
@@ -451,6 +476,11 @@ def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None 
         timeout_s=engine.bench.request_timeout_s,
         client_lag_share_limit=engine.bench.client_lag_share,
         continuous_usage=plan.continuous_usage,
+        # every sampling field in the engine's own spelling, and how a cold request asks it to stay cold
+        sampling_fields=plugin.request_fields(engine),
+        cold_fields=cache.cold_fields,
+        cold_salt_field=cache.cold_salt_field,
+        cached_tokens_absent_is_zero=cache.cached_tokens_absent_is_zero,
     )
 
 
@@ -458,8 +488,8 @@ def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, serve
     count = engine.bench.warmup_requests
     if count == 0:
         return
-    requests = Single(name="warmup").build_requests(prompts)[:count]
-    ctx = RunContext(engine=engine.name, model=model.name, scenario="warmup", concurrency=1)
+    requests = warmup_requests(count)  # never the measured prompts: they would be served from a cache
+    ctx = RunContext(engine=engine.name, model=model.name, scenario="warmup", concurrency=1, cache="cold")
     records = asyncio.run(run_single(url, requests, settings, ctx))
     failed = [r for r in records if not r.ok]
     if failed:

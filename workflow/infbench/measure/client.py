@@ -66,8 +66,22 @@ class RequestSettings:
     # An external endpoint's key (from the variable its api_key_env names): sent as a bearer token,
     # kept out of repr so it never reaches a log.
     api_key: str | None = field(default=None, repr=False)
+    # How a cold request asks the engine not to reuse cached prefixes, in its own spelling: fields
+    # added to the body (llama.cpp: cache_prompt false), and a field set to a value unique to the
+    # request (vLLM: cache_salt), so no two requests share cached blocks.
+    cold_fields: dict = field(default_factory=dict)
+    cold_salt_field: str | None = None
+    # The engine leaves prompt_tokens_details out when nothing came from its cache (SGLang with
+    # --enable-cache-report): absent then means 0, not "cannot say".
+    cached_tokens_absent_is_zero: bool = False
+    # Every sampling field, in the engine's own spelling (its plug-in's request_fields), so that it
+    # falls back on none of its own or the model's defaults; None: temperature, top_p and seed as
+    # OpenAI spells them (tools, the reference server).
+    sampling_fields: dict | None = None
 
-    def body(self, messages: list[dict], max_tokens: int | None = None) -> dict:
+    def body(self, messages: list[dict], max_tokens: int | None = None, cold_key: str | None = None) -> dict:
+        """The request body; `cold_key` (the request's id) marks a cold request: the engine's cold
+        fields, and its salt field set from the key, unique per request."""
         stream_options: dict = {"include_usage": True}
         if self.continuous_usage:
             stream_options["continuous_usage_stats"] = True
@@ -77,12 +91,18 @@ class RequestSettings:
             "stream": True,
             "stream_options": stream_options,
             "max_tokens": max_tokens or self.max_tokens,
-            "temperature": self.temperature,
-            "top_p": self.top_p,
         }
-        if self.seed is not None:
-            body["seed"] = self.seed
+        if self.sampling_fields is None:
+            body.update(temperature=self.temperature, top_p=self.top_p)
+            if self.seed is not None:
+                body["seed"] = self.seed
+        else:
+            body.update(self.sampling_fields)
         body.update(self.extra_body)
+        if cold_key is not None:
+            body.update(self.cold_fields)
+            if self.cold_salt_field:
+                body[self.cold_salt_field] = f"infbench-{cold_key}"
         return body
 
 
@@ -96,6 +116,9 @@ class RunContext:
     worker: int = 0
     slo_ttft_s: float | None = None
     slo_tpot_s: float | None = None
+    # The scenario's declared cache state: cold requests carry the engine's cold fields (see
+    # RequestSettings.cold_fields); None: no cache control (tools, tests).
+    cache: str | None = None
 
 
 class StreamClient:
@@ -129,8 +152,9 @@ class StreamClient:
         """Open n connections ahead of a run (a closed loop's C users hold theirs all along)."""
         await self.pool.prewarm(n, timeout_s)
 
-    def _request_bytes(self, request: ChatRequest, settings: RequestSettings) -> bytes:
-        body = json.dumps(settings.body(request.messages, request.max_tokens)).encode()
+    def _request_bytes(self, request: ChatRequest, settings: RequestSettings, cold: bool = False) -> bytes:
+        cold_key = request.request_id if cold else None
+        body = json.dumps(settings.body(request.messages, request.max_tokens, cold_key)).encode()
         head = (
             b"POST "
             + self.path.encode()
@@ -164,6 +188,7 @@ class StreamClient:
             rate=ctx.rate,
             worker=ctx.worker,
             client_lag_share_limit=settings.client_lag_share_limit,
+            cache=ctx.cache,
             slo_ttft_s=ctx.slo_ttft_s,
             slo_tpot_s=ctx.slo_tpot_s,
             planned_prompt_tokens=request.planned_prompt_tokens,
@@ -189,7 +214,9 @@ class StreamClient:
             timeout_s, cut = max(deadline - started, 0.0), True
         record = self.new_record(request, settings, ctx, planned)
         record.dispatch_lag_s = started - planned
-        payload = self._request_bytes(request, settings)  # built before connecting: no work between connect and write
+        payload = self._request_bytes(
+            request, settings, ctx.cache == "cold"
+        )  # built before connecting: no work between connect and write
         stream = StreamRecorder(record, planned, self.token_counter, running_lag_selector())
         conn = None
         try:
@@ -224,6 +251,8 @@ class StreamClient:
             # The engine sent no usage: count the chunks' tokens (one per chunk unless known), and say so.
             record.completion_tokens = sum(record.chunk_tokens)
             record.tokens_counted_by = "tokenizer" if self.token_counter else "chunks"
+        if record.error is None and record.cached_prompt_tokens is None and settings.cached_tokens_absent_is_zero:
+            record.cached_prompt_tokens = 0
         return record
 
     async def _exchange(self, conn: HttpConnection, payload: bytes, stream: StreamRecorder, timeout_s: float) -> None:

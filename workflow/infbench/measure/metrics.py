@@ -146,6 +146,10 @@ class ScenarioSummary:
     slo_tpot_s: float | None = None
     goodput_rps: float | None = None  # requests/s that met both SLOs
     slo_passed: bool | None = None  # TTFT and TPOT p99 within the SLOs, no errors
+    # The scenario's declared cache state, and the share of the prompt tokens the engine said it served
+    # from its prefix cache (over the requests whose engine said; None when none did).
+    cache: str | None = None
+    cached_prompt_share: float | None = None
     step_rate: float | None = None  # this row is one step of a sweep, at this offered rate; None: the whole scenario
 
 
@@ -183,6 +187,8 @@ SUMMARY_FIELDS = [
     "read_lag_p99_s",
     "read_lag_max_s",
     "connect_s",
+    "cached_prompt_tokens",
+    "cache",
 ]
 
 
@@ -276,6 +282,10 @@ def _group_figures(lf: pl.LazyFrame) -> pl.LazyFrame:
         prompt_n=ok_only("prompt_tokens").count(),
         completion_sum=ok_only("completion_tokens").sum(),
         completion_n=ok_only("completion_tokens").count(),
+        cached_sum=ok_only("cached_prompt_tokens").sum(),
+        cached_of=pl.col("prompt_tokens").filter(_ok & pl.col("cached_prompt_tokens").is_not_null()).sum(),
+        cached_n=ok_only("cached_prompt_tokens").count(),
+        cache=pl.col("cache").drop_nulls().unique().sort().str.join("+"),
         client_lag_share_limit=pl.col("client_lag_share_limit").max(),
         lag_sum=ok_only("client_lag_s").sum(),
         latency_sum=ok_only("latency_s").sum(),
@@ -370,6 +380,9 @@ def _derived() -> list[pl.Expr]:
         .then(pl.col("completion_sum") / pl.col("completion_n"))
         .alias("completion_tokens_mean"),
         share.alias("client_lag_share"),
+        pl.when((pl.col("cached_n") > 0) & (pl.col("cached_of") > 0))
+        .then(pl.col("cached_sum") / pl.col("cached_of"))
+        .alias("cached_prompt_share"),
         pl.when(pl.col("ttft_sum") > 0)
         .then(pl.col("ttft_lag_sum") / pl.col("ttft_sum"))
         .alias("client_lag_ttft_share"),
@@ -435,5 +448,7 @@ def _summary(row: dict, engine: str, model: str, scenario: str, step_rate: float
         slo_tpot_s=get("slo_tpot_s"),
         goodput_rps=get("goodput_rps"),
         slo_passed=get("slo_passed"),
+        cache=get("cache") or None,
+        cached_prompt_share=get("cached_prompt_share"),
         step_rate=step_rate,
     )

@@ -36,6 +36,8 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
     "chunk_times_s": pl.List(pl.Float64()),
     "prompt_tokens": pl.Int64(),
     "completion_tokens": pl.Int64(),
+    "cached_prompt_tokens": pl.Int64(),
+    "cache": pl.String(),
     "tokens_counted_by": pl.String(),
     "chunk_tokens": pl.List(pl.Int64()),
     "chunk_tokens_counted_by": pl.String(),

@@ -25,6 +25,10 @@ class RequestRecord:
     chunk_times_s: list[float] = field(default_factory=list)  # content chunks, relative to send
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Prompt tokens the engine served from its prefix cache, as it reports them (usage
+    # prompt_tokens_details.cached_tokens, llama.cpp's timings.cache_n); None: it did not say.
+    cached_prompt_tokens: int | None = None
+    cache: str | None = None  # the scenario's declared cache state: cold | warm
     # usage | chunks (engine gave no usage: the chunks' token counts summed) | tokenizer
     tokens_counted_by: str = "usage"
     # Tokens in each content chunk, and how they were known: usage (deltas of cumulative usage) |

@@ -45,6 +45,35 @@ def _register(cls: type[Scenario]) -> type[Scenario]:
     return cls
 
 
+# Warm-up requests never send a measured prompt: a prompt sent before its measurement would be served
+# from the engine's prefix cache. These share nothing with any prompt sample beyond the chat template.
+WARMUP_SUBJECTS = (
+    "the water cycle",
+    "how a bicycle gear works",
+    "why leaves change colour in autumn",
+    "the rules of chess for a beginner",
+)
+
+
+def warmup_requests(count: int) -> list[ChatRequest]:
+    """`count` warm-up requests (none of the sample's prompts); send them cold (RunContext.cache) so
+    they leave nothing to reuse."""
+    return [
+        ChatRequest(
+            request_id=f"warmup-{i:04d}",
+            prompt_id=f"warmup-{i:04d}",
+            messages=[
+                {
+                    "role": "user",
+                    "content": f"Warm-up request {i}: in three short paragraphs, explain "
+                    f"{WARMUP_SUBJECTS[i % len(WARMUP_SUBJECTS)]} to a curious twelve-year-old.",
+                }
+            ],
+        )
+        for i in range(count)
+    ]
+
+
 def scenario_class(kind: str) -> type[Scenario]:
     """The class registered for a kind; a clear error for an unknown one."""
     try:
@@ -60,6 +89,9 @@ class Scenario:
     concurrency: int = _default("concurrency")
     requests: int | None = None  # a sweep: per step
     workers: int | str = _default("workers")  # client processes, or "auto"
+    # cold: every request asks the engine not to serve it from a prefix an earlier request computed
+    # (RequestSettings.cold_fields / cold_salt_field, the engine's own spelling); warm: as the engine does
+    cache: str = _default("cache")
 
     loop: ClassVar[str] = "closed"  # closed: C streams back to back | open: sends at planned times
     # Where the summary goes (asked by the tables and the plots).
@@ -133,7 +165,9 @@ class Scenario:
     # --- how it runs ------------------------------------------------------------------------------
 
     def run_context(self, engine: str, model: str) -> RunContext:
-        return RunContext(engine=engine, model=model, scenario=self.name, concurrency=self.concurrency)
+        return RunContext(
+            engine=engine, model=model, scenario=self.name, concurrency=self.concurrency, cache=self.cache
+        )
 
     @property
     def load_label(self) -> str:

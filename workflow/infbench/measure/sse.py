@@ -64,6 +64,13 @@ class StreamRecorder:
             record.prompt_tokens = usage.get("prompt_tokens")
             record.completion_tokens = usage.get("completion_tokens")
             cumulative = record.completion_tokens
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict) and isinstance(details.get("cached_tokens"), int):
+                record.cached_prompt_tokens = details["cached_tokens"]
+        timings = chunk.get("timings")  # llama.cpp's own: cache_n prompt tokens reused, prompt_n computed
+        reused = timings.get("cache_n") if isinstance(timings, dict) else None
+        if isinstance(reused, int) and record.cached_prompt_tokens is None:
+            record.cached_prompt_tokens = reused
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
             content = delta.get("content")

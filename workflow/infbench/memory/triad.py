@@ -65,8 +65,8 @@ def measure_triad_bandwidth(
     threads = threads or os.cpu_count() or 1
     array_mib = max(MIN_ARRAY_MIB, min(array_mib, MAX_TOTAL_MIB // (3 * threads)))
     n = array_mib * 2**20 // 8
-    # Filled (not np.empty), so every page is touched before timing.
-    arrays = [(np.zeros(n), np.full(n, 1.0), np.full(n, 2.0)) for _ in range(threads)]
+    # Filled (np.zeros and np.empty map pages lazily), so every page is touched before timing.
+    arrays = [(np.full(n, 0.0), np.full(n, 1.0), np.full(n, 2.0)) for _ in range(threads)]
     scratch = [np.empty(BLOCK_ELEMENTS) for _ in range(threads)]
     seconds = [time_in_threads(lambda i: _triad(*arrays[i], 3.0, scratch[i]), threads) for _ in range(repeats)]
     samples = [BYTES_PER_ELEMENT * n * threads / elapsed for elapsed in seconds]

@@ -120,7 +120,12 @@ def markdown(
         "TTFT, TPOT and latency: smaller is better. Single-request scenarios: the unit is the prompt"
         + (" (paired by prompt id: both runs used the same prompt sample)" if paired else " (not paired)")
         + "; load scenarios: the unit is the repeat (requests under load are not independent). Verdicts: "
-        f"p-values adjusted over all {tested} tests (Benjamini-Hochberg, 5% false discovery rate).",
+        f"p-values adjusted over all {tested} tests (Benjamini-Hochberg, 5% false discovery rate). "
+        "A single-request verdict weighs the change against prompt-to-prompt variation within a run, "
+        "not against drift of the machine between the two runs: with one run each, drift reads as a "
+        "change (two unmarked runs of one checkout on a shared 2-core machine: tokens/s -5.7%, TTFT p50 "
+        "+24.2%, both called worse). Guard CI with --fail-if-worse above that drift, and make claims "
+        "about runs with repeats (docs/compare.md).",
         "",
         summary_line(rows) + ".",
         "",

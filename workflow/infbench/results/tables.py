@@ -18,7 +18,7 @@ from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
-from infbench.results import bounds, routing, runstatus, servertables, tablestats
+from infbench.results import bounds, conditions, routing, runstatus, servertables, tablestats
 from infbench.results.redact import redact_argv, redact_url
 
 # Per request, what the workload sections read: timed steps' saturation, conversation turns, planned
@@ -208,6 +208,8 @@ def pivot_markdown(
                 text += LAG_MARK  # the client's own lag passed its limit: see the footer
             if servertables.mismatch_flagged(part, engine, model):
                 text += servertables.MISMATCH_MARK  # the server counted otherwise: see the footer
+            if conditions.cache_flagged(part, engine, model, servers.get((engine, model))):
+                text += conditions.CACHE_MARK  # declared cold, yet served from a cache: see the footer
             text = runstatus.failed_cell(servers.get((engine, model), {})) or text  # never a failed job's number
             if runstatus.busy(servers.get((engine, model), {}), scenario):
                 text += runstatus.BUSY_MARK  # others used the machine meanwhile: see the footer
@@ -225,10 +227,13 @@ def _marks(part: pl.DataFrame, servers: dict, engine: str, model: str, scenario:
     marks += ["client lag"] if _lag_flagged(part, engine, model) else []
     marks += ["server count differs"] if servertables.mismatch_flagged(part, engine, model) else []
     marks += ["busy machine"] if runstatus.busy(servers.get((engine, model), {}), scenario) else []
+    marks += ["cache not cold"] if conditions.cache_flagged(part, engine, model, servers.get((engine, model))) else []
     return tuple(marks)
 
 
-def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[str]) -> str:
+def _footer(
+    df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[str], requests: pl.DataFrame | None = None
+) -> str:
     lines = ["", "Engines:"]
     for engine, label in plan.engines.items():
         for model in plan.models:
@@ -252,6 +257,9 @@ def _footer(df: pl.DataFrame, plan: MergePlan, servers: dict, scenarios: list[st
         )
     lines += client_lag_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
     lines += servertables.mismatch_warnings(df.filter(pl.col("scenario").is_in(scenarios)))
+    lines += conditions.cache_warnings(df.filter(pl.col("scenario").is_in(scenarios)), servers)
+    if requests is not None:
+        lines += conditions.completion_length_notes(df, requests, scenarios)
     lines += runstatus.failure_lines(servers, plan.engines, list(plan.models))
     lines += runstatus.busy_warnings(servers, plan.engines, list(plan.models), scenarios)
     return "\n".join(lines) + "\n"
@@ -282,7 +290,7 @@ def _pct(share: float | None) -> str:
     return "n/a" if share is None else f"{share * 100:.2f}%"
 
 
-def speed_table(df, plan: MergePlan, servers, samples: dict) -> str:
+def speed_table(df, plan: MergePlan, servers, samples: dict, requests: pl.DataFrame | None = None) -> str:
     singles = routing.scenarios_where(plan, "in_speed_table")
     parts = [
         "# Generative inference speed",
@@ -299,14 +307,14 @@ def speed_table(df, plan: MergePlan, servers, samples: dict) -> str:
                 servers,
                 scenario,
                 "tokens_per_s_mean",
-                f"Inference speed (tokens/s), scenario {scenario}, {n} prompts",
+                f"Inference speed (tokens/s), scenario {scenario}, {n} prompts{conditions.cache_title(df, scenario)}",
                 samples[scenario],
             )
         )
-    return "\n".join(parts) + _footer(df, plan, servers, singles)
+    return "\n".join(parts) + _footer(df, plan, servers, singles, requests)
 
 
-def throughput_table(df, plan: MergePlan, servers, samples: dict) -> str:
+def throughput_table(df, plan: MergePlan, servers, samples: dict, requests: pl.DataFrame | None = None) -> str:
     loads = routing.scenarios_where(plan, "in_throughput_table")
     parts = [
         "# Generative inference throughput",
@@ -324,11 +332,12 @@ def throughput_table(df, plan: MergePlan, servers, samples: dict) -> str:
                 servers,
                 scenario,
                 "requests_per_min",
-                f"Throughput (requests/min), scenario {scenario}, concurrency {concurrency}",
+                f"Throughput (requests/min), scenario {scenario}, concurrency {concurrency}"
+                f"{conditions.cache_title(df, scenario)}",
                 samples[scenario],
             )
         )
-    return "\n".join(parts) + _footer(df, plan, servers, loads)
+    return "\n".join(parts) + _footer(df, plan, servers, loads, requests)
 
 
 DETAIL_COLUMNS = [
@@ -355,6 +364,7 @@ DETAIL_COLUMNS = [
     ("latency_p99_s", "latency p99 s", 3),
     ("prompt_tokens_mean", "prompt tok", 1),
     ("completion_tokens_mean", "completion tok", 1),
+    conditions.CACHE_COLUMN,
     ("itl_p50_s", "ITL p50 ms", -3),
     ("itl_p99_s", "ITL p99 ms", -3),
     ("rate", "rate req/s", 2),
@@ -427,7 +437,7 @@ def details_table(df, requests: pl.DataFrame) -> str:
         "# Details",
         "",
         "Per (engine, model, scenario). TTFT: first content token; TPOT: (latency - TTFT) / "
-        "(completion tokens - 1); percentiles over successful requests.",
+        "(completion tokens - 1); percentiles over successful requests. " + conditions.support_note(),
         "",
         " | ".join(label for _, label, _ in columns),
         " | ".join("---" for _ in columns),
@@ -439,7 +449,7 @@ def details_table(df, requests: pl.DataFrame) -> str:
                 if digits == "ci"
                 else bounds.detail_cell(row, key, digits)
                 if digits in bounds.CELL_KINDS
-                else _detail_cell(row[key], digits)
+                else conditions.percentile_cell(row, key, _detail_cell(row[key], digits))
                 for key, _, digits in columns
             )
         )
@@ -460,6 +470,9 @@ def details_table(df, requests: pl.DataFrame) -> str:
     mismatches = prompt_token_mismatches(requests)
     lines += ["", "## Prompt tokens across engines", ""]
     lines += mismatches or ["All engines counted the same prompt tokens for every prompt."]
+    lengths = conditions.completion_token_mismatches(requests)
+    if lengths:
+        lines += ["", "## Completion tokens across engines (output length natural)", "", *lengths]
     return "\n".join(lines) + "\n"
 
 
@@ -575,13 +588,13 @@ def merge(
     # Build every table first, then write: a failure never leaves a mix of old and new tables.
     whole = df.filter(WHOLE)  # the main tables show whole scenarios; a sweep's steps are in details.md
     outputs = {
-        "inference_speed.md": speed_table(whole, plan, servers, samples),
-        "throughput.md": throughput_table(whole, plan, servers, samples),
+        "inference_speed.md": speed_table(whole, plan, servers, samples, requests),
+        "throughput.md": throughput_table(whole, plan, servers, samples, requests),
         "details.md": details_table(df, requests)
         + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models)))
         + "".join(line + "\n" for line in server.details(labelled(df.filter(WHOLE)))),
     }
-    outputs["summary.csv"] = labelled(df).write_csv()
+    outputs["summary.csv"] = conditions.mask_unsupported(labelled(df)).write_csv()  # percentiles n supports
     # The plan itself, so that `infbench verify` can recompute these tables from a bundle's raw records.
     outputs["merge_plan.json"] = json.dumps(asdict(plan), indent=2) + "\n"
     for name, text in outputs.items():

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from infbench.engines import cache as cachectl
+from infbench.engines import sampling as contract
 from infbench.engines.base import Engine, EngineSettings, ServerPlan, register
 from infbench.handoff import gguf_meta_path, read_gguf_meta
 
@@ -16,6 +18,15 @@ def max_concurrency(spec) -> int:
 
 # The launcher script the env's python runs (engines/llamacpp_server.py: stdlib and xllamacpp only).
 LLAMACPP_LAUNCHER = Path(__file__).resolve().parent.parent / "llamacpp_server.py"
+LLAMACPP_KV_TYPES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}  # serve dtype -> --cache-type
+
+
+def _kv_cache_said(command: list[str], serve_type: str | None) -> str:
+    """The KV cache type the launcher gets (its last --cache-type), and where it comes from."""
+    given = [command[i + 1] for i in range(len(command) - 1) if command[i] == "--cache-type"]
+    if not given:
+        return "F16 (llama.cpp's default)"
+    return given[-1].upper() + (" (the serve dtype)" if given[-1] == serve_type else " (from args)")
 
 
 def _launcher_path(launcher: Path) -> str:
@@ -57,6 +68,12 @@ class LlamaCpp(Engine):
         """The GGUF the gguf rule writes from the prepared weights (or its reason why not)."""
         return {"gguf": str(gguf_meta_path(model))}
 
+    def request_fields(self, spec) -> dict:
+        return contract.llamacpp_fields(spec.sampling)
+
+    def cache_plan(self, spec) -> cachectl.CachePlan:
+        return cachectl.llamacpp_plan()
+
     def plan(self, spec, model, venv, host, port, gpu_ids=(), threads=1) -> ServerPlan:
         meta = read_gguf_meta(model.name)
         if meta is None or meta.status != "ok":
@@ -65,6 +82,8 @@ class LlamaCpp(Engine):
         parallel = spec.settings.parallel or max_concurrency(spec)
         # llama.cpp splits n_ctx between its slots: each slot gets the model's full context length.
         ctx_size = spec.settings.ctx_size or model.max_model_len * parallel
+        # The KV cache in the serve dtype, as the other engines keep it (llama.cpp's own default is F16).
+        kv_type = LLAMACPP_KV_TYPES.get(model.dtype)
         command = [
             str(venv / "bin" / "python"),
             _launcher_path(LLAMACPP_LAUNCHER),
@@ -82,21 +101,10 @@ class LlamaCpp(Engine):
             str(parallel),
             "--ctx-size",
             str(ctx_size),
-            *spec.args,
+            *(["--cache-type", kv_type] if kv_type else []),
+            *spec.args,  # last: a --cache-type here wins
         ]
-        sampling = spec.sampling
-        # llama.cpp's sampler chain has its own defaults (top_k 40, min_p 0.05, ...): neutralise them
-        # so temperature/top_p mean what they mean for the other engines.
-        extra: dict = {
-            "top_k": 0,
-            "min_p": 0.0,
-            "typical_p": 1.0,
-            "repeat_penalty": 1.0,
-            "presence_penalty": 0.0,
-            "frequency_penalty": 0.0,
-        }
-        if sampling.output_length == "fixed":
-            extra["ignore_eos"] = True
+        extra: dict = {"ignore_eos": True} if spec.sampling.output_length == "fixed" else {}
         return ServerPlan(
             command=command,
             health_path="/health",
@@ -110,5 +118,7 @@ class LlamaCpp(Engine):
                 "parallel slots": str(parallel),
                 "context": f"{ctx_size} tokens ({ctx_size // parallel} per slot)",
                 "continuous batching": "off" if "--no-cont-batching" in spec.args else "on",
+                "KV cache": _kv_cache_said(command, kv_type),
+                "prefix cache": self.cache_plan(spec).control,
             },
         )

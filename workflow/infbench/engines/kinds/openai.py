@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from infbench.engines import cache as cachectl
 from infbench.engines.base import Engine, EngineConfigError, EngineSettings, ServerPlan, register
 
 OPENAI_PLACEHOLDERS = ("model_path", "served_model_name", "host", "port", "gpus", "tp", "threads")
@@ -35,6 +36,11 @@ class OpenAISettings(EngineSettings):
     metrics_url: str | None = None  # its Prometheus metrics (a URL, or a path on the server's root)
     api_key_env: str | None = None  # the variable's name; its value is read at bench time only
     served_model_name: str | None = None
+    # The server's own controls for cold scenarios (engines/cache.py), and the memory bandwidth (GB/s
+    # per device) of the machine behind an external endpoint, for its decode bound.
+    cold_fields: dict = field(default_factory=dict)
+    cold_salt_field: str | None = None
+    bandwidth_gb_s: float | None = None
 
 
 @register
@@ -80,6 +86,9 @@ class OpenAI(Engine):
     def external_endpoint(self, spec) -> str | None:
         return spec.settings.base_url
 
+    def cache_plan(self, spec) -> cachectl.CachePlan:
+        return cachectl.openai_plan(spec.settings.cold_fields, spec.settings.cold_salt_field)
+
     def plan(self, spec, model, venv, host, port, gpu_ids=(), threads=1) -> ServerPlan:
         extra: dict = {}
         if spec.sampling.output_length == "fixed":
@@ -95,7 +104,7 @@ class OpenAI(Engine):
                 version_path=spec.settings.version_path,
                 fixed_length_control="ignore_eos + min_tokens (if honoured)",
                 notes=["external endpoint: not started by infbench, memory not measured"],
-                settings={"endpoint": "external endpoint"},
+                settings={"endpoint": "external endpoint", "prefix cache": self.cache_plan(spec).control},
                 external=True,
                 api_key_env=spec.settings.api_key_env,
             )
@@ -120,4 +129,5 @@ class OpenAI(Engine):
             version_path=spec.settings.version_path,
             fixed_length_control="ignore_eos + min_tokens (if honoured)",
             api_key_env=spec.settings.api_key_env,
+            settings={"prefix cache": self.cache_plan(spec).control},
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from infbench.engines import cache as cachectl
+from infbench.engines import sampling as contract
 from infbench.engines.base import Engine, ServerPlan, register
 
 
@@ -18,7 +20,14 @@ class Sglang(Engine):
             return "n/a: SGLang runs on CUDA GPUs only"
         return None
 
+    def request_fields(self, spec) -> dict:
+        return contract.sglang_fields(spec.sampling)
+
+    def cache_plan(self, spec) -> cachectl.CachePlan:
+        return cachectl.sglang_plan(list(spec.scenarios))
+
     def plan(self, spec, model, venv, host, port, gpu_ids=(), threads=1) -> ServerPlan:
+        cache = self.cache_plan(spec)
         command = [
             str(venv / "bin" / "python"),
             "-m",
@@ -41,6 +50,7 @@ class Sglang(Engine):
             "--sampling-defaults",
             "openai",
             "--enable-metrics",  # its Prometheus endpoint, read around each scenario
+            *cache.server_args,
             *spec.args,
         ]
         extra: dict = {}
@@ -53,5 +63,5 @@ class Sglang(Engine):
             extra_body=extra,
             version_path="/server_info",
             fixed_length_control="ignore_eos + min_tokens",
-            settings={"tensor parallel": str(max(1, model.gpus))},
+            settings={"tensor parallel": str(max(1, model.gpus)), "prefix cache": cache.control},
         )

@@ -8,11 +8,14 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import infbench
 from infbench import layout
+from infbench.engines import cache as cachectl
+from infbench.engines import sampling as contract
 from infbench.engines.base import Engine, EngineSettings, ExtraRunContext, ServerPlan, register
 from infbench.layout import NATIVE_RUN
 
@@ -59,8 +62,16 @@ class Tgi(Engine):
             ok = False
         return None if ok else "n/a: no docker engine"
 
+    def request_fields(self, spec) -> dict:
+        return contract.tgi_fields(spec.sampling)
+
+    def cache_plan(self, spec) -> cachectl.CachePlan:
+        return cachectl.tgi_plan(list(spec.scenarios))
+
     def plan(self, spec, model, venv, host, port, gpu_ids=(), threads=1) -> ServerPlan:
         launcher, image = spec.settings.launcher or "native", spec.settings.image or TGI_IMAGE
+        cache = self.cache_plan(spec)
+        cache_env = [f"{k}={v}" for k, v in cache.server_env.items()]
         model_dir = str(Path(model.path).resolve())
         served_path = model_dir if launcher == "native" else "/data/model"
         tgi_args = [
@@ -77,19 +88,25 @@ class Tgi(Engine):
             *spec.args,
         ]
         devices = ",".join(gpu_ids)
+        container_id_file = None
         if launcher == "native":  # inherits CUDA_VISIBLE_DEVICES from the bench job
             command = ["text-generation-launcher", "--hostname", host, "--port", str(port), *tgi_args]
         elif launcher == "docker":
             # A container sees no host CUDA_VISIBLE_DEVICES: the leased ids go on its command line
             # (quoted, as docker parses --gpus as CSV). The port is published on loopback only.
             gpus = ["--gpus", f'"device={devices}"'] if devices else []
+            container_id_file = str(Path(tempfile.gettempdir()) / f"infbench-{spec.name}-{port}.cid")
+            Path(container_id_file).unlink(missing_ok=True)  # docker refuses an existing one
             command = [
                 "docker",
                 "run",
                 "--rm",
                 "--name",
                 f"infbench-{spec.name}-{port}",
+                "--cidfile",  # its id: the container's processes are the bench job's own (busy mark)
+                container_id_file,
                 *gpus,
+                *(arg for pair in cache_env for arg in ("-e", pair)),
                 "--shm-size",
                 "1g",
                 "-p",
@@ -106,6 +123,7 @@ class Tgi(Engine):
                 "run",
                 "--cleanenv",
                 *nv,
+                *(arg for pair in cache_env for arg in ("--env", pair)),
                 "--bind",
                 f"{model_dir}:/data/model:ro",
                 f"docker://{image}",
@@ -127,6 +145,9 @@ class Tgi(Engine):
             fixed_length_control=None,
             notes=notes,
             owns_port=launcher != "docker",  # docker's proxy, not a child of ours, holds the port
+            env=dict(cache.server_env) if launcher == "native" else {},
+            settings={"prefix cache": cache.control},
+            container_id_file=container_id_file,
         )
 
     def measure_extra(self, ctx: ExtraRunContext) -> None:

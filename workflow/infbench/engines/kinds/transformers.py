@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from infbench.engines import cache as cachectl
+from infbench.engines import sampling as contract
 from infbench.engines.base import Engine, EngineSettings, ServerPlan, register
 from infbench.memory.cpu_runtime import CpuRuntime
 from infbench.memory.gpus import MIB
@@ -49,6 +51,12 @@ class Transformers(Engine):
         ),
     )
 
+    def request_fields(self, spec) -> dict:
+        return contract.transformers_fields(spec.sampling)  # the rest in the generation_config below
+
+    def cache_plan(self, spec) -> cachectl.CachePlan:
+        return cachectl.transformers_plan(spec.settings.continuous_batching)
+
     def plan(self, spec, model, venv, host, port, gpu_ids=(), threads=1) -> ServerPlan:
         settings: TransformersSettings = spec.settings
         # Several GPUs: device_map "auto" splits the layers over them (transformers has no tensor parallel here).
@@ -74,17 +82,9 @@ class Transformers(Engine):
         # carry sampling or repetition penalties) with the benchmark's explicit settings.
         eos, pad = model_eos_ids(Path(model.path))
         sampling = spec.sampling
-        generation = {
-            "do_sample": sampling.temperature > 0,
-            "max_new_tokens": sampling.max_tokens,
-            "repetition_penalty": 1.0,
-            "eos_token_id": eos,
-            "pad_token_id": pad if pad is not None else eos,
-        }
-        if sampling.temperature > 0:
-            generation.update(temperature=sampling.temperature, top_p=sampling.top_p)
-        if sampling.output_length == "fixed":
-            generation["min_new_tokens"] = sampling.max_tokens
+        generation = contract.transformers_generation_config(
+            sampling, eos, pad, sampling.max_tokens, sampling.output_length == "fixed"
+        )
         return ServerPlan(
             command=command,
             health_path="/health",
@@ -92,6 +92,7 @@ class Transformers(Engine):
             extra_body={"generation_config": json.dumps(generation, sort_keys=True)},
             fixed_length_control="generation_config.min_new_tokens",
             settings={
+                "prefix cache": self.cache_plan(spec).control,
                 "continuous batching": "on (paged attention)"
                 if settings.continuous_batching
                 else "off (transformers serve's default; continuous_batching: true turns it on)",

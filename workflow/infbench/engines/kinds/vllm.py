@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from infbench.engines import cache as cachectl
+from infbench.engines import sampling as contract
 from infbench.engines.base import Engine, ServerPlan, register
 from infbench.memory.cpu_runtime import CpuRuntime
 from infbench.memory.gpus import MIB
@@ -93,7 +95,14 @@ class Vllm(Engine):
         ),
     )
 
+    def request_fields(self, spec) -> dict:
+        return contract.vllm_fields(spec.sampling)
+
+    def cache_plan(self, spec) -> cachectl.CachePlan:
+        return cachectl.vllm_plan()
+
     def plan(self, spec, model, venv, host, port, gpu_ids=(), threads=1) -> ServerPlan:
+        cache = self.cache_plan(spec)
         command = [
             str(venv / "bin" / "python"),
             "-m",
@@ -114,13 +123,17 @@ class Vllm(Engine):
             "--generation-config",
             "vllm",
             *(["--tensor-parallel-size", str(model.gpus)] if model.gpus > 1 else []),
+            *cache.server_args,  # cached prompt tokens in usage
             *spec.args,
         ]
         extra: dict = {}
         if spec.sampling.output_length == "fixed":
             extra = {"ignore_eos": True, "min_tokens": spec.sampling.max_tokens}
         env: dict[str, str] = {}
-        settings = {"graphs": "eager (--enforce-eager)" if "--enforce-eager" in command else "compiled"}
+        settings = {
+            "graphs": "eager (--enforce-eager)" if "--enforce-eager" in command else "compiled",
+            "prefix cache": cache.control,
+        }
         if spec.device == "cpu":
             # The bench job's cores (its first `threads` of this process's CPUs), all bound to OpenMP.
             cpus = sorted(os.sched_getaffinity(0))[: max(1, threads)]
