@@ -14,6 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
+from infbench import layout
 from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
@@ -68,10 +69,10 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
     for engine in plan.engines:
         for model in plan.models:
             run_dir = raw_dir / engine / model
-            server_file = run_dir / "server.json"
+            server_file = run_dir / layout.SERVER_INFO
             servers[(engine, model)] = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
             for scenario in plan.runs(engine):
-                runs.append((engine, model, scenario, run_dir / f"{scenario}.jsonl"))
+                runs.append((engine, model, scenario, layout.records_in(run_dir, scenario)))
     sweeps = [
         run
         for run, (_, _, scenario, _) in enumerate(runs)  # and a row per step (each offered rate)
