@@ -19,6 +19,8 @@ localrules:
     all,
     engine_spec,
     model_spec,
+    scenario_spec,
+    seeded_trace,
     merge,
     memory_table,
     plots,
@@ -33,6 +35,7 @@ include: "workflow/rules/prompts.smk"
 include: "workflow/rules/envs.smk"
 include: "workflow/rules/models.smk"
 include: "workflow/rules/specs.smk"
+include: "workflow/rules/requests.smk"
 include: "workflow/rules/bench.smk"
 include: "workflow/rules/merge.smk"
 include: "workflow/rules/memory.smk"
@@ -50,6 +53,7 @@ rule all:
         "results/tables/inference_speed.md",
         "results/tables/throughput.md",
         "results/tables/details.md",
+        "results/tables/workloads.md",
         "results/tables/memory.md",
         "results/provenance.json",
         rules.plots.output,

@@ -35,6 +35,29 @@ def _config(prompts_path, vllm_extra_args=()):
     config["scenarios"]["throughput"].update(concurrency=2, requests=4)
     config["bench"] = {"warmup_requests": 1}
     config["engines"]["vllm"]["args"] += list(vllm_extra_args)
+    # Every workload kind (the default's conversation and trace window, and these), small.
+    config["scenarios"]["chat"].update(conversations=2, max_turns=2)
+    config["scenarios"]["replay"]["window"] = {"count": 6}
+    config["scenarios"]["prefix"] = {
+        "kind": "shared_prefix",
+        "groups": 2,
+        "prompts_per_group": 2,
+        "system_tokens": 200,
+        "question_tokens": 20,
+        "concurrency": 2,
+    }
+    config["scenarios"]["sizes"] = {"kind": "synthetic", "sizes": [[64, 8], [256, 16]], "requests": 2, "concurrency": 2}
+    config["scenarios"]["users"] = {
+        "kind": "capacity",
+        "slo": {"ttft_p90_s": 5.0, "error_rate": 0.0},
+        "start_rate": 1.0,
+        "max_rate": 2.0,
+        "min_rate": 0.25,
+        "refine_steps": 1,
+        "duration_s": 6,
+        "warmup_s": 1,
+        "concurrency": 2,
+    }
     return config
 
 
@@ -227,3 +250,35 @@ def test_bundle_of_the_run_verifies(snakemake, finished_run):
     # Bundling did not make the workflow out of date.
     again = snakemake(workdir, "-n", "--configfile", str(config_path))
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_every_workload_kind_ran_on_every_cpu_engine(finished_run):
+    """Conversations, shared prefixes, fixed sizes, a trace window and a capacity search on real engines:
+    prompts exactly as long as planned (the engines' own token counts), outputs exactly as asked."""
+    from infbench.measure.records import read_records
+
+    workdir, _, _ = finished_run
+    raw = workdir / "results/raw"
+    for engine in ("transformers", "vllm", "llamacpp"):
+        run = raw / engine / "smollm2-135m"
+        chat = read_records(run / "chat.jsonl")
+        assert len(chat) == 4 and all(r.ok for r in chat), [r.error for r in chat]
+        for turn2 in (r for r in chat if r.turn == 2):  # turn 2 carries turn 1 and the engine's answer
+            turn1 = next(r for r in chat if r.conversation == turn2.conversation and r.turn == 1)
+            assert turn2.prompt_tokens > turn1.prompt_tokens + turn1.completion_tokens
+        for name in ("prefix", "sizes", "replay"):
+            records = read_records(run / f"{name}.jsonl")
+            assert records and all(r.ok for r in records), (engine, name, [r.error for r in records])
+            assert all(r.prompt_tokens == r.planned_prompt_tokens for r in records), (engine, name)
+        for name in ("sizes", "replay"):
+            assert all(r.completion_tokens == r.max_tokens for r in read_records(run / f"{name}.jsonl")), (engine, name)
+        users = read_records(run / "users.jsonl")
+        assert users and all(r.step_passed is not None and r.saturated is not None for r in users)
+    text = (workdir / "results/tables/workloads.md").read_text()
+    for title in ("Capacity (requests/min at the SLO)", "Conversations", "Shared prefix", "Synthetic sizes", "Trace"):
+        assert f"## {title}" in text, title
+    capacity = next(line for line in text.splitlines() if line.startswith("smollm2-135m |"))
+    assert len(capacity.split(" | ")) == 5 and "n/a: text-generation-launcher not on PATH" in capacity
+    assert "off plan" not in text  # every engine counted the planned prompt tokens
+    for name in ("latency_throughput.png", "conversation_turns.png"):
+        assert (workdir / "results/plots" / name).read_bytes().startswith(b"\x89PNG")

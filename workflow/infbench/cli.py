@@ -46,6 +46,14 @@ def _cmd_existing_env(args) -> int:
     return 0
 
 
+def _cmd_seeded_trace(args) -> int:
+    from infbench.measure.trace import write_seeded_trace
+
+    rows = write_seeded_trace(args.out, args.seed)
+    print(f"wrote {args.out}: {rows} requests (seed {args.seed})")
+    return 0
+
+
 def _cmd_bench(args) -> int:
     from infbench.engines.server import ServerError
     from infbench.fileio import check_writable
@@ -63,6 +71,7 @@ def _cmd_bench(args) -> int:
         out_dir=args.out_dir,
         server_log=args.server_log,
         threads=args.threads,
+        requests_dir=args.requests_dir,
     )
     log = logging.getLogger("infbench.jobs.bench")
     try:
@@ -121,9 +130,12 @@ def _cmd_provenance(args) -> int:
 
 def _cmd_plots(args) -> int:
     from infbench.handoff import MergePlan
-    from infbench.results.plots import write_plots
+    from infbench.results.plots import PlotData, write_plots
+    from infbench.results.workloadplots import write_workload_plots
 
-    paths = write_plots(args.raw_dir, MergePlan.from_json(args.plan.read_text()), args.out_dir)
+    plan = MergePlan.from_json(args.plan.read_text())
+    data = PlotData.load(args.raw_dir, plan)  # read once for both
+    paths = write_plots(args.raw_dir, plan, args.out_dir, data) + write_workload_plots(data, args.out_dir)
     print("plots: " + ", ".join(str(p) for p in paths), file=sys.stderr)
     return 0
 
@@ -317,7 +329,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-log", type=Path, required=True)
     p.add_argument("--log", type=Path)
     p.add_argument("--threads", type=int, default=1, help="the job's CPU threads (engines with a thread count get it)")
+    p.add_argument("--requests-dir", type=Path, help="results/requests/MODEL: the prepared scenarios' request files")
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("seeded-trace", help="write the small seeded trace (Mooncake format) a trace scenario replays")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=_cmd_seeded_trace)
 
     p = sub.add_parser("merge", help="merge raw records into markdown tables and a CSV")
     p.add_argument("--raw-dir", type=Path, default=Path(layout.RAW))

@@ -21,6 +21,8 @@ SPECS = f"{RESULTS}/specs"
 ENVS = f"{RESULTS}/envs"
 MODELS = f"{RESULTS}/models"
 PROMPTS = f"{RESULTS}/prompts"
+REQUESTS = f"{RESULTS}/requests"  # the prepare step's request files (rule requests)
+TRACES = f"{RESULTS}/traces"  # traces the pipeline writes itself (rule seeded_trace)
 TABLES = f"{RESULTS}/tables"
 PLOTS = f"{RESULTS}/plots"
 REPORT = f"{RESULTS}/report"
@@ -71,6 +73,21 @@ def failure_marker_of(run_dir: Path) -> Path:
     """failure_marker for a bench job's folder (.../raw/{engine}/{model}), in the same results folder."""
     results = run_dir.parent.parent.parent
     return results / Path(FAILURES).name / run_dir.parent.name / f"{run_dir.name}.json"
+
+
+def requests_dir(model: str) -> str:
+    """The prepared scenarios' request files for one model (the bench job's --requests-dir)."""
+    return f"{REQUESTS}/{model}"
+
+
+def request_file(model: str, scenario: str) -> str:
+    """One prepared scenario's requests for one model (rule requests writes it)."""
+    return f"{requests_dir(model)}/{scenario}.json"
+
+
+def seeded_trace(seed: str | int) -> str:
+    """The small seeded trace (Mooncake format) a trace scenario with source seeded replays."""
+    return f"{TRACES}/seeded-{seed}.jsonl"
 
 
 def memory_estimate(model: str) -> str:

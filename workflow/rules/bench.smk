@@ -11,6 +11,7 @@ for bench_rule, (extra_runs, bench_engines) in bench_rules().items():
             model_spec="results/specs/models/{model}.json",
             model="results/models/{model}.json",
             prompts=f"results/prompts/{PROMPTS_NAME}.jsonl",
+            requests=prepared_requests,
             failed_before=failure_marker,
         output:
             records=[layout.records("{engine}", "{model}", run) for run in [*SCENARIOS, *extra_runs]],
@@ -31,4 +32,5 @@ for bench_rule, (extra_runs, bench_engines) in bench_rules().items():
             "infbench bench --engine-spec {input.engine_spec} --model-spec {input.model_spec} "
             "--prompts {input.prompts} --venv {params.venv} --lock {params.lock} --threads {threads} "
             f"--out-dir {layout.raw_dir('{wildcards.engine}', '{wildcards.model}')} "
+            f"--requests-dir {layout.requests_dir('{wildcards.model}')} "
             "--server-log {log.server} --log {log.bench}"

@@ -21,6 +21,7 @@ from infbench.pipeline.config import (
     model_source,
     model_spec,
     resolve_env,
+    scenario_of,
     validate_config,
 )
 from infbench.pipeline.envbuild import ExistingEnvError, check_existing_envs
@@ -39,6 +40,9 @@ except ExistingEnvError as err:
 ENGINES = list(config["engines"])
 MODELS = list(config["models"])
 SCENARIOS = list(config["scenarios"])
+# Scenarios whose requests the prepare step builds per model (rule requests): tokenizer-exact prompts,
+# sampled conversations.
+PREPARED_SCENARIOS = [s for s in SCENARIOS if scenario_of(config, s).prepares]
 PROMPTS_NAME = config["prompts"]["name"]
 
 
@@ -220,3 +224,13 @@ def memory_source_flag(wildcards):
 def memory_table_inputs():
     """(estimates, measured): the memory table's inputs, in the order verify reads them too."""
     return layout.memory_table_inputs(config["engines"], config["models"])
+
+
+def prepared_requests(wildcards):
+    """A bench job's prepared request files: one per prepared scenario, for its model."""
+    return [layout.request_file(wildcards.model, s) for s in PREPARED_SCENARIOS]
+
+
+def scenario_source(wildcards):
+    """The file a prepared scenario reads (a trace, a conversations file), when it has one."""
+    return scenario_of(config, wildcards.scenario).source_file() or []

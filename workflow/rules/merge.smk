@@ -12,6 +12,7 @@ rule merge:
         speed="results/tables/inference_speed.md",
         throughput="results/tables/throughput.md",
         details="results/tables/details.md",
+        workloads="results/tables/workloads.md",
         csv="results/tables/summary.csv",
         plan=layout.MERGE_PLAN,
     log:

@@ -1,9 +1,10 @@
 # Plots, provenance and the HTML pages of the Snakemake report (snakemake --report results/report.html).
 
 from infbench.results.plots import PLOT_FILES
+from infbench.results.workloadplots import WORKLOAD_PLOT_FILES
 from infbench.results.redact import redact_config
 
-REPORT_TABLES = ["inference_speed", "throughput", "details", "memory"]
+REPORT_TABLES = ["inference_speed", "throughput", "details", "workloads", "memory"]
 
 
 # Plot tokens/s per model and engine, TTFT and latency CDFs and throughput per engine.
@@ -20,7 +21,7 @@ rule plots:
                 caption=f"../report/{name.removesuffix('.png')}.rst",
                 labels={"plot": name.removesuffix(".png").replace("_", " ")},
             )
-            for name in PLOT_FILES
+            for name in (*PLOT_FILES, *WORKLOAD_PLOT_FILES)
         ],
     log:
         "logs/report/plots.log",
@@ -37,6 +38,7 @@ rule provenance:
                 "inference_speed.md",
                 "throughput.md",
                 "details.md",
+                "workloads.md",
                 "summary.csv",
                 "merge_plan.json",
                 "memory.md",

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.loadgen import LoadShape, run_load
+from infbench.measure.prepared import Conversation
 from infbench.measure.refserver import RefServerProcess, RefSettings
-from infbench.pipeline.conversations import Conversation
 
 
 def _turns(conversation: Conversation, scenario: str = "chat") -> list[ChatRequest]:

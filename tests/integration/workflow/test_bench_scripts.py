@@ -221,3 +221,20 @@ def test_trace_build_prepares_and_renders_the_seeded_trace(tmp_path, tiny_tokeni
     figures = json.loads(result.stdout)
     assert figures["prepare"]["requests"] == figures["render"]["requests"] > 40
     assert figures["peak_rss_mb"] > 0 and figures["total_wall_s"] > 0
+
+
+def test_scenario_times_reads_a_bench_log(tmp_path):
+    log = tmp_path / "logs" / "bench" / "vllm" / "m.log"
+    log.parent.mkdir(parents=True)
+    log.write_text(
+        "2026-01-01 00:00:00,000 INFO single: 8 requests, 0 failed, 31.3 s\n"
+        "2026-01-01 00:01:00,000 INFO chat: 6 requests, 1 failed, 12.5 s\n"
+    )
+    server = tmp_path / "results" / "raw" / "vllm" / "m" / "server.json"
+    server.parent.mkdir(parents=True)
+    server.write_text(json.dumps({"machine_load": {"chat": {"other_cpu_share": 0.53}}}))
+    result = _run([sys.executable, str(SCRIPTS / "scenario_times.py"), "--root", str(tmp_path)])
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "scenario | vllm/m" and "single | 31.3 s" in lines and "chat | 12.5 s (53% busy)" in lines
+    assert "total | 43.8 s" in lines

@@ -7,12 +7,8 @@ import json
 
 import pytest
 from conftest import SHARED
-from infbench.pipeline.conversations import (
-    load_conversations,
-    read_conversations,
-    sample_conversations,
-    write_conversations,
-)
+from infbench.measure.prepared import PreparedConversations
+from infbench.pipeline.conversations import load_conversations, sample_conversations
 from infbench.pipeline.prompts import PromptSourceError
 
 MT_BENCH = SHARED / "datasets" / "mt_bench" / "question.jsonl"
@@ -89,8 +85,11 @@ def test_sampling_is_seeded_and_cuts_turns(tmp_path):
     assert all(len(c.turns) == 2 for c in picked)
     with pytest.raises(PromptSourceError, match="asked for 20 conversations but the source has only 16"):
         sample_conversations(conversations, 20, seed=7, max_turns=None)
-    write_conversations(tmp_path / "s.jsonl", picked)
-    assert read_conversations(tmp_path / "s.jsonl") == picked
+    prepared = PreparedConversations("chat", "builtin", picked)
+    prepared.write(tmp_path / "s.json")
+    assert PreparedConversations.read(tmp_path / "s.json") == prepared
+    turns = prepared.chat_turns("chat")
+    assert [[(t.conversation, t.turn) for t in c] for c in turns] == [[(c.id, 1), (c.id, 2)] for c in picked]
 
 
 @pytest.mark.skipif(not MT_BENCH.exists(), reason=f"{MT_BENCH} is absent (a clone without ../shared)")

@@ -11,7 +11,7 @@ from infbench.handoff import MergePlan
 from infbench.results.tables import merge
 
 GOLDEN = DATA / "merge_golden"
-TABLES = ("inference_speed.md", "throughput.md", "details.md", "summary.csv", "merge_plan.json")
+TABLES = ("inference_speed.md", "throughput.md", "details.md", "workloads.md", "summary.csv", "merge_plan.json")
 
 
 @pytest.mark.parametrize("name", ["natural", "fixed"])

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -61,6 +62,7 @@ class BenchPaths:
     out_dir: Path  # results/raw/{engine}/{model}
     server_log: Path
     threads: int = 1  # the bench job's CPU threads: engines that take a thread count get this
+    requests_dir: Path | None = None  # results/requests/{model}: prepared scenarios' request files
 
 
 def _terminate_on_sigterm() -> None:
@@ -192,8 +194,12 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
                     root = f"http://{host}:{port}"
                     view = server_view(engine, model, scenario.name, paths.out_dir, root, plan, gpu_ids=lease.ids)
                     view.begin()  # the engine's own metrics and energy, just before the first request
-                    records = _run_scenario(url, prompts, scenario, settings, engine, model)
-                    end_server_view(view, records)
+                    plan_for = lambda spec: plugin.plan(  # noqa: E731
+                        spec, model, paths.venv, host, port, lease.ids, threads=paths.threads
+                    )
+                    ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
+                    records = _run_scenario(url, prompts, ready, ready_settings, engine, model)
+                    end_server_view(view, records, scenario.records_every_send)
                     load = watch.stop(scenario.name)
                     loads[scenario.name] = load.to_dict()
                     if load.busy:
@@ -260,7 +266,7 @@ def _container_ids(plan: ServerPlan) -> list[str]:
 
 
 def _shown_env(env: dict[str, str]) -> dict[str, str]:
-    """The variables the adapter set for the engine's best setup, as server.json records them."""
+    """The variables the engine's plug-in set for the engine's best setup, as server.json records them."""
     return {key: value for key, value in sorted(env.items())}
 
 
@@ -290,8 +296,10 @@ def run_external(
     for scenario in engine.scenarios:
         view = server_view(engine, model, scenario.name, paths.out_dir, base, plan, urls.metrics, headers)
         view.begin()
-        records = _run_scenario(urls.chat, prompts, scenario, settings, engine, model)
-        end_server_view(view, records)
+        plan_for = lambda spec: engine_for(engine.kind).plan(spec, model, paths.venv, "", 0)  # noqa: E731
+        ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
+        records = _run_scenario(urls.chat, prompts, ready, ready_settings, engine, model)
+        end_server_view(view, records, scenario.records_every_send)
         write_records(layout.records_in(paths.out_dir, scenario.name), records)
     version = _server_version(base, plan)
     MemoryReport(
@@ -354,11 +362,11 @@ def server_view(
     )
 
 
-def end_server_view(view: ScenarioWatch, records: list[RequestRecord]) -> None:
+def end_server_view(view: ScenarioWatch, records: list[RequestRecord], records_every_send: bool = True) -> None:
     """Right after the scenario's last request: the after-scrape, the deltas and the energy; a count
     that differs from the server's in an error-free scenario is logged (the tables mark it)."""
     server = view.end(sum(r.completion_tokens or 0 for r in records if r.ok))
-    check = reconcile(ClientCounts.of(records), server)
+    check = reconcile(ClientCounts.of(records, unrecorded_sends=not records_every_send), server)
     if check.mismatch:
         log.warning("%s: the server counted otherwise: %s", view.scenario, "; ".join(check.lines()))
     elif check.judged:
@@ -482,6 +490,31 @@ def _request_settings(engine: EngineSpec, plan: ServerPlan, api_key: str | None 
         cold_salt_field=cache.cold_salt_field,
         cached_tokens_absent_is_zero=cache.cached_tokens_absent_is_zero,
     )
+
+
+def prepared_scenario(
+    scenario: Scenario,
+    settings: RequestSettings,
+    requests_dir: Path | None,
+    engine: EngineSpec,
+    plan_for: Callable[[EngineSpec], ServerPlan],
+) -> tuple[Scenario, RequestSettings]:
+    """A prepared kind reads its request file (results/requests/{model}/{scenario}.json). A fixed-length
+    kind's requests carry their own output lengths: each is sent as output_length fixed, with the
+    engine's own fields for its length (the engine's plan at that max_tokens)."""
+    if not scenario.prepares:
+        return scenario, settings
+    if requests_dir is None:
+        raise BenchFailure(f"scenario {scenario.name}: its requests are prepared, but no --requests-dir was given")
+    scenario = replace(scenario, requests_file=str(requests_dir / f"{scenario.name}.json"))
+    if not scenario.fixed_lengths:
+        return scenario, settings
+    fixed = replace(engine, sampling=replace(engine.sampling, output_length="fixed"))
+    bodies = {
+        n: plan_for(replace(fixed, sampling=replace(fixed.sampling, max_tokens=n))).extra_body
+        for n in sorted(scenario.output_lengths())
+    }
+    return scenario, replace(settings, output_length="fixed", extra_body_by_max_tokens=bodies)
 
 
 def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, server: ManagedServer | None = None) -> None:

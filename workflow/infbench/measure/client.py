@@ -58,6 +58,9 @@ class RequestSettings:
     seed: int | None = schema_default("sampling.seed")
     output_length: str = schema_default("sampling.output_length")
     extra_body: dict = field(default_factory=dict)  # the engine's own control for fixed lengths
+    # Requests with their own output length (trace, synthetic): the engine's fields for each length
+    # (its fixed-length control names the count), else extra_body.
+    extra_body_by_max_tokens: dict[int, dict] = field(default_factory=dict)
     timeout_s: float = schema_default("bench.request_timeout_s")
     # Ask for cumulative usage in every chunk (vLLM's continuous_usage_stats): tokens per chunk from
     # usage deltas. Off by default: servers that validate stream_options strictly may refuse it.
@@ -80,8 +83,10 @@ class RequestSettings:
     sampling_fields: dict | None = None
 
     def body(self, messages: list[dict], max_tokens: int | None = None, cold_key: str | None = None) -> dict:
-        """The request body; `cold_key` (the request's id) marks a cold request: the engine's cold
-        fields, and its salt field set from the key, unique per request."""
+        """The request body; a request with its own max_tokens gets the engine's fields for that length;
+        `cold_key` (the request's id) marks a cold request: the engine's cold fields, and its salt field
+        set from the key, unique per request."""
+        max_tokens = max_tokens or self.max_tokens
         stream_options: dict = {"include_usage": True}
         if self.continuous_usage:
             stream_options["continuous_usage_stats"] = True
@@ -90,7 +95,7 @@ class RequestSettings:
             "messages": messages,
             "stream": True,
             "stream_options": stream_options,
-            "max_tokens": max_tokens or self.max_tokens,
+            "max_tokens": max_tokens,
         }
         if self.sampling_fields is None:
             body.update(temperature=self.temperature, top_p=self.top_p)
@@ -98,7 +103,7 @@ class RequestSettings:
                 body["seed"] = self.seed
         else:
             body.update(self.sampling_fields)
-        body.update(self.extra_body)
+        body.update(self.extra_body_by_max_tokens.get(max_tokens, self.extra_body))
         if cold_key is not None:
             body.update(self.cold_fields)
             if self.cold_salt_field:

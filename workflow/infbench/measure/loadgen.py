@@ -36,6 +36,7 @@ from infbench.procutil import die_with_parent
 
 ARRIVALS = ("poisson", "gamma", "constant")
 START_MARGIN_S = 0.2  # between the workers' ready signal and the common start: time to get going
+LOOP_START_MARGIN_S = 0.01  # one process: from its running loop to an open loop's first send
 STREAMS_PER_WORKER = 256  # "auto" workers: one more process per this many concurrent streams
 
 
@@ -166,7 +167,11 @@ def _split(
     return jobs
 
 
-async def _run_job(job: _Job, start_at: float, on_done: ProgressCallback | None) -> list[RequestRecord]:
+async def _run_job(job: _Job, start_at: float | None, on_done: ProgressCallback | None) -> list[RequestRecord]:
+    """One worker's share. start_at None (a single process): the plan starts once this loop runs (the
+    loop's set-up, a full garbage collection among it, can take a busy machine hundreds of ms)."""
+    if start_at is None:
+        start_at = time.monotonic() + LOOP_START_MARGIN_S
     if job.kind in ("closed", "conversation"):
         runner = run_closed_loop if job.kind == "closed" else run_conversations
         return await runner(
@@ -209,8 +214,7 @@ def run_load(
         raise ValueError(f"open loop: {len(shape.offsets_s)} send times for {len(requests)} requests")
     jobs = _split(shape, url, requests, settings, ctx, token_counter)
     if len(jobs) == 1:
-        start_at = time.monotonic() + 0.05  # an open loop's first send: time to get the loop going
-        records = run_measured(_run_job(jobs[0], start_at, on_done))
+        records = run_measured(_run_job(jobs[0], None, on_done))
     else:
         records = _run_in_processes(jobs, on_done)
     return sorted(records, key=lambda r: r.request_id)

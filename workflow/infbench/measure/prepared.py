@@ -62,8 +62,10 @@ class PreparedRequests:
     def word_text(self) -> WordText:
         return WordText(self.words, self.seed, self.content)
 
-    def chat_requests(self, prefix: str | None = None) -> list[ChatRequest]:
-        """Every request rendered to chat messages, ids `{prefix}-{request id}` (default: the scenario)."""
+    def chat_requests(
+        self, prefix: str | None = None, requests: list[PreparedRequest] | None = None
+    ) -> list[ChatRequest]:
+        """Requests (default: all) rendered to chat messages, ids `{prefix}-{request id}` (default: the scenario)."""
         text = self.word_text()
         prefix = prefix or self.scenario
         return [
@@ -74,8 +76,12 @@ class PreparedRequests:
                 max_tokens=r.max_tokens,
                 planned_prompt_tokens=r.prompt_tokens,
             )
-            for r in self.requests
+            for r in (self.requests if requests is None else requests)
         ]
+
+    def output_lengths(self) -> set[int]:
+        """The distinct output lengths its requests ask for (each gets the engine's fixed-length fields)."""
+        return {r.max_tokens for r in self.requests if r.max_tokens is not None}
 
     def to_json(self) -> str:
         # Field by field, not asdict(): a whole trace's requests are 10^5 runs that need no deep copy.
@@ -88,16 +94,7 @@ class PreparedRequests:
 
     @classmethod
     def read(cls, path: str | Path) -> PreparedRequests:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"prepared requests {path}: cannot read ({err})") from None
-        if data.get("version") != FORMAT_VERSION:
-            raise ValueError(
-                f"prepared requests {path}: format version {data.get('version')!r}, this infbench reads "
-                f"{FORMAT_VERSION}: run the pipeline again to rebuild it"
-            )
+        data = _read_versioned(path)
         requests = [
             PreparedRequest(
                 id=r["id"],
@@ -118,6 +115,99 @@ def _request_dict(request: PreparedRequest) -> dict:
     for key in ("max_tokens", "at_s", "label"):
         if getattr(request, key) is not None:
             data[key] = getattr(request, key)
+    return data
+
+
+# --- conversations -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One conversation's user turns (the engine answers them at run time), and a leading system message."""
+
+    id: str
+    turns: tuple[str, ...]
+    system: str | None = None
+    source_index: int = 0
+
+
+@dataclass
+class PreparedConversations:
+    """results/requests/{model}/{scenario}.json of a conversation scenario: its sampled conversations."""
+
+    scenario: str
+    source: str
+    conversations: list[Conversation]
+    version: int = FORMAT_VERSION
+
+    def write(self, path: str | Path) -> None:
+        data = {
+            "scenario": self.scenario,
+            "source": self.source,
+            "version": self.version,
+            "conversations": [
+                {"id": c.id, "turns": list(c.turns), "system": c.system, "source_index": c.source_index}
+                for c in self.conversations
+            ],
+        }
+        write_text_atomic(path, json.dumps(data, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def read(cls, path: str | Path) -> PreparedConversations:
+        data = _read_versioned(path)
+        conversations = [
+            Conversation(c["id"], tuple(c["turns"]), c.get("system"), c.get("source_index", 0))
+            for c in data["conversations"]
+        ]
+        return cls(data["scenario"], data["source"], conversations, data["version"])
+
+    def chat_turns(self, scenario: str, cache: str | None = None) -> list[list[ChatRequest]]:
+        """Each conversation as its turns' requests: turn 1 with the system message, each turn its user
+        message (runners.run_conversations puts the history in front at run time)."""
+        out = []
+        for c in self.conversations:
+            system = [{"role": "system", "content": c.system}] if c.system else []
+            out.append(
+                [
+                    ChatRequest(
+                        request_id=f"{scenario}-{c.id}-t{turn}",
+                        prompt_id=f"{c.id}-t{turn}",
+                        messages=(system if turn == 1 else []) + [{"role": "user", "content": text}],
+                        conversation=c.id,
+                        turn=turn,
+                    )
+                    for turn, text in enumerate(c.turns, start=1)
+                ]
+            )
+        return out
+
+
+@dataclass(frozen=True)
+class PrepareInputs:
+    """What the prepare step hands a scenario class (Scenario.prepare): the model's facts and, per
+    kind, its tokenizer's words and chat template count, or its loaded conversations."""
+
+    model: str
+    context_tokens: int  # the model's max_model_len
+    max_tokens: int  # sampling.max_tokens (output length where a kind has none of its own)
+    tokenizer: str = ""
+    words: tuple[str, ...] = ()
+    template_tokens: int = 0  # for the kind's message roles
+    template_prefix_tokens: int = 0  # of them, before the first message's words
+    conversations: list[Conversation] = field(default_factory=list)
+
+
+def _read_versioned(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"prepared requests {path}: cannot read ({err})") from None
+    if data.get("version") != FORMAT_VERSION:
+        raise ValueError(
+            f"prepared requests {path}: format version {data.get('version')!r}, this infbench reads "
+            f"{FORMAT_VERSION}: run the pipeline again to rebuild it"
+        )
     return data
 
 

@@ -25,9 +25,11 @@ class ClientCounts:
     usage_completion_tokens: int | None  # summed over ok requests from usage (None: some had none)
     usage_prompt_tokens: int | None
     chunk_tokens: int | None  # the client's own count: tokens per content chunk, summed
+    # Requests it sent but did not record (timed steps' warm-up windows): the server counted them too.
+    unrecorded_sends: bool = False
 
     @classmethod
-    def of(cls, records: list[RequestRecord]) -> ClientCounts:
+    def of(cls, records: list[RequestRecord], unrecorded_sends: bool = False) -> ClientCounts:
         ok = [r for r in records if r.ok]
         by_usage = [r for r in ok if r.tokens_counted_by == "usage"]
         complete = len(by_usage) == len(ok)
@@ -39,6 +41,7 @@ class ClientCounts:
             if complete and all(r.prompt_tokens is not None for r in ok)
             else None,
             chunk_tokens=sum(sum(r.chunk_tokens) for r in ok) if all(r.chunk_tokens for r in ok) else None,
+            unrecorded_sends=unrecorded_sends,
         )
 
 
@@ -95,12 +98,15 @@ def reconcile(client: ClientCounts, server: ServerMetrics) -> Reconciliation:
     note = None
     if errors:
         note = f"{errors} request(s) failed: counts shown, not judged"
+    elif client.unrecorded_sends:
+        note = "its steps' warm-up requests are sent but not recorded: counts shown, not judged"
     elif not comparable:
         note = "nothing to compare (the engine exports none of these counters)"
     missing = [c.quantity for c in comparisons if c.server is None]
     if missing and comparable:
         note = "; ".join(filter(None, [note, "no server counter for " + ", ".join(missing)]))
-    return Reconciliation(server.scenario, judged=not errors and bool(comparable), comparisons=comparisons, note=note)
+    judged = not errors and not client.unrecorded_sends and bool(comparable)
+    return Reconciliation(server.scenario, judged=judged, comparisons=comparisons, note=note)
 
 
 def _count(value: float | None) -> str:

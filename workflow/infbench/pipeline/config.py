@@ -123,15 +123,36 @@ def _check_cross_references(config: dict) -> None:
         _check_no_secret_values(name, engine)
     for name, settings in config["scenarios"].items():
         try:
-            scenario_class(settings["kind"]).check_settings(name, settings)
+            scenario_class(settings["kind"]).check_settings(name, settings, config)
         except ValueError as err:
             raise ConfigError(f"config error at {err}") from None
+        _check_conversation_source(config, name)
     for name, model in config["models"].items():
         _check_random_source(name, model)
         if config["device"] == "cpu" and model["gpus"] > 0:
             raise ConfigError(f"config error at models.{name}.gpus: {model['gpus']} GPUs asked for, but device is cpu")
         if config["device"] == "cuda" and model["gpus"] < 1:
             raise ConfigError(f"config error at models.{name}.gpus: device is cuda, so gpus must be at least 1")
+
+
+def _check_conversation_source(config: dict, name: str) -> None:
+    """A conversation scenario's source is read at start-up (a file, or the bundled one): a row with no
+    user turn stops the run naming the file and line before anything is built or started."""
+    scenario = scenario_of(config, name)
+    if not scenario.prepares or not scenario.reads_conversations or scenario.source.startswith("hf:"):
+        return
+    from infbench.pipeline.conversations import load_conversations
+    from infbench.pipeline.prompts import PromptSourceError
+
+    try:
+        conversations = load_conversations(scenario.source)
+    except PromptSourceError as err:
+        raise ConfigError(f"config error at scenarios.{name}.source: {err}") from None
+    if scenario.conversations and scenario.conversations > len(conversations):
+        raise ConfigError(
+            f"config error at scenarios.{name}.conversations: {scenario.conversations} asked for, but "
+            f"{scenario.source} has {len(conversations)}"
+        )
 
 
 def _check_no_secret_values(name: str, engine: dict) -> None:

@@ -17,26 +17,16 @@ A conversation without a user turn stops the run, naming the file and line.
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from infbench.fileio import write_text_atomic
+from infbench.measure.prepared import Conversation
 from infbench.pipeline.prompts import PromptSourceError, _jsonl_records, _nonempty_text, _RecordError
 
 BUILTIN_FILE = Path(__file__).parent.parent / "data" / "builtin_conversations.jsonl"
 FORMATS = ("turns", "conversations", "messages")
 USER_NAMES = ("human", "user")  # ShareGPT's speaker names for the user
 SYSTEM_NAMES = ("system",)
-
-
-@dataclass(frozen=True)
-class Conversation:
-    id: str
-    turns: tuple[str, ...]  # the user's turns, in order
-    system: str | None = None
-    source_index: int = 0
 
 
 def _user_turns(record: Any, fmt: str) -> tuple[list[str], str | None]:
@@ -125,15 +115,3 @@ def sample_conversations(conversations: list[Conversation], n: int | None, seed:
         raise PromptSourceError(f"asked for {n} conversations but the source has only {len(ranked)}")
     picked = ranked if n is None else ranked[:n]
     return [Conversation(c.id, c.turns[:max_turns] if max_turns else c.turns, c.system, c.source_index) for c in picked]
-
-
-def write_conversations(path: str | Path, conversations: list[Conversation]) -> None:
-    rows = [
-        {"id": c.id, "system": c.system, "turns": list(c.turns), "source_index": c.source_index} for c in conversations
-    ]
-    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-
-
-def read_conversations(path: str | Path) -> list[Conversation]:
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    return [Conversation(r["id"], tuple(r["turns"]), r.get("system"), r.get("source_index", 0)) for r in rows]

@@ -1,5 +1,10 @@
-"""The tokenizer's side of tokenizer-exact prompts: which words are one token, and how many tokens
-the chat template adds. Runs in the tools env (it has transformers; the bench job has not).
+"""The prepare step: one scenario's requests for one model, results/requests/{model}/{scenario}.json,
+and the tokenizer's side of tokenizer-exact prompts: which words are one token, and how many tokens
+the chat template adds. Runs in the tools env (it has transformers; the bench job has not):
+
+    PYTHONPATH=workflow .venvs/transformers/bin/python -m infbench.pipeline.requestprep \
+        --scenario-spec results/specs/scenarios/NAME.json --model-spec results/specs/models/MODEL.json \
+        --max-tokens 64 --out results/requests/MODEL/NAME.json
 
 A word qualifies when the tokenizer reads it as exactly one token both alone and after a space, and
 words joined by single spaces stay one token each. The last property depends on the tokenizer's
@@ -10,12 +15,23 @@ step stops and says this tokenizer cannot give exact lengths from words.
 
 from __future__ import annotations
 
+import argparse
+import json
 import random
 import re
+import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+from infbench.engines.spec import ModelSpec, read_model_spec
+from infbench.measure.prepared import PreparedConversations, PreparedSizeError, PrepareInputs
+from infbench.measure.scenarios import Scenario
+from infbench.measure.trace import TraceError
 from infbench.measure.wordtext import WordText
+from infbench.pipeline.conversations import load_conversations, sample_conversations
+from infbench.pipeline.prompts import PromptSourceError, load_source
 
 WORD = re.compile(r"[a-z]{2,12}")
 CHECK_WORDS = 20_000  # words in each seeded text the property is checked on
@@ -114,3 +130,67 @@ def load_tokenizer(model_dir: str) -> WordTokenizer:
     from transformers import AutoTokenizer  # the tools env only
 
     return WordTokenizer(AutoTokenizer.from_pretrained(model_dir), model_dir)
+
+
+# --- the prepare step: results/requests/{model}/{scenario}.json ----------------------------------------
+
+
+def prepare_inputs(scenario, model: ModelSpec, max_tokens: int, tokenizer: WordTokenizer | None) -> PrepareInputs:
+    """What the scenario class needs to build its requests: the tokenizer's words and the chat
+    template's count for its roles, or its sampled conversations."""
+    inputs = PrepareInputs(model=model.name, context_tokens=model.max_model_len, max_tokens=max_tokens)
+    if scenario.needs_tokenizer:
+        words = tokenizer.one_token_words()
+        if scenario.content == "text":  # runs of real text: the bundled prompts' one-token words, in order
+            texts = [m["content"] for p in load_source("builtin") for m in p.messages]
+            words = tokenizer.text_words(texts, words)
+        tokenizer.check_words(words, scenario.seed, scenario.content)
+        template, prefix = tokenizer.template_tokens(scenario.roles, words)
+        inputs = replace(
+            inputs,
+            tokenizer=tokenizer.name,
+            words=tuple(words),
+            template_tokens=template,
+            template_prefix_tokens=prefix,
+        )
+    if scenario.reads_conversations:
+        conversations = load_conversations(scenario.source)
+        sample = sample_conversations(conversations, scenario.conversations, scenario.seed, scenario.max_turns)
+        inputs = replace(inputs, conversations=sample)
+    return inputs
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build one scenario's requests for one model (the prepare step).")
+    parser.add_argument("--scenario-spec", type=Path, required=True, help="results/specs/scenarios/NAME.json")
+    parser.add_argument("--model-spec", type=Path, required=True, help="results/specs/models/MODEL.json")
+    parser.add_argument("--max-tokens", type=int, required=True, help="sampling.max_tokens")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    started = time.monotonic()
+    scenario = Scenario.from_dict(json.loads(args.scenario_spec.read_text()))
+    model = read_model_spec(args.model_spec)
+    try:
+        tokenizer = load_tokenizer(model.path) if scenario.needs_tokenizer else None
+        prepared = scenario.prepare(prepare_inputs(scenario, model, args.max_tokens, tokenizer))
+    except (PrepareError, PreparedSizeError, PromptSourceError, TraceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    prepared.write(args.out)
+    if isinstance(prepared, PreparedConversations):
+        turns = sum(len(c.turns) for c in prepared.conversations)
+        print(f"{scenario.name}: {len(prepared.conversations)} conversations, {turns} turns from {scenario.source}")
+    else:
+        tokens = sum(r.prompt_tokens for r in prepared.requests)
+        print(
+            f"{scenario.name} on {model.name}: {len(prepared.requests)} requests, {tokens} prompt tokens "
+            f"(chat template {prepared.template_tokens} each), {len(prepared.words)} one-token words"
+        )
+        for note in prepared.notes:
+            print(f"  {note}")
+    print(f"wrote {args.out} in {time.monotonic() - started:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

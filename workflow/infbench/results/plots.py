@@ -222,8 +222,8 @@ def _note_skipped(fig, data: PlotData) -> None:
         fig.text(0.01, -0.02, "\n".join(lines), fontsize=7, va="top", color="grey", wrap=True)
 
 
-def write_plots(raw_dir: Path, plan: MergePlan, out_dir: Path) -> list[Path]:
-    data = PlotData.load(raw_dir, plan)
+def write_plots(raw_dir: Path, plan: MergePlan, out_dir: Path, data: PlotData | None = None) -> list[Path]:
+    data = data or PlotData.load(raw_dir, plan)
     paths = [out_dir / name for name in PLOT_FILES]
     plot_tokens_per_s(data, paths[0])
     _plot_cdf(data, paths[1], "ttft_s", 1000.0, "TTFT (ms)", "Time to first token")

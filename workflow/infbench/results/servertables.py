@@ -40,8 +40,9 @@ def load_server_metrics(raw_dir: Path, engines, models, scenarios) -> dict[Key, 
     return found
 
 
-def client_counts(requests: pl.DataFrame) -> dict[Key, ClientCounts]:
-    """Per scenario, from the merge's per-request rows (tables.REQUEST_COLUMNS)."""
+def client_counts(requests: pl.DataFrame, unrecorded: frozenset[str] = frozenset()) -> dict[Key, ClientCounts]:
+    """Per scenario, from the merge's per-request rows (tables.REQUEST_COLUMNS); `unrecorded`: the
+    scenarios that send requests they do not record (timed steps' warm-up windows)."""
     out = {}
     for (engine, model, scenario), part in requests.group_by(["engine", "model", "scenario"]):
         ok = part.filter(pl.col("ok"))
@@ -61,6 +62,7 @@ def client_counts(requests: pl.DataFrame) -> dict[Key, ClientCounts]:
             if complete and ok["prompt_tokens"].null_count() == 0
             else None,
             chunk_tokens=int(chunks.sum()) if chunks.null_count() == 0 and ok.height else None,
+            unrecorded_sends=scenario in unrecorded,
         )
     return out
 
@@ -102,9 +104,9 @@ def mismatch_warnings(df: pl.DataFrame) -> list[str]:
 class ServerView:
     """The run's server metrics, the client's counts and their reconciliation, loaded once by the merge."""
 
-    def __init__(self, raw_dir: Path, engines, models, scenarios, requests: pl.DataFrame):
+    def __init__(self, raw_dir: Path, engines, models, scenarios, requests: pl.DataFrame, unrecorded=frozenset()):
         self.metrics = load_server_metrics(raw_dir, engines, models, scenarios)
-        self.counts = client_counts(requests) if self.metrics else {}
+        self.counts = client_counts(requests, frozenset(unrecorded)) if self.metrics else {}
         self.means = client_means(requests) if self.metrics else {}
         self.recs = reconciliations(self.metrics, self.counts)
 

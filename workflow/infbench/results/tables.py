@@ -3,6 +3,7 @@
 results/tables/inference_speed.md  models x engines, mean tokens/s at concurrency 1
 results/tables/throughput.md       models x engines, requests/min under a closed loop
 results/tables/details.md          every (engine, model, scenario): n, errors, percentiles
+results/tables/workloads.md        capacity at an SLO, conversations per turn, shared prefix, sizes, trace replay
 results/tables/summary.csv         the same figures, machine-readable
 """
 
@@ -19,12 +20,14 @@ from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
-from infbench.results import bounds, conditions, routing, runstatus, servertables, tablestats
+from infbench.results import bounds, conditions, routing, runstatus, servertables, tablestats, workloads
 from infbench.results.redact import redact_argv, redact_url
 
 # Per request, what the workload sections read: timed steps' saturation, conversation turns, planned
-# prompt sizes, capacity verdicts.
+# prompt sizes, capacity verdicts, the cache state and the prompt tokens served from a cache.
 WORKLOAD_COLUMNS = [
+    "cache",
+    "cached_prompt_tokens",
     "saturated",
     "achieved_rate",
     "conversation",
@@ -581,7 +584,8 @@ def merge(
     if bound_files is None:
         bound_files = bounds.BoundFiles.under(raw_dir.parent.parent, list(plan.engines), list(plan.models))
     df = bounds.with_bounds(df, bound_files, plan.scenarios)  # decode bound beside single-request tok/s
-    server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests)
+    unrecorded = [s for s in plan.scenarios if not routing.scenario_class(plan, s).records_every_send]
+    server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests, unrecorded)
     df = server.with_columns(df)  # the server's own figures, where the bench job read them
     tables_dir.mkdir(parents=True, exist_ok=True)
     # Each main figure's units (per-prompt tokens/s, per-repeat requests/min) and 95% intervals.
@@ -595,6 +599,7 @@ def merge(
         + "".join(line + "\n" for line in runstatus.machine_load_section(servers, plan.engines, list(plan.models)))
         + "".join(line + "\n" for line in server.details(labelled(df.filter(WHOLE)))),
     }
+    outputs["workloads.md"] = workloads.workloads_table(df, requests, plan, servers)
     outputs["summary.csv"] = conditions.mask_unsupported(labelled(df)).write_csv()  # percentiles n supports
     # The plan itself, so that `infbench verify` can recompute these tables from a bundle's raw records.
     outputs["merge_plan.json"] = json.dumps(asdict(plan), indent=2) + "\n"
