@@ -24,7 +24,7 @@ from infbench.measure.reconcile import ClientCounts, reconcile  # noqa: E402
 from infbench.measure.recordmath import percentile, tokens_per_second  # noqa: E402
 from infbench.measure.records import RequestRecord, read_records  # noqa: E402
 from infbench.measure.servermetrics import ServerMetrics  # noqa: E402
-from infbench.memory.table import compare  # noqa: E402
+from infbench.memory.table import compare, read_inputs  # noqa: E402
 
 GIB = 2**30
 
@@ -135,18 +135,16 @@ def summary_lines(out: Path) -> list[str]:
             estimate_path = out / "memory" / f"{model}.json"
             if not measured_path.exists():
                 continue
-            measured = json.loads(measured_path.read_text())
-            measured.setdefault("engine", engine)
-            measured.setdefault("model", model)
-            estimate = json.loads(estimate_path.read_text()) if estimate_path.exists() else None
             try:
-                c = compare(estimate, measured)
+                # As the memory table reads them: typed records, engine and model from the path if absent.
+                estimates, (measured,) = read_inputs([estimate_path] if estimate_path.exists() else [], [measured_path])
+                c = compare(estimates[0] if estimates else None, measured)
             except Exception as err:  # a measurement without GPU figures: say so, keep the others
                 lines.append(f"  {engine} / {label}: {err}")
                 continue
             source = (
-                "NVML " + ",".join(f"GPU{g['index']} {g['name']}" for g in measured.get("gpus") or [])
-                if measured.get("gpus")
+                "NVML " + ",".join(f"GPU{g.index} {g.name}" for g in measured.gpus)
+                if measured.gpus
                 else "process-tree RSS"
             )
             lines.append(

@@ -362,7 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--plan",
         required=True,
-        help="the merge plan, a JSON file (results/specs/merge_plan.json) or JSON text: "
+        help="the merge plan, a JSON file (the merge rule's, or an earlier merge's results/tables/merge_plan.json) "
+        "or JSON text: "
         "{engines: {name: label}, models: {...}, scenarios: {name: kind}}",
     )
     # What the decode bounds read (the merge rule passes them; without any, the layout's files beside --raw-dir).

@@ -23,6 +23,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar
 
+from infbench import layout
 from infbench.defaults import schema_default
 from infbench.fileio import write_json_atomic
 from infbench.layout import NATIVE_RUN
@@ -34,8 +35,13 @@ class HandoffError(ValueError):
     """A step's record is missing a field or holds a value of the wrong type; names file and field."""
 
 
+def _is_record(hint: Any) -> bool:
+    return isinstance(hint, type) and issubclass(hint, HandoffRecord)
+
+
 def _check(value: Any, hint: Any) -> bool:
-    """Whether value fits a simple type hint (str, int, float, bool, list[...], dict[...], X | None)."""
+    """Whether value fits a simple type hint (str, int, float, bool, list[...], dict[...], X | None,
+    a nested record as its JSON object)."""
     if hint is Any:
         return True
     origin = typing.get_origin(hint)
@@ -43,12 +49,29 @@ def _check(value: Any, hint: Any) -> bool:
         return any(_check(value, arg) for arg in typing.get_args(hint))
     if hint is type(None):
         return value is None
+    if _is_record(hint):
+        return isinstance(value, (dict, hint))
     base = origin or hint
     if base is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if base is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, base) if isinstance(base, type) else True
+
+
+def _nested(value: Any, hint: Any, where: str) -> Any:
+    """A nested record (alone, optional, or in a list) read from its JSON object; anything else as is."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        records = [arg for arg in typing.get_args(hint) if _is_record(arg)]
+        return records[0].from_dict(value, where) if records and isinstance(value, dict) else value
+    if _is_record(hint) and isinstance(value, dict):
+        return hint.from_dict(value, where)
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(hint) or (Any,)
+        if _is_record(item):
+            return [item.from_dict(v, f"{where}[{i}]") if isinstance(v, dict) else v for i, v in enumerate(value)]
+    return value
 
 
 class HandoffRecord:
@@ -70,7 +93,7 @@ class HandoffRecord:
                 raise HandoffError(
                     f"{where}{cls.__name__}: field {f.name!r} should be {hints[f.name]}, got {data[f.name]!r}"
                 )
-            values[f.name] = data[f.name]
+            values[f.name] = _nested(data[f.name], hints[f.name], f"{where}{cls.__name__}.{f.name}")
         return cls(**values)  # unknown keys: ignored (a newer writer may add fields)
 
     def to_dict(self) -> dict:
@@ -224,9 +247,82 @@ class GgufMeta:
 
 def gguf_meta_path(model_name: str) -> Path:
     """Where the gguf rule records a model's GGUF (the llama.cpp adapter reads it)."""
-    return Path("results/models") / f"{model_name}.gguf.json"
+    return Path(layout.MODELS) / f"{model_name}.gguf.json"
 
 
 def read_gguf_meta(model_name: str) -> GgufMeta | None:
     path = gguf_meta_path(model_name)
     return GgufMeta(**json.loads(path.read_text())) if path.exists() else None
+
+
+# --- results/memory/{model}.json: the memory estimate, as its readers (the memory table, the decode
+# bound, verify) read it. memory.records.Estimate.to_json writes it; every field has a default, so an
+# older or partial file still reads (what is absent gives no figure, as before).
+
+
+@dataclass
+class EstimateParameters(HandoffRecord):
+    total: int = 0
+    source: str = ""
+    tied_embeddings: bool = True  # tied: the output layer is the embedding, read whole per token
+    by_role: dict = field(default_factory=dict)  # role -> parameters (embedding, attention, ...)
+    checkpoint_bytes: int | None = None
+
+
+@dataclass
+class EstimateKvCache(HandoffRecord):
+    attention: str = ""
+    layers: int = 0
+    attention_heads: int = 0
+    kv_heads: int = 0
+    head_dim: int = 0
+    layer_kinds: Any = None
+    sliding_windows: Any = None  # the sliding-window layers' windows, when the model has any
+    bytes_per_token: dict = field(default_factory=dict)  # kv dtype -> bytes
+    bytes_per_sequence: int = 0  # one sequence of `context` tokens at kv_dtype
+    notes: list = field(default_factory=list)
+
+
+@dataclass
+class EstimateOverhead(HandoffRecord):
+    name: str
+    bytes: int
+    assumption: str = ""
+
+
+@dataclass
+class EstimateGpuFit(HandoffRecord):
+    """One GPU type at one TP size (the fields the memory table reads; memory.records.GpuFit has all)."""
+
+    gpu: str
+    tp: int
+    kv_pool_bytes: int = 0  # per GPU
+
+
+@dataclass
+class EstimateVllm(HandoffRecord):
+    version: str = ""
+    graphs_in_budget: bool = False
+    gpu_memory_utilization: float | None = None  # None: the memory table's default
+    gpus: list[EstimateGpuFit] = field(default_factory=list)
+    smallest: dict | None = None  # {gpu, tp, setup} of the smallest setup that fits, or None
+
+
+@dataclass
+class MemoryEstimate(HandoffRecord):
+    model: str = ""
+    source: str = ""
+    dtype: str = ""  # weight scheme
+    kv_dtype: str = ""
+    context: int = 0
+    batch: int = 1
+    parameters: EstimateParameters = field(default_factory=EstimateParameters)
+    weights_bytes: dict = field(default_factory=dict)  # scheme -> bytes
+    weights_assumptions: dict = field(default_factory=dict)  # scheme -> what its bytes assume
+    kv_cache: EstimateKvCache = field(default_factory=EstimateKvCache)
+    overheads: list[EstimateOverhead] = field(default_factory=list)
+    cpu_footprint: dict = field(default_factory=dict)  # engine kind -> CPU terms (memory.cpu_runtime)
+    vllm: EstimateVllm = field(default_factory=EstimateVllm)
+
+    def overhead_bytes(self) -> dict[str, int]:
+        return {o.name: int(o.bytes) for o in self.overheads}

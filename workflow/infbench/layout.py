@@ -51,6 +51,11 @@ def records(engine: str, model: str, run: str) -> str:
     return f"{raw_dir(engine, model)}/{run}.jsonl"
 
 
+def records_in(folder: Path, run: str) -> Path:
+    """A run's records in a bench job's folder (results/raw/{engine}/{model}, or a folder under it)."""
+    return folder / f"{run}.jsonl"
+
+
 def server_info(engine: str, model: str) -> str:
     return f"{raw_dir(engine, model)}/{SERVER_INFO}"
 
@@ -62,6 +67,12 @@ def memory_report(engine: str, model: str) -> str:
 def failure_marker(engine: str, model: str) -> str:
     """Written when a bench job fails, so a rerun measures it again."""
     return f"{FAILURES}/{engine}/{model}.json"
+
+
+def failure_marker_of(run_dir: Path) -> Path:
+    """failure_marker for a bench job's folder (.../raw/{engine}/{model}), in the same results folder."""
+    results = run_dir.parent.parent.parent
+    return results / Path(FAILURES).name / run_dir.parent.name / f"{run_dir.name}.json"
 
 
 def requests_dir(model: str) -> str:

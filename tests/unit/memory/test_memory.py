@@ -21,6 +21,7 @@ pytest.importorskip("transformers")
 
 from infbench.cli import main  # noqa: E402
 from infbench.engines.base import cpu_runtimes  # noqa: E402
+from infbench.handoff import MemoryEstimate, MemoryReport  # noqa: E402
 from infbench.memory import quant  # noqa: E402
 from infbench.memory.cpu_runtime import PYTHON_RUNTIME  # noqa: E402
 from infbench.memory.errors import EstimateError  # noqa: E402
@@ -412,43 +413,49 @@ def test_table_error_percent_cpu_and_gpu():
     vllm_cpu = est["cpu_footprint"]["vllm"]
     assert vllm_cpu["idle_bytes"] == vllm_cpu["loaded_bytes"]  # vLLM copies weights at load
     cpu = compare(
-        est,
-        {
-            "engine": "vllm",
-            "model": "smollm2-135m",
-            "device": "cpu",
-            "rss_idle_bytes": vllm_cpu["idle_bytes"] * 10 // 11,
-            "rss_peak_bytes": 0,
-        },
+        MemoryEstimate.from_dict(est),
+        MemoryReport.from_dict(
+            {
+                "engine": "vllm",
+                "model": "smollm2-135m",
+                "device": "cpu",
+                "rss_idle_bytes": vllm_cpu["idle_bytes"] * 10 // 11,
+                "rss_peak_bytes": 0,
+            }
+        ),
     )
     assert cpu.error_pct == pytest.approx(10.0, abs=0.01) and cpu.peak_error_pct is None
     # An engine without its own runtime term falls back to the plain python one.
     other = compare(
-        est,
-        {"engine": "someengine", "model": "smollm2-135m", "device": "cpu", "rss_idle_bytes": 1, "rss_peak_bytes": 1},
+        MemoryEstimate.from_dict(est),
+        MemoryReport.from_dict(
+            {"engine": "someengine", "model": "smollm2-135m", "device": "cpu", "rss_idle_bytes": 1, "rss_peak_bytes": 1}
+        ),
     )
     assert "python runtime" in other.compared
     # vLLM on a GPU: idle use is predicted as CUDA context + u x total of each GPU.
     total = 80 * GIB
     predicted = 512 * 2**20 + int(0.92 * total)  # pinned vLLM: u = 0.92, graphs inside it
     gpu = compare(
-        est,
-        {
-            "engine": "vllm",
-            "model": "smollm2-135m",
-            "device": "cuda",
-            "rss_idle_bytes": 0,
-            "rss_peak_bytes": 0,
-            "gpus": [
-                {
-                    "index": 0,
-                    "name": "H100",
-                    "used_idle_bytes": predicted,
-                    "used_peak_bytes": predicted,
-                    "total_bytes": total,
-                }
-            ],
-        },
+        MemoryEstimate.from_dict(est),
+        MemoryReport.from_dict(
+            {
+                "engine": "vllm",
+                "model": "smollm2-135m",
+                "device": "cuda",
+                "rss_idle_bytes": 0,
+                "rss_peak_bytes": 0,
+                "gpus": [
+                    {
+                        "index": 0,
+                        "name": "H100",
+                        "used_idle_bytes": predicted,
+                        "used_peak_bytes": predicted,
+                        "total_bytes": total,
+                    }
+                ],
+            }
+        ),
     )
     assert gpu.error_pct == pytest.approx(0.0) and "preallocated" in gpu.compared
     assert gpu.peak_error_pct == pytest.approx(0.0)
@@ -456,25 +463,27 @@ def test_table_error_percent_cpu_and_gpu():
     over = {o["name"]: o["bytes"] for o in est["overheads"]}
     non_kv = est["weights_bytes"]["bf16"] + over["cuda_context"] + over["cuda_graphs"] + over["runtime"]
     direct = compare(
-        est,
-        {
-            "engine": "vllm",
-            "model": "smollm2-135m",
-            "device": "cuda",
-            "kv_cache_bytes": 10 * GIB,
-            "gpus": [
-                {
-                    "index": 0,
-                    "name": "H100",
-                    "used_idle_bytes": non_kv + 10 * GIB,
-                    "used_peak_bytes": 0,
-                    "total_bytes": total,
-                }
-            ],
-        },
+        MemoryEstimate.from_dict(est),
+        MemoryReport.from_dict(
+            {
+                "engine": "vllm",
+                "model": "smollm2-135m",
+                "device": "cuda",
+                "kv_cache_bytes": 10 * GIB,
+                "gpus": [
+                    {
+                        "index": 0,
+                        "name": "H100",
+                        "used_idle_bytes": non_kv + 10 * GIB,
+                        "used_peak_bytes": 0,
+                        "total_bytes": total,
+                    }
+                ],
+            }
+        ),
     )
     assert direct.error_pct == pytest.approx(0.0)
-    md = render([est], [])
+    md = render([MemoryEstimate.from_dict(est)], [])
     assert "No measurements yet." in md and "smollm2-135m" in md
 
 
@@ -500,14 +509,16 @@ SMOLLM2_SERVE_RSS_PEAK = 756_011_008
 def test_smollm2_estimate_against_measured_serve_footprint():
     est = json.loads(estimate(str(SMOLLM2), name="smollm2-135m", cpu_runtimes=cpu_runtimes()).to_json_text())
     row = compare(
-        est,
-        {
-            "engine": "transformers",
-            "model": "smollm2-135m",
-            "device": "cpu",
-            "rss_idle_bytes": SMOLLM2_SERVE_RSS_IDLE,
-            "rss_peak_bytes": SMOLLM2_SERVE_RSS_PEAK,
-        },
+        MemoryEstimate.from_dict(est),
+        MemoryReport.from_dict(
+            {
+                "engine": "transformers",
+                "model": "smollm2-135m",
+                "device": "cpu",
+                "rss_idle_bytes": SMOLLM2_SERVE_RSS_IDLE,
+                "rss_peak_bytes": SMOLLM2_SERVE_RSS_PEAK,
+            }
+        ),
     )
     # The runtime term was read off this server, so these two mostly check consistency...
     assert abs(row.error_pct) < 10 and abs(row.peak_error_pct) < 10
@@ -578,28 +589,32 @@ def test_memory_table_pairs_by_kind_subtracts_the_cpu_kv_pool_and_explains_skips
     assert cpu_footprint(10, cast_at_load=False, runtimes=cpu_runtimes())["transformers"]["weights_at_idle"] is False
     gib = 2**30
     vllm = compare(
-        est,
-        {
-            "engine": "fast",
-            "kind": "vllm",
-            "model": "m",
-            "device": "cpu",
-            "rss_idle_bytes": 4 * gib,
-            "rss_peak_bytes": 4 * gib,
-            "kv_cache_bytes": gib,
-        },
+        MemoryEstimate.from_dict(est),
+        MemoryReport.from_dict(
+            {
+                "engine": "fast",
+                "kind": "vllm",
+                "model": "m",
+                "device": "cpu",
+                "rss_idle_bytes": 4 * gib,
+                "rss_peak_bytes": 4 * gib,
+                "kv_cache_bytes": gib,
+            }
+        ),
     )
     assert vllm.measured_idle == 3 * gib and "KV pool" in vllm.compared and vllm.compared.startswith("RSS idle vs vllm")
     skipped = compare(
-        est,
-        {
-            "engine": "tgi",
-            "kind": "tgi",
-            "model": "m",
-            "device": "cpu",
-            "status": "skipped",
-            "reason": "n/a: no docker engine",
-            "rss_idle_bytes": 0,
-        },
+        MemoryEstimate.from_dict(est),
+        MemoryReport.from_dict(
+            {
+                "engine": "tgi",
+                "kind": "tgi",
+                "model": "m",
+                "device": "cpu",
+                "status": "skipped",
+                "reason": "n/a: no docker engine",
+                "rss_idle_bytes": 0,
+            }
+        ),
     )
     assert skipped.measured_idle is None and skipped.error_pct is None and "no docker engine" in skipped.compared

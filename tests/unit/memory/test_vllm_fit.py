@@ -14,6 +14,7 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from infbench.cli import main  # noqa: E402
+from infbench.handoff import MemoryEstimate, MemoryReport  # noqa: E402
 from infbench.memory import quant  # noqa: E402
 from infbench.memory import vllm as vllm_rules  # noqa: E402
 from infbench.memory.errors import EstimateError  # noqa: E402
@@ -399,13 +400,13 @@ def test_memory_table_sets_estimate_beside_logged_kv_capacity():
         ],
         "engine_reported": parse_vllm_startup(QWEN2_A100_LOG).to_dict(),
     }
-    row = kv_capacity(est, meas)
+    row = kv_capacity(MemoryEstimate.from_dict(est), MemoryReport.from_dict(meas))
     assert row.tokens_logged == 464848 and abs(row.error_pct) < 0.1  # per-token pricing exact
     assert abs(row.pool_error_pct) < 3  # the budget arithmetic, against the logged pool
     assert "A100-80GB" in row.basis
-    md = render([est], [meas])
+    md = render([MemoryEstimate.from_dict(est)], [MemoryReport.from_dict(meas)])
     assert "## KV cache capacity: estimate vs vLLM's start-up log" in md and "464,848" in md
-    assert kv_capacity(est, {**meas, "engine_reported": None}) is None
+    assert kv_capacity(MemoryEstimate.from_dict(est), MemoryReport.from_dict({**meas, "engine_reported": None})) is None
 
 
 def test_memory_report_carries_what_vllm_logged():
@@ -437,15 +438,17 @@ def test_kv_capacity_of_the_default_vllm_cpu_run():
         build_estimate(model_facts(str(smollm2), "smollm2-135m"), dtype="fp32", context=2048).to_json_text()
     )
     row = kv_capacity(
-        est,
-        {
-            "engine": "vllm",
-            "model": "smollm2-135m",
-            "device": "cpu",
-            "gpus": [],
-            "kv_cache_bytes": GIB,
-            "engine_reported": parse_vllm_startup(VLLM_CPU_LOG).to_dict(),
-        },
+        MemoryEstimate.from_dict(est),
+        MemoryReport.from_dict(
+            {
+                "engine": "vllm",
+                "model": "smollm2-135m",
+                "device": "cpu",
+                "gpus": [],
+                "kv_cache_bytes": GIB,
+                "engine_reported": parse_vllm_startup(VLLM_CPU_LOG).to_dict(),
+            }
+        ),
     )
     # 1 GiB of fp32 KV at 46,080 bytes a token, in blocks of 16: exactly what vLLM-CPU logged.
     assert (row.tokens_estimate, row.tokens_logged) == (23296, 23296)

@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from infbench import layout
 from infbench.engines.base import Engine, ExtraRunContext, ServerPlan, engine_for
 from infbench.engines.endpoints import endpoint_urls
 from infbench.engines.gpus import GpuLease, this_node, visible_gpu_ids
@@ -110,8 +111,7 @@ def failure_marker(out_dir: Path) -> Path:
     if repeat:
         run = RunFolder.of(out_dir.parent)
         return run.root / repeat_failure_marker(run.engine, run.model, repeat)
-    engine_dir = out_dir.parent
-    return engine_dir.parent.parent / "failures" / engine_dir.name / f"{out_dir.name}.json"
+    return layout.failure_marker_of(out_dir)
 
 
 def pass_scenarios(engine: EngineSpec, paths: BenchPaths) -> list[Scenario]:
@@ -137,7 +137,7 @@ def run_bench_pass(paths: BenchPaths) -> None:
     try:
         run_bench(paths)
     finally:
-        server_file = paths.out_dir / "server.json"
+        server_file = paths.out_dir / layout.SERVER_INFO
         if server_file.exists():
             info = ServerInfo.read(server_file)
             replace(info, repeat=paths.repeat, started_at=started_at).write(server_file)
@@ -223,7 +223,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
                 _warm_up(url, prompts, settings, engine, model, server)
                 for scenario in pass_scenarios(engine, paths):
                     if died:  # nothing to measure: an empty file, so no stale record survives
-                        write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
+                        write_records(layout.records_in(paths.out_dir, scenario.name), [])
                         continue
                     watch = LoadWatch(
                         engine.bench.busy_cpu_limit,
@@ -245,14 +245,14 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
                     loads[scenario.name] = load.to_dict()
                     if load.busy:
                         log.warning("%s: the machine was busy: %s; see details.md", scenario.name, load.summary())
-                    write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
+                    write_records(layout.records_in(paths.out_dir, scenario.name), records)
                     code = server.process.poll()
                     if code is not None:
                         died = f"server exited with code {code} during scenario {scenario.name}"
                         log.error("%s (last lines of %s:\n%s)", died, paths.server_log, log_tail(paths.server_log, 10))
                 if died:  # as for the scenarios: empty files, so no stale record survives
                     for run in extra_runs(plugin, paths):
-                        write_records(paths.out_dir / f"{run}.jsonl", [])
+                        write_records(layout.records_in(paths.out_dir, run), [])
                 elif extra_runs(plugin, paths):  # runs only this kind measures (TGI: its native route)
                     base_url = f"http://{host}:{port}"
                     plugin.measure_extra(ExtraRunContext(base_url, engine, model, paths.venv, prompts, paths.out_dir))
@@ -261,7 +261,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
             finally:
                 memory = watcher.stop()
         plugin.after_stop(engine, paths.server_log, memory)  # what the server left behind (vLLM: its log)
-        memory.write(paths.out_dir / "memory.json")
+        memory.write(paths.out_dir / layout.MEMORY_REPORT)
         _server_info(
             engine,
             model,
@@ -277,7 +277,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
             status="failed" if died else "ok",
             reason=died,
             machine_load=loads,
-        ).write(paths.out_dir / "server.json")
+        ).write(paths.out_dir / layout.SERVER_INFO)
         if died:
             write_json_atomic(
                 failure_marker(paths.out_dir), {"reason": died, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -341,7 +341,7 @@ def run_external(
         ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
         records = _run_scenario(urls.chat, prompts, ready, ready_settings, engine, model)
         end_server_view(view, records, scenario.records_every_send)
-        write_records(paths.out_dir / f"{scenario.name}.jsonl", records)
+        write_records(layout.records_in(paths.out_dir, scenario.name), records)
     version = _server_version(base, plan)
     MemoryReport(
         engine=engine.name,
@@ -352,7 +352,7 @@ def run_external(
         reason="external endpoint: memory not measured",
         # Its machine's bandwidth, when the config gives it: the decode bound's (results/bounds.py).
         bandwidth_bytes_s=_given_bandwidth(engine),
-    ).write(paths.out_dir / "memory.json")
+    ).write(paths.out_dir / layout.MEMORY_REPORT)
     _server_info(
         engine,
         model,
@@ -363,7 +363,7 @@ def run_external(
         cache=engine_for(engine.kind).cache_plan(engine).to_dict(),
         external=True,
         base_url=base,
-    ).write(paths.out_dir / "server.json")
+    ).write(paths.out_dir / layout.SERVER_INFO)
 
 
 def server_view(
@@ -434,13 +434,13 @@ def _write_skipped(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, reas
 def _write_unmeasured(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, status: str, reason: str) -> None:
     """Empty records for every scenario, and memory.json and server.json with the status and reason."""
     for scenario in pass_scenarios(engine, paths):
-        write_records(paths.out_dir / f"{scenario.name}.jsonl", [])
+        write_records(layout.records_in(paths.out_dir, scenario.name), [])
     for run in extra_runs(engine_for(engine.kind), paths):
-        write_records(paths.out_dir / f"{run}.jsonl", [])
+        write_records(layout.records_in(paths.out_dir, run), [])
     MemoryReport(
         engine=engine.name, model=model.name, device=engine.device, kind=engine.kind, status=status, reason=reason
-    ).write(paths.out_dir / "memory.json")
-    _server_info(engine, model, status=status, reason=reason).write(paths.out_dir / "server.json")
+    ).write(paths.out_dir / layout.MEMORY_REPORT)
+    _server_info(engine, model, status=status, reason=reason).write(paths.out_dir / layout.SERVER_INFO)
 
 
 def _server_info(engine: EngineSpec, model: ModelSpec, **run) -> ServerInfo:

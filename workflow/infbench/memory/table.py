@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from infbench.fileio import write_text_atomic
+from infbench.handoff import EstimateGpuFit, GpuMemory, HandoffError, MemoryEstimate, MemoryReport
 from infbench.memory.errors import EstimateError
 from infbench.memory.fit import DEFAULT_GPU_UTIL
 from infbench.memory.render import fmt_bytes
@@ -78,30 +79,36 @@ def load_json(path: Path, what: str) -> dict[str, Any]:
     return data
 
 
-def compare(est: dict[str, Any] | None, meas: dict[str, Any], gpu_util: float | None = None) -> Comparison:
+def read_estimate(path: Path) -> MemoryEstimate:
+    """results/memory/{model}.json as its typed record."""
+    try:
+        return MemoryEstimate.from_dict(load_json(path, "estimate"), str(path))
+    except HandoffError as exc:
+        raise EstimateError(f"estimate {exc}") from None
+
+
+def compare(est: MemoryEstimate | None, meas: MemoryReport, gpu_util: float | None = None) -> Comparison:
     """Set the matching estimate terms against one measurement."""
-    engine = str(meas.get("engine", "?"))
-    model = str(meas.get("model", "?"))
-    device = str(meas.get("device", "cpu"))
-    if meas.get("status") == "skipped":
-        return Comparison(model, engine, device, f"not run: {meas.get('reason')}", None, None, None, None)
-    if meas.get("status") == "failed":  # the bench job failed before anything was sampled
-        return Comparison(model, engine, device, f"failed: {meas.get('reason')}", None, None, None, None)
+    engine, model, device = meas.engine, meas.model, meas.device
+    if meas.status == "skipped":
+        return Comparison(model, engine, device, f"not run: {meas.reason}", None, None, None, None)
+    if meas.status == "failed":  # the bench job failed before anything was sampled
+        return Comparison(model, engine, device, f"failed: {meas.reason}", None, None, None, None)
     if device == "cpu":
-        idle, peak = int(meas["rss_idle_bytes"]), int(meas.get("rss_peak_bytes", 0))
+        idle, peak = int(meas.rss_idle_bytes), int(meas.rss_peak_bytes)
         if est is None:
             return Comparison(model, engine, device, "no estimate", None, idle, None, peak)
-        cpu = est["cpu_footprint"]
+        cpu = est.cpu_footprint
         # The engine's kind when the bench recorded it; else its name may carry it (vllm-cpu).
-        kind = str(meas.get("kind") or engine).lower()
+        kind = str(meas.kind or engine).lower()
         key = next((k for k in cpu if kind.startswith(k)), "python")
         term = cpu[key]
         at_idle = (
-            f"{key} runtime + {est['dtype']} weights"
+            f"{key} runtime + {est.dtype} weights"
             if term["weights_at_idle"]
             else f"{key} runtime (weights mmapped, resident after the 1st request)"
         )
-        kv = int(meas.get("kv_cache_bytes") or 0)  # a preallocated CPU KV pool (vLLM-CPU)
+        kv = int(meas.kv_cache_bytes or 0)  # a preallocated CPU KV pool (vLLM-CPU)
         if kv:
             at_idle += f"; measured minus the {_gib(kv)} KV pool"
         return Comparison(
@@ -115,24 +122,24 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any], gpu_util: float | 
             peak - kv,
         )
 
-    gpus = meas.get("gpus") or []
+    gpus = meas.gpus
     if not gpus:
         raise EstimateError(f"measurement for {engine}/{model} is on {device} but lists no GPUs")
-    idle = sum(int(g["used_idle_bytes"]) for g in gpus)
-    peak = sum(int(g.get("used_peak_bytes", 0)) for g in gpus)
+    idle = sum(int(g.used_idle_bytes) for g in gpus)
+    peak = sum(int(g.used_peak_bytes) for g in gpus)
     if est is None:
         return Comparison(model, engine, device, "no estimate", None, idle, None, peak)
     n = len(gpus)
-    over = {o["name"]: int(o["bytes"]) for o in est["overheads"]}
+    over = est.overhead_bytes()
     # Outside the KV pool: weights, and per GPU the context, CUDA graphs and non-torch memory
     # (the activation peak is freed after profiling).
-    non_kv = int(est["weights_bytes"][est["dtype"]]) + n * (
+    non_kv = int(est.weights_bytes[est.dtype]) + n * (
         over["cuda_context"] + over.get("cuda_graphs", 0) + over["runtime"]
     )
-    if "kv_cache_bytes" in meas:
+    if meas.kv_cache_bytes is not None:
         # The bench may report the engine's KV pool: then weights + overheads
         # can be checked directly against used memory minus that pool.
-        kv = int(meas["kv_cache_bytes"])
+        kv = int(meas.kv_cache_bytes)
         return Comparison(
             model,
             engine,
@@ -144,12 +151,13 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any], gpu_util: float | 
             peak - kv,
         )
     if gpu_util is None:  # what the estimate assumed: the vLLM version's default
-        gpu_util = float(est.get("vllm", {}).get("gpu_memory_utilization", DEFAULT_GPU_UTIL))
+        assumed = est.vllm.gpu_memory_utilization
+        gpu_util = float(DEFAULT_GPU_UTIL if assumed is None else assumed)
     if engine.lower().startswith(PREALLOCATING_ENGINES):
         # vLLM fills u * total with weights + KV pool, so what it uses is
         # CUDA context + u * total, whatever the weights are.
-        graphs = 0 if est.get("vllm", {}).get("graphs_in_budget") else over.get("cuda_graphs", 0)
-        predicted = sum(over["cuda_context"] + graphs + int(gpu_util * int(g["total_bytes"])) for g in gpus)
+        graphs = 0 if est.vllm.graphs_in_budget else over.get("cuda_graphs", 0)
+        predicted = sum(over["cuda_context"] + graphs + int(gpu_util * int(g.total_bytes)) for g in gpus)
         return Comparison(
             model,
             engine,
@@ -172,12 +180,12 @@ def compare(est: dict[str, Any] | None, meas: dict[str, Any], gpu_util: float | 
     )
 
 
-def render(estimates: list[dict[str, Any]], measured: list[dict[str, Any]], gpu_util: float | None = None) -> str:
+def render(estimates: list[MemoryEstimate], measured: list[MemoryReport], gpu_util: float | None = None) -> str:
     lines = ["# Memory: estimate and measurement", ""]
     lines += _estimate_table(estimates)
     lines += ["", "## Estimate vs measured", ""]
-    by_model = {e["model"]: e for e in estimates}
-    rows = [compare(by_model.get(str(m.get("model"))), m, gpu_util) for m in measured]
+    by_model = {e.model: e for e in estimates}
+    rows = [compare(by_model.get(m.model), m, gpu_util) for m in measured]
     if not rows:
         lines.append("No measurements yet.")
     else:
@@ -225,68 +233,65 @@ class KvCapacity:
         return _error(self.pool_estimate, self.pool_logged)
 
 
-def kv_capacity(est: dict[str, Any] | None, meas: dict[str, Any]) -> KvCapacity | None:
+def kv_capacity(est: MemoryEstimate | None, meas: MemoryReport) -> KvCapacity | None:
     """The engine's logged KV pool and tokens beside the estimate, or None if it logged none."""
-    logged = meas.get("engine_reported") or {}
+    logged = meas.engine_reported or {}
     if not logged or (logged.get("kv_tokens") is None and logged.get("kv_cache_bytes") is None):
         return None
-    model, engine = str(meas.get("model", "?")), str(meas.get("engine", "?"))
-    device = str(meas.get("device", "cpu"))
+    model, engine, device = meas.model, meas.engine, meas.device
     pool, tokens = logged.get("kv_cache_bytes"), logged.get("kv_tokens")
     conc = logged.get("max_concurrency")
     if est is None:
         return KvCapacity(model, engine, device, None, pool, None, tokens, conc, "no estimate")
-    kv = est["kv_cache"]
+    kv = est.kv_cache
     dtype = str(logged.get("kv_cache_dtype") or "auto")
     dtype = (
-        _KV_DTYPES.get(str(logged.get("dtype")), est["kv_dtype"])
+        _KV_DTYPES.get(str(logged.get("dtype")), est.kv_dtype)
         if dtype == "auto"
-        else ("fp8" if dtype.startswith("fp8") else _KV_DTYPES.get(dtype, est["kv_dtype"]))
+        else ("fp8" if dtype.startswith("fp8") else _KV_DTYPES.get(dtype, est.kv_dtype))
     )
-    gpus = meas.get("gpus") or []
+    gpus = meas.gpus
     tp = max(len(gpus), 1)
     # KV heads split over the TP ranks (a single MQA head is replicated on every rank).
-    heads = int(kv["kv_heads"])
-    per_token = kv["bytes_per_token"][dtype] * max(1, heads // tp) / heads if heads else 0
+    heads = int(kv.kv_heads)
+    per_token = kv.bytes_per_token[dtype] * max(1, heads // tp) / heads if heads else 0
     tokens_est = None
     if pool and per_token:
-        if kv.get("sliding_windows"):
+        if kv.sliding_windows:
             # Sliding layers stop at their window: vLLM counts concurrency x max_model_len.
-            seq = est["kv_cache"]["bytes_per_sequence"] * (
-                kv["bytes_per_token"][dtype] / kv["bytes_per_token"][est["kv_dtype"]]
-            )
-            tokens_est = int(pool / (seq * max(1, heads // tp) / heads) * est["context"])
+            seq = kv.bytes_per_sequence * (kv.bytes_per_token[dtype] / kv.bytes_per_token[est.kv_dtype])
+            tokens_est = int(pool / (seq * max(1, heads // tp) / heads) * est.context)
         else:
             block = 16 * per_token
             tokens_est = int(pool // block * 16)
     if device == "cpu":
-        pool_est = meas.get("kv_cache_bytes")  # VLLM_CPU_KVCACHE_SPACE: configured, not estimated
+        pool_est = meas.kv_cache_bytes  # VLLM_CPU_KVCACHE_SPACE: configured, not estimated
         basis = f"{dtype} KV; CPU pool is the configured VLLM_CPU_KVCACHE_SPACE"
     else:
         fit = _matching_fit(est, gpus)
-        pool_est = fit["kv_pool_bytes"] if fit else None
+        pool_est = fit.kv_pool_bytes if fit else None
         basis = (
-            f"{dtype} KV, TP={tp}; pool estimated for {fit['gpu']}"
+            f"{dtype} KV, TP={tp}; pool estimated for {fit.gpu}"
             if fit
             else f"{dtype} KV, TP={tp}; no catalogue GPU at this TP to estimate the pool"
         )
     return KvCapacity(model, engine, device, pool_est, pool, tokens_est, tokens, conc, basis)
 
 
-def _matching_fit(est: dict[str, Any], gpus: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _matching_fit(est: MemoryEstimate, gpus: list[GpuMemory]) -> EstimateGpuFit | None:
     from infbench.memory.gpus import match_device
 
-    gpu = match_device(str(gpus[0].get("name", ""))) if gpus else None
+    gpu = match_device(gpus[0].name) if gpus else None
     if gpu is None:
         return None
-    for fit in est["vllm"]["gpus"]:
-        if fit["gpu"] == gpu.name and fit["tp"] == len(gpus):
+    for fit in est.vllm.gpus:
+        if fit.gpu == gpu.name and fit.tp == len(gpus):
             return fit
     return None
 
 
-def _kv_capacity_section(by_model: dict[str, dict[str, Any]], measured: list[dict[str, Any]]) -> list[str]:
-    rows = [r for m in measured if (r := kv_capacity(by_model.get(str(m.get("model"))), m))]
+def _kv_capacity_section(by_model: dict[str, MemoryEstimate], measured: list[MemoryReport]) -> list[str]:
+    rows = [r for m in measured if (r := kv_capacity(by_model.get(m.model), m))]
     lines = ["## KV cache capacity: estimate vs vLLM's start-up log", ""]
     if not rows:
         return lines + ["No engine logged its KV cache capacity (vLLM does at start-up)."]
@@ -315,7 +320,7 @@ def _int_or_dash(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 
 
-def _estimate_table(estimates: list[dict[str, Any]]) -> list[str]:
+def _estimate_table(estimates: list[MemoryEstimate]) -> list[str]:
     head = (
         ["Model", "Params", "Dtype"]
         + [h for _, h in WEIGHT_COLUMNS]
@@ -328,20 +333,20 @@ def _estimate_table(estimates: list[dict[str, Any]]) -> list[str]:
         "|---|---:|---|" + "---:|" * len(WEIGHT_COLUMNS) + "---:|---:|---|",
     ]
     for e in estimates:
-        kv = e["kv_cache"]
-        smallest = e["vllm"]["smallest"]
-        cells = [e["model"], f"{e['parameters']['total'] / 1e9:.2f}B", e["dtype"]]
-        cells += [f"{e['weights_bytes'][k] / GIB:.1f}" for k, _ in WEIGHT_COLUMNS]
+        kv = e.kv_cache
+        smallest = e.vllm.smallest
+        cells = [e.model, f"{e.parameters.total / 1e9:.2f}B", e.dtype]
+        cells += [f"{e.weights_bytes[k] / GIB:.1f}" for k, _ in WEIGHT_COLUMNS]
         cells += [
-            f"{fmt_bytes(kv['bytes_per_token'][e['kv_dtype']])} ({kv['attention']}, {e['kv_dtype']})",
-            f"{fmt_bytes(kv['bytes_per_sequence'])} @ {e['context']}",
+            f"{fmt_bytes(kv.bytes_per_token[e.kv_dtype])} ({kv.attention}, {e.kv_dtype})",
+            f"{fmt_bytes(kv.bytes_per_sequence)} @ {e.context}",
             smallest["setup"] if smallest else "none (TP<=8)",
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
-def _notes(estimates: list[dict[str, Any]]) -> list[str]:
+def _notes(estimates: list[MemoryEstimate]) -> list[str]:
     notes = [
         "Notes:",
         "- GiB = 2^30 bytes. Parameters are exact counts (meta-device model or safetensors headers).",
@@ -356,7 +361,7 @@ def _notes(estimates: list[dict[str, Any]]) -> list[str]:
         "CUDA context + u x total per GPU; weights + overheads are checked directly only when "
         "the bench reports the KV pool size (kv_cache_bytes).",
     ]
-    for name, why in sorted({(k, v) for e in estimates for k, v in e.get("weights_assumptions", {}).items()}):
+    for name, why in sorted({(k, v) for e in estimates for k, v in e.weights_assumptions.items()}):
         notes.append(f"- {name}: {why}")
     return notes
 
@@ -375,17 +380,20 @@ def _pct(value: float | None) -> str:
 
 def read_inputs(
     estimate_paths: list[Path], measured_paths: list[Path]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+) -> tuple[list[MemoryEstimate], list[MemoryReport]]:
     """The table's estimates and measurements, read as the memory_table rule and verify pass them
     (infbench.layout.memory_table_inputs gives both lists)."""
-    estimates = [load_json(p, "estimate") for p in estimate_paths]
+    estimates = [read_estimate(p) for p in estimate_paths]
     measured = []
     for p in measured_paths:
         meas = load_json(p, "measurement")
         # results/raw/{engine}/{model}/memory.json names both, should the file not.
         meas.setdefault("model", Path(p).parent.name)
         meas.setdefault("engine", Path(p).parent.parent.name)
-        measured.append(meas)
+        try:
+            measured.append(MemoryReport.from_dict(meas, str(p)))
+        except HandoffError as exc:
+            raise EstimateError(f"measurement {exc}") from None
     return estimates, measured
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from infbench import layout
+from infbench.handoff import MemoryEstimate, MemoryReport
 
 _DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 # Bytes per embedding weight as the estimate stores each dtype (its weights_assumptions): quantized
@@ -98,6 +99,18 @@ def _read(path: Path | None) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _read_estimate(path: Path | None) -> MemoryEstimate | None:
+    """results/memory/{model}.json as its typed record (None when absent or not JSON)."""
+    data = _read(path)
+    return MemoryEstimate.from_dict(data, str(path)) if data else None
+
+
+def _read_report(path: Path | None, engine: str, model: str) -> MemoryReport | None:
+    """results/raw/{engine}/{model}/memory.json as its typed record (None when absent or not JSON)."""
+    data = _read(path)
+    return MemoryReport.from_dict({"engine": engine, "model": model, **data}, str(path)) if data else None
+
+
 def catalogue_gpu(name: str, pci_device_id: int | None = None):
     """The catalogue entry of exactly this GPU: its NVML name, else its PCI device id; None if unknown.
     ("NVIDIA L40" is not an "NVIDIA L40S", and neither is an "NVIDIA L4".)"""
@@ -114,17 +127,17 @@ def catalogue_gpu(name: str, pci_device_id: int | None = None):
     return None
 
 
-def _bandwidth(memory: dict[str, Any], cpu: dict[str, Any] | None) -> tuple[float, str, int] | str | None:
+def _bandwidth(memory: MemoryReport, cpu: dict[str, Any] | None) -> tuple[float, str, int] | str | None:
     """(bytes/s per device, where it comes from, TP ranks) for one run; a string when no bound can
     be given (the reason); None when an input is missing."""
-    if memory.get("bandwidth_bytes_s"):  # given by the config (an external endpoint's machine)
-        return float(memory["bandwidth_bytes_s"]), "from the config", 1
-    if memory.get("status") == "skipped" and "external" in str(memory.get("reason") or ""):
+    if memory.bandwidth_bytes_s:  # given by the config (an external endpoint's machine)
+        return float(memory.bandwidth_bytes_s), "from the config", 1
+    if memory.status == "skipped" and "external" in str(memory.reason or ""):
         return "n/a: external endpoint (its memory bandwidth is not known here)"
-    if memory.get("status") not in (None, "ok"):
+    if memory.status != "ok":
         return None
-    gpus = memory.get("gpus") or []
-    if memory.get("device", "cpu") == "cpu":
+    gpus = memory.gpus
+    if memory.device == "cpu":
         if not cpu or not cpu.get("bandwidth_bytes_s"):
             return None
         load = cpu.get("load_1min")
@@ -134,8 +147,8 @@ def _bandwidth(memory: dict[str, Any], cpu: dict[str, Any] | None) -> tuple[floa
         return float(cpu["bandwidth_bytes_s"]), f"measured {method}{at}{busy}", 1
     if not gpus:
         return "n/a: no GPU recorded (NVML could not be read)"
-    found = [catalogue_gpu(g.get("name", ""), g.get("pci_device_id")) for g in gpus]
-    unknown = next((g.get("name") or "(no name)" for g, c in zip(gpus, found, strict=True) if c is None), None)
+    found = [catalogue_gpu(g.name, g.pci_device_id) for g in gpus]
+    unknown = next((g.name or "(no name)" for g, c in zip(gpus, found, strict=True) if c is None), None)
     if unknown is not None:
         return f"n/a: unknown GPU {unknown}"
     if len({c.name for c in found}) > 1:
@@ -146,13 +159,13 @@ def _bandwidth(memory: dict[str, Any], cpu: dict[str, Any] | None) -> tuple[floa
     return gpu.bandwidth_bytes_s, f"{gpu.name} datasheet", len(gpus)
 
 
-def read_bytes_per_token(estimate: dict[str, Any], dtype: str) -> float:
+def read_bytes_per_token(estimate: MemoryEstimate, dtype: str) -> float:
     """Weights read per decoded token: all of them, except that of an input embedding not shared
     with the output layer only the token's own row is read (a few KB, left out here)."""
-    weights = estimate["weights_bytes"].get(dtype) or estimate["weights_bytes"][estimate["dtype"]]
-    parameters = estimate.get("parameters") or {}
-    embedding = (parameters.get("by_role") or {}).get("embedding") or 0
-    if parameters.get("tied_embeddings", True) or not embedding:
+    weights = estimate.weights_bytes.get(dtype) or estimate.weights_bytes[estimate.dtype]
+    parameters = estimate.parameters
+    embedding = (parameters.by_role or {}).get("embedding") or 0
+    if parameters.tied_embeddings or not embedding:
         return weights  # tied: the same matrix is the output layer, read whole for the logits
     return weights - embedding * _EMBEDDING_BYTES.get(dtype, _EMBEDDING_BYTES_DEFAULT)
 
@@ -160,8 +173,8 @@ def read_bytes_per_token(estimate: dict[str, Any], dtype: str) -> float:
 def decode_bound(
     engine: str,
     model: str,
-    estimate: dict[str, Any] | None,
-    memory: dict[str, Any] | None,
+    estimate: MemoryEstimate | None,
+    memory: MemoryReport | None,
     cpu_bandwidth: dict[str, Any] | None,
     context_tokens: float,
 ) -> DecodeBound | NoBound | None:
@@ -175,11 +188,12 @@ def decode_bound(
     if isinstance(found, str):
         return NoBound(engine, model, found)
     bandwidth, source, ranks = found
-    logged = (memory.get("engine_reported") or {}).get("dtype")  # what vLLM actually computed in
-    dtype = _DTYPES.get(str(logged), estimate["dtype"])
+    logged = (memory.engine_reported or {}).get("dtype")  # what vLLM actually computed in
+    dtype = _DTYPES.get(str(logged), estimate.dtype)
     weights = read_bytes_per_token(estimate, dtype)
-    kv_dtype = dtype if dtype in estimate["kv_cache"]["bytes_per_token"] else estimate["kv_dtype"]
-    kv_per_token = estimate["kv_cache"]["bytes_per_token"][kv_dtype]
+    per_token = estimate.kv_cache.bytes_per_token
+    kv_dtype = dtype if dtype in per_token else estimate.kv_dtype
+    kv_per_token = per_token[kv_dtype]
     per_rank = (weights + kv_per_token * max(context_tokens, 0.0)) / ranks
     return DecodeBound(engine, model, bandwidth / per_rank, bandwidth, source, int(per_rank), dtype, context_tokens)
 
@@ -201,8 +215,8 @@ def bounds_for_run(
     return decode_bound(
         engine,
         model,
-        _read(files.estimates.get(model)),
-        _read(files.measured.get((engine, model))),
+        _read_estimate(files.estimates.get(model)),
+        _read_report(files.measured.get((engine, model)), engine, model),
         _read(files.bandwidth),
         mean_context(records),
     )
@@ -226,19 +240,19 @@ def with_bounds(df: Any, files: BoundFiles, scenario_kinds: dict[str, str]) -> A
 
     bounds, pcts, notes, sources = [], [], [], []
     cpu = _read(files.bandwidth)
-    estimates: dict[str, dict[str, Any] | None] = {}
+    estimates: dict[str, MemoryEstimate | None] = {}
     for row in df.iter_rows(named=True):
         bound = None
         if scenario_kinds.get(row["scenario"]) == "single":
             model, engine = row["model"], row["engine"]
             if model not in estimates:
-                estimates[model] = _read(files.estimates.get(model))
+                estimates[model] = _read_estimate(files.estimates.get(model))
             context = (row.get("prompt_tokens_mean") or 0.0) + (row.get("completion_tokens_mean") or 0.0) / 2
             bound = decode_bound(
                 engine,
                 model,
                 estimates[model],
-                _read(files.measured.get((engine, model))),
+                _read_report(files.measured.get((engine, model)), engine, model),
                 cpu,
                 context,
             )

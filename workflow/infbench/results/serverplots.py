@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
 
+from infbench import layout  # noqa: E402
 from infbench.fileio import read_jsonl, write_bytes_atomic  # noqa: E402
 from infbench.measure.scrape import read_samples  # noqa: E402
 
@@ -50,7 +51,7 @@ def timeline_runs(raw_dir: Path, engines, models, scenarios) -> list[tuple[str, 
                 samples = read_samples(raw_dir / engine / model / "metrics" / f"{scenario}.samples.jsonl")
                 if not any("values" in row for row in samples):
                     continue
-                records_path = raw_dir / engine / model / f"{scenario}.jsonl"
+                records_path = layout.records_in(raw_dir / engine / model, scenario)
                 records = list(read_jsonl(records_path)) if records_path.exists() else []
                 runs.append((engine, model, scenario, records, samples))
     return runs

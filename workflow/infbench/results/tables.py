@@ -15,6 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
+from infbench import layout
 from infbench.fileio import write_text_atomic
 from infbench.handoff import MergePlan, ServerInfo
 from infbench.layout import repeat_dirs
@@ -77,14 +78,15 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
     for engine in plan.engines:
         for model in plan.models:
             run_dir = raw_dir / engine / model
-            server_file = run_dir / "server.json"
+            server_file = run_dir / layout.SERVER_INFO
             server = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
             servers[(engine, model)] = runstatus.with_passes(server, run_dir, plan.passes)
             folders = repeat_dirs(run_dir)
             for scenario in plan.runs(engine):
                 for repeat, folder in folders:
-                    if repeat == 1 or (repeat <= plan.passes(scenario) and (folder / f"{scenario}.jsonl").exists()):
-                        runs.append((engine, model, scenario, folder / f"{scenario}.jsonl"))
+                    path = layout.records_in(folder, scenario)
+                    if repeat == 1 or (repeat <= plan.passes(scenario) and path.exists()):
+                        runs.append((engine, model, scenario, path))
                         cell_of.append(len(cells))
                         repeat_no.append(repeat)
                 cells.append((engine, model, scenario))

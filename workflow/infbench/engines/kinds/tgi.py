@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import infbench
+from infbench import layout
 from infbench.engines import cache as cachectl
 from infbench.engines import sampling as contract
 from infbench.engines.base import Engine, EngineSettings, ExtraRunContext, ServerPlan, register
@@ -182,5 +183,5 @@ def native_command(ctx: ExtraRunContext, sample: Path) -> list[str]:
         "--timeout-s",
         str(ctx.spec.bench.request_timeout_s),
         "--out",
-        str(ctx.out_dir / f"{NATIVE_RUN}.jsonl"),
+        str(layout.records_in(ctx.out_dir, NATIVE_RUN)),
     ]
