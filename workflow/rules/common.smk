@@ -40,7 +40,7 @@ except ExistingEnvError as err:
 ENGINES = list(config["engines"])
 MODELS = list(config["models"])
 SCENARIOS = list(config["scenarios"])
-# Scenarios whose requests the prepare step builds per model (rule requests): tokenizer-exact prompts,
+# Scenarios whose requests the prepare step builds per model (the requests rule) - tokenizer-exact prompts,
 # sampled conversations.
 PREPARED_SCENARIOS = [s for s in SCENARIOS if scenario_of(config, s).prepares]
 PROMPTS_NAME = config["prompts"]["name"]
@@ -58,7 +58,7 @@ def engine_of(engine):
 def bench_rules():
     """Bench jobs differ only in the extra record files some kinds measure beside the scenarios (TGI:
     its native route): one bench rule per set of extra runs, named after the kinds that have it
-    (bench, bench_tgi), as {rule name: (extra runs, engines)}."""
+    (bench, bench_tgi), as {name of the rule: (extra runs, engines)}."""
     groups = {}
     for engine in ENGINES:
         groups.setdefault(engine_of(engine).extra_runs, []).append(engine)
@@ -210,7 +210,7 @@ def merge_plan():
 
 @contextlib.contextmanager
 def handoff_file(text):
-    """A temporary file holding text (the merge plan, the redacted config) for the command a rule runs:
+    """A temporary file holding text (the merge plan, the redacted config) for the command of a rule -
     what a rule hands its command travels in a file, never on a command line (process lists, logs)."""
     with tempfile.TemporaryDirectory(prefix="infbench-") as folder:
         path = os.path.join(folder, "handoff.json")
@@ -270,3 +270,14 @@ def prepared_requests(wildcards):
 def scenario_source(wildcards):
     """The file a prepared scenario reads (a trace, a conversations file), when it has one."""
     return scenario_of(config, wildcards.scenario).source_file() or []
+
+
+def compare_baseline(wildcards):
+    """The run to compare with, from --config compare_to (a clear error when it is not set)."""
+    baseline = config.get("compare_to") or ""
+    if not baseline:
+        raise ValueError(
+            "compare needs the run to compare with: snakemake --cores all compare --config "
+            "compare_to=BUNDLE_OR_RESULTS_FOLDER"
+        )
+    return baseline

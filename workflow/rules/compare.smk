@@ -3,17 +3,6 @@
 # Asking for `compare` brings this run up to date first; it is not part of `all`.
 
 
-def compare_baseline(wildcards):
-    """The run to compare with, from --config compare_to (a clear error when it is not set)."""
-    baseline = config.get("compare_to") or ""
-    if not baseline:
-        raise ValueError(
-            "compare needs the run to compare with: snakemake --cores all compare --config "
-            "compare_to=BUNDLE_OR_RESULTS_FOLDER"
-        )
-    return baseline
-
-
 # Compare this run with compare_to: A, B, change %, 95% interval and verdict per cell and metric.
 rule compare:
     input:
