@@ -14,12 +14,28 @@ import selectors
 import time
 
 
+# Waking from a long idle wait is late by up to a few ms on a VM (the vCPU is parked: 3.4 ms at p99
+# after 330 ms idle on the 2-core CI machine, 0.3 ms after 30 ms), so a selector that must meet its
+# timers wakes early and polls the rest of the way: a lead of SPIN_SHARE of the wait, within
+# [SPIN_MIN_S, SPIN_MAX_S], costs at most about 2% of one core whatever the rate.
+SPIN_SHARE = 0.02
+SPIN_MIN_S = 0.0005
+SPIN_MAX_S = 0.005
+
+
+def spin_lead(timeout: float) -> float:
+    """How long before a timer a spinning selector stops sleeping and starts polling."""
+    return min(timeout, max(SPIN_MIN_S, min(SPIN_MAX_S, timeout * SPIN_SHARE)))
+
+
 class LagSelector(selectors.DefaultSelector):
     """The default selector with microsecond timeouts, and a bound on how long read bytes waited.
 
     Timeouts: epoll takes whole milliseconds (Python rounds a timeout up), so an asyncio timer fires up
     to 1 ms late: dispatch lag on every open-loop send, server lag on every reference-server chunk.
-    Waiting with select() on the epoll descriptor itself takes microseconds.
+    Waiting with select() on the epoll descriptor itself takes microseconds. With `spin` (the load
+    generator's loop, whose timers are send times), the last stretch of each wait is polled instead of
+    slept (spin_lead), so a send leaves within microseconds of its plan even after a long idle gap.
 
     `ready_since`: the bytes a callback reads now arrived after this time. Events returned by a poll
     were not ready at the previous poll (epoll is level-triggered and each ready socket is drained),
@@ -27,8 +43,9 @@ class LagSelector(selectors.DefaultSelector):
     t therefore waited at most t - ready_since in the client: its read lag.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, spin: bool = False) -> None:
         super().__init__()
+        self.spin = spin
         self.ready_since = self._last_poll = time.monotonic()
         fileno = getattr(self, "fileno", None)  # epoll and kqueue selectors have one descriptor to wait on
         self._wait_fd = fileno() if fileno else -1
@@ -41,8 +58,12 @@ class LagSelector(selectors.DefaultSelector):
             self.ready_since, self._last_poll = self._last_poll, polled
             return ready
         if timeout is not None and 0 <= self._wait_fd < 1024:
-            select.select([self._wait_fd], [], [], timeout)  # µs timeout; wakes when epoll has events
+            deadline = polled + timeout
+            sleep_s = timeout - spin_lead(timeout) if self.spin else timeout
+            select.select([self._wait_fd], [], [], sleep_s)  # µs timeout; wakes when epoll has events
             ready = super().select(0)
+            while self.spin and not ready and time.monotonic() < deadline:
+                ready = super().select(0)  # poll: I/O is still served while waiting for the timer
         else:
             ready = super().select(timeout)
         self.ready_since = self._last_poll = time.monotonic()  # idle until now: what woke us is fresh
@@ -52,19 +73,20 @@ class LagSelector(selectors.DefaultSelector):
 class MeasuredLoop(asyncio.SelectorEventLoop):
     """An asyncio loop on a LagSelector; the client reads `lag_selector` to bound its read lag."""
 
-    def __init__(self) -> None:
-        self.lag_selector = LagSelector()
+    def __init__(self, spin: bool = False) -> None:
+        self.lag_selector = LagSelector(spin)
         super().__init__(self.lag_selector)
 
 
 def run_measured(coro):
-    """asyncio.run, but on a MeasuredLoop (so timers are precise and read lag is known).
+    """asyncio.run, but on a spinning MeasuredLoop (so send times are met to the microsecond and read
+    lag is known).
 
     The cyclic garbage collector is paused meanwhile: a full collection over thousands of records
     stalls the loop for milliseconds, which would show up as read lag. Requests leave little cyclic
     garbage; it is collected at the end.
     """
-    loop = MeasuredLoop()
+    loop = MeasuredLoop(spin=True)
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
