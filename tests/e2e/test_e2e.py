@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections import Counter
 
 import psutil
 import pytest
@@ -56,6 +57,7 @@ def _config(prompts_path, vllm_extra_args=()):
         "refine_steps": 1,
         "duration_s": 6,
         "warmup_s": 1,
+        "min_requests": 5,  # a step at 0.25/s runs ~21 s instead of 6 to count 5
         "concurrency": 2,
     }
     return config
@@ -274,6 +276,8 @@ def test_every_workload_kind_ran_on_every_cpu_engine(finished_run):
             assert all(r.completion_tokens == r.max_tokens for r in read_records(run / f"{name}.jsonl")), (engine, name)
         users = read_records(run / "users.jsonl")
         assert users and all(r.step_passed is not None and r.saturated is not None for r in users)
+        per_step = Counter(r.rate for r in users)
+        assert min(per_step.values()) >= 5, per_step  # min_requests counted at every rate tried
     text = (workdir / "results/tables/workloads.md").read_text()
     for title in ("Capacity (requests/min at the SLO)", "Conversations", "Shared prefix", "Synthetic sizes", "Trace"):
         assert f"## {title}" in text, title

@@ -16,7 +16,6 @@ from infbench.measure.loadgen import (
     arrival_offsets,
     auto_workers,
     best_step,
-    duration_offsets,
     run_load,
     run_sweep,
 )
@@ -179,11 +178,22 @@ def test_bracket_search_halves_down_stops_at_max_and_at_precision():
 # --- steps sized by duration ----------------------------------------------------------------------
 
 
-def test_duration_offsets_fill_the_duration_and_match_the_counted_schedule():
-    offsets = duration_offsets(10.0, 20.0, "poisson", seed=3)
+def test_step_offsets_fill_the_duration_and_match_the_counted_schedule():
+    offsets, window = StepWindow(10.0, warmup_s=1.0).offsets(20.0, "poisson", 1.0, seed=3)
     assert offsets == arrival_offsets(len(offsets), 20.0, "poisson", seed=3)
     assert offsets[-1] < 10.0 and len(offsets) == pytest.approx(200, rel=0.2)
-    assert duration_offsets(1.0, 4.0, "constant") == [0.0, 0.25, 0.5, 0.75]
+    assert window == StepWindow(10.0, warmup_s=1.0)  # enough requests: not stretched
+    assert StepWindow(1.0, warmup_s=0.0, min_requests=4).offsets(4.0, "constant", 1.0, 0)[0] == [0.0, 0.25, 0.5, 0.75]
+
+
+def test_a_step_too_short_to_count_min_requests_runs_until_it_does():
+    # 0.5/s constant: sends at 0, 2, 4, ... s; 1 s of warm-up, 8 s in all would count 3 (2, 4, 6).
+    offsets, window = StepWindow(8.0, warmup_s=1.0, min_requests=5).offsets(0.5, "constant", 1.0, 0)
+    assert offsets == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0]  # 5 counted, from 2 s on
+    assert window.duration_s == 12.0 and window.counted_s == 11.0  # ends where the next send would leave
+    assert window.deadline_s == 12.0 + 12.0  # drain (default: the duration) follows it
+    poisson, stretched = StepWindow(5.0, warmup_s=1.0, min_requests=30).offsets(1.0, "poisson", 1.0, 7)
+    assert sum(t >= 1.0 for t in poisson) == 30 and stretched.duration_s > poisson[-1] > 5.0
 
 
 def test_a_step_shorter_than_its_warmup_is_refused():
@@ -205,6 +215,7 @@ def test_a_timed_step_counts_only_after_its_warmup_and_is_not_saturated_when_the
     # stall the client a little, hence the room).
     assert not step.saturated and step.achieved_rps == pytest.approx(10.0, abs=2.0), step
     assert all(r.rate == 10.0 and r.saturated is False and r.achieved_rate for r in step.records)
+    assert {r.offered_rate for r in step.records} == {10.0}  # 25 planned in the 2.5 s counted window
 
 
 def test_a_timed_step_beyond_the_server_is_saturated_and_its_stragglers_are_cut():
@@ -325,8 +336,10 @@ def test_open_loop_and_sweep_scenarios_run_through_bench_and_reach_the_tables(tm
             records = _run_scenario(server.chat_url, prompts, scenario, SETTINGS, engine, model)
             write_records(out / f"{scenario.name}.jsonl", records)
     opened = [r for r in records if r.scenario == "capacity"]
-    assert len(opened) == 8 + 16 and {r.rate for r in opened} == {10.0, 20.0}  # counted: after the warm-up
-    assert len({r.request_id for r in opened}) == 24  # ids unique across steps
+    # Counted: after the warm-up; at 10/s the 0.8 s counted window plans 8, so the step runs on to 10
+    # (min_requests' default), at 20/s it plans 16.
+    assert len(opened) == 10 + 16 and {r.rate for r in opened} == {10.0, 20.0}
+    assert len({r.request_id for r in opened}) == 26  # ids unique across steps
     plan = MergePlan(engines={"ref": "Ref"}, models={"m": "M"}, scenarios={"poisson": "open_loop", "capacity": "sweep"})
     df = merge(tmp_path / "raw", tmp_path / "tables", plan)
     assert set(df.select("scenario", "step_rate").iter_rows()) == {

@@ -8,7 +8,6 @@ import threading
 import time
 
 import pytest
-
 from infbench.measure.eventloop import SPIN_MAX_S, SPIN_MIN_S, LagSelector, spin_lead
 
 

@@ -13,7 +13,6 @@ import select
 import selectors
 import time
 
-
 # Waking from a long idle wait is late by up to a few ms on a VM (the vCPU is parked: 3.4 ms at p99
 # after 330 ms idle on the 2-core CI machine, 0.3 ms after 30 ms), so a selector that must meet its
 # timers wakes early and polls the rest of the way: a lead of SPIN_SHARE of the wait, within

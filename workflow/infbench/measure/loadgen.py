@@ -78,22 +78,6 @@ def arrival_offsets(
     return [next(times) for _ in range(n)]
 
 
-def duration_offsets(
-    duration_s: float,
-    rate: float,
-    arrival: str = schema_default("scenarios.*.arrival"),
-    burstiness: float = schema_default("scenarios.*.burstiness"),
-    seed: int = schema_default("scenarios.*.seed"),
-) -> list[float]:
-    """The send times of arrival_offsets' process that fall within [0, duration_s)."""
-    offsets = []
-    for t in _arrivals(rate, arrival, burstiness, seed):
-        if t >= duration_s:
-            return offsets
-        offsets.append(t)
-    return offsets
-
-
 @dataclass(frozen=True)
 class LoadShape:
     """closed: `concurrency` streams back to back; open: send i at offsets_s[i] after the start;
@@ -313,15 +297,18 @@ def _run_in_processes(jobs: list[_Job], on_done: ProgressCallback | None) -> lis
 @dataclass(frozen=True)
 class StepWindow:
     """One open-loop step: sends for `duration_s`; those planned in its first `warmup_s` are sent but
-    not counted (the queue and caches settle). Requests still running `drain_s` after its end
-    (default: duration_s) are cut, as errors. The step is saturated when the requests completed within
-    the counted window fall short of those planned in it by more than `saturation_margin` (and by
-    at least SATURATION_MIN_SHORTFALL requests, so a handful of sends is not judged on one)."""
+    not counted (the queue and caches settle). A step whose counted window would plan fewer than
+    `min_requests` sends runs longer, until it holds that many (a p90 of 3 requests is their maximum).
+    Requests still running `drain_s` after its end (default: duration_s) are cut, as errors. The step
+    is saturated when the requests completed within the counted window fall short of those planned in
+    it by more than `saturation_margin` (and by at least SATURATION_MIN_SHORTFALL requests, so a
+    handful of sends is not judged on one)."""
 
     duration_s: float
     warmup_s: float = schema_default("scenarios.*.warmup_s")
     saturation_margin: float = schema_default("scenarios.*.saturation_margin")
     drain_s: float | None = None
+    min_requests: int = schema_default("scenarios.*.min_requests")
 
     def __post_init__(self) -> None:
         if self.duration_s <= self.warmup_s:
@@ -337,6 +324,20 @@ class StepWindow:
     @property
     def deadline_s(self) -> float:
         return self.duration_s + (self.duration_s if self.drain_s is None else self.drain_s)
+
+    def offsets(self, rate: float, arrival: str, burstiness: float, seed: int) -> tuple[list[float], StepWindow]:
+        """The step's send times (arrival_offsets' process within [0, duration_s), and on past it
+        until `min_requests` fall in the counted window) and the window they fill: this one, or one
+        stretched to end where the first send left out would have left."""
+        offsets: list[float] = []
+        counted = 0
+        for t in _arrivals(rate, arrival, burstiness, seed):
+            if t >= self.duration_s and counted >= self.min_requests:
+                stretched = bool(offsets) and offsets[-1] >= self.duration_s
+                return offsets, replace(self, duration_s=t) if stretched else self
+            offsets.append(t)
+            counted += t >= self.warmup_s
+        raise AssertionError("unreachable: the arrival process is endless")
 
 
 SATURATION_MIN_SHORTFALL = 2
@@ -355,7 +356,7 @@ def judge_window(
     rate: float, requests: list[ChatRequest], offsets: list[float], records: list[RequestRecord], window: StepWindow
 ) -> TimedStep:
     """Offered and achieved rates over the counted window, saturation, and the counted records (each
-    told its step's achieved rate and saturation)."""
+    told its step's offered and achieved rates and saturation)."""
     offset_of = {request.request_id: offset for request, offset in zip(requests, offsets, strict=True)}
     start = min((r.send_mono - offset_of[r.request_id] for r in records if r.send_mono is not None), default=0.0)
     counted = [r for r in records if offset_of[r.request_id] >= window.warmup_s]
@@ -368,7 +369,8 @@ def judge_window(
     saturated = short >= SATURATION_MIN_SHORTFALL and completed < len(counted) * (1 - window.saturation_margin)
     step = TimedStep(rate, len(counted) / window.counted_s, completed / window.counted_s, saturated, counted)
     for record in counted:
-        record.achieved_rate, record.saturated = round(step.achieved_rps, 6), saturated
+        record.offered_rate, record.achieved_rate = round(step.offered_rps, 6), round(step.achieved_rps, 6)
+        record.saturated = saturated
     return step
 
 
@@ -396,13 +398,11 @@ class StepLoad:
     ) -> TimedStep:
         """Step `index`: an open loop at `rate` for the window's duration; `requests_for(n)` gives the
         n requests its schedule holds."""
-        offsets = duration_offsets(self.window.duration_s, rate, self.arrival, self.burstiness, self.seed + index)
+        offsets, window = self.window.offsets(rate, self.arrival, self.burstiness, self.seed + index)
         requests = requests_for(len(offsets))
-        shape = LoadShape(
-            kind="open", offsets_s=tuple(offsets), workers=self.workers, deadline_s=self.window.deadline_s
-        )
+        shape = LoadShape(kind="open", offsets_s=tuple(offsets), workers=self.workers, deadline_s=window.deadline_s)
         records = run_load(url, requests, settings, replace(ctx, rate=rate), shape, on_done, token_counter)
-        return judge_window(rate, requests, offsets, records, self.window)
+        return judge_window(rate, requests, offsets, records, window)
 
 
 # --- sweep: the highest rate that meets the SLOs --------------------------------------------------

@@ -49,6 +49,7 @@ RECORD_SCHEMA: dict[str, pl.DataType] = {
     "client_lag_share_limit": pl.Float64(),
     "worker": pl.Int64(),
     "rate": pl.Float64(),
+    "offered_rate": pl.Float64(),
     "achieved_rate": pl.Float64(),
     "saturated": pl.Boolean(),
     "slo": pl.String(),

@@ -45,8 +45,10 @@ class RequestRecord:
     client_lag_share_limit: float | None = None  # flagged when client lag could move latency by more than this share
     worker: int = 0  # client process that sent it
     rate: float | None = None  # offered load (requests/s) of an open loop or sweep step
-    # A step sized by duration (open loop, sweep, capacity): requests completed per second in its
-    # counted window, and whether that fell clearly short of the offered rate.
+    # A step sized by duration (open loop, sweep, capacity): requests planned and requests completed
+    # per second in its counted window (planned: the draw's own rate, not the nominal `rate`), and
+    # whether the completed fell clearly short of the planned.
+    offered_rate: float | None = None
     achieved_rate: float | None = None
     saturated: bool | None = None
     slo: str | None = None  # capacity: its SLO as JSON {figure: limit} (measure/capacity.py)

@@ -246,9 +246,10 @@ class TimedSteps:
     duration_s: float
     warmup_s: float
     saturation_margin: float
+    min_requests: int
 
     def window(self) -> StepWindow:
-        return StepWindow(self.duration_s, self.warmup_s, self.saturation_margin)
+        return StepWindow(self.duration_s, self.warmup_s, self.saturation_margin, min_requests=self.min_requests)
 
     def step_load(self, rate: int) -> StepLoad:
         """Its steps' window and arrivals, with client processes for `rate` requests/s."""
@@ -285,6 +286,7 @@ class OpenLoop(TimedSteps, Scenario):
     duration_s: float = _default("duration_s")
     warmup_s: float = _default("warmup_s")
     saturation_margin: float = _default("saturation_margin")
+    min_requests: int = _default("min_requests")
     loop: ClassVar[str] = "open"
     in_load_plot: ClassVar[bool] = True
 
@@ -330,6 +332,7 @@ class Sweep(TimedSteps, Scenario):
     duration_s: float = _default("duration_s")
     warmup_s: float = _default("warmup_s")
     saturation_margin: float = _default("saturation_margin")
+    min_requests: int = _default("min_requests")
     loop: ClassVar[str] = "open"
     has_steps: ClassVar[bool] = True
 
@@ -736,6 +739,7 @@ class Capacity(TimedSteps, Scenario):
     duration_s: float = _default("duration_s")
     warmup_s: float = _default("warmup_s")
     saturation_margin: float = _default("saturation_margin")
+    min_requests: int = _default("min_requests")
     loop: ClassVar[str] = "open"
     has_steps: ClassVar[bool] = True
 

@@ -30,6 +30,7 @@ WORKLOAD_COLUMNS = [
     "cache",
     "cached_prompt_tokens",
     "saturated",
+    "offered_rate",
     "achieved_rate",
     "conversation",
     "turn",

@@ -122,7 +122,13 @@ def capacity_section(df: pl.DataFrame, requests: pl.DataFrame, plan: MergePlan, 
                 cells.append(text)
             rows.append([model_label, *cells])
         lines += _table(header, rows)
-        lines += ["", "Every rate tried, lowest first (req/min; figures of the counted requests):", ""]
+        lines += [
+            "",
+            "Every rate tried, lowest first (req/min: `rate` the step's nominal rate, `offered` the sends its"
+            " draw planned in the counted window, `completed` those that ended in it; figures of the counted"
+            " requests):",
+            "",
+        ]
         step_rows = []
         for row in steps.sort("engine", "model", "step_rate").iter_rows(named=True):
             verdict = _verdict(verdicts, row["engine"], row["model"], row["step_rate"])
@@ -131,6 +137,7 @@ def capacity_section(df: pl.DataFrame, requests: pl.DataFrame, plan: MergePlan, 
                 [
                     *_who(plan, row["engine"], row["model"]),
                     f"{row['step_rate'] * 60:.1f}",
+                    _num(None if verdict["offered"] is None else verdict["offered"] * 60, 1),
                     _num(None if verdict["achieved"] is None else verdict["achieved"] * 60, 1),
                     str(row["n"]),
                     str(row["errors"]),
@@ -138,7 +145,8 @@ def capacity_section(df: pl.DataFrame, requests: pl.DataFrame, plan: MergePlan, 
                     verdict["text"],
                 ]
             )
-        lines += _table(["engine", "model", "offered", "completed", "n", "errors", "measured", "verdict"], step_rows)
+        header = ["engine", "model", "rate", "offered", "completed", "n", "errors", "measured", "verdict"]
+        lines += _table(header, step_rows)
         lines.append("")
     return lines
 
@@ -147,6 +155,7 @@ def _step_verdicts(requests: pl.DataFrame) -> pl.DataFrame:
     return requests.group_by("engine", "model", "rate").agg(
         passed=pl.col("step_passed").drop_nulls().first(),
         saturated=pl.col("saturated").fill_null(False).any(),
+        offered=pl.col("offered_rate").drop_nulls().first(),
         achieved=pl.col("achieved_rate").drop_nulls().first(),
         slo=pl.col("slo").drop_nulls().first(),
     )
@@ -164,10 +173,10 @@ def _bracket(verdicts: pl.DataFrame, engine: str, model: str) -> tuple[float | N
 def _verdict(verdicts: pl.DataFrame, engine: str, model: str, rate: float) -> dict:
     part = verdicts.filter((pl.col("engine") == engine) & (pl.col("model") == model) & (pl.col("rate") == rate))
     if part.is_empty():
-        return {"text": "n/a", "achieved": None}
+        return {"text": "n/a", "offered": None, "achieved": None}
     row = part.row(0, named=True)
     text = "pass" if row["passed"] else "fail (saturated)" if row["saturated"] else "fail"
-    return {"text": text, "achieved": row["achieved"]}
+    return {"text": text, "offered": row["offered"], "achieved": row["achieved"]}
 
 
 def _figure(row: dict, key: str) -> float | None:
