@@ -7,12 +7,13 @@ import gzip
 import io
 import json
 import tarfile
+from pathlib import PurePosixPath
 
 import pytest
 from fake_run import FAKE_TOKEN, build_run, fake_config
 from infbench.cli import main
 from infbench.results.bundle import UnsafeArchiveError
-from infbench.results.bundle_make import make_bundle
+from infbench.results.bundle_make import RunScope, make_bundle
 from infbench.results.bundle_verify import verify_bundle
 from infbench.results.redact import REDACTED, Redactor, redact_config
 from infbench.secrets import is_secret_env_name, is_secret_key
@@ -94,6 +95,25 @@ def test_bundle_holds_only_this_runs_engines_and_models(run_dir):
     names = {name.split("/", 1)[1] for name in _members(_bundle(run_dir).path)}
     assert not [n for n in names if "retired" in n or "vllm" in n], names
     assert "results/raw/gamma/tiny/native-single.jsonl" in names and "results/envs/tgi.lock" in names
+
+
+def test_bundle_holds_the_prepared_requests_and_seeded_traces_of_this_runs_scenarios(run_dir):
+    """What was sent is part of the record: the prepare step's request files of the run's (model,
+    scenario) pairs, and the seeded traces its trace scenarios replayed; files of others stay out."""
+    requests = run_dir / "results/requests/tiny"
+    requests.mkdir(parents=True)
+    scenario = next(iter(fake_config()["scenarios"]))
+    (requests / f"{scenario}.json").write_text("{}\n")
+    (requests / "retired.json").write_text("{}\n")
+    (run_dir / "results/traces").mkdir()
+    (run_dir / "results/traces/seeded-0.jsonl").write_text("{}\n")  # no trace scenario in this run
+    names = {name.split("/", 1)[1] for name in _members(_bundle(run_dir).path)}
+    assert f"results/requests/tiny/{scenario}.json" in names
+    assert not [n for n in names if "retired" in n or n.startswith("results/traces")], names
+    scope = RunScope.from_provenance(
+        {"config": {"engines": {"e": {}}, "models": {"m": {}}, "scenarios": {"r": {"kind": "trace", "seed": 3}}}}
+    )
+    assert scope.seeded_traces == {"seeded-3.jsonl"} and scope.holds(PurePosixPath("results/traces/seeded-3.jsonl"))
 
 
 def test_bundle_bytes_are_reproducible(run_dir):

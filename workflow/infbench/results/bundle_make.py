@@ -33,6 +33,8 @@ INCLUDE = (
     layout.ENVS,
     layout.MODELS,
     layout.PROMPTS,
+    layout.REQUESTS,
+    layout.TRACES,
     layout.PLOTS,
     layout.REPORT,
     layout.LOGS,
@@ -88,6 +90,8 @@ class RunScope:
     models: frozenset[str]
     envs: frozenset[str]
     prompts: str
+    scenarios: frozenset[str] = frozenset()
+    seeded_traces: frozenset[str] = frozenset()  # file names of the seeded traces its trace scenarios replay
 
     @classmethod
     def from_provenance(cls, provenance: dict) -> RunScope | None:
@@ -97,11 +101,19 @@ class RunScope:
         envs = {e.get("env") for e in provenance.get("engines", [])} | {
             config.get("tools_env", schema_default("tools_env"))
         }
+        scenarios = config.get("scenarios") or {}
+        seeded = {
+            PurePosixPath(layout.seeded_trace(s.get("seed", schema_default("scenarios.*.seed")))).name
+            for s in scenarios.values()
+            if isinstance(s, dict) and s.get("kind") == "trace" and s.get("source", "seeded") == "seeded"
+        }
         return cls(
             frozenset(config["engines"]),
             frozenset(config["models"]),
             frozenset(e for e in envs if e),
             (config.get("prompts") or {}).get("name", "prompts"),
+            frozenset(scenarios),
+            frozenset(seeded),
         )
 
     def holds(self, relative: PurePosixPath) -> bool:
@@ -118,6 +130,10 @@ class RunScope:
                 if p[0] == "results"
                 else (len(p) == 4 and files(self.models, ".log", ".server.log"))
             )
+        if p[:2] == ("results", "requests"):  # results/requests/{model}/{scenario}.json
+            return len(p) == 4 and p[2] in self.models and files(self.scenarios, ".json")
+        if p[:2] == ("results", "traces"):
+            return len(p) == 3 and name in self.seeded_traces
         scoped = {
             ("results", "specs", "engines"): (self.engines, ".json"),
             ("results", "specs", "models"): (self.models, ".json"),
