@@ -22,9 +22,7 @@ def _cmd_prompts(args) -> int:
     except PromptSourceError as err:
         print(f"error: prompts: {err}", file=sys.stderr)
         return 2
-    print(
-        f"{meta['count']} prompts from {meta['source']} (seed {meta['seed']}), sha256 {meta['sha256']}", file=sys.stderr
-    )
+    print(f"{meta.count} prompts from {meta.source} (seed {meta.seed}), sha256 {meta.sha256}", file=sys.stderr)
     return 0
 
 

@@ -8,6 +8,14 @@
   samples it), read by the memory table and `infbench verify`.
 - GgufMeta: results/models/{model}.gguf.json, the GGUF the gguf rule wrote (or why it could not),
   read by the llama.cpp engine.
+- FailureMarker: results/failures/{engine}/{model}.json, left by a bench job that failed (the bench
+  rule takes it as an input, so the next run repeats the job).
+- ModelMeta: results/models/{model}.json, the prepared model (models rule), read by the provenance
+  and the memory estimate.
+- PromptsMeta: results/prompts/{name}.meta.json, the prompt sample (prompts rule), read by the provenance.
+- Bandwidth: results/hardware/bandwidth.json, this machine's memory bandwidth (memory_bandwidth rule),
+  read by the decode bound, the provenance and the memory estimate.
+- MemoryEstimate: results/memory/{model}.json, read by the memory table, the bounds and verify.
 
 Adding a field is one line in the dataclass (with a default, so older files still read). Readers
 ignore keys they do not know, so a file written by a newer step still reads.
@@ -232,7 +240,57 @@ class MergePlan(HandoffRecord):
 
 
 @dataclass(frozen=True)
-class GgufMeta:
+class FailureMarker(HandoffRecord):
+    """results/failures/E/M.json (E/M/repeat-K.json for pass K): this bench job failed, and why."""
+
+    reason: str
+    at: str = field(default_factory=now_iso)
+
+
+@dataclass(frozen=True)
+class ModelMeta(HandoffRecord):
+    """results/models/M.json: the model the models rule prepared. The memory estimate needs only its
+    path (a file written by hand for `infbench memory-estimate --model-meta` may hold no more)."""
+
+    name: str
+    path: str  # the HF-format directory (resources/models/M)
+    source: str = ""
+    dtype: str = ""  # as prepared on disk; engines may cast it at load ("": not said)
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class PromptsMeta(HandoffRecord):
+    """results/prompts/NAME.meta.json: the prompt sample the prompts rule wrote."""
+
+    source: str
+    n: int  # asked for
+    seed: int
+    count: int  # drawn (fewer when the source holds fewer)
+    sha256: str  # of the sample file's bytes
+
+
+@dataclass(frozen=True)
+class Bandwidth(HandoffRecord):
+    """results/hardware/bandwidth.json: this machine's memory bandwidth (jobs/bandwidth.py measures
+    it). Only the figure is required, so a file of an older writer (or written by hand) reads."""
+
+    bandwidth_bytes_s: float  # what the bound uses: the higher of the two methods
+    bound_method: str = ""  # read | triad ("": an older file, read benchmark only)
+    why: str = ""
+    read: dict[str, Any] = field(default_factory=dict)  # memory.bandwidth.BandwidthMeasurement
+    triad: dict[str, Any] = field(default_factory=dict)  # memory.triad.TriadMeasurement
+    load_1min: float | None = None  # os.getloadavg() before the benchmarks
+    quiet: bool | None = None  # nobody else used the machine beyond the busy limits meanwhile
+    machine_load: dict[str, Any] = field(default_factory=dict)  # measure.busy.MachineLoad while measuring
+    cpu: str = ""
+    threads: int = 0
+    measured_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class GgufMeta(HandoffRecord):
     model: str
     status: str  # ok | unsupported
     reason: str | None
@@ -252,7 +310,7 @@ def gguf_meta_path(model_name: str) -> Path:
 
 def read_gguf_meta(model_name: str) -> GgufMeta | None:
     path = gguf_meta_path(model_name)
-    return GgufMeta(**json.loads(path.read_text())) if path.exists() else None
+    return GgufMeta.read(path) if path.exists() else None
 
 
 # --- results/memory/{model}.json: the memory estimate, as its readers (the memory table, the decode

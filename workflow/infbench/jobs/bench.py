@@ -27,9 +27,9 @@ from infbench.engines.endpoints import endpoint_urls
 from infbench.engines.gpus import GpuLease, this_node, visible_gpu_ids
 from infbench.engines.metricmaps import METRIC_MAPS, metric_map
 from infbench.engines.server import ManagedServer, PortClashError, ServerError, log_tail
-from infbench.engines.spec import EngineSpec, ModelSpec, read_engine_spec, read_model_spec
-from infbench.fileio import check_writable, write_json_atomic
-from infbench.handoff import MemoryReport, ServerInfo, now_iso
+from infbench.engines.spec import EngineSpec, ModelSpec
+from infbench.fileio import check_writable
+from infbench.handoff import FailureMarker, MemoryReport, ServerInfo, now_iso
 from infbench.layout import RunFolder, repeat_failure_marker, repeat_of
 from infbench.measure.busy import LoadWatch
 from infbench.measure.client import RequestSettings, RunContext
@@ -150,8 +150,8 @@ def run_bench(paths: BenchPaths) -> None:
     watched = exit_when_parent_dies()
     if watched:
         log.info("stops when its parent (pid %d) ends", watched)
-    model = read_model_spec(paths.model_spec)
-    engine = forced_output_length(read_engine_spec(paths.engine_spec), model)
+    model = ModelSpec.read(paths.model_spec)
+    engine = forced_output_length(EngineSpec.read(paths.engine_spec), model)
     pass_scenarios(engine, paths)  # an unknown name is refused before any server starts
     prompts = read_sample(paths.prompts)
     plugin = engine_for(engine.kind)
@@ -279,9 +279,7 @@ def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, p
             machine_load=loads,
         ).write(paths.out_dir / layout.SERVER_INFO)
         if died:
-            write_json_atomic(
-                failure_marker(paths.out_dir), {"reason": died, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            )
+            FailureMarker(died).write(failure_marker(paths.out_dir))
             raise ServerDied(died)
 
 
@@ -293,7 +291,7 @@ def _write_failed(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, err: 
     reason = str(err).splitlines()[0].split("; last lines of")[0]  # the log's tail stays in the log
     log.error("%s on %s failed: %s", engine.name, model.name, reason)
     _write_unmeasured(paths, engine, model, "failed", reason)
-    write_json_atomic(failure_marker(paths.out_dir), {"reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    FailureMarker(reason).write(failure_marker(paths.out_dir))
 
 
 def _container_ids(plan: ServerPlan) -> list[str]:
