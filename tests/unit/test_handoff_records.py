@@ -74,3 +74,18 @@ def test_older_or_partial_files_still_read(tmp_path):
     assert bandwidth.bandwidth_bytes_s == 4e9 and bandwidth.bound_method == "" and bandwidth.quiet is None
     (tmp_path / "m.json").write_text(json.dumps({"name": "m", "path": "/models/m"}))
     assert ModelMeta.read(tmp_path / "m.json").dtype == ""
+
+
+def test_the_memory_estimate_is_written_and_read_as_its_record_in_its_own_key_order(tmp_path):
+    from conftest import DATA
+    from infbench.memory.estimate import estimate
+
+    est = estimate(str(DATA / "smollm2-135m-config.json"), name="smollm2-135m", context=2048)
+    record = est.to_record()
+    record.write(tmp_path / "m.json")
+    text = (tmp_path / "m.json").read_text()
+    assert text == est.to_json_text() + "\n"  # what `infbench memory-estimate --json` prints
+    assert list(json.loads(text))[:4] == ["model", "source", "model_type", "parameters"]  # not sorted
+    read = type(record).read(tmp_path / "m.json")
+    assert read == record and read.to_json_text() + "\n" == text
+    assert read.vllm.gpus[0].setup == f"{read.vllm.gpus[0].tp}x {read.vllm.gpus[0].gpu}"

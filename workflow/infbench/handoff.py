@@ -29,11 +29,11 @@ import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from infbench import layout
 from infbench.defaults import schema_default
-from infbench.fileio import write_json_atomic
+from infbench.fileio import write_text_atomic
 from infbench.layout import NATIVE_RUN
 
 R = TypeVar("R", bound="HandoffRecord")
@@ -85,6 +85,10 @@ def _nested(value: Any, hint: Any, where: str) -> Any:
 class HandoffRecord:
     """Mixin for a dataclass written by one step and read by another."""
 
+    # The file's keys sorted (most records), or in the fields' order (the memory estimate, whose
+    # field order is the order a reader of the file meets them in).
+    SORT_KEYS: ClassVar[bool] = True
+
     @classmethod
     def from_dict(cls: type[R], data: Any, source: str = "") -> R:
         where = f"{source}: " if source else ""
@@ -116,8 +120,11 @@ class HandoffRecord:
             raise HandoffError(f"{path}: not valid JSON: {err}") from None
         return cls.from_dict(data, str(path))
 
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=self.SORT_KEYS)
+
     def write(self, path: str | Path) -> None:
-        write_json_atomic(path, self.to_dict())
+        write_text_atomic(path, self.to_json_text() + "\n")
 
 
 def now_iso() -> str:
@@ -313,9 +320,9 @@ def read_gguf_meta(model_name: str) -> GgufMeta | None:
     return GgufMeta.read(path) if path.exists() else None
 
 
-# --- results/memory/{model}.json: the memory estimate, as its readers (the memory table, the decode
-# bound, verify) read it. memory.records.Estimate.to_json writes it; every field has a default, so an
-# older or partial file still reads (what is absent gives no figure, as before).
+# --- results/memory/{model}.json: the memory estimate. memory.records.Estimate.to_record() builds it
+# and the memory_estimate rule writes it; the memory table, the decode bound and verify read it. Every
+# field has a default, so an older or partial file still reads (what is absent gives no figure).
 
 
 @dataclass
@@ -341,46 +348,101 @@ class EstimateKvCache(HandoffRecord):
     notes: list = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EstimateOverhead(HandoffRecord):
+    """A memory term beside the weights and the KV cache (memory.records.Overhead)."""
+
     name: str
     bytes: int
     assumption: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class EstimateGpuFit(HandoffRecord):
-    """One GPU type at one TP size (the fields the memory table reads; memory.records.GpuFit has all)."""
+    """One GPU type at one tensor-parallel size, as vLLM would lay it out (memory.records.GpuFit;
+    memory/fit.py builds it). Only the GPU is required: older files lack later figures."""
 
     gpu: str
-    tp: int
-    kv_pool_bytes: int = 0  # per GPU
+    gpu_memory_bytes: int = 0  # CUDA-reported total, per GPU
+    tp: int = 1
+    fits: bool = False
+    reason: str = ""
+    budget_bytes: int = 0  # u * memory, per GPU
+    weights_bytes: int = 0  # per GPU, as vLLM holds them
+    activation_bytes: int = 0  # per GPU
+    runtime_bytes: int = 0  # per GPU: non-torch memory charged inside the budget
+    cuda_context_bytes: int = 0  # per GPU, outside the budget
+    kv_pool_bytes: int = 0  # per GPU, what is left for the KV cache (may be < 0)
+    kv_tokens: int = 0  # tokens the pool holds (vLLM's "GPU KV cache size")
+    max_sequences: int = 0  # concurrent sequences of `context` tokens, capped at max_num_seqs
+    kv_concurrency: float = 0.0  # vLLM's "Maximum concurrency" (pool / one sequence), uncapped
+    max_num_seqs: int = 0
+    batched_tokens: int = 0
+    activation_from: str = ""
+    bandwidth_bytes_s: float | None = None  # per GPU, published
+    decode_bytes_per_token: int = 0  # per GPU: weights + KV of `context` tokens
+    decode_bound_tokens_s: float | None = None  # single request at `context` tokens
+    graphs_in_budget_bytes: int = 0  # CUDA-graph estimate charged inside the budget (vLLM >= 0.21)
+    cuda_graphs_bytes: int = 0  # per GPU, inside or outside the budget (0 with --enforce-eager)
+    all_reduce: str = ""  # "none" (TP=1), "custom" (vLLM's kernel) or "nccl"
+    kv_groups: int = 1  # KV-cache block groups (sliding-window/hybrid models: more than one)
+
+    @property
+    def setup(self) -> str:
+        return f"{self.tp}x {self.gpu}"
 
 
 @dataclass
 class EstimateVllm(HandoffRecord):
     version: str = ""
+    accounting: str = ""  # the start-up accounting of that version (memory.vllm)
     graphs_in_budget: bool = False
+    sampler: str = ""
+    max_num_seqs: int | None = None  # None: each GPU's server default
+    max_num_batched_tokens: int | None = None
+    enforce_eager: bool = False
+    disable_custom_all_reduce: bool = False
+    expert_parallel: str = ""
     gpu_memory_utilization: float | None = None  # None: the memory table's default
+    context: int = 0
+    batch: int = 1
     gpus: list[EstimateGpuFit] = field(default_factory=list)
     smallest: dict | None = None  # {gpu, tp, setup} of the smallest setup that fits, or None
 
 
 @dataclass
+class EstimateSpeedBound(HandoffRecord):
+    what: str = ""
+    cpu: dict | None = None  # memory.records.SpeedBound of this machine's CPU, when its bandwidth is known
+
+
+@dataclass
 class MemoryEstimate(HandoffRecord):
+    """results/memory/{model}.json, its keys in the fields' order (as it was always written)."""
+
+    SORT_KEYS: ClassVar[bool] = False
+
     model: str = ""
     source: str = ""
+    model_type: str = ""
+    parameters: EstimateParameters = field(default_factory=EstimateParameters)
     dtype: str = ""  # weight scheme
     kv_dtype: str = ""
     context: int = 0
     batch: int = 1
-    parameters: EstimateParameters = field(default_factory=EstimateParameters)
+    group_size: int | None = None  # the quantization group of grouped schemes
     weights_bytes: dict = field(default_factory=dict)  # scheme -> bytes
+    weights_file_bytes: int | None = None  # the checkpoint as stored (local safetensors only)
+    weights_resident_bytes: int = 0  # what one GPU at TP=1 holds, as vLLM lays it out
     weights_assumptions: dict = field(default_factory=dict)  # scheme -> what its bytes assume
+    quantization: dict | None = None  # the checkpoint's quantization plan, when it has one
+    moe: dict | None = None  # the experts' shape, for a mixture of experts
     kv_cache: EstimateKvCache = field(default_factory=EstimateKvCache)
     overheads: list[EstimateOverhead] = field(default_factory=list)
     cpu_footprint: dict = field(default_factory=dict)  # engine kind -> CPU terms (memory.cpu_runtime)
     vllm: EstimateVllm = field(default_factory=EstimateVllm)
+    speed_bound: EstimateSpeedBound = field(default_factory=EstimateSpeedBound)
+    notes: list[str] = field(default_factory=list)
 
     def overhead_bytes(self) -> dict[str, int]:
         return {o.name: int(o.bytes) for o in self.overheads}

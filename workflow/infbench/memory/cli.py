@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from infbench.fileio import write_text_atomic
 from infbench.handoff import HandoffError, ModelMeta
 from infbench.memory.errors import EstimateError
 from infbench.memory.flags import BANDWIDTH_FILE
@@ -252,7 +251,7 @@ def _memory_estimate(args: argparse.Namespace) -> int:
         cpu_runtimes=_cpu_runtimes(args),
     )
     out = Path(args.out)
-    write_text_atomic(out, est.to_json_text() + "\n")  # never a half-written estimate
+    est.to_record().write(out)  # atomic: never a half-written estimate
     print(
         f"wrote {out}: {est.facts.params.total:,} parameters, "
         f"smallest vLLM setup {est.smallest.setup if est.smallest else 'none'}"
