@@ -188,7 +188,8 @@ def test_details_and_csv_show_bound_and_flag_over_100(tmp_path):
             "quiet": False,
         },
     )
-    merge(results / "raw", results / "tables", run["plan"])
+    plan = run["plan"]
+    merge(results / "raw", results / "tables", plan, BoundFiles.under(tmp_path, plan.engines, plan.models))
     details = (results / "tables" / "details.md").read_text()
     assert "| bound tok/s | % of bound |" in details
     assert "⚠ over bound" in details and "WARNING: beta/tiny/single" in details

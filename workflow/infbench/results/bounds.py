@@ -19,6 +19,7 @@ bandwidth is understated): the tables flag it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,8 +75,14 @@ class BoundFiles:
     bandwidth: Path | None = None  # results/hardware/bandwidth.json
 
     @classmethod
-    def under(cls, root: Path, engines: list[str], models: list[str]) -> BoundFiles:
+    def none(cls) -> BoundFiles:
+        """No inputs: no bound anywhere."""
+        return cls({}, {}, None)
+
+    @classmethod
+    def under(cls, root: Path, engines: Iterable[str], models: Iterable[str]) -> BoundFiles:
         """The layout's files under a workflow directory (or a bundle's run folder)."""
+        engines, models = list(engines), list(models)
         return cls(
             {m: root / layout.memory_estimate(m) for m in models},
             {(e, m): root / layout.memory_report(e, m) for e in engines for m in models},

@@ -635,11 +635,11 @@ def merge(
     raw_dir: Path, tables_dir: Path, plan: MergePlan, bound_files: bounds.BoundFiles | None = None
 ) -> pl.DataFrame:
     """The tables of plan's runs under raw_dir (results/raw). bound_files: what the decode bounds
-    read, as the merge rule passes them; by default the layout's files beside raw_dir."""
+    read (the merge rule's inputs, or bounds.BoundFiles.under a workflow directory); None: none,
+    so the tables show no bounds."""
     df, servers, requests, passes = load_summaries(raw_dir, routing.check_plan(plan))
-    if bound_files is None:
-        bound_files = bounds.BoundFiles.under(raw_dir.parent.parent, list(plan.engines), list(plan.models))
-    df = bounds.with_bounds(df, bound_files, plan.scenarios)  # decode bound beside single-request tok/s
+    # The decode bound beside single-request tokens/s.
+    df = bounds.with_bounds(df, bound_files or bounds.BoundFiles.none(), plan.scenarios)
     unrecorded = [s for s in plan.scenarios if not routing.scenario_class(plan, s).records_every_send]
     server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests, unrecorded)
     df = server.with_columns(df)  # the server's own figures, where the bench job read them
