@@ -117,6 +117,7 @@ def write_run(root: Path, seed: int, repeats: int, prompts: int, slow_engine: st
 def bundle(root: Path) -> Path:
     """The run's tables (merged as the merge rule does) and its bundle; returns the bundle's path."""
     from infbench.handoff import MergePlan
+    from infbench.results.bounds import BoundFiles
     from infbench.results.bundle_make import make_bundle
     from infbench.results.redact import Redactor
     from infbench.results.tables import merge
@@ -126,7 +127,7 @@ def bundle(root: Path) -> Path:
     if made:
         return made[0]
     plan = MergePlan.from_json((results / "tables" / "merge_plan.json").read_text())
-    merge(results / "raw", results / "tables", plan)
+    merge(results / "raw", results / "tables", plan, BoundFiles.under(root, plan.engines, plan.models))
     return make_bundle(root, root / "bundles", Redactor()).path
 
 

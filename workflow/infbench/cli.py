@@ -22,9 +22,7 @@ def _cmd_prompts(args) -> int:
     except PromptSourceError as err:
         print(f"error: prompts: {err}", file=sys.stderr)
         return 2
-    print(
-        f"{meta['count']} prompts from {meta['source']} (seed {meta['seed']}), sha256 {meta['sha256']}", file=sys.stderr
-    )
+    print(f"{meta.count} prompts from {meta.source} (seed {meta.seed}), sha256 {meta.sha256}", file=sys.stderr)
     return 0
 
 
@@ -113,10 +111,12 @@ def _cmd_merge(args) -> int:
     from infbench.results.bounds import BoundFiles
     from infbench.results.tables import merge
 
-    text = _json_text(args.plan)
-    listed = args.estimates is not None or args.measured is not None or args.bandwidth is not None
-    files = BoundFiles.listed(args.estimates or [], args.measured or [], args.bandwidth) if listed else None
-    merge(args.raw_dir, args.out_dir, MergePlan.from_json(text), files)
+    plan = MergePlan.from_json(_json_text(args.plan))
+    if args.estimates is not None or args.measured is not None or args.bandwidth is not None:
+        files = BoundFiles.listed(args.estimates or [], args.measured or [], args.bandwidth)  # the merge rule
+    else:  # by hand: the layout's files of the workflow directory holding --raw-dir (results/raw)
+        files = BoundFiles.under(args.raw_dir.parent.parent, plan.engines, plan.models)
+    merge(args.raw_dir, args.out_dir, plan, files)
     print(f"tables written to {args.out_dir}", file=sys.stderr)
     return 0
 

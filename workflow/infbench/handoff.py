@@ -8,6 +8,14 @@
   samples it), read by the memory table and `infbench verify`.
 - GgufMeta: results/models/{model}.gguf.json, the GGUF the gguf rule wrote (or why it could not),
   read by the llama.cpp engine.
+- FailureMarker: results/failures/{engine}/{model}.json, left by a bench job that failed (the bench
+  rule takes it as an input, so the next run repeats the job).
+- ModelMeta: results/models/{model}.json, the prepared model (models rule), read by the provenance
+  and the memory estimate.
+- PromptsMeta: results/prompts/{name}.meta.json, the prompt sample (prompts rule), read by the provenance.
+- Bandwidth: results/hardware/bandwidth.json, this machine's memory bandwidth (memory_bandwidth rule),
+  read by the decode bound, the provenance and the memory estimate.
+- MemoryEstimate: results/memory/{model}.json, read by the memory table, the bounds and verify.
 
 Adding a field is one line in the dataclass (with a default, so older files still read). Readers
 ignore keys they do not know, so a file written by a newer step still reads.
@@ -21,11 +29,11 @@ import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from infbench import layout
 from infbench.defaults import schema_default
-from infbench.fileio import write_json_atomic
+from infbench.fileio import write_text_atomic
 from infbench.layout import NATIVE_RUN
 
 R = TypeVar("R", bound="HandoffRecord")
@@ -77,6 +85,10 @@ def _nested(value: Any, hint: Any, where: str) -> Any:
 class HandoffRecord:
     """Mixin for a dataclass written by one step and read by another."""
 
+    # The file's keys sorted (most records), or in the fields' order (the memory estimate, whose
+    # field order is the order a reader of the file meets them in).
+    SORT_KEYS: ClassVar[bool] = True
+
     @classmethod
     def from_dict(cls: type[R], data: Any, source: str = "") -> R:
         where = f"{source}: " if source else ""
@@ -108,8 +120,11 @@ class HandoffRecord:
             raise HandoffError(f"{path}: not valid JSON: {err}") from None
         return cls.from_dict(data, str(path))
 
+    def to_json_text(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=self.SORT_KEYS)
+
     def write(self, path: str | Path) -> None:
-        write_json_atomic(path, self.to_dict())
+        write_text_atomic(path, self.to_json_text() + "\n")
 
 
 def now_iso() -> str:
@@ -232,7 +247,57 @@ class MergePlan(HandoffRecord):
 
 
 @dataclass(frozen=True)
-class GgufMeta:
+class FailureMarker(HandoffRecord):
+    """results/failures/E/M.json (E/M/repeat-K.json for pass K): this bench job failed, and why."""
+
+    reason: str
+    at: str = field(default_factory=now_iso)
+
+
+@dataclass(frozen=True)
+class ModelMeta(HandoffRecord):
+    """results/models/M.json: the model the models rule prepared. The memory estimate needs only its
+    path (a file written by hand for `infbench memory-estimate --model-meta` may hold no more)."""
+
+    name: str
+    path: str  # the HF-format directory (resources/models/M)
+    source: str = ""
+    dtype: str = ""  # as prepared on disk; engines may cast it at load ("": not said)
+    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    size_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class PromptsMeta(HandoffRecord):
+    """results/prompts/NAME.meta.json: the prompt sample the prompts rule wrote."""
+
+    source: str
+    n: int  # asked for
+    seed: int
+    count: int  # drawn (fewer when the source holds fewer)
+    sha256: str  # of the sample file's bytes
+
+
+@dataclass(frozen=True)
+class Bandwidth(HandoffRecord):
+    """results/hardware/bandwidth.json: this machine's memory bandwidth (jobs/bandwidth.py measures
+    it). Only the figure is required, so a file of an older writer (or written by hand) reads."""
+
+    bandwidth_bytes_s: float  # what the bound uses: the higher of the two methods
+    bound_method: str = ""  # read | triad ("": an older file, read benchmark only)
+    why: str = ""
+    read: dict[str, Any] = field(default_factory=dict)  # memory.bandwidth.BandwidthMeasurement
+    triad: dict[str, Any] = field(default_factory=dict)  # memory.triad.TriadMeasurement
+    load_1min: float | None = None  # os.getloadavg() before the benchmarks
+    quiet: bool | None = None  # nobody else used the machine beyond the busy limits meanwhile
+    machine_load: dict[str, Any] = field(default_factory=dict)  # measure.busy.MachineLoad while measuring
+    cpu: str = ""
+    threads: int = 0
+    measured_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class GgufMeta(HandoffRecord):
     model: str
     status: str  # ok | unsupported
     reason: str | None
@@ -252,12 +317,12 @@ def gguf_meta_path(model_name: str) -> Path:
 
 def read_gguf_meta(model_name: str) -> GgufMeta | None:
     path = gguf_meta_path(model_name)
-    return GgufMeta(**json.loads(path.read_text())) if path.exists() else None
+    return GgufMeta.read(path) if path.exists() else None
 
 
-# --- results/memory/{model}.json: the memory estimate, as its readers (the memory table, the decode
-# bound, verify) read it. memory.records.Estimate.to_json writes it; every field has a default, so an
-# older or partial file still reads (what is absent gives no figure, as before).
+# --- results/memory/{model}.json: the memory estimate. memory.records.Estimate.to_record() builds it
+# and the memory_estimate rule writes it; the memory table, the decode bound and verify read it. Every
+# field has a default, so an older or partial file still reads (what is absent gives no figure).
 
 
 @dataclass
@@ -283,46 +348,101 @@ class EstimateKvCache(HandoffRecord):
     notes: list = field(default_factory=list)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EstimateOverhead(HandoffRecord):
+    """A memory term beside the weights and the KV cache (memory.records.Overhead)."""
+
     name: str
     bytes: int
     assumption: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class EstimateGpuFit(HandoffRecord):
-    """One GPU type at one TP size (the fields the memory table reads; memory.records.GpuFit has all)."""
+    """One GPU type at one tensor-parallel size, as vLLM would lay it out (memory.records.GpuFit;
+    memory/fit.py builds it). Only the GPU is required: older files lack later figures."""
 
     gpu: str
-    tp: int
-    kv_pool_bytes: int = 0  # per GPU
+    gpu_memory_bytes: int = 0  # CUDA-reported total, per GPU
+    tp: int = 1
+    fits: bool = False
+    reason: str = ""
+    budget_bytes: int = 0  # u * memory, per GPU
+    weights_bytes: int = 0  # per GPU, as vLLM holds them
+    activation_bytes: int = 0  # per GPU
+    runtime_bytes: int = 0  # per GPU: non-torch memory charged inside the budget
+    cuda_context_bytes: int = 0  # per GPU, outside the budget
+    kv_pool_bytes: int = 0  # per GPU, what is left for the KV cache (may be < 0)
+    kv_tokens: int = 0  # tokens the pool holds (vLLM's "GPU KV cache size")
+    max_sequences: int = 0  # concurrent sequences of `context` tokens, capped at max_num_seqs
+    kv_concurrency: float = 0.0  # vLLM's "Maximum concurrency" (pool / one sequence), uncapped
+    max_num_seqs: int = 0
+    batched_tokens: int = 0
+    activation_from: str = ""
+    bandwidth_bytes_s: float | None = None  # per GPU, published
+    decode_bytes_per_token: int = 0  # per GPU: weights + KV of `context` tokens
+    decode_bound_tokens_s: float | None = None  # single request at `context` tokens
+    graphs_in_budget_bytes: int = 0  # CUDA-graph estimate charged inside the budget (vLLM >= 0.21)
+    cuda_graphs_bytes: int = 0  # per GPU, inside or outside the budget (0 with --enforce-eager)
+    all_reduce: str = ""  # "none" (TP=1), "custom" (vLLM's kernel) or "nccl"
+    kv_groups: int = 1  # KV-cache block groups (sliding-window/hybrid models: more than one)
+
+    @property
+    def setup(self) -> str:
+        return f"{self.tp}x {self.gpu}"
 
 
 @dataclass
 class EstimateVllm(HandoffRecord):
     version: str = ""
+    accounting: str = ""  # the start-up accounting of that version (memory.vllm)
     graphs_in_budget: bool = False
+    sampler: str = ""
+    max_num_seqs: int | None = None  # None: each GPU's server default
+    max_num_batched_tokens: int | None = None
+    enforce_eager: bool = False
+    disable_custom_all_reduce: bool = False
+    expert_parallel: str = ""
     gpu_memory_utilization: float | None = None  # None: the memory table's default
+    context: int = 0
+    batch: int = 1
     gpus: list[EstimateGpuFit] = field(default_factory=list)
     smallest: dict | None = None  # {gpu, tp, setup} of the smallest setup that fits, or None
 
 
 @dataclass
+class EstimateSpeedBound(HandoffRecord):
+    what: str = ""
+    cpu: dict | None = None  # memory.records.SpeedBound of this machine's CPU, when its bandwidth is known
+
+
+@dataclass
 class MemoryEstimate(HandoffRecord):
+    """results/memory/{model}.json, its keys in the fields' order (as it was always written)."""
+
+    SORT_KEYS: ClassVar[bool] = False
+
     model: str = ""
     source: str = ""
+    model_type: str = ""
+    parameters: EstimateParameters = field(default_factory=EstimateParameters)
     dtype: str = ""  # weight scheme
     kv_dtype: str = ""
     context: int = 0
     batch: int = 1
-    parameters: EstimateParameters = field(default_factory=EstimateParameters)
+    group_size: int | None = None  # the quantization group of grouped schemes
     weights_bytes: dict = field(default_factory=dict)  # scheme -> bytes
+    weights_file_bytes: int | None = None  # the checkpoint as stored (local safetensors only)
+    weights_resident_bytes: int = 0  # what one GPU at TP=1 holds, as vLLM lays it out
     weights_assumptions: dict = field(default_factory=dict)  # scheme -> what its bytes assume
+    quantization: dict | None = None  # the checkpoint's quantization plan, when it has one
+    moe: dict | None = None  # the experts' shape, for a mixture of experts
     kv_cache: EstimateKvCache = field(default_factory=EstimateKvCache)
     overheads: list[EstimateOverhead] = field(default_factory=list)
     cpu_footprint: dict = field(default_factory=dict)  # engine kind -> CPU terms (memory.cpu_runtime)
     vllm: EstimateVllm = field(default_factory=EstimateVllm)
+    speed_bound: EstimateSpeedBound = field(default_factory=EstimateSpeedBound)
+    notes: list[str] = field(default_factory=list)
 
     def overhead_bytes(self) -> dict[str, int]:
         return {o.name: int(o.bytes) for o in self.overheads}

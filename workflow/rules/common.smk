@@ -9,7 +9,7 @@ from dataclasses import asdict
 
 from infbench import layout
 from infbench.engines.base import engine_for
-from infbench.handoff import MergePlan
+from infbench.handoff import MergePlan, ServerInfo
 from infbench.pipeline.config import (
     ConfigError,
     engine_label,
@@ -132,11 +132,11 @@ def failed_bench_jobs():
     failed = []
     for path in [*all_server_files(), *(f"{d}/server.json" for d in all_repeat_dirs())]:
         try:
-            server = json.loads(open(path).read())
-        except (OSError, ValueError):
+            server = ServerInfo.read(path)
+        except (OSError, ValueError):  # HandoffError is a ValueError
             continue
-        if server.get("status") == "failed":
-            failed.append((server.get("engine"), server.get("model"), server.get("reason")))
+        if server.status == "failed":
+            failed.append((server.engine, server.model, server.reason))
     return failed
 
 

@@ -5,7 +5,7 @@ rule engine_spec:
     log:
         "logs/specs/engines/{engine}.log",
     params:
-        spec=lambda wc: asdict(engine_spec(config, wc.engine)),
+        spec=lambda wc: engine_spec(config, wc.engine).to_dict(),
     run:
         write_spec_file(output[0], params.spec, log[0])
 
@@ -17,6 +17,6 @@ rule model_spec:
     log:
         "logs/specs/models/{model}.log",
     params:
-        spec=lambda wc: asdict(model_spec(config, wc.model)),
+        spec=lambda wc: model_spec(config, wc.model).to_dict(),
     run:
         write_spec_file(output[0], params.spec, log[0])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -192,7 +193,22 @@ def test_kind_mentions_counts_modules():
     assert int(result.stdout.strip()) == len([line for line in result.stderr.splitlines() if line.strip()])
 
 
-@pytest.mark.parametrize("name", ["cache_before_after.py", "cache_share.py", "client_fidelity.py", "merge_scale.py"])
+def test_estimate_bytes_writes_each_estimate_its_record_rewrites_identically(tmp_path):
+    result = _run([sys.executable, str(SCRIPTS / "estimate_bytes.py"), str(tmp_path / "est")])
+    assert result.returncode == 0, result.stderr
+    written = sorted((tmp_path / "est").glob("*.json"))
+    assert result.stdout.startswith(f"{len(written)} estimates") and len(written) >= 30
+
+
+def test_handoff_key_reads_counts_a_diff():
+    result = _run(["sh", str(SCRIPTS / "handoff_key_reads.sh"), "HEAD~1", "HEAD"], timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert re.fullmatch(r"key-string reads: removed \d+, added \d+ \(net -?\d+ fewer\)\n", result.stdout)
+
+
+@pytest.mark.parametrize(
+    "name", ["cache_before_after.py", "cache_share.py", "client_fidelity.py", "merge_scale.py", "estimate_bytes.py"]
+)
 def test_help_of_every_python_script(name):
     result = _run([sys.executable, str(SCRIPTS / name), "--help"], timeout=60)
     assert result.returncode == 0 and "usage:" in result.stdout

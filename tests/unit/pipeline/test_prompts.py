@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED
+from infbench.handoff import PromptsMeta
 from infbench.pipeline.prompts import (
     Prompt,
     PromptSourceError,
@@ -100,15 +101,16 @@ def test_build_sample_is_byte_identical_and_round_trips(tmp_path: Path) -> None:
 
     assert out_a.read_bytes() == out_b.read_bytes()
     assert meta_a == meta_b
-    assert meta_a["sha256"] == hashlib.sha256(out_a.read_bytes()).hexdigest()
-    assert {k: meta_a[k] for k in ("source", "n", "seed", "count")} == {
+    assert meta_a.sha256 == hashlib.sha256(out_a.read_bytes()).hexdigest()
+    assert {k: getattr(meta_a, k) for k in ("source", "n", "seed", "count")} == {
         "source": "builtin",
         "n": 12,
         "seed": 42,
         "count": 12,
     }
     sidecar = tmp_path / "a" / "sample.meta.json"
-    assert json.loads(sidecar.read_text(encoding="utf-8")) == meta_a
+    assert json.loads(sidecar.read_text(encoding="utf-8")) == meta_a.to_dict()
+    assert PromptsMeta.read(sidecar) == meta_a  # the file is the handoff record
     assert sidecar.read_bytes() == (tmp_path / "b" / "sample.meta.json").read_bytes()
     # Atomic write leaves no temp files behind.
     assert sorted(p.name for p in out_a.parent.iterdir()) == ["sample.jsonl", "sample.meta.json"]
@@ -124,7 +126,7 @@ def test_build_sample_is_byte_identical_and_round_trips(tmp_path: Path) -> None:
     assert read_sample(out_a) == expected
 
     meta_c = build_sample("builtin", 12, 43, tmp_path / "c.jsonl")
-    assert meta_c["sha256"] != meta_a["sha256"]
+    assert meta_c.sha256 != meta_a.sha256
 
 
 # --------------------------------------------------------------------------- formats

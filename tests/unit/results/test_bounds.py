@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from infbench.handoff import MemoryEstimate, MemoryReport
+from infbench.handoff import Bandwidth, MemoryEstimate, MemoryReport
 from infbench.results.bounds import BoundFiles, NoBound, bound_cells, bounds_for_run, decode_bound, mean_context
 
 ESTIMATE = {  # the fields of results/memory/{model}.json the bound reads
@@ -33,9 +33,7 @@ def report(memory: dict) -> MemoryReport:
 
 def test_cpu_bound_uses_the_measured_bandwidth():
     memory = {"device": "cpu", "gpus": []}
-    bound = decode_bound(
-        "transformers", "m", TYPED, report(memory), {"bandwidth_bytes_s": 8e9, "load_1min": 3.5}, context_tokens=1000
-    )
+    bound = decode_bound("transformers", "m", TYPED, report(memory), Bandwidth(8e9, load_1min=3.5), context_tokens=1000)
     assert bound.bytes_per_token == 4 * 10**8 + 1000 * 1000
     assert bound.tokens_s == pytest.approx(8e9 / (4 * 10**8 + 10**6))
     assert "measured read benchmark" in bound.bandwidth_source and "3.5" in bound.bandwidth_source
@@ -45,7 +43,7 @@ def test_cpu_bound_uses_the_measured_bandwidth():
         "m",
         TYPED,
         report({**memory, "engine_reported": {"dtype": "bfloat16"}}),
-        {"bandwidth_bytes_s": 8e9},
+        Bandwidth(8e9),
         context_tokens=0,
     )
     assert vllm.dtype == "bf16" and vllm.bytes_per_token == 2 * 10**8
@@ -74,7 +72,7 @@ def test_gpu_bound_uses_the_catalogue_and_splits_over_ranks():
 )
 def test_gpus_are_matched_exactly_by_nvml_name_or_pci_id(gpu, expected):
     memory = {"device": "cuda", "gpus": [gpu]}
-    bound = decode_bound("vllm", "m", TYPED, report(memory), {"bandwidth_bytes_s": 8e9}, context_tokens=0)
+    bound = decode_bound("vllm", "m", TYPED, report(memory), Bandwidth(8e9), context_tokens=0)
     if expected.startswith("n/a"):
         assert isinstance(bound, NoBound) and bound.reason == expected
         assert bound_cells(bound, 50.0) == (expected, "-")
@@ -85,13 +83,13 @@ def test_gpus_are_matched_exactly_by_nvml_name_or_pci_id(gpu, expected):
 def test_a_cuda_run_without_gpus_is_never_bounded_by_the_host_ram():
     """NVML could not be read: no GPU in memory.json. The CPU's bandwidth would make a GPU's figure
     look like thousands of percent of its bound."""
-    bound = decode_bound("vllm", "m", TYPED, report({"device": "cuda", "gpus": []}), {"bandwidth_bytes_s": 8e9}, 0)
+    bound = decode_bound("vllm", "m", TYPED, report({"device": "cuda", "gpus": []}), Bandwidth(8e9), 0)
     assert isinstance(bound, NoBound) and "no GPU recorded" in bound.reason
 
 
 def test_an_external_endpoint_has_no_bound_unless_its_config_gives_the_bandwidth():
     external = {"device": "cpu", "status": "skipped", "reason": "external endpoint: memory not measured"}
-    bound = decode_bound("remote", "m", TYPED, report(external), {"bandwidth_bytes_s": 8e9}, 0)
+    bound = decode_bound("remote", "m", TYPED, report(external), Bandwidth(8e9), 0)
     assert isinstance(bound, NoBound) and bound.reason.startswith("n/a: external endpoint")
     given = decode_bound("remote", "m", TYPED, report({**external, "bandwidth_bytes_s": 2e12}), None, 0)
     assert given.tokens_s == pytest.approx(2e12 / (4 * 10**8)) and given.bandwidth_source == "from the config"
@@ -101,17 +99,15 @@ def test_an_untied_input_embedding_is_read_one_row_per_token():
     """Untied: the input embedding is looked up (one row), the output layer read whole. Tied: the one
     matrix is the output layer, so all of it counts."""
     parameters = {"total": 10**8, "tied_embeddings": False, "by_role": {"embedding": 10**7, "lm_head": 10**7}}
-    untied = decode_bound(
-        "t", "m", typed(parameters=parameters), report({"device": "cpu"}), {"bandwidth_bytes_s": 8e9}, 0
-    )
+    untied = decode_bound("t", "m", typed(parameters=parameters), report({"device": "cpu"}), Bandwidth(8e9), 0)
     assert untied.bytes_per_token == 4 * 10**8 - 4 * 10**7
     tied = {**parameters, "tied_embeddings": True, "by_role": {"embedding": 10**7, "lm_head": 0}}
-    whole = decode_bound("t", "m", typed(parameters=tied), report({"device": "cpu"}), {"bandwidth_bytes_s": 8e9}, 0)
+    whole = decode_bound("t", "m", typed(parameters=tied), report({"device": "cpu"}), Bandwidth(8e9), 0)
     assert whole.bytes_per_token == 4 * 10**8
 
 
 def test_cells_flag_a_figure_above_its_bound():
-    bound = decode_bound("t", "m", TYPED, report({"device": "cpu"}), {"bandwidth_bytes_s": 4e9}, 0)
+    bound = decode_bound("t", "m", TYPED, report({"device": "cpu"}), Bandwidth(4e9), 0)
     assert bound.tokens_s == pytest.approx(10.0)
     assert bound_cells(bound, 5.0) == ("10.0", "50%")
     assert bound_cells(bound, 12.0) == ("10.0", "120% ⚠ over bound")
@@ -192,7 +188,8 @@ def test_details_and_csv_show_bound_and_flag_over_100(tmp_path):
             "quiet": False,
         },
     )
-    merge(results / "raw", results / "tables", run["plan"])
+    plan = run["plan"]
+    merge(results / "raw", results / "tables", plan, BoundFiles.under(tmp_path, plan.engines, plan.models))
     details = (results / "tables" / "details.md").read_text()
     assert "| bound tok/s | % of bound |" in details
     assert "⚠ over bound" in details and "WARNING: beta/tiny/single" in details

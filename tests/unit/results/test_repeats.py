@@ -110,9 +110,9 @@ def test_a_busy_or_failed_later_pass_is_marked(three):
         run / "repeat-3" / "server.json",
         {"engine": "beta", "model": "tiny", "status": "failed", "reason": "server exited", "repeat": 3},
     )
-    server = runstatus.with_passes(ServerInfo.read(run / "server.json").to_dict(), run, lambda scenario: 3)
+    server = runstatus.with_passes(ServerInfo.read(run / "server.json"), run, lambda scenario: 3)
     assert runstatus.busy(server, "throughput") and not runstatus.busy(server, "single")
-    assert server["machine_load"]["throughput"]["repeat"] == 2
+    assert server.machine_load["throughput"]["repeat"] == 2 and [p.repeat for p in server.failed_passes] == [3]
     (line,) = runstatus.failure_lines({("beta", "tiny"): server}, {"beta": "Beta"}, ["tiny"])
     assert "repeat 3: server exited" in line and "tiny.repeat-3.log" in line
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from infbench.engines import sampling as contract
 from infbench.engines.cache import CachePlan, openai_plan
+from infbench.handoff import HandoffRecord
 from infbench.memory.cpu_runtime import CpuRuntime
 
 if TYPE_CHECKING:
@@ -34,7 +35,7 @@ class EngineConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class EngineSettings:
+class EngineSettings(HandoffRecord):
     """A kind's own config keys, with their defaults: subclassed by each kind (a kind without keys
     of its own uses this one). Stored under `settings` in the engine's spec file."""
 

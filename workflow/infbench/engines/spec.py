@@ -5,22 +5,24 @@ results/specs/models/{model}.json holds how a model is served. An engine's kind-
 its kind's Settings dataclass (engines/base.py, engines/kinds/), under `settings`. Editing one engine's settings changes
 only its own spec file, so Snakemake reruns only that engine's bench jobs (and the merge).
 Defaults are the schema's (infbench/defaults.py); scenarios are measure/scenarios.py's classes.
+Each file is a handoff record (infbench/handoff.py): written and read as EngineSpec or ModelSpec, a
+bad field named with the file.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from infbench.defaults import schema_default
 from infbench.engines.base import Engine, EngineSettings, engine_for
-from infbench.fileio import write_json_atomic
+from infbench.handoff import HandoffError, HandoffRecord
 from infbench.measure.scenarios import Scenario
 
 
 @dataclass(frozen=True)
-class Sampling:
+class Sampling(HandoffRecord):
     temperature: float = schema_default("sampling.temperature")
     top_p: float = schema_default("sampling.top_p")
     seed: int = schema_default("sampling.seed")
@@ -29,7 +31,7 @@ class Sampling:
 
 
 @dataclass(frozen=True)
-class BenchSettings:
+class BenchSettings(HandoffRecord):
     warmup_requests: int = schema_default("bench.warmup_requests")
     request_timeout_s: float = schema_default("bench.request_timeout_s")
     memory_sample_interval_s: float = schema_default("bench.memory_sample_interval_s")
@@ -41,7 +43,7 @@ class BenchSettings:
 
 
 @dataclass(frozen=True)
-class EngineSpec:
+class EngineSpec(HandoffRecord):
     name: str
     kind: str
     label: str
@@ -73,17 +75,38 @@ class EngineSpec:
         return engine_for(self.kind)
 
     @classmethod
-    def from_dict(cls, data: dict) -> EngineSpec:
-        data = dict(data)
-        data["settings"] = engine_for(data["kind"]).Settings(**data.get("settings", {}))
-        data["sampling"] = Sampling(**data.get("sampling", {}))
-        data["scenarios"] = [Scenario.from_dict(s) for s in data.get("scenarios", [])]
-        data["bench"] = BenchSettings(**data.get("bench", {}))
-        return cls(**data)
+    def from_dict(cls, data: Any, source: str = "") -> EngineSpec:
+        """The kind's own Settings and the scenarios' own classes first (both chosen by a `kind`
+        field), then the rest as any handoff record."""
+        if not isinstance(data, dict):
+            return super().from_dict(data, source)
+        where = f"{source}: EngineSpec" if source else "EngineSpec"
+        try:
+            settings_class = engine_for(data.get("kind")).Settings
+        except ValueError as err:
+            raise HandoffError(f"{where}: field 'kind': {err}") from None
+        scenarios = data.get("scenarios", [])
+        if not isinstance(scenarios, list):
+            raise HandoffError(f"{where}: field 'scenarios' should be a list, got {scenarios!r}")
+        return super().from_dict(
+            data
+            | {
+                "settings": settings_class.from_dict(data.get("settings") or {}, f"{where}.settings"),
+                "scenarios": [_scenario(s, f"{where}.scenarios[{i}]") for i, s in enumerate(scenarios)],
+            },
+            source,
+        )
+
+
+def _scenario(data: Any, where: str) -> Scenario:
+    try:
+        return Scenario.from_dict(data)
+    except (KeyError, TypeError, ValueError) as err:
+        raise HandoffError(f"{where}: {type(err).__name__}: {err}") from None
 
 
 @dataclass(frozen=True)
-class ModelSpec:
+class ModelSpec(HandoffRecord):
     name: str
     path: str  # HF-format directory prepared by the models rule
     dtype: str = "bfloat16"
@@ -91,18 +114,14 @@ class ModelSpec:
     max_model_len: int = 2048
     weights: str = "real"  # real | random (seeded random weights: output length forced to fixed)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelSpec:
-        return cls(**data)
-
 
 def write_spec(path: str | Path, spec: EngineSpec | ModelSpec) -> None:
-    write_json_atomic(path, asdict(spec))
+    spec.write(path)
 
 
 def read_engine_spec(path: str | Path) -> EngineSpec:
-    return EngineSpec.from_dict(json.loads(Path(path).read_text()))
+    return EngineSpec.read(path)
 
 
 def read_model_spec(path: str | Path) -> ModelSpec:
-    return ModelSpec.from_dict(json.loads(Path(path).read_text()))
+    return ModelSpec.read(path)

@@ -17,33 +17,20 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from infbench.engines.gpus import DEFAULT_LOCK_DIR, GpuLease
-from infbench.fileio import write_json_atomic
+from infbench.handoff import Bandwidth
 from infbench.measure.busy import LoadWatch, load_summary
 from infbench.memory.bandwidth import measure_read_bandwidth
 from infbench.memory.triad import measure_triad_bandwidth
 
 
 @dataclass(frozen=True)
-class HostBandwidth:
-    bandwidth_bytes_s: float  # what the bound uses: the higher of the two methods
-    bound_method: str  # read | triad
-    why: str
-    read: dict[str, Any]  # membw.BandwidthMeasurement
-    triad: dict[str, Any]  # triad.TriadMeasurement
-    load_1min: float | None  # os.getloadavg() before the benchmarks
-    quiet: bool  # nobody else used the machine beyond the busy limits meanwhile
-    machine_load: dict[str, Any] = field(default_factory=dict)  # busy.MachineLoad while measuring
-    cpu: str = ""
-    threads: int = 0
-    measured_at: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+class HostBandwidth(Bandwidth):
+    """A measurement just taken (the file's record, handoff.Bandwidth, with what to print)."""
 
     def machine_load_summary(self) -> str:
         return load_summary(self.machine_load)
@@ -108,7 +95,7 @@ def _best(runs: list) -> dict[str, Any]:
 
 
 def write_host_bandwidth(path: str | Path, measurement: HostBandwidth) -> None:
-    write_json_atomic(path, measurement.to_dict())
+    measurement.write(path)
 
 
 def run_memory_bandwidth(out: Path, buffer_mib: int = 128, repeats: int = 5) -> HostBandwidth:

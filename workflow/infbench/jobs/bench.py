@@ -27,9 +27,9 @@ from infbench.engines.endpoints import endpoint_urls
 from infbench.engines.gpus import GpuLease, this_node, visible_gpu_ids
 from infbench.engines.metricmaps import METRIC_MAPS, metric_map
 from infbench.engines.server import ManagedServer, PortClashError, ServerError, log_tail
-from infbench.engines.spec import EngineSpec, ModelSpec, read_engine_spec, read_model_spec
-from infbench.fileio import check_writable, write_json_atomic
-from infbench.handoff import MemoryReport, ServerInfo, now_iso
+from infbench.engines.spec import EngineSpec, ModelSpec
+from infbench.fileio import check_writable
+from infbench.handoff import FailureMarker, MemoryReport, ServerInfo, now_iso
 from infbench.layout import RunFolder, repeat_failure_marker, repeat_of
 from infbench.measure.busy import LoadWatch
 from infbench.measure.client import RequestSettings, RunContext
@@ -150,8 +150,8 @@ def run_bench(paths: BenchPaths) -> None:
     watched = exit_when_parent_dies()
     if watched:
         log.info("stops when its parent (pid %d) ends", watched)
-    model = read_model_spec(paths.model_spec)
-    engine = forced_output_length(read_engine_spec(paths.engine_spec), model)
+    model = ModelSpec.read(paths.model_spec)
+    engine = forced_output_length(EngineSpec.read(paths.engine_spec), model)
     pass_scenarios(engine, paths)  # an unknown name is refused before any server starts
     prompts = read_sample(paths.prompts)
     plugin = engine_for(engine.kind)
@@ -173,116 +173,190 @@ def run_bench(paths: BenchPaths) -> None:
         raise
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One bench job's inputs, once its GPUs are leased: what every step below reads."""
+
+    paths: BenchPaths
+    engine: EngineSpec
+    model: ModelSpec
+    prompts: list
+    plugin: Engine
+    gpu_ids: list[str]
+
+
+@dataclass(frozen=True)
+class _Running:
+    """The job's server, healthy: its plan, where it listens, how long it took to start."""
+
+    server: ManagedServer
+    plan: ServerPlan
+    env: dict[str, str]
+    host: str
+    port: int
+    startup_s: float
+
+    @property
+    def root(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def chat_url(self) -> str:
+        return f"{self.root}/v1/chat/completions"
+
+
 def _measure(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, prompts, plugin: Engine) -> None:
+    """Start the server, warm it up, measure every scenario and extra run, then write memory.json,
+    server.json and (when the server died) the failure marker."""
     with GpuLease(count=model.gpus, candidates=visible_gpu_ids(engine.gpu_ids) if model.gpus else []) as lease:
-        host = engine.bench.host
         log.info("engine %s, model %s, GPUs %s", engine.name, model.name, lease.ids or "none (CPU)")
-        for attempt in range(1, PORT_TRIES + 1):
-            port = free_port(host)
-            plan = plugin.plan(engine, model, paths.venv, host, port, lease.ids, threads=paths.threads)
-            env = _server_env(engine, paths.venv, lease.env(), plan.env)
-            log.info("server command: %s", " ".join(plan.command))
-            server = ManagedServer(
-                command=plan.command,
-                log_path=paths.server_log,
-                health_url=f"http://{host}:{port}{plan.health_path}",
-                env=env,
-                startup_timeout_s=engine.startup_timeout_s,
-                port=port if plan.owns_port else None,  # a container's proxy is not our child
-            )
-            server.start()
+        job = _Job(paths, engine, model, prompts, plugin, lease.ids)
+        running = _start_server(job, lease.env())
+        with running.server:  # started above; leaving this block always stops it
+            log.info("server healthy after %.1f s", running.startup_s)
+            watcher = _watch_memory(job, running)
             try:
-                startup_s = server.wait_healthy()
-                break
-            except PortClashError as err:
-                server.stop()
-                if attempt == PORT_TRIES:
-                    raise
-                log.warning("%s; retrying on another port (%d of %d)", err, attempt + 1, PORT_TRIES)
-            except BaseException:
-                server.stop()
-                raise
-        with server:  # started above; leaving this block always stops it
-            log.info("server healthy after %.1f s", startup_s)
-            memory = MemoryReport(
-                engine=engine.name,
-                model=model.name,
-                device=engine.device,
-                kind=engine.kind,
-                interval_s=engine.bench.memory_sample_interval_s,
-                kv_cache_bytes=plugin.kv_pool_bytes(engine, env),
-            )
-            watcher = MemoryWatcher(server.process.pid, memory, lease.ids)
-            watcher.mark_idle()
-            watcher.start()
-            loads: dict[str, dict] = {}
-            died: str | None = None
-            try:
-                url = f"http://{host}:{port}/v1/chat/completions"
-                settings = _request_settings(engine, plan)
-                _warm_up(url, prompts, settings, engine, model, server)
-                for scenario in pass_scenarios(engine, paths):
-                    if died:  # nothing to measure: an empty file, so no stale record survives
-                        write_records(layout.records_in(paths.out_dir, scenario.name), [])
-                        continue
-                    watch = LoadWatch(
-                        engine.bench.busy_cpu_limit,
-                        gpu_ids=lease.ids,
-                        core_limit=engine.bench.busy_core_limit,
-                        container_ids=_container_ids(plan),  # a container's processes are this job's own
-                    )
-                    watch.start()
-                    root = f"http://{host}:{port}"
-                    view = server_view(engine, model, scenario.name, paths.out_dir, root, plan, gpu_ids=lease.ids)
-                    view.begin()  # the engine's own metrics and energy, just before the first request
-                    plan_for = lambda spec: plugin.plan(  # noqa: E731
-                        spec, model, paths.venv, host, port, lease.ids, threads=paths.threads
-                    )
-                    ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
-                    records = _run_scenario(url, prompts, ready, ready_settings, engine, model)
-                    end_server_view(view, records, scenario.records_every_send)
-                    load = watch.stop(scenario.name)
-                    loads[scenario.name] = load.to_dict()
-                    if load.busy:
-                        log.warning("%s: the machine was busy: %s; see details.md", scenario.name, load.summary())
-                    write_records(layout.records_in(paths.out_dir, scenario.name), records)
-                    code = server.process.poll()
-                    if code is not None:
-                        died = f"server exited with code {code} during scenario {scenario.name}"
-                        log.error("%s (last lines of %s:\n%s)", died, paths.server_log, log_tail(paths.server_log, 10))
-                if died:  # as for the scenarios: empty files, so no stale record survives
-                    for run in extra_runs(plugin, paths):
-                        write_records(layout.records_in(paths.out_dir, run), [])
-                elif extra_runs(plugin, paths):  # runs only this kind measures (TGI: its native route)
-                    base_url = f"http://{host}:{port}"
-                    plugin.measure_extra(ExtraRunContext(base_url, engine, model, paths.venv, prompts, paths.out_dir))
-                version = None if died else _server_version(f"http://{host}:{port}", plan)
+                settings = _request_settings(engine, running.plan)
+                _warm_up(running.chat_url, prompts, settings, engine, model, running.server)
+                loads, died = _measure_scenarios(job, running, settings)
+                _measure_extra_runs(job, running, died)
+                version = None if died else _server_version(running.root, running.plan)
                 version = version or version_from_lock(paths.lock, plugin.package)
             finally:
                 memory = watcher.stop()
         plugin.after_stop(engine, paths.server_log, memory)  # what the server left behind (vLLM: its log)
-        memory.write(paths.out_dir / layout.MEMORY_REPORT)
-        _server_info(
-            engine,
-            model,
-            gpu_ids=list(lease.ids),
+        _write_measured(job, running, memory, loads, died, version)
+
+
+def _start_server(job: _Job, lease_env: dict[str, str]) -> _Running:
+    """The server on a free port, healthy; another port when one is taken before the engine binds it."""
+    engine, host = job.engine, job.engine.bench.host
+    for attempt in range(1, PORT_TRIES + 1):
+        port = free_port(host)
+        plan = job.plugin.plan(engine, job.model, job.paths.venv, host, port, job.gpu_ids, threads=job.paths.threads)
+        env = _server_env(engine, job.paths.venv, lease_env, plan.env)
+        log.info("server command: %s", " ".join(plan.command))
+        server = ManagedServer(
             command=plan.command,
-            version=version,
-            startup_s=round(startup_s, 3),
-            fixed_length_control=plan.fixed_length_control,
-            notes=plan.notes,
-            settings=plan.settings,
-            server_env=_shown_env(plan.env),
-            cache=plugin.cache_plan(engine).to_dict(),
-            status="failed" if died else "ok",
-            reason=died,
-            machine_load=loads,
-        ).write(paths.out_dir / layout.SERVER_INFO)
+            log_path=job.paths.server_log,
+            health_url=f"http://{host}:{port}{plan.health_path}",
+            env=env,
+            startup_timeout_s=engine.startup_timeout_s,
+            port=port if plan.owns_port else None,  # a container's proxy is not our child
+        )
+        server.start()
+        try:
+            return _Running(server, plan, env, host, port, server.wait_healthy())
+        except PortClashError as err:
+            server.stop()
+            if attempt == PORT_TRIES:
+                raise
+            log.warning("%s; retrying on another port (%d of %d)", err, attempt + 1, PORT_TRIES)
+        except BaseException:
+            server.stop()
+            raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _watch_memory(job: _Job, running: _Running) -> MemoryWatcher:
+    """The server's memory sampled from now on (idle first) into its MemoryReport."""
+    engine = job.engine
+    memory = MemoryReport(
+        engine=engine.name,
+        model=job.model.name,
+        device=engine.device,
+        kind=engine.kind,
+        interval_s=engine.bench.memory_sample_interval_s,
+        kv_cache_bytes=job.plugin.kv_pool_bytes(engine, running.env),
+    )
+    watcher = MemoryWatcher(running.server.process.pid, memory, job.gpu_ids)
+    watcher.mark_idle()
+    watcher.start()
+    return watcher
+
+
+def _measure_scenarios(job: _Job, running: _Running, settings: RequestSettings) -> tuple[dict[str, dict], str | None]:
+    """Each scenario of this pass in turn, its records written as it ends: what others used of the
+    machine meanwhile per scenario, and why the server died (None while it lives). Once it has died,
+    each remaining scenario gets an empty file, so no stale record survives."""
+    loads: dict[str, dict] = {}
+    died: str | None = None
+    for scenario in pass_scenarios(job.engine, job.paths):
         if died:
-            write_json_atomic(
-                failure_marker(paths.out_dir), {"reason": died, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-            )
-            raise ServerDied(died)
+            write_records(layout.records_in(job.paths.out_dir, scenario.name), [])
+            continue
+        loads[scenario.name] = _measure_scenario(job, running, settings, scenario)
+        code = running.server.process.poll()
+        if code is not None:
+            died = f"server exited with code {code} during scenario {scenario.name}"
+            log.error("%s (last lines of %s:\n%s)", died, job.paths.server_log, log_tail(job.paths.server_log, 10))
+    return loads, died
+
+
+def _measure_scenario(job: _Job, running: _Running, settings: RequestSettings, scenario: Scenario) -> dict:
+    """One scenario under a load watch and the server's own metrics; its records written. Returns
+    what others used of the machine meanwhile (busy.MachineLoad.to_dict())."""
+    engine, model, paths = job.engine, job.model, job.paths
+    watch = LoadWatch(
+        engine.bench.busy_cpu_limit,
+        gpu_ids=job.gpu_ids,
+        core_limit=engine.bench.busy_core_limit,
+        container_ids=_container_ids(running.plan),  # a container's processes are this job's own
+    )
+    watch.start()
+    view = server_view(engine, model, scenario.name, paths.out_dir, running.root, running.plan, gpu_ids=job.gpu_ids)
+    view.begin()  # the engine's own metrics and energy, just before the first request
+
+    def plan_for(spec: EngineSpec) -> ServerPlan:
+        return job.plugin.plan(spec, model, paths.venv, running.host, running.port, job.gpu_ids, threads=paths.threads)
+
+    ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
+    records = _run_scenario(running.chat_url, job.prompts, ready, ready_settings, engine, model)
+    end_server_view(view, records, scenario.records_every_send)
+    load = watch.stop(scenario.name)
+    if load.busy:
+        log.warning("%s: the machine was busy: %s; see details.md", scenario.name, load.summary())
+    write_records(layout.records_in(paths.out_dir, scenario.name), records)
+    return load.to_dict()
+
+
+def _measure_extra_runs(job: _Job, running: _Running, died: str | None) -> None:
+    """Runs only this kind measures (TGI: its native route); empty files when the server died."""
+    runs = extra_runs(job.plugin, job.paths)
+    if died:  # as for the scenarios: empty files, so no stale record survives
+        for run in runs:
+            write_records(layout.records_in(job.paths.out_dir, run), [])
+    elif runs:
+        context = ExtraRunContext(running.root, job.engine, job.model, job.paths.venv, job.prompts, job.paths.out_dir)
+        job.plugin.measure_extra(context)
+
+
+def _write_measured(
+    job: _Job, running: _Running, memory: MemoryReport, loads: dict[str, dict], died: str | None, version: str | None
+) -> None:
+    """memory.json and server.json of a job that measured; when its server died, the failure marker
+    too (the next run repeats the job) and ServerDied."""
+    engine, plan = job.engine, running.plan
+    memory.write(job.paths.out_dir / layout.MEMORY_REPORT)
+    _server_info(
+        engine,
+        job.model,
+        gpu_ids=list(job.gpu_ids),
+        command=plan.command,
+        version=version,
+        startup_s=round(running.startup_s, 3),
+        fixed_length_control=plan.fixed_length_control,
+        notes=plan.notes,
+        settings=plan.settings,
+        server_env=_shown_env(plan.env),
+        cache=job.plugin.cache_plan(engine).to_dict(),
+        status="failed" if died else "ok",
+        reason=died,
+        machine_load=loads,
+    ).write(job.paths.out_dir / layout.SERVER_INFO)
+    if died:
+        FailureMarker(died).write(failure_marker(job.paths.out_dir))
+        raise ServerDied(died)
 
 
 def _write_failed(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, err: Exception) -> None:
@@ -293,7 +367,7 @@ def _write_failed(paths: BenchPaths, engine: EngineSpec, model: ModelSpec, err: 
     reason = str(err).splitlines()[0].split("; last lines of")[0]  # the log's tail stays in the log
     log.error("%s on %s failed: %s", engine.name, model.name, reason)
     _write_unmeasured(paths, engine, model, "failed", reason)
-    write_json_atomic(failure_marker(paths.out_dir), {"reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    FailureMarker(reason).write(failure_marker(paths.out_dir))
 
 
 def _container_ids(plan: ServerPlan) -> list[str]:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from infbench.fileio import write_text_atomic
+from infbench.handoff import HandoffError, ModelMeta
 from infbench.memory.errors import EstimateError
 from infbench.memory.flags import BANDWIDTH_FILE
 from infbench.memory.vllm import PINNED_VERSION, SAMPLERS
@@ -227,15 +227,15 @@ def run_memory_estimate(args: argparse.Namespace) -> int:
 
 def _memory_estimate(args: argparse.Namespace) -> int:
     from infbench.memory.estimate import estimate
-    from infbench.memory.table import load_json
 
     model, dtype, stored_dtype = args.model_dir or args.config, args.dtype, None
     if args.model_meta:
-        meta = load_json(Path(args.model_meta), "model metadata")
-        if "path" not in meta:
-            raise EstimateError(f"model metadata {args.model_meta} has no 'path'")
-        model, dtype = str(meta["path"]), dtype or meta.get("dtype")
-        stored_dtype = meta.get("dtype")  # as prepared on disk; engines may cast it at load
+        try:
+            meta = ModelMeta.read(args.model_meta)
+        except (OSError, HandoffError) as err:
+            raise EstimateError(f"model metadata: {err}") from None
+        model, dtype = meta.path, dtype or meta.dtype or None
+        stored_dtype = meta.dtype or None  # as prepared on disk; engines may cast it at load
     est = estimate(
         model,
         name=args.name,
@@ -251,7 +251,7 @@ def _memory_estimate(args: argparse.Namespace) -> int:
         cpu_runtimes=_cpu_runtimes(args),
     )
     out = Path(args.out)
-    write_text_atomic(out, est.to_json_text() + "\n")  # never a half-written estimate
+    est.to_record().write(out)  # atomic: never a half-written estimate
     print(
         f"wrote {out}: {est.facts.params.total:,} parameters, "
         f"smallest vLLM setup {est.smallest.setup if est.smallest else 'none'}"

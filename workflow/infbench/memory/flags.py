@@ -4,11 +4,11 @@ its page (`--web`), so the two always agree."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from infbench import layout
+from infbench.handoff import Bandwidth, HandoffError
 from infbench.memory.errors import EstimateError
 
 if TYPE_CHECKING:
@@ -68,9 +68,8 @@ def _cpu_bandwidth(value: str | None) -> tuple[float, str] | None:
         if not path.is_file():
             return None
         try:
-            data = json.loads(path.read_text())
-            return float(data["bandwidth_bytes_s"]), f"measured by the pipeline, {BANDWIDTH_FILE}"
-        except (OSError, ValueError, KeyError, TypeError):
+            return Bandwidth.read(path).bandwidth_bytes_s, f"measured by the pipeline, {BANDWIDTH_FILE}"
+        except (OSError, HandoffError):
             return None  # a damaged file only costs the CPU line
     if value == "measure":
         from infbench.memory.bandwidth import measure_read_bandwidth

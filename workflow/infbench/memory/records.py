@@ -3,54 +3,25 @@ and its JSON form (results/memory/{model}.json)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from infbench.handoff import (
+    EstimateGpuFit,
+    EstimateKvCache,
+    EstimateOverhead,
+    EstimateParameters,
+    EstimateSpeedBound,
+    EstimateVllm,
+    MemoryEstimate,
+)
 from infbench.memory import quant
 from infbench.memory import vllm as vllm_rules
 from infbench.memory.facts import ModelFacts
 
-
-@dataclass(frozen=True)
-class Overhead:
-    name: str
-    bytes: int
-    assumption: str
-
-
-@dataclass(frozen=True)
-class GpuFit:
-    """One GPU type at one tensor-parallel size, as vLLM would lay it out."""
-
-    gpu: str
-    gpu_memory_bytes: int  # CUDA-reported total, per GPU
-    tp: int
-    fits: bool
-    reason: str
-    budget_bytes: int  # u * memory, per GPU
-    weights_bytes: int  # per GPU, as vLLM holds them
-    activation_bytes: int  # per GPU
-    runtime_bytes: int  # per GPU: non-torch memory charged inside the budget
-    cuda_context_bytes: int  # per GPU, outside the budget
-    kv_pool_bytes: int  # per GPU, what is left for the KV cache (may be < 0)
-    kv_tokens: int  # tokens the pool holds (vLLM's "GPU KV cache size")
-    max_sequences: int  # concurrent sequences of `context` tokens, capped at max_num_seqs
-    kv_concurrency: float = 0.0  # vLLM's "Maximum concurrency" (pool / one sequence), uncapped
-    max_num_seqs: int = 0
-    batched_tokens: int = 0
-    activation_from: str = ""
-    bandwidth_bytes_s: float | None = None  # per GPU, published
-    decode_bytes_per_token: int = 0  # per GPU: weights + KV of `context` tokens
-    decode_bound_tokens_s: float | None = None  # single request at `context` tokens
-    graphs_in_budget_bytes: int = 0  # CUDA-graph estimate charged inside the budget (vLLM >= 0.21)
-    cuda_graphs_bytes: int = 0  # per GPU, inside or outside the budget (0 with --enforce-eager)
-    all_reduce: str = ""  # "none" (TP=1), "custom" (vLLM's kernel) or "nccl"
-    kv_groups: int = 1  # KV-cache block groups (sliding-window/hybrid models: more than one)
-
-    @property
-    def setup(self) -> str:
-        return f"{self.tp}x {self.gpu}"
+# The written estimate's records are handoff's; under their own names here, where fit.py builds them.
+Overhead = EstimateOverhead
+GpuFit = EstimateGpuFit
 
 
 @dataclass(frozen=True)
@@ -94,30 +65,31 @@ class Estimate:
     enforce_eager: bool = False
     disable_custom_all_reduce: bool = False
 
-    def to_json(self) -> dict[str, Any]:
+    def to_record(self) -> MemoryEstimate:
+        """results/memory/{model}.json as its handoff record (what the memory_estimate rule writes)."""
         f = self.facts
-        kinds = f.kv.kinds()
-        return {
-            "model": f.name,
-            "source": f.source,
-            "model_type": f.model_type,
-            "parameters": {
-                "total": f.params.total,
-                "source": f.params.source,
-                "tied_embeddings": f.params.tied_embeddings,
-                "by_role": f.params.by_role(),
-                "checkpoint_bytes": f.params.checkpoint_bytes,
-            },
-            "dtype": self.dtype,
-            "kv_dtype": self.kv_dtype,
-            "context": self.context,
-            "batch": self.batch,
-            "group_size": self.group_size,
-            "weights_bytes": self.weights_bytes,
-            "weights_file_bytes": self.file_bytes,
-            "weights_resident_bytes": self.resident_bytes,
-            "weights_assumptions": {k: s.assumption for k, s in quant.SCHEMES.items()},
-            "quantization": None
+        profile = vllm_rules.profile_for(self.vllm_version)
+        return MemoryEstimate(
+            model=f.name,
+            source=f.source,
+            model_type=f.model_type,
+            parameters=EstimateParameters(
+                total=f.params.total,
+                source=f.params.source,
+                tied_embeddings=f.params.tied_embeddings,
+                by_role=f.params.by_role(),
+                checkpoint_bytes=f.params.checkpoint_bytes,
+            ),
+            dtype=self.dtype,
+            kv_dtype=self.kv_dtype,
+            context=self.context,
+            batch=self.batch,
+            group_size=self.group_size,
+            weights_bytes=self.weights_bytes,
+            weights_file_bytes=self.file_bytes,
+            weights_resident_bytes=self.resident_bytes,
+            weights_assumptions={k: s.assumption for k, s in quant.SCHEMES.items()},
+            quantization=None
             if f.quant is None
             else {
                 "method": f.quant.method,
@@ -125,49 +97,52 @@ class Estimate:
                 "kept_16bit": list(f.quant.skip),
                 "source": quant.SCHEMES[f.quant.scheme].source,
             },
-            "moe": None if f.moe is None else asdict(f.moe),
-            "kv_cache": {
-                "attention": f.kv.attention,
-                "layers": f.kv.num_layers,
-                "attention_heads": f.kv.num_heads,
-                "kv_heads": f.kv.num_kv_heads,
-                "head_dim": f.kv.head_dim,
-                "layer_kinds": kinds,
-                "sliding_windows": f.kv.windows(),
-                "bytes_per_token": self.kv_bytes_per_token,
-                "bytes_per_sequence": self.kv_bytes_per_sequence,
-                "notes": list(f.kv.notes),
-            },
-            "overheads": [asdict(o) for o in self.overheads],
-            "cpu_footprint": self.cpu_footprint,
-            "vllm": {
-                "version": self.vllm_version,
-                "accounting": vllm_rules.profile_for(self.vllm_version).name,
-                "graphs_in_budget": not vllm_rules.profile_for(self.vllm_version).graphs_outside_budget,
-                "sampler": self.sampler,
-                "max_num_seqs": self.max_num_seqs,
-                "max_num_batched_tokens": self.max_num_batched_tokens,
-                "enforce_eager": self.enforce_eager,
-                "disable_custom_all_reduce": self.disable_custom_all_reduce,
-                "expert_parallel": "not modelled separately: with experts dividing evenly over the GPUs, "
+            moe=None if f.moe is None else asdict(f.moe),
+            kv_cache=EstimateKvCache(
+                attention=f.kv.attention,
+                layers=f.kv.num_layers,
+                attention_heads=f.kv.num_heads,
+                kv_heads=f.kv.num_kv_heads,
+                head_dim=f.kv.head_dim,
+                layer_kinds=f.kv.kinds(),
+                sliding_windows=f.kv.windows(),
+                bytes_per_token=self.kv_bytes_per_token,
+                bytes_per_sequence=self.kv_bytes_per_sequence,
+                notes=list(f.kv.notes),
+            ),
+            overheads=list(self.overheads),
+            cpu_footprint=self.cpu_footprint,
+            vllm=EstimateVllm(
+                version=self.vllm_version,
+                accounting=profile.name,
+                graphs_in_budget=not profile.graphs_outside_budget,
+                sampler=self.sampler,
+                max_num_seqs=self.max_num_seqs,
+                max_num_batched_tokens=self.max_num_batched_tokens,
+                enforce_eager=self.enforce_eager,
+                disable_custom_all_reduce=self.disable_custom_all_reduce,
+                expert_parallel="not modelled separately: with experts dividing evenly over the GPUs, "
                 "each holds the same bytes as under tensor parallelism",
-                "gpu_memory_utilization": self.gpu_util,
-                "context": self.context,
-                "batch": self.batch,
-                "gpus": [asdict(g) for g in self.fits],
-                "smallest": None
+                gpu_memory_utilization=self.gpu_util,
+                context=self.context,
+                batch=self.batch,
+                gpus=list(self.fits),
+                smallest=None
                 if self.smallest is None
                 else {"gpu": self.smallest.gpu, "tp": self.smallest.tp, "setup": self.smallest.setup},
-            },
-            "speed_bound": {
-                "what": (
+            ),
+            speed_bound=EstimateSpeedBound(
+                what=(
                     "single-request decode tokens/s <= memory bandwidth / (resident weights "
                     f"+ KV cache of {self.context} tokens), per GPU at the fitted TP"
                 ),
-                "cpu": None if self.cpu_bound is None else self.cpu_bound.to_json(),
-            },
-            "notes": list(self.notes),
-        }
+                cpu=None if self.cpu_bound is None else self.cpu_bound.to_json(),
+            ),
+            notes=list(self.notes),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return self.to_record().to_dict()
 
     def to_json_text(self) -> str:
-        return json.dumps(self.to_json(), indent=2)
+        return self.to_record().to_json_text()

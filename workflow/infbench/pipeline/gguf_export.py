@@ -15,10 +15,8 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
-from infbench.fileio import write_json_atomic
 from infbench.handoff import GgufMeta
 
 # HF architectures llama.cpp runs as "llama": same tensors, rotary Q/K stored per head interleaved.
@@ -95,7 +93,7 @@ def write_gguf(model_name: str, model_dir: Path, dtype: str, out: Path, meta_pat
             sha256=None,
             size_bytes=None,
         )
-        write_json_atomic(meta_path, asdict(meta))
+        meta.write(meta_path)
         return meta
 
     file_type = GGUF_TYPES[dtype]
@@ -198,7 +196,7 @@ def write_gguf(model_name: str, model_dir: Path, dtype: str, out: Path, meta_pat
         sha256=sha256_file(out),
         size_bytes=out.stat().st_size,
     )
-    write_json_atomic(meta_path, asdict(meta))
+    meta.write(meta_path)
     return meta
 
 

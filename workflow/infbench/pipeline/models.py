@@ -19,10 +19,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from infbench.fileio import write_json_atomic  # stdlib only: safe in the tools venv
+from infbench.handoff import ModelMeta
 
 # Files an engine needs from a hub repo; never optimizer states, never other weight formats.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.jinja", "*.txt", "*.tiktoken", "*.py"]
@@ -55,16 +55,6 @@ class ModelSource:
             f"model source {text!r} is not one of hf:HUB_ID, local:DIR, pypi-gguf:PACKAGE[==VERSION]:PATH.gguf, "
             "random:CONFIG.json"
         )
-
-
-@dataclass
-class ModelMeta:
-    name: str
-    source: str
-    path: str
-    dtype: str
-    files: dict[str, str]  # relative path -> sha256
-    size_bytes: int
 
 
 def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
@@ -213,7 +203,7 @@ def prepare(
         files=files,
         size_bytes=sum(p.stat().st_size for p in out_dir.rglob("*") if p.is_file()),
     )
-    write_json_atomic(meta_path, asdict(meta))
+    meta.write(meta_path)
     return meta
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from infbench.fileio import write_bytes_atomic
+from infbench.handoff import PromptsMeta
 
 __all__ = [
     "Prompt",
@@ -300,7 +301,7 @@ def meta_path_for(out_path: str | Path) -> Path:
     return out.with_name(base + ".meta.json")
 
 
-def build_sample(source: str, n: int, seed: int, out_path: str | Path) -> dict:
+def build_sample(source: str, n: int, seed: int, out_path: str | Path) -> PromptsMeta:
     """Load ``source``, sample ``n`` prompts with ``seed``, write the sample and its meta file."""
     sample = sample_prompts(load_source(source), n, seed)
     lines = [
@@ -315,16 +316,10 @@ def build_sample(source: str, n: int, seed: int, out_path: str | Path) -> dict:
         for p in sample
     ]
     data = ("\n".join(lines) + "\n").encode("utf-8")
-    meta = {
-        "source": source,
-        "n": n,
-        "seed": seed,
-        "count": len(sample),
-        "sha256": hashlib.sha256(data).hexdigest(),
-    }
+    meta = PromptsMeta(source=source, n=n, seed=seed, count=len(sample), sha256=hashlib.sha256(data).hexdigest())
     out = Path(out_path)
     write_bytes_atomic(out, data)
-    write_bytes_atomic(meta_path_for(out), (json.dumps(meta, sort_keys=True, indent=2) + "\n").encode("utf-8"))
+    meta.write(meta_path_for(out))
     return meta
 
 

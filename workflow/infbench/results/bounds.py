@@ -19,12 +19,13 @@ bandwidth is understated): the tables flag it.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from infbench import layout
-from infbench.handoff import MemoryEstimate, MemoryReport
+from infbench.handoff import Bandwidth, MemoryEstimate, MemoryReport
 
 _DTYPES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
 # Bytes per embedding weight as the estimate stores each dtype (its weights_assumptions): quantized
@@ -74,8 +75,14 @@ class BoundFiles:
     bandwidth: Path | None = None  # results/hardware/bandwidth.json
 
     @classmethod
-    def under(cls, root: Path, engines: list[str], models: list[str]) -> BoundFiles:
+    def none(cls) -> BoundFiles:
+        """No inputs: no bound anywhere."""
+        return cls({}, {}, None)
+
+    @classmethod
+    def under(cls, root: Path, engines: Iterable[str], models: Iterable[str]) -> BoundFiles:
         """The layout's files under a workflow directory (or a bundle's run folder)."""
+        engines, models = list(engines), list(models)
         return cls(
             {m: root / layout.memory_estimate(m) for m in models},
             {(e, m): root / layout.memory_report(e, m) for e in engines for m in models},
@@ -111,6 +118,12 @@ def _read_report(path: Path | None, engine: str, model: str) -> MemoryReport | N
     return MemoryReport.from_dict({"engine": engine, "model": model, **data}, str(path)) if data else None
 
 
+def _read_bandwidth(path: Path | None) -> Bandwidth | None:
+    """results/hardware/bandwidth.json as its typed record (None when absent or not JSON)."""
+    data = _read(path)
+    return Bandwidth.from_dict(data, str(path)) if data else None
+
+
 def catalogue_gpu(name: str, pci_device_id: int | None = None):
     """The catalogue entry of exactly this GPU: its NVML name, else its PCI device id; None if unknown.
     ("NVIDIA L40" is not an "NVIDIA L40S", and neither is an "NVIDIA L4".)"""
@@ -127,7 +140,7 @@ def catalogue_gpu(name: str, pci_device_id: int | None = None):
     return None
 
 
-def _bandwidth(memory: MemoryReport, cpu: dict[str, Any] | None) -> tuple[float, str, int] | str | None:
+def _bandwidth(memory: MemoryReport, cpu: Bandwidth | None) -> tuple[float, str, int] | str | None:
     """(bytes/s per device, where it comes from, TP ranks) for one run; a string when no bound can
     be given (the reason); None when an input is missing."""
     if memory.bandwidth_bytes_s:  # given by the config (an external endpoint's machine)
@@ -138,13 +151,12 @@ def _bandwidth(memory: MemoryReport, cpu: dict[str, Any] | None) -> tuple[float,
         return None
     gpus = memory.gpus
     if memory.device == "cpu":
-        if not cpu or not cpu.get("bandwidth_bytes_s"):
+        if not cpu or not cpu.bandwidth_bytes_s:
             return None
-        load = cpu.get("load_1min")
-        at = f", 1-min load {load:.1f}" if isinstance(load, (int, float)) else ""
-        method = f"{cpu['bound_method']} method" if cpu.get("bound_method") else "read benchmark"
-        busy = "; the machine was NOT quiet while measuring" if cpu.get("quiet") is False else ""
-        return float(cpu["bandwidth_bytes_s"]), f"measured {method}{at}{busy}", 1
+        at = f", 1-min load {cpu.load_1min:.1f}" if cpu.load_1min is not None else ""
+        method = f"{cpu.bound_method} method" if cpu.bound_method else "read benchmark"
+        busy = "; the machine was NOT quiet while measuring" if cpu.quiet is False else ""
+        return float(cpu.bandwidth_bytes_s), f"measured {method}{at}{busy}", 1
     if not gpus:
         return "n/a: no GPU recorded (NVML could not be read)"
     found = [catalogue_gpu(g.name, g.pci_device_id) for g in gpus]
@@ -175,7 +187,7 @@ def decode_bound(
     model: str,
     estimate: MemoryEstimate | None,
     memory: MemoryReport | None,
-    cpu_bandwidth: dict[str, Any] | None,
+    cpu_bandwidth: Bandwidth | None,
     context_tokens: float,
 ) -> DecodeBound | NoBound | None:
     """The bound for one (engine, model) run; NoBound with its reason when none can be given;
@@ -217,7 +229,7 @@ def bounds_for_run(
         model,
         _read_estimate(files.estimates.get(model)),
         _read_report(files.measured.get((engine, model)), engine, model),
-        _read(files.bandwidth),
+        _read_bandwidth(files.bandwidth),
         mean_context(records),
     )
 
@@ -239,7 +251,7 @@ def with_bounds(df: Any, files: BoundFiles, scenario_kinds: dict[str, str]) -> A
     import polars as pl
 
     bounds, pcts, notes, sources = [], [], [], []
-    cpu = _read(files.bandwidth)
+    cpu = _read_bandwidth(files.bandwidth)
     estimates: dict[str, MemoryEstimate | None] = {}
     for row in df.iter_rows(named=True):
         bound = None

@@ -133,6 +133,7 @@ def _first_difference(expected: bytes, actual: bytes) -> str:
 
 def _recompute_tables(folder: Path, result: VerifyResult) -> None:
     from infbench.handoff import MergePlan
+    from infbench.results.bounds import BoundFiles
     from infbench.results.tables import merge
 
     tables = folder / layout.TABLES
@@ -149,7 +150,7 @@ def _recompute_tables(folder: Path, result: VerifyResult) -> None:
                 result.problems.extend(unsafe)
                 return
             # From the Parquet copies where usable: _check_parquet_copies proves they hold the JSONL's records.
-            merge(folder / layout.RAW, out, plan)
+            merge(folder / layout.RAW, out, plan, BoundFiles.under(folder, plan.engines, plan.models))
         except Exception as err:  # a missing or broken raw file: say which, do not crash
             why = str(err).replace(f"{folder}/", "")  # paths as the bundle names them
             result.problems.append(f"results/tables: cannot recompute from results/raw ({type(err).__name__}: {why})")

@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from infbench.handoff import MergePlan, ServerInfo
-from infbench.layout import NATIVE_RUN, repeat_dirs
+from infbench import layout
+from infbench.handoff import MergePlan
+from infbench.layout import NATIVE_RUN, records_in, repeat_dirs
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, summarize_runs
 from infbench.measure.recordframe import read_runs
 from infbench.results import routing, runstatus
@@ -120,7 +121,7 @@ def run_files(raw_dir: Path, plan: MergePlan) -> list[RunFile]:
             scenarios = plan.runs(engine)
             for repeat, folder in repeat_dirs(raw_dir / engine / model):
                 for scenario in scenarios:
-                    path = folder / f"{scenario}.jsonl"
+                    path = records_in(folder, scenario)
                     if path.exists() and repeat <= plan.passes(scenario):
                         files.append(RunFile(engine, model, scenario, repeat, path))
     return files
@@ -128,8 +129,7 @@ def run_files(raw_dir: Path, plan: MergePlan) -> list[RunFile]:
 
 def load_results(root: Path, name: str) -> RunData:
     """A run from its workflow directory (root/results/...), its records read once."""
-    results = root / "results"
-    plan_file, provenance_file = results / "tables" / "merge_plan.json", results / "provenance.json"
+    plan_file, provenance_file = root / layout.MERGE_PLAN, root / layout.PROVENANCE
     for needed in (plan_file, provenance_file):
         if not needed.is_file():
             raise CompareError(f"{name}: {needed.relative_to(root)} is missing (run the workflow to the end first)")
@@ -139,7 +139,7 @@ def load_results(root: Path, name: str) -> RunData:
         raise CompareError(f"{name}: {unsafe[0]}")
     provenance = json.loads(provenance_file.read_text())
     units = {s: u for s in [*plan.scenarios, NATIVE] if (u := unit_of(plan, s))}
-    files = [f for f in run_files(results / "raw", plan) if f.scenario in units]
+    files = [f for f in run_files(root / layout.RAW, plan) if f.scenario in units]
     frame = _read(files)
     keys = pl.DataFrame(
         {
@@ -151,21 +151,11 @@ def load_results(root: Path, name: str) -> RunData:
         },
         schema_overrides={RUN: pl.Int32, "repeat": pl.Int32},
     )
-    servers = {
-        (e, m): runstatus.with_passes(
-            ServerInfo.read(p).to_dict() if (p := results / "raw" / e / m / "server.json").exists() else {},
-            results / "raw" / e / m,
-            plan.passes,
-        )
-        for e in plan.engines
-        for m in plan.models
-    }
+    servers = runstatus.read_servers(root / layout.RAW, plan.engines, plan.models, plan.passes)
     data = RunData(name, plan, provenance, _requests(frame, keys, files, units), _empty_repeats(), units)
     data.repeats, data.marks = _repeats_and_marks(frame, keys, files, units, servers)
     data.absent = {
-        key: server.get("reason") or server.get("status", "")
-        for key, server in servers.items()
-        if server.get("status") in ("skipped", "failed")
+        key: server.reason or server.status for key, server in servers.items() if server.status in ("skipped", "failed")
     }
     return data
 
@@ -220,9 +210,10 @@ def _repeats_and_marks(frame, keys, files, units, servers) -> tuple[pl.DataFrame
             cell_marks.append("failed requests")
         if summary.get("client_lag_flag") and "client lag" not in cell_marks:
             cell_marks.append("client lag")
-        if runstatus.busy(servers.get((f.engine, f.model), {}), f.scenario) and "busy" not in cell_marks:
+        server = servers[(f.engine, f.model)]
+        if runstatus.busy(server, f.scenario) and "busy" not in cell_marks:
             cell_marks.append("busy")
-        if servers.get((f.engine, f.model), {}).get("failed_passes") and "failed pass" not in cell_marks:
+        if server.failed_passes and "failed pass" not in cell_marks:
             cell_marks.append("failed pass")
         if units[f.scenario] == "repeats":
             rows.append(
@@ -241,8 +232,8 @@ def opened_run(path: Path, limits: ExtractLimits | None = None) -> Iterator[RunD
     """A bundle (verified, extracted to a scratch folder for the duration) or a results folder."""
     path, limits = Path(path), limits or ExtractLimits()
     if path.is_dir():
-        root = path.parent if (path / "tables").is_dir() and not (path / "results").is_dir() else path
-        if not (root / "results").is_dir():
+        root = path.parent if (path / "tables").is_dir() and not (path / layout.RESULTS).is_dir() else path
+        if not (root / layout.RESULTS).is_dir():
             raise CompareError(f"{path}: neither a bundle (.tar.gz) nor a results folder (no results/ in it)")
         yield load_results(root, str(path))
         return

@@ -22,6 +22,8 @@ import math
 
 import polars as pl
 
+from infbench.handoff import ServerInfo
+
 CACHE_MARK = "‡"  # a footnote mark: the cell stays a number for anyone parsing the table
 LENGTH_SPREAD_LIMIT = 0.10  # mean completion lengths of a row differing by more: said under the table
 CACHE_COLUMN = ("cached_prompt_share", "cached prompt %", "share")
@@ -79,14 +81,14 @@ def cold_with_cached_tokens(row: dict | None) -> bool:
     return bool(row and "cold" in str(row.get("cache") or "") and (row.get("cached_prompt_share") or 0) > 0)
 
 
-def not_assured(row: dict | None, server: dict | None) -> str | None:
+def not_assured(row: dict | None, server: ServerInfo | None) -> str | None:
     """Why a cold scenario's engine could not keep it cold (server.json's cache plan), or None."""
-    if not row or "cold" not in str(row.get("cache") or ""):
+    if not row or server is None or "cold" not in str(row.get("cache") or ""):
         return None
-    return ((server or {}).get("cache") or {}).get("not_assured")
+    return server.cache.get("not_assured")
 
 
-def cache_flagged(part: pl.DataFrame, engine: str, model: str, server: dict | None = None) -> bool:
+def cache_flagged(part: pl.DataFrame, engine: str, model: str, server: ServerInfo | None = None) -> bool:
     """Declared cold, but served from a cache, or on an engine that cannot keep it cold."""
     if "cache" not in part.columns:
         return False
@@ -94,7 +96,7 @@ def cache_flagged(part: pl.DataFrame, engine: str, model: str, server: dict | No
     return cold_with_cached_tokens(row) or bool(not_assured(row, server))
 
 
-def cache_warnings(df: pl.DataFrame, servers: dict | None = None) -> list[str]:
+def cache_warnings(df: pl.DataFrame, servers: dict[tuple[str, str], ServerInfo] | None = None) -> list[str]:
     if "cache" not in df.columns:
         return []
     lines = []

@@ -44,7 +44,7 @@ class PlotData:
     def load(cls, raw_dir: Path, plan: MergePlan) -> PlotData:
         df, servers, requests, passes = load_summaries(raw_dir, routing.check_plan(plan))
         df, _ = tablestats.main_intervals(df, requests, passes, plan)  # the error bars: the tables' 95% intervals
-        skipped = {key: s.get("reason") or "skipped" for key, s in servers.items() if s.get("status") == "skipped"}
+        skipped = {key: s.reason or "skipped" for key, s in servers.items() if s.status == "skipped"}
         return cls(plan, df, requests, skipped)
 
     def colour(self, engine: str) -> str:

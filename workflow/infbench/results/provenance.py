@@ -23,7 +23,7 @@ from typing import Any
 
 from infbench import __version__
 from infbench.fileio import read_jsonl, write_json_atomic
-from infbench.handoff import ServerInfo
+from infbench.handoff import Bandwidth, ModelMeta, PromptsMeta, ServerInfo
 from infbench.pipeline.config import engine_label, existing_python, resolve_env
 from infbench.results.redact import redact_argv, redact_config, redact_url
 
@@ -392,27 +392,23 @@ def collect(
 
     models = []
     for path in model_metas:
-        meta = _read_json(path)
+        meta = ModelMeta.read(path)
         models.append(
             ModelInfo(
-                name=meta["name"],
-                source=meta["source"],
-                dtype=meta["dtype"],
-                size_bytes=meta["size_bytes"],
-                files=dict(meta["files"]),
+                name=meta.name, source=meta.source, dtype=meta.dtype, size_bytes=meta.size_bytes, files=meta.files
             )
         )
 
     prompts = []
     for path in prompt_metas:
-        meta = _read_json(path)
+        meta = PromptsMeta.read(path)
         prompts.append(
             PromptsInfo(
                 name=Path(path).name.removesuffix(".meta.json"),
-                source=meta["source"],
-                count=meta["count"],
-                seed=meta["seed"],
-                sha256=meta["sha256"],
+                source=meta.source,
+                count=meta.count,
+                seed=meta.seed,
+                sha256=meta.sha256,
             )
         )
 
@@ -437,7 +433,7 @@ def collect(
             bench_finished_at=finished_at[-1] if finished_at else None,
             written_at=now.isoformat(timespec="seconds"),
         ),
-        memory_bandwidth=_read_json(Path(bandwidth)) if bandwidth else None,
+        memory_bandwidth=Bandwidth.read(bandwidth).to_dict() if bandwidth else None,
         bench_order=sorted(jobs, key=lambda job: (job.started_at or "", job.finished_at or "")),
     )
 

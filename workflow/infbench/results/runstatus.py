@@ -7,69 +7,101 @@ measure/busy.py) is marked BUSY_MARK, like client lag, and details.md names the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from infbench.handoff import ServerInfo
-from infbench.layout import repeat_dirs
+from infbench.layout import SERVER_INFO, repeat_dirs
 from infbench.measure.busy import culprit_text, load_summary
 
 BUSY_MARK = "!"  # a footnote mark: the cell stays a number for anyone parsing the table
 
 
-def failed_cell(server: dict) -> str | None:
+@dataclass(frozen=True)
+class FailedPass:
+    repeat: int
+    reason: str | None
+
+
+@dataclass
+class MergedServer(ServerInfo):
+    """One (engine, model)'s server.json of pass 1 as the merge reads it: with what its further
+    passes (repeat-K) add (with_passes). Never written: server.json stays the bench job's ServerInfo."""
+
+    failed_passes: list[FailedPass] = field(default_factory=list)
+
+
+Servers = dict[tuple[str, str], MergedServer]  # (engine, model) -> its server, for every pair of a plan
+
+
+def failed_cell(server: ServerInfo) -> str | None:
     """The cell text of a failed bench job, or None when it did not fail."""
-    if server.get("status") != "failed":
+    if server.status != "failed":
         return None
-    return f"failed: {server.get('reason') or 'see the bench log'}"
+    return f"failed: {server.reason or 'see the bench log'}"
 
 
-def machine_load(server: dict, scenario: str) -> dict | None:
-    return (server.get("machine_load") or {}).get(scenario)
+def machine_load(server: ServerInfo, scenario: str) -> dict | None:
+    return server.machine_load.get(scenario)
 
 
-def busy(server: dict, scenario: str) -> bool:
+def busy(server: ServerInfo, scenario: str) -> bool:
     load = machine_load(server, scenario)
     return bool(load and load.get("busy"))
 
 
-def with_passes(server: dict, run_dir: Path, passes: Callable[[str], int]) -> dict:
+def with_passes(server: ServerInfo, run_dir: Path, passes: Callable[[str], int]) -> MergedServer:
     """server.json of pass 1 (results/raw/E/M) with what its further passes (repeat-K) add: a
     scenario busy in any pass is busy (that pass's machine_load, with its repeat), and each failed
     pass under failed_passes (repeat, reason). passes(scenario): the passes the plan merges (a
     folder left by an earlier config with more repeats is not read)."""
+    merged = MergedServer(**{f.name: getattr(server, f.name) for f in fields(ServerInfo)})
+    merged.machine_load = dict(merged.machine_load)  # filled below: the record read stays as read
     for repeat, folder in repeat_dirs(run_dir)[1:]:
-        if not (folder / "server.json").exists():
+        if not (folder / SERVER_INFO).exists():
             continue
-        info = ServerInfo.read(folder / "server.json")
+        info = ServerInfo.read(folder / SERVER_INFO)
         if info.status == "failed" and any(repeat <= passes(p.stem) for p in folder.glob("*.jsonl")):
-            server.setdefault("failed_passes", []).append({"repeat": repeat, "reason": info.reason})
+            merged.failed_passes.append(FailedPass(repeat, info.reason))
         for scenario, load in info.machine_load.items():
-            if repeat <= passes(scenario) and load.get("busy") and not busy(server, scenario):
-                server.setdefault("machine_load", {})[scenario] = load | {"repeat": repeat}
-    return server
+            if repeat <= passes(scenario) and load.get("busy") and not busy(merged, scenario):
+                merged.machine_load[scenario] = load | {"repeat": repeat}
+    return merged
 
 
-def failure_lines(servers: dict, engines: dict[str, str], models: list[str]) -> list[str]:
+def read_servers(raw_dir: Path, engines: Iterable[str], models: Iterable[str], passes: Callable[[str], int]) -> Servers:
+    """(engine, model) -> its MergedServer, for every pair; a run folder without server.json (records
+    put there by hand) reads as a default ServerInfo: status ok, nothing more to say."""
+    servers = {}
+    for engine in engines:
+        for model in models:
+            run_dir = raw_dir / engine / model
+            info = ServerInfo.read(run_dir / SERVER_INFO) if (run_dir / SERVER_INFO).exists() else ServerInfo()
+            servers[(engine, model)] = with_passes(info, run_dir, passes)
+    return servers
+
+
+def failure_lines(servers: Servers, engines: dict[str, str], models: list[str]) -> list[str]:
     """Under a main table: one line per failed bench job (a failed pass of a repeat too), with where to look."""
     lines = []
     for engine, label in engines.items():
         for model in models:
-            server = servers.get((engine, model), {})
-            if server.get("status") == "failed":
+            server = servers[(engine, model)]
+            if server.status == "failed":
                 lines.append(
-                    f"- FAILED: {label} ({model}): {server.get('reason')} "
+                    f"- FAILED: {label} ({model}): {server.reason} "
                     f"(logs/bench/{engine}/{model}.log and .server.log); the next run repeats this job"
                 )
             lines += [
-                f"- FAILED: {label} ({model}) repeat {failed['repeat']}: {failed['reason']} (logs/bench/{engine}/"
-                f"{model}.repeat-{failed['repeat']}.log); the cell shows the other passes; the next run repeats it"
-                for failed in server.get("failed_passes", [])
+                f"- FAILED: {label} ({model}) repeat {failed.repeat}: {failed.reason} (logs/bench/{engine}/"
+                f"{model}.repeat-{failed.repeat}.log); the cell shows the other passes; the next run repeats it"
+                for failed in server.failed_passes
             ]
     return lines
 
 
-def busy_warnings(servers: dict, engines: dict[str, str], models: list[str], scenarios: list[str]) -> list[str]:
+def busy_warnings(servers: Servers, engines: dict[str, str], models: list[str], scenarios: list[str]) -> list[str]:
     """Under a main table: one line per marked cell."""
     return [
         f"- WARNING ({BUSY_MARK}): {engine}/{model}/{scenario}: the machine was busy: "
@@ -77,11 +109,11 @@ def busy_warnings(servers: dict, engines: dict[str, str], models: list[str], sce
         for engine in engines
         for model in models
         for scenario in scenarios
-        if busy(servers.get((engine, model), {}), scenario)
+        if busy(servers[(engine, model)], scenario)
     ]
 
 
-def machine_load_section(servers: dict, engines: dict[str, str], models: list[str]) -> list[str]:
+def machine_load_section(servers: Servers, engines: dict[str, str], models: list[str]) -> list[str]:
     """details.md: every scenario's share of the machine used by others, and who used it."""
     lines = [
         "",
@@ -101,7 +133,7 @@ def machine_load_section(servers: dict, engines: dict[str, str], models: list[st
     rows = 0
     for engine in engines:
         for model in models:
-            for scenario, load in ((servers.get((engine, model)) or {}).get("machine_load") or {}).items():
+            for scenario, load in servers[(engine, model)].machine_load.items():
                 culprits = ", ".join(culprit_text(c) for c in load.get("culprits", [])) or "none"
                 gpus = (
                     "; GPU: " + ", ".join(f"{g['name']} (pid {g['pid']})" for g in load["gpu_others"])

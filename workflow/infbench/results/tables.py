@@ -17,7 +17,7 @@ import polars as pl
 
 from infbench import layout
 from infbench.fileio import write_text_atomic
-from infbench.handoff import MergePlan, ServerInfo
+from infbench.handoff import MergePlan
 from infbench.layout import repeat_dirs
 from infbench.measure.metrics import RUN, SUMMARY_FIELDS, request_metrics, scenario_summaries, summarize_runs
 from infbench.measure.recordframe import RECORD_SCHEMA, read_runs
@@ -75,14 +75,11 @@ def load_summaries(raw_dir: Path, plan: MergePlan) -> tuple[pl.DataFrame, dict, 
     A scenario with repeats (results/raw/E/M/repeat-K) is summarized over the requests of all its
     passes; the figures over a pass's wall time (requests/min, output tokens/s) are the mean of the
     passes', since the time between passes is no part of any."""
-    servers, cells, runs, cell_of, repeat_no = {}, [], [], [], []
+    servers = runstatus.read_servers(raw_dir, plan.engines, plan.models, plan.passes)
+    cells, runs, cell_of, repeat_no = [], [], [], []
     for engine in plan.engines:
         for model in plan.models:
-            run_dir = raw_dir / engine / model
-            server_file = run_dir / layout.SERVER_INFO
-            server = ServerInfo.read(server_file).to_dict() if server_file.exists() else {}
-            servers[(engine, model)] = runstatus.with_passes(server, run_dir, plan.passes)
-            folders = repeat_dirs(run_dir)
+            folders = repeat_dirs(raw_dir / engine / model)
             for scenario in plan.runs(engine):
                 for repeat, folder in folders:
                     path = layout.records_in(folder, scenario)
@@ -246,7 +243,7 @@ def pivot_markdown(
             engine: part.filter((pl.col("model") == model) & (pl.col("engine") == engine))[column].item()
             for engine in plan.engines
         }
-        values = {e: None if runstatus.failed_cell(servers.get((e, model), {})) else v for e, v in values.items()}
+        values = {e: None if runstatus.failed_cell(servers[(e, model)]) else v for e, v in values.items()}
         cell_samples = {
             e: replace(samples[(e, model)], marked=_marks(part, servers, e, model, scenario))
             for e in plan.engines
@@ -259,22 +256,23 @@ def pivot_markdown(
         for engine in plan.engines:
             value = values[engine]
             interval = cell_samples[engine].interval if engine in cell_samples else None
-            skipped = servers.get((engine, model), {}).get("status") == "skipped"
-            text = servers[(engine, model)]["reason"] if skipped else tablestats.cell_text(value, interval)
+            server = servers[(engine, model)]
+            skipped = server.status == "skipped"
+            text = server.reason if skipped else tablestats.cell_text(value, interval)
             numbers += value is not None
             if value is not None and interval is not None and interval.half_width is None:
                 missing.setdefault(interval.note, []).append(f"{plan.engines[engine]} ({model_label})")
             text = f"**{text}**" if engine in decision.bold else text
-            if servers.get((engine, model), {}).get("external") and value is not None:
+            if server.external and value is not None:
                 text += " (external endpoint)"  # not started here: its machine and load are unknown
             if _lag_flagged(part, engine, model):
                 text += LAG_MARK  # the client's own lag passed its limit: see the footer
             if servertables.mismatch_flagged(part, engine, model):
                 text += servertables.MISMATCH_MARK  # the server counted otherwise: see the footer
-            if conditions.cache_flagged(part, engine, model, servers.get((engine, model))):
+            if conditions.cache_flagged(part, engine, model, server):
                 text += conditions.CACHE_MARK  # declared cold, yet served from a cache: see the footer
-            text = runstatus.failed_cell(servers.get((engine, model), {})) or text  # never a failed job's number
-            if runstatus.busy(servers.get((engine, model), {}), scenario):
+            text = runstatus.failed_cell(server) or text  # never a failed job's number
+            if runstatus.busy(server, scenario):
                 text += runstatus.BUSY_MARK  # others used the machine meanwhile: see the footer
             cells.append(text)
         lines.append(" | ".join([model_label, *cells]))
@@ -289,8 +287,8 @@ def _marks(part: pl.DataFrame, servers: dict, engine: str, model: str, scenario:
     marks = ["failed requests"] if row.height == 1 and (row["errors"].item() or 0) > 0 else []
     marks += ["client lag"] if _lag_flagged(part, engine, model) else []
     marks += ["server count differs"] if servertables.mismatch_flagged(part, engine, model) else []
-    marks += ["busy machine"] if runstatus.busy(servers.get((engine, model), {}), scenario) else []
-    marks += ["cache not cold"] if conditions.cache_flagged(part, engine, model, servers.get((engine, model))) else []
+    marks += ["busy machine"] if runstatus.busy(servers[(engine, model)], scenario) else []
+    marks += ["cache not cold"] if conditions.cache_flagged(part, engine, model, servers[(engine, model)]) else []
     return tuple(marks)
 
 
@@ -300,16 +298,16 @@ def _footer(
     lines = ["", "Engines:"]
     for engine, label in plan.engines.items():
         for model in plan.models:
-            server = servers.get((engine, model), {})
-            if server.get("status") == "skipped":
-                lines.append(f"- {label} ({model}): not run, {server['reason']}")
+            server = servers[(engine, model)]
+            if server.status == "skipped":
+                lines.append(f"- {label} ({model}): not run, {server.reason}")
                 continue
-            version = server.get("version") or "unknown"
-            command = " ".join(redact_argv(server.get("command", []))) or "n/a"
-            if server.get("external"):
-                command = f"external endpoint {redact_url(server.get('base_url') or '')}"
+            version = server.version or "unknown"
+            command = " ".join(redact_argv(server.command)) or "n/a"
+            if server.external:
+                command = f"external endpoint {redact_url(server.base_url or '')}"
             lines.append(f"- {label} {version} ({model}): `{command}`")
-            settings = server.get("settings") or {}
+            settings = server.settings
             if settings:  # what matters for speed: threads, binding, batching, KV cache, graphs
                 lines.append("  settings: " + "; ".join(f"{k}: {v}" for k, v in settings.items()))
     failed = df.filter(pl.col("scenario").is_in(scenarios) & (pl.col("errors") > 0))
@@ -638,11 +636,11 @@ def merge(
     raw_dir: Path, tables_dir: Path, plan: MergePlan, bound_files: bounds.BoundFiles | None = None
 ) -> pl.DataFrame:
     """The tables of plan's runs under raw_dir (results/raw). bound_files: what the decode bounds
-    read, as the merge rule passes them; by default the layout's files beside raw_dir."""
+    read (the merge rule's inputs, or bounds.BoundFiles.under a workflow directory); None: none,
+    so the tables show no bounds."""
     df, servers, requests, passes = load_summaries(raw_dir, routing.check_plan(plan))
-    if bound_files is None:
-        bound_files = bounds.BoundFiles.under(raw_dir.parent.parent, list(plan.engines), list(plan.models))
-    df = bounds.with_bounds(df, bound_files, plan.scenarios)  # decode bound beside single-request tok/s
+    # The decode bound beside single-request tokens/s.
+    df = bounds.with_bounds(df, bound_files or bounds.BoundFiles.none(), plan.scenarios)
     unrecorded = [s for s in plan.scenarios if not routing.scenario_class(plan, s).records_every_send]
     server = servertables.ServerView(raw_dir, plan.engines, plan.models, plan.scenarios, requests, unrecorded)
     df = server.with_columns(df)  # the server's own figures, where the bench job read them

@@ -108,10 +108,10 @@ def capacity_section(df: pl.DataFrame, requests: pl.DataFrame, plan: MergePlan, 
         for model, model_label in plan.models.items():
             cells = []
             for engine in plan.engines:
-                server = servers.get((engine, model), {})
+                server = servers[(engine, model)]
                 failed = runstatus.failed_cell(server)
-                if failed or server.get("status") == "skipped":
-                    cells.append(failed or server.get("reason") or "n/a")
+                if failed or server.status == "skipped":
+                    cells.append(failed or server.reason or "n/a")
                     continue
                 passed, failing = _bracket(verdicts, engine, model)
                 if passed is None and failing is None:
