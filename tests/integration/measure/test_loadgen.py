@@ -375,15 +375,22 @@ def test_capacity_finds_the_rate_the_reference_server_can_hold():
         refine_steps=3,
         precision=0.1,
     )
-    seen = []
+    seen, gate = [], []
     with RefServerProcess(RefSettings(ttft_s=0.02, itl_s=0.002, tokens=5)) as server:
         steps, bracket = run_capacity(
-            server.chat_url, lambda step, n: _requests(n, f"cap{step}"), SETTINGS, ctx, plan, on_step=seen.append
+            server.chat_url,
+            lambda step, n: _requests(n, f"cap{step}"),
+            SETTINGS,
+            ctx,
+            plan,
+            on_step=seen.append,
+            between_steps=lambda timeout_s: gate.append((len(seen), timeout_s)),
         )
         # A TTFT limit below the server's own 20 ms: the start fails, then every halving down to min_rate.
         tight = CapacityPlan(**{**plan.__dict__, "slo": {"ttft_p50_s": 0.01}, "start_rate": 8, "min_rate": 2})
         failed, none = run_capacity(server.chat_url, lambda step, n: _requests(n, f"t{step}"), SETTINGS, ctx, tight)
     assert [s.rate for s in steps] == [10, 20, 40] and all(s.passed for s in steps) and seen == steps
+    assert gate == [(1, 30), (2, 30)]  # before every step but the first, for at most its drain time
     assert (bracket.passed, bracket.failed) == (40, None)
     assert all(r.step_passed and r.slo == '{"error_rate": 0.0, "ttft_p90_s": 2.0}' for s in steps for r in s.records)
     assert steps[0].measured["ttft_p90_s"] < 2.0 and steps[0].measured["error_rate"] == 0.0

@@ -221,3 +221,18 @@ def test_an_earlier_runs_scrapes_never_pass_for_this_ones(tmp_path):
     w.begin()
     assert not (folder / "throughput.after.prom").exists()
     assert w.end(output_tokens=0).status == "missing"
+
+
+def test_a_rate_search_step_waits_until_the_engine_serves_nothing(server, tmp_path, caplog):
+    """A request the client cut at a step's deadline may run on in the engine: the next step of a
+    capacity search waits until the engine's running and waiting gauges read 0."""
+    w = watch(tmp_path, server.url)
+    server.replies = [(200, text("during"), 0.0)] * 3  # 3 requests still running
+    server.default = (200, text("after"), 0.0)
+    assert w.wait_idle(timeout_s=30, poll_s=0.01) is not None and server.hits == 4
+    server.default = (200, text("during"), 0.0)  # never idle: the step starts anyway, and says so
+    assert w.wait_idle(timeout_s=0.1, poll_s=0.01) >= 0.1
+    assert "still had requests running or waiting" in caplog.text and "vllm:num_requests_running 3" in caplog.text
+    assert watch(tmp_path, None).wait_idle(timeout_s=5) is None  # no endpoint: it cannot say
+    server.default = (500, "", 0.0)
+    assert w.wait_idle(timeout_s=5) is None  # an endpoint that does not answer cannot say either

@@ -311,7 +311,7 @@ def _measure_scenario(job: _Job, running: _Running, settings: RequestSettings, s
         return job.plugin.plan(spec, model, paths.venv, running.host, running.port, job.gpu_ids, threads=paths.threads)
 
     ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
-    records = _run_scenario(running.chat_url, job.prompts, ready, ready_settings, engine, model)
+    records = _run_scenario(running.chat_url, job.prompts, ready, ready_settings, engine, model, view)
     end_server_view(view, records, scenario.records_every_send)
     load = watch.stop(scenario.name)
     if load.busy:
@@ -413,7 +413,7 @@ def run_external(
         view.begin()
         plan_for = lambda spec: engine_for(engine.kind).plan(spec, model, paths.venv, "", 0)  # noqa: E731
         ready, ready_settings = prepared_scenario(scenario, settings, paths.requests_dir, engine, plan_for)
-        records = _run_scenario(urls.chat, prompts, ready, ready_settings, engine, model)
+        records = _run_scenario(urls.chat, prompts, ready, ready_settings, engine, model, view)
         end_server_view(view, records, scenario.records_every_send)
         write_records(layout.records_in(paths.out_dir, scenario.name), records)
     version = _server_version(base, plan)
@@ -648,9 +648,23 @@ def _warm_up(url, prompts, settings, engine: EngineSpec, model: ModelSpec, serve
 
 
 def _run_scenario(
-    url, prompts, scenario: Scenario, settings, engine: EngineSpec, model: ModelSpec
+    url, prompts, scenario: Scenario, settings, engine: EngineSpec, model: ModelSpec, view: ScenarioWatch | None = None
 ) -> list[RequestRecord]:
     ctx = scenario.run_context(engine.name, model.name)
+
+    said_blind = False
+
+    def between_steps(timeout_s: float) -> float | None:
+        """A rate search's next step waits for the engine to finish the last one's requests."""
+        nonlocal said_blind
+        waited = view.wait_idle(timeout_s) if view else None
+        if waited is None and not said_blind:
+            said_blind = True
+            log.info("%s: steps start without waiting: the engine has no running/waiting gauge to ask", scenario.name)
+        elif waited is not None and waited >= 0.5:
+            log.info("%s: next step after %.1f s, once the engine had no request left", scenario.name, waited)
+        return waited
+
     tokens = 0
     started = time.monotonic()
     with Progress(
@@ -670,7 +684,7 @@ def _run_scenario(
             rate = f"{aggregate:.1f} tok/s" + (f" (last {speed:.1f})" if speed else " (last failed)")
             progress.update(task, advance=1, rate=rate)
 
-        records = scenario.run(url, prompts, settings, ctx, on_done)
+        records = scenario.run(url, prompts, settings, ctx, on_done, between_steps)
     errors = sum(not r.ok for r in records)
     log.info("%s: %d requests, %d failed, %.1f s", scenario.name, len(records), errors, time.monotonic() - started)
     if errors:

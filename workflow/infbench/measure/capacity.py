@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
-from infbench.measure.loadgen import StepLoad
+from infbench.measure.loadgen import StepGate, StepLoad
 from infbench.measure.ratesearch import Bracket, bracket_search
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import ProgressCallback
@@ -89,13 +89,17 @@ def run_capacity(
     on_done: ProgressCallback | None = None,
     on_step: Callable[[CapacityStep], None] | None = None,
     token_counter: TokenCounter | None = None,
+    between_steps: StepGate | None = None,
 ) -> tuple[list[CapacityStep], Bracket]:
-    """The search; make_requests(step, n) gives a step's n requests (ids unique per step)."""
+    """The search; make_requests(step, n) gives a step's n requests (ids unique per step);
+    between_steps, before each step but the first, waits for the engine to be idle."""
     steps: list[CapacityStep] = []
     slo_json = json.dumps(plan.slo, sort_keys=True)
 
     def passes(rate: float) -> bool:
         index = len(steps)
+        if index and between_steps:
+            between_steps(plan.load.window.drain_or_duration_s)
         requests_for = lambda n: make_requests(index, n)  # noqa: E731
         timed = plan.load.run(url, requests_for, settings, ctx, rate, index, on_done, token_counter)
         passed, measured, missed = judge(timed.records, plan.slo, timed.saturated)

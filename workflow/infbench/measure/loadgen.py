@@ -322,8 +322,12 @@ class StepWindow:
         return self.duration_s - self.warmup_s
 
     @property
+    def drain_or_duration_s(self) -> float:
+        return self.duration_s if self.drain_s is None else self.drain_s
+
+    @property
     def deadline_s(self) -> float:
-        return self.duration_s + (self.duration_s if self.drain_s is None else self.drain_s)
+        return self.duration_s + self.drain_or_duration_s
 
     def offsets(self, rate: float, arrival: str, burstiness: float, seed: int) -> tuple[list[float], StepWindow]:
         """The step's send times (arrival_offsets' process within [0, duration_s), and on past it
@@ -341,6 +345,11 @@ class StepWindow:
 
 
 SATURATION_MIN_SHORTFALL = 2
+
+# Before each step of a rate search but the first: wait, at most the given seconds (the step's drain
+# time), until the engine serves nothing; returns the seconds waited, None when it cannot say. A request
+# the client cut at the last step's deadline may run on in the engine and slow the next step.
+StepGate = Callable[[float], float | None]
 
 
 @dataclass
@@ -457,6 +466,7 @@ def run_sweep(
     on_done: ProgressCallback | None = None,
     on_step: Callable[[SweepStep], None] | None = None,
     token_counter: TokenCounter | None = None,
+    between_steps: StepGate | None = None,
 ) -> list[SweepStep]:
     """Open-loop steps sized by duration. make_requests(step, n) gives a step's requests (ids unique
     per step). Explicit `rates` are run in order until one is saturated. Otherwise the bracketing
@@ -466,6 +476,8 @@ def run_sweep(
 
     def step(rate: float) -> SweepStep:
         index = len(steps)
+        if index and between_steps:
+            between_steps(plan.load.window.drain_or_duration_s)
         step_ctx = replace(ctx, slo_ttft_s=plan.slo_ttft_s, slo_tpot_s=plan.slo_tpot_s)
         requests_for = lambda n: make_requests(index, n)  # noqa: E731
         timed = plan.load.run(url, requests_for, settings, step_ctx, rate, index, on_done, token_counter)

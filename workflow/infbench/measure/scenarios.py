@@ -22,6 +22,7 @@ from infbench.measure.capacity import CapacityPlan, CapacityStep, check_slo, run
 from infbench.measure.client import ChatRequest, RequestSettings, RunContext
 from infbench.measure.loadgen import (
     LoadShape,
+    StepGate,
     StepLoad,
     StepWindow,
     SweepPlan,
@@ -199,7 +200,13 @@ class Scenario:
         return self.request_count(prompts)
 
     def run(
-        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
+        self,
+        url: str,
+        prompts,
+        settings: RequestSettings,
+        ctx: RunContext,
+        on_done: ProgressCallback | None = None,
+        between_steps: StepGate | None = None,
     ) -> list[RequestRecord]:
         requests = self.build_requests(prompts)
         return run_load(url, requests, settings, ctx, self.load_shape(len(requests)), on_done=on_done)
@@ -305,7 +312,13 @@ class OpenLoop(TimedSteps, Scenario):
         return None  # as many as the schedule draws within the duration
 
     def run(
-        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
+        self,
+        url: str,
+        prompts,
+        settings: RequestSettings,
+        ctx: RunContext,
+        on_done: ProgressCallback | None = None,
+        between_steps: StepGate | None = None,
     ) -> list[RequestRecord]:
         step = self.step_load(int(self.rate)).run(
             url, self.timed_requests(prompts), settings, ctx, self.rate, on_done=on_done
@@ -355,7 +368,13 @@ class Sweep(TimedSteps, Scenario):
         )
 
     def run(
-        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
+        self,
+        url: str,
+        prompts,
+        settings: RequestSettings,
+        ctx: RunContext,
+        on_done: ProgressCallback | None = None,
+        between_steps: StepGate | None = None,
     ) -> list[RequestRecord]:
         """Every step's records go to the scenario's file, each with its step's rate."""
 
@@ -375,7 +394,16 @@ class Sweep(TimedSteps, Scenario):
         def make_requests(step: int, n: int) -> list[ChatRequest]:
             return self.timed_requests(prompts, step)(n)
 
-        steps = run_sweep(url, make_requests, settings, ctx, self.plan(), on_done=on_done, on_step=on_step)
+        steps = run_sweep(
+            url,
+            make_requests,
+            settings,
+            ctx,
+            self.plan(),
+            on_done=on_done,
+            on_step=on_step,
+            between_steps=between_steps,
+        )
         best = best_step(steps)
         log.info(
             "%s: highest rate that met the SLOs: %s", self.name, "none" if best is None else f"{best.rate:g} requests/s"
@@ -493,7 +521,13 @@ class MultiTurn(PreparedKind, Scenario):
         return f"{self.concurrency} conversations at a time"
 
     def run(
-        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
+        self,
+        url: str,
+        prompts,
+        settings: RequestSettings,
+        ctx: RunContext,
+        on_done: ProgressCallback | None = None,
+        between_steps: StepGate | None = None,
     ) -> list[RequestRecord]:
         shape = LoadShape(
             kind="conversation", concurrency=self.concurrency, workers=self._workers_for(self.concurrency)
@@ -508,7 +542,13 @@ class _PreparedClosedLoop:
         return len(self.load_prepared().requests)
 
     def run(
-        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
+        self,
+        url: str,
+        prompts,
+        settings: RequestSettings,
+        ctx: RunContext,
+        on_done: ProgressCallback | None = None,
+        between_steps: StepGate | None = None,
     ) -> list[RequestRecord]:
         requests = self.load_prepared().chat_requests(self.name)
         return run_load(url, requests, settings, ctx, self.load_shape(len(requests)), on_done=on_done)
@@ -600,7 +640,13 @@ class Synthetic(_PreparedClosedLoop, PreparedKind, Scenario):
         return self._prepared(inputs, synthetic_requests(self.pairs(), self.requests, inputs.template_tokens, key))
 
     def run(
-        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
+        self,
+        url: str,
+        prompts,
+        settings: RequestSettings,
+        ctx: RunContext,
+        on_done: ProgressCallback | None = None,
+        between_steps: StepGate | None = None,
     ) -> list[RequestRecord]:
         """One closed loop per (I, O) pair, so each pair's figures are its own."""
         prepared = self.load_prepared()
@@ -695,7 +741,13 @@ class Trace(PreparedKind, Scenario):
         return f"trace x{self.time_scale:g} time, x{self.length_scale:g} length"
 
     def run(
-        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
+        self,
+        url: str,
+        prompts,
+        settings: RequestSettings,
+        ctx: RunContext,
+        on_done: ProgressCallback | None = None,
+        between_steps: StepGate | None = None,
     ) -> list[RequestRecord]:
         prepared = self.load_prepared()
         requests = prepared.chat_requests(self.name)
@@ -772,7 +824,13 @@ class Capacity(TimedSteps, Scenario):
         )
 
     def run(
-        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, on_done: ProgressCallback | None = None
+        self,
+        url: str,
+        prompts,
+        settings: RequestSettings,
+        ctx: RunContext,
+        on_done: ProgressCallback | None = None,
+        between_steps: StepGate | None = None,
     ) -> list[RequestRecord]:
         def on_step(step: CapacityStep) -> None:
             figures = ", ".join(f"{key} {_figure(key, value)}" for key, value in step.measured.items())
@@ -783,7 +841,16 @@ class Capacity(TimedSteps, Scenario):
         def make_requests(step: int, n: int) -> list[ChatRequest]:
             return self.timed_requests(prompts, step)(n)
 
-        steps, bracket = run_capacity(url, make_requests, settings, ctx, self.plan(), on_done=on_done, on_step=on_step)
+        steps, bracket = run_capacity(
+            url,
+            make_requests,
+            settings,
+            ctx,
+            self.plan(),
+            on_done=on_done,
+            on_step=on_step,
+            between_steps=between_steps,
+        )
         log.info(
             "%s: capacity at the SLO: %s (lowest failing rate: %s)",
             self.name,

@@ -329,6 +329,34 @@ class ScenarioWatch:
             self.sampler.start(self.mapping)  # nothing to sample otherwise: no process at all
         self.energy_start = (time.monotonic(), self._read_energy())
 
+    def wait_idle(self, timeout_s: float, poll_s: float = 0.25) -> float | None:
+        """Poll the engine's running and waiting gauges until both read 0 (at most `timeout_s`): a
+        step of a rate search must not start while the engine still serves the last step's requests
+        (a request the client cut may run on in the server). Returns the seconds waited, or None when
+        the engine cannot say (no endpoint, no such gauges, unreadable)."""
+        gauges = [name for name in (self.mapping.running, self.mapping.waiting) if name] if self.mapping else []
+        if not self.url or not gauges:
+            return None
+        started = time.monotonic()
+        while True:
+            scrape = fetch(self.url, self.timeout_s, self.headers)
+            try:
+                samples = scrape.samples()
+            except Unparseable:
+                return None
+            if all(not samples.total(name) for name in gauges):
+                return time.monotonic() - started
+            if time.monotonic() - started >= timeout_s:
+                log.warning(
+                    "%s: the engine still had requests running or waiting %.0f s after the step before "
+                    "ended (%s); the next step starts anyway",
+                    self.scenario,
+                    timeout_s,
+                    ", ".join(f"{name} {samples.total(name):g}" for name in gauges),
+                )
+                return time.monotonic() - started
+            time.sleep(poll_s)
+
     def end(self, output_tokens: int | None) -> ServerMetrics:
         """Call right after the last request ends; `output_tokens`: completion tokens of the
         scenario's successful requests (for joules per token)."""
