@@ -95,6 +95,9 @@ def _who(plan: MergePlan, engine: str, model: str) -> list[str]:
 # --- capacity --------------------------------------------------------------------------------------
 
 
+OFFERED_OFF = 0.05  # a passing step's offered rate is shown beside its nominal one past this share
+
+
 def capacity_section(df: pl.DataFrame, requests: pl.DataFrame, plan: MergePlan, servers: dict) -> list[str]:
     lines = []
     for scenario in _scenarios(plan, "capacity"):
@@ -118,10 +121,18 @@ def capacity_section(df: pl.DataFrame, requests: pl.DataFrame, plan: MergePlan, 
                     cells.append("n/a")
                     continue
                 text = f"{passed * 60:.1f}" if passed is not None else "none passed"
-                text += f" (fails at {failing * 60:.1f})" if failing is not None else " (none failed)"
+                offered = _verdict(verdicts, engine, model, passed)["offered"] if passed is not None else None
+                drawn = f"offered {offered * 60:.1f}; " if offered and abs(offered / passed - 1) > OFFERED_OFF else ""
+                text += f" ({drawn}fails at {failing * 60:.1f})" if failing is not None else f" ({drawn}none failed)"
                 cells.append(text)
             rows.append([model_label, *cells])
         lines += _table(header, rows)
+        lines += [
+            "",
+            f"A rate is a step's nominal rate; where the step's random draw offered more than {OFFERED_OFF:.0%} off"
+            " it, the offered rate follows (few requests per step: raise duration_s or min_requests, or use"
+            " arrival: constant).",
+        ]
         lines += [
             "",
             "Every rate tried, lowest first (req/min: `rate` the step's nominal rate, `offered` the sends its"
