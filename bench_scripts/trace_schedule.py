@@ -10,7 +10,9 @@ A window of the trace (../shared's Mooncake conversation trace, else the pipelin
 replayed through the bench job's own path: the rows' prompts built from their hash ids (lengths and
 blocks scaled by --length-scale), sent open loop at their timestamps x time scale with their own
 output lengths. Per time scale it prints the offered rate and the dispatch lag (how late each send
-left against its plan: the client's schedule error) at p50, p99 and max, the server-side figures the
+left against its plan: the client's schedule error) at p50, p99 and max, and of the first send of each
+planned instant alone (rows sharing a timestamp leave one after another from one event loop, ~60 us of
+client CPU each: the first shows the timer's accuracy, the rest that cost), the server-side figures the
 reference server logs (how late its chunks left: its own saturation), errors, and the machine load.
 Words stand for tokens here (the reference server counts words); a real engine gets the same text.
 """
@@ -60,6 +62,13 @@ def replay(url: str, model: str, trace: Path, args, time_scale: float) -> dict:
     load_before = os.getloadavg()[0]
     records = run_load(url, chats, settings, ctx, LoadShape("open", offsets_s=offsets, workers=args.workers))
     lags = [r.dispatch_lag_s for r in records if r.dispatch_lag_s is not None]
+    # Rows that share a timestamp are sent one after another by one event loop: the first of each
+    # planned instant shows the timer's accuracy, the rest add the sends before them (~60 us each).
+    offset_of = {chat.request_id: offset for chat, offset in zip(chats, offsets, strict=True)}
+    by_instant: dict[float, list[float]] = {}
+    for record in records:
+        by_instant.setdefault(offset_of[record.request_id], []).append(record.dispatch_lag_s)
+    firsts = [min(group) for group in by_instant.values()]
     span = offsets[-1] - offsets[0]
     return {
         "time_scale": time_scale,
@@ -71,6 +80,10 @@ def replay(url: str, model: str, trace: Path, args, time_scale: float) -> dict:
         "dispatch_lag_p99_ms": _ms(percentile(lags, 99)),
         "dispatch_lag_max_ms": _ms(max(lags)),
         "within_1ms_at_p99": percentile(lags, 99) <= 0.001,
+        "planned_instants": len(by_instant),
+        "most_sends_at_one_instant": max(len(group) for group in by_instant.values()),
+        "first_send_of_instant_lag_p50_ms": _ms(percentile(firsts, 50)),
+        "first_send_of_instant_lag_p99_ms": _ms(percentile(firsts, 99)),
         "load_1min_before": round(load_before, 2),
         "load_1min_after": round(os.getloadavg()[0], 2),
     }
