@@ -95,7 +95,7 @@ def run_engine(engine_name: str, model_name: str, rounds: int, out: Path, max_to
                         )
                         watch.begin()
                     ctx = scenario.run_context(engine_name, model.name)
-                    records = scenario.run(url, prompts, settings, ctx, None)
+                    records = scenario.run(url, prompts, settings, ctx)
                     if watch:
                         tokens = sum(r.completion_tokens or 0 for r in records if r.ok)
                         server_view = watch.end(tokens)

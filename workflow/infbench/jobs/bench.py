@@ -39,7 +39,7 @@ from infbench.measure.recordfiles import write_records
 from infbench.measure.recordmath import tokens_per_second
 from infbench.measure.records import RequestRecord
 from infbench.measure.runners import run_single
-from infbench.measure.scenarios import Scenario, warmup_requests
+from infbench.measure.scenarios import RunHooks, Scenario, warmup_requests
 from infbench.measure.scrape import ScenarioWatch
 from infbench.pipeline.prompts import read_sample
 from infbench.procutil import exit_when_parent_dies, free_port
@@ -684,7 +684,7 @@ def _run_scenario(
             rate = f"{aggregate:.1f} tok/s" + (f" (last {speed:.1f})" if speed else " (last failed)")
             progress.update(task, advance=1, rate=rate)
 
-        records = scenario.run(url, prompts, settings, ctx, on_done, between_steps)
+        records = scenario.run(url, prompts, settings, ctx, RunHooks(on_done, between_steps))
     errors = sum(not r.ok for r in records)
     log.info("%s: %d requests, %d failed, %.1f s", scenario.name, len(records), errors, time.monotonic() - started)
     if errors:

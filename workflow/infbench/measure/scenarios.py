@@ -99,6 +99,17 @@ def scenario_class(kind: str) -> type[Scenario]:
 
 
 @dataclass(frozen=True)
+class RunHooks:
+    """What the bench job asks to hear of while a scenario runs."""
+
+    on_done: ProgressCallback | None = None  # after every request, with its record
+    between_steps: StepGate | None = None  # a rate search, before each step but the first (loadgen.StepGate)
+
+
+NO_HOOKS = RunHooks()
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     kind: str  # single | throughput (closed loop) | open_loop | sweep
@@ -200,16 +211,10 @@ class Scenario:
         return self.request_count(prompts)
 
     def run(
-        self,
-        url: str,
-        prompts,
-        settings: RequestSettings,
-        ctx: RunContext,
-        on_done: ProgressCallback | None = None,
-        between_steps: StepGate | None = None,
+        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, hooks: RunHooks = NO_HOOKS
     ) -> list[RequestRecord]:
         requests = self.build_requests(prompts)
-        return run_load(url, requests, settings, ctx, self.load_shape(len(requests)), on_done=on_done)
+        return run_load(url, requests, settings, ctx, self.load_shape(len(requests)), on_done=hooks.on_done)
 
     # --- how it is summarized ---------------------------------------------------------------------
 
@@ -312,16 +317,10 @@ class OpenLoop(TimedSteps, Scenario):
         return None  # as many as the schedule draws within the duration
 
     def run(
-        self,
-        url: str,
-        prompts,
-        settings: RequestSettings,
-        ctx: RunContext,
-        on_done: ProgressCallback | None = None,
-        between_steps: StepGate | None = None,
+        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, hooks: RunHooks = NO_HOOKS
     ) -> list[RequestRecord]:
         step = self.step_load(int(self.rate)).run(
-            url, self.timed_requests(prompts), settings, ctx, self.rate, on_done=on_done
+            url, self.timed_requests(prompts), settings, ctx, self.rate, on_done=hooks.on_done
         )
         _log_saturation(self.name, step.rate, step.offered_rps, step.achieved_rps, step.saturated)
         return step.records
@@ -368,13 +367,7 @@ class Sweep(TimedSteps, Scenario):
         )
 
     def run(
-        self,
-        url: str,
-        prompts,
-        settings: RequestSettings,
-        ctx: RunContext,
-        on_done: ProgressCallback | None = None,
-        between_steps: StepGate | None = None,
+        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, hooks: RunHooks = NO_HOOKS
     ) -> list[RequestRecord]:
         """Every step's records go to the scenario's file, each with its step's rate."""
 
@@ -400,9 +393,9 @@ class Sweep(TimedSteps, Scenario):
             settings,
             ctx,
             self.plan(),
-            on_done=on_done,
+            on_done=hooks.on_done,
             on_step=on_step,
-            between_steps=between_steps,
+            between_steps=hooks.between_steps,
         )
         best = best_step(steps)
         log.info(
@@ -521,18 +514,12 @@ class MultiTurn(PreparedKind, Scenario):
         return f"{self.concurrency} conversations at a time"
 
     def run(
-        self,
-        url: str,
-        prompts,
-        settings: RequestSettings,
-        ctx: RunContext,
-        on_done: ProgressCallback | None = None,
-        between_steps: StepGate | None = None,
+        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, hooks: RunHooks = NO_HOOKS
     ) -> list[RequestRecord]:
         shape = LoadShape(
             kind="conversation", concurrency=self.concurrency, workers=self._workers_for(self.concurrency)
         )
-        return run_load(url, self._turns(), settings, ctx, shape, on_done=on_done)
+        return run_load(url, self._turns(), settings, ctx, shape, on_done=hooks.on_done)
 
 
 class _PreparedClosedLoop:
@@ -542,16 +529,10 @@ class _PreparedClosedLoop:
         return len(self.load_prepared().requests)
 
     def run(
-        self,
-        url: str,
-        prompts,
-        settings: RequestSettings,
-        ctx: RunContext,
-        on_done: ProgressCallback | None = None,
-        between_steps: StepGate | None = None,
+        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, hooks: RunHooks = NO_HOOKS
     ) -> list[RequestRecord]:
         requests = self.load_prepared().chat_requests(self.name)
-        return run_load(url, requests, settings, ctx, self.load_shape(len(requests)), on_done=on_done)
+        return run_load(url, requests, settings, ctx, self.load_shape(len(requests)), on_done=hooks.on_done)
 
 
 @_register
@@ -640,13 +621,7 @@ class Synthetic(_PreparedClosedLoop, PreparedKind, Scenario):
         return self._prepared(inputs, synthetic_requests(self.pairs(), self.requests, inputs.template_tokens, key))
 
     def run(
-        self,
-        url: str,
-        prompts,
-        settings: RequestSettings,
-        ctx: RunContext,
-        on_done: ProgressCallback | None = None,
-        between_steps: StepGate | None = None,
+        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, hooks: RunHooks = NO_HOOKS
     ) -> list[RequestRecord]:
         """One closed loop per (I, O) pair, so each pair's figures are its own."""
         prepared = self.load_prepared()
@@ -654,7 +629,7 @@ class Synthetic(_PreparedClosedLoop, PreparedKind, Scenario):
         for input_tokens, output_tokens in self.pairs():
             label = f"{input_tokens}x{output_tokens}"
             requests = prepared.chat_requests(self.name, [r for r in prepared.requests if r.label == label])
-            records += run_load(url, requests, settings, ctx, self.load_shape(len(requests)), on_done=on_done)
+            records += run_load(url, requests, settings, ctx, self.load_shape(len(requests)), on_done=hooks.on_done)
         return records
 
     @property
@@ -741,13 +716,7 @@ class Trace(PreparedKind, Scenario):
         return f"trace x{self.time_scale:g} time, x{self.length_scale:g} length"
 
     def run(
-        self,
-        url: str,
-        prompts,
-        settings: RequestSettings,
-        ctx: RunContext,
-        on_done: ProgressCallback | None = None,
-        between_steps: StepGate | None = None,
+        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, hooks: RunHooks = NO_HOOKS
     ) -> list[RequestRecord]:
         prepared = self.load_prepared()
         requests = prepared.chat_requests(self.name)
@@ -755,7 +724,7 @@ class Trace(PreparedKind, Scenario):
         span = offsets[-1] - offsets[0] if len(offsets) > 1 else 0.0
         rate = (len(offsets) - 1) / span if span > 0 else 1.0
         shape = LoadShape(kind="open", offsets_s=offsets, workers=self._workers_for(max(1, int(rate))))
-        return run_load(url, requests, settings, replace(ctx, rate=round(rate, 6)), shape, on_done=on_done)
+        return run_load(url, requests, settings, replace(ctx, rate=round(rate, 6)), shape, on_done=hooks.on_done)
 
 
 def _check_rows_fit(name: str, path: str, planned, config: dict) -> None:
@@ -824,13 +793,7 @@ class Capacity(TimedSteps, Scenario):
         )
 
     def run(
-        self,
-        url: str,
-        prompts,
-        settings: RequestSettings,
-        ctx: RunContext,
-        on_done: ProgressCallback | None = None,
-        between_steps: StepGate | None = None,
+        self, url: str, prompts, settings: RequestSettings, ctx: RunContext, hooks: RunHooks = NO_HOOKS
     ) -> list[RequestRecord]:
         def on_step(step: CapacityStep) -> None:
             figures = ", ".join(f"{key} {_figure(key, value)}" for key, value in step.measured.items())
@@ -847,9 +810,9 @@ class Capacity(TimedSteps, Scenario):
             settings,
             ctx,
             self.plan(),
-            on_done=on_done,
+            on_done=hooks.on_done,
             on_step=on_step,
-            between_steps=between_steps,
+            between_steps=hooks.between_steps,
         )
         log.info(
             "%s: capacity at the SLO: %s (lowest failing rate: %s)",
