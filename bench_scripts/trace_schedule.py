@@ -11,9 +11,11 @@ replayed through the bench job's own path: the rows' prompts built from their ha
 blocks scaled by --length-scale), sent open loop at their timestamps x time scale with their own
 output lengths. Per time scale it prints the offered rate and the dispatch lag (how late each send
 left against its plan: the client's schedule error) at p50, p99 and max, and of the first send of each
-planned instant alone (rows sharing a timestamp leave one after another from one event loop, ~60 us of
-client CPU each: the first shows the timer's accuracy, the rest that cost), the server-side figures the
-reference server logs (how late its chunks left: its own saturation), errors, and the machine load.
+planned instant alone (rows sharing a timestamp are built ahead and written one after another in one
+pass, ~20 us each: the first shows the timer's accuracy, the rest that cost and the wakeup of the
+server by the first write), the server-side figures the reference server logs (how late its chunks
+left: its own saturation), errors, and the machine load. --pin gives the reference server a core of its
+own: on 2 cores its wakeup otherwise lands on the client's core now and then and delays the next sends.
 Words stand for tokens here (the reference server counts words); a real engine gets the same text.
 """
 
@@ -62,8 +64,8 @@ def replay(url: str, model: str, trace: Path, args, time_scale: float) -> dict:
     load_before = os.getloadavg()[0]
     records = run_load(url, chats, settings, ctx, LoadShape("open", offsets_s=offsets, workers=args.workers))
     lags = [r.dispatch_lag_s for r in records if r.dispatch_lag_s is not None]
-    # Rows that share a timestamp are sent one after another by one event loop: the first of each
-    # planned instant shows the timer's accuracy, the rest add the sends before them (~60 us each).
+    # Rows that share a timestamp are written one after another in one pass: the first of each planned
+    # instant shows the timer's accuracy, the rest add the writes before them (~20 us each).
     offset_of = {chat.request_id: offset for chat, offset in zip(chats, offsets, strict=True)}
     by_instant: dict[float, list[float]] = {}
     for record in records:
@@ -99,6 +101,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--url", help="an engine already running (default: start the reference server)")
     parser.add_argument("--model", default="refserver", help="the model name the engine expects")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="reference server on the last CPU, this client on the others (a wakeup then never preempts the client)",
+    )
     parser.add_argument("--ttft", type=float, default=0.02, help="reference server: TTFT (s)")
     parser.add_argument("--itl", type=float, default=0.005, help="reference server: between tokens (s)")
     args = parser.parse_args()
@@ -114,6 +121,10 @@ def main() -> None:
             server = None
         else:
             with RefServerProcess(RefSettings(ttft_s=args.ttft, itl_s=args.itl, tokens=100_000)) as ref:
+                if args.pin:
+                    last = max(os.sched_getaffinity(0))
+                    os.sched_setaffinity(ref.process.pid, {last})
+                    os.sched_setaffinity(0, os.sched_getaffinity(0) - {last} or {last})
                 for scale in args.time_scales:
                     ref.fetch_log(clear=True)
                     result = replay(ref.chat_url, args.model, trace, args, scale)
@@ -121,7 +132,7 @@ def main() -> None:
                     chunk_lags = [lag for entry in log["requests"] for lag in entry["chunk_lags"]]
                     result["server_chunk_lag_p99_ms"] = _ms(percentile(chunk_lags, 99))
                     results.append(result)
-            server = {"reference_server": {"ttft_s": args.ttft, "itl_s": args.itl}}
+            server = {"reference_server": {"ttft_s": args.ttft, "itl_s": args.itl, "pinned": args.pin}}
     print(
         json.dumps(
             {

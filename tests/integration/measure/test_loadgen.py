@@ -4,6 +4,7 @@ processes on one clock, the sweep's search, and the config that reaches them."""
 from __future__ import annotations
 
 import statistics
+import time
 
 import pytest
 from infbench.engines.spec import Scenario
@@ -98,6 +99,51 @@ def test_open_loop_counts_latency_from_the_planned_time():
     by_id = {e["id"]: e for e in log["requests"]}
     for r in records:  # TTFT counts from the plan: it holds the dispatch lag and the server's TTFT
         assert r.ttft_s >= r.dispatch_lag_s + (by_id[r.request_id]["chunk_times"][0] - by_id[r.request_id]["parsed"])
+
+
+def test_sends_planned_at_one_instant_are_built_ahead_and_leave_in_order(monkeypatch):
+    """Trace rows share timestamps: an instant's requests are serialized before it comes, then written
+    one after another in the order given, so the k-th waits for k-1 writes, not k-1 request builds."""
+    from infbench.measure.client import StreamClient
+
+    built: dict[str, float] = {}
+    prepare = StreamClient.prepare
+
+    def stamped_prepare(self, request, *args):
+        built[request.request_id] = time.monotonic()
+        return prepare(self, request, *args)
+
+    monkeypatch.setattr(StreamClient, "prepare", stamped_prepare)
+    offsets = tuple(0.05 * (i // 5) for i in range(15))  # three instants of five sends
+    ctx = RunContext(engine="e", model="m", scenario="open", concurrency=0)
+    with RefServerProcess(RefSettings(ttft_s=0.01, itl_s=0.002, tokens=3)) as server:
+        records = run_load(server.chat_url, _requests(15), SETTINGS, ctx, LoadShape("open", offsets_s=offsets))
+    assert all(r.ok for r in records), [r.error for r in records]
+    assert set(built) == {r.request_id for r in records}  # each built once
+    for r in records:
+        assert built[r.request_id] < r.send_mono  # built before its planned time
+    for instant in range(3):
+        lags = [r.dispatch_lag_s for r in records[instant * 5 : instant * 5 + 5]]
+        assert len({r.send_mono for r in records[instant * 5 : instant * 5 + 5]}) == 1
+        assert lags == sorted(lags)  # written in the order given
+
+
+def test_a_send_that_cannot_be_built_at_its_instant_ends_the_open_loop_with_its_error(monkeypatch):
+    from infbench.measure.client import StreamClient
+    from infbench.procutil import free_port
+
+    prepare = StreamClient.prepare
+
+    def failing_prepare(self, request, *args):
+        if request.request_id == "lg-0003":
+            raise ValueError("cannot build lg-0003")
+        return prepare(self, request, *args)
+
+    monkeypatch.setattr(StreamClient, "prepare", failing_prepare)
+    url = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
+    ctx = RunContext(engine="e", model="m", scenario="open", concurrency=0)
+    with pytest.raises(ValueError, match="cannot build lg-0003"):  # not a hang: a timer's error is raised
+        run_load(url, _requests(4), SETTINGS, ctx, LoadShape("open", offsets_s=(0.0, 0.0, 0.05, 0.05)))
 
 
 def test_workers_split_the_load_and_share_one_clock():

@@ -126,6 +126,18 @@ class RunContext:
     cache: str | None = None
 
 
+@dataclass
+class PreparedSend:
+    """One request ready to leave: its record, its bytes, the recorder of its stream; then when it left
+    and on which kept-alive connection (None: finish() opens one)."""
+
+    record: RequestRecord
+    payload: bytes
+    stream: StreamRecorder
+    started: float = 0.0
+    conn: HttpConnection | None = None
+
+
 class StreamClient:
     """Keep-alive HTTP/1.1 connections to one server. A request takes an idle connection or opens one,
     so the number of connections follows the concurrency the load shape produces."""
@@ -201,6 +213,25 @@ class StreamClient:
             turn=request.turn,
         )
 
+    def prepare(self, request: ChatRequest, settings: RequestSettings, ctx: RunContext, planned: float) -> PreparedSend:
+        """Everything a send needs before its time comes (record, request bytes, stream recorder), so an
+        open loop builds them ahead and a send at its planned instant is only the write."""
+        record = self.new_record(request, settings, ctx, planned)
+        payload = self._request_bytes(request, settings, ctx.cache == "cold")
+        stream = StreamRecorder(record, planned, self.token_counter, running_lag_selector())
+        return PreparedSend(record, payload, stream)
+
+    def send_now(self, send: PreparedSend) -> None:
+        """Stamp the send and, when a kept-alive connection is idle, write the request on it now
+        (otherwise finish() opens one). Synchronous: an open loop's sends due at one instant leave in one
+        pass, without a task switch between them."""
+        send.started = time.monotonic()
+        send.record.dispatch_lag_s = send.started - send.stream.planned
+        send.record.connect_s = 0.0  # finish() times the connect when it must open one
+        send.conn = self.pool.take_idle()
+        if send.conn is not None:
+            self._write(send.conn, send.payload, send.stream)
+
     async def chat(
         self,
         request: ChatRequest,
@@ -212,30 +243,29 @@ class StreamClient:
         """Send one streaming chat request and time it from `planned` (default: now); never raises
         for server or network faults: they land in record.error. A request still running at
         `deadline` (time.monotonic(); a timed step's end plus its drain time) is cut there, an error."""
-        started = time.monotonic()
-        planned = started if planned is None else planned
+        send = self.prepare(request, settings, ctx, time.monotonic() if planned is None else planned)
+        self.send_now(send)
+        return await self.finish(send, settings, deadline)
+
+    async def finish(
+        self, send: PreparedSend, settings: RequestSettings, deadline: float | None = None
+    ) -> RequestRecord:
+        """Wait for the response of a send (send_now first), opening a connection if none was idle."""
+        record, stream, conn = send.record, send.stream, send.conn
         timeout_s, cut = settings.timeout_s, False
-        if deadline is not None and deadline - started < timeout_s:
-            timeout_s, cut = max(deadline - started, 0.0), True
-        record = self.new_record(request, settings, ctx, planned)
-        record.dispatch_lag_s = started - planned
-        payload = self._request_bytes(
-            request, settings, ctx.cache == "cold"
-        )  # built before connecting: no work between connect and write
-        stream = StreamRecorder(record, planned, self.token_counter, running_lag_selector())
-        conn = None
+        if deadline is not None and deadline - send.started < timeout_s:
+            timeout_s, cut = max(deadline - send.started, 0.0), True
         try:
-            conn = self.pool.take_idle()
-            record.connect_s = 0.0
             if conn is not None:
-                await self._exchange(conn, payload, stream, timeout_s)
+                await self._response(conn, stream, timeout_s)
                 if record.status is None and record.error is not None:
                     # The server had closed the kept-alive connection before our request: retry once, fresh.
                     conn.close()
                     conn, record.error = None, None
             if conn is None:
                 conn, record.connect_s = await asyncio.wait_for(self.pool.connect(), timeout_s)
-                await self._exchange(conn, payload, stream, timeout_s - (time.monotonic() - started))
+                self._write(conn, send.payload, stream)
+                await self._response(conn, stream, timeout_s - (time.monotonic() - send.started))
         except asyncio.TimeoutError:
             record.error = (
                 f"cut: still running when its step's drain time ended ({timeout_s:.3g} s after it was sent)"
@@ -260,14 +290,17 @@ class StreamClient:
             record.cached_prompt_tokens = 0
         return record
 
-    async def _exchange(self, conn: HttpConnection, payload: bytes, stream: StreamRecorder, timeout_s: float) -> None:
-        record = stream.record
-        loop = asyncio.get_running_loop()
+    def _write(self, conn: HttpConnection, payload: bytes, stream: StreamRecorder) -> None:
         conn.response = ResponseParser(stream.on_line)
         conn.on_read = stream.on_read
-        conn.done = loop.create_future()
+        conn.done = asyncio.get_running_loop().create_future()
         conn.completed_at = None
         conn.transport.write(payload)
+
+    async def _response(self, conn: HttpConnection, stream: StreamRecorder, timeout_s: float) -> None:
+        """Wait for the response to the request just written on conn, and check how it ended."""
+        record = stream.record
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while not conn.done.done():
             # Wake early when [DONE] came but the body has not ended, to bound a server that never ends it.

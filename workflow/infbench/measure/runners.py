@@ -8,7 +8,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
-from infbench.measure.client import ChatRequest, RequestSettings, RunContext, StreamClient
+from infbench.measure.client import ChatRequest, PreparedSend, RequestSettings, RunContext, StreamClient
 from infbench.measure.records import RequestRecord
 from infbench.measure.sse import TokenCounter
 
@@ -106,22 +106,52 @@ async def run_open_loop(
         raise ValueError(f"open loop: {len(planned)} send times for {len(requests)} requests")
     loop = asyncio.get_running_loop()
     tasks: list[asyncio.Task] = []
+    # The sends due at one instant (trace rows often share a timestamp) leave in one timer callback.
+    instants: dict[float, list[ChatRequest]] = {}
+    for request, when in zip(requests, planned, strict=True):
+        instants.setdefault(when, []).append(request)
+    times = sorted(instants)
     async with StreamClient(url, token_counter, wall_offset_s) as client:
+        ready: dict[int, list[PreparedSend]] = {}  # by instant index: built ahead, not yet sent
+        fired = 0  # instants sent so far (their timers fire in time order)
 
-        async def one(request: ChatRequest, when: float) -> RequestRecord:
-            record = await client.chat(request, settings, ctx, planned=when, deadline=deadline)
+        def prepare(index: int) -> None:
+            if index >= fired and index not in ready:
+                when = times[index]
+                ready[index] = [client.prepare(request, settings, ctx, when) for request in instants[when]]
+
+        async def finish(send: PreparedSend) -> RequestRecord:
+            record = await client.finish(send, settings, deadline)
             if on_done:
                 on_done(record)
             return record
 
-        def start(request: ChatRequest, when: float) -> None:
-            tasks.append(loop.create_task(one(request, when)))
+        def fire(index: int) -> None:
+            nonlocal fired
+            try:
+                prepare(index)
+                fired = index + 1
+                for send in ready.pop(index):
+                    client.send_now(send)
+                    tasks.append(loop.create_task(finish(send)))
+            except Exception as err:  # a timer callback's error would only be logged: end the run with it
+                if not all_sent.done():
+                    all_sent.set_exception(err)
+                return
+            if fired < len(times):
+                # The next instant's bytes are built now, in the gap after these sends, not at its time.
+                loop.call_soon(prepare, fired)
+            elif not all_sent.done():
+                all_sent.set_result(None)
 
-        for request, when in zip(requests, planned, strict=True):
-            loop.call_at(when, start, request, when)  # loop.time() is time.monotonic()
-        await asyncio.sleep(max(max(planned, default=0.0) - time.monotonic(), 0.0))
-        while len(tasks) < len(requests):  # the last timers may fire a hair after the sleep ends
-            await asyncio.sleep(0.001)
+        all_sent = loop.create_future()
+        if times:
+            prepare(0)
+        else:
+            all_sent.set_result(None)
+        for index, when in enumerate(times):
+            loop.call_at(when, fire, index)  # loop.time() is time.monotonic()
+        await all_sent
         records = await asyncio.gather(*tasks)
     return sorted(records, key=lambda r: r.request_id)
 
