@@ -104,7 +104,8 @@ def main() -> None:
     parser.add_argument(
         "--pin",
         action="store_true",
-        help="reference server on the last CPU, this client on the others (a wakeup then never preempts the client)",
+        help="reference server on the last CPU, this client on the others, so the server's wakeups run on a core"
+        " of their own (reference server only; an engine given by --url is not moved)",
     )
     parser.add_argument("--ttft", type=float, default=0.02, help="reference server: TTFT (s)")
     parser.add_argument("--itl", type=float, default=0.005, help="reference server: between tokens (s)")
