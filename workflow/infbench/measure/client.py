@@ -128,14 +128,17 @@ class RunContext:
 
 @dataclass
 class PreparedSend:
-    """One request ready to leave: its record, its bytes, the recorder of its stream; then when it left
-    and on which kept-alive connection (None: finish() opens one)."""
+    """One request ready to leave: its bytes and the recorder of its stream (which holds its record and
+    planned time); then when it left and on which kept-alive connection (None: finish() opens one)."""
 
-    record: RequestRecord
     payload: bytes
     stream: StreamRecorder
     started: float = 0.0
     conn: HttpConnection | None = None
+
+    @property
+    def record(self) -> RequestRecord:
+        return self.stream.record
 
 
 class StreamClient:
@@ -218,8 +221,7 @@ class StreamClient:
         open loop builds them ahead and a send at its planned instant is only the write."""
         record = self.new_record(request, settings, ctx, planned)
         payload = self._request_bytes(request, settings, ctx.cache == "cold")
-        stream = StreamRecorder(record, planned, self.token_counter, running_lag_selector())
-        return PreparedSend(record, payload, stream)
+        return PreparedSend(payload, StreamRecorder(record, planned, self.token_counter, running_lag_selector()))
 
     def send_now(self, send: PreparedSend) -> None:
         """Stamp the send and, when a kept-alive connection is idle, write the request on it now
